@@ -1,0 +1,80 @@
+"""The one interface the orchestrator drives; `local` and `aml` implement it.
+
+The orchestrator (timer) owns the run state machine and the status Table. A backend only does
+what the outside world does: run the pipeline job, host deployments, answer scoring requests.
+Every call returns quickly; long work is started and then polled on later timer ticks.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class TransientBackendError(Exception):
+    """Worth retrying with backoff (throttling, timeouts, 5xx)."""
+
+
+class PermanentBackendError(Exception):
+    """Retrying cannot help (bad configuration, invalid job, quota); the run fails with this reason."""
+
+
+# Job states a backend reports; the orchestrator maps them onto run states.
+JOB_STATES = ("Submitted", "Preprocessing", "Training", "Evaluating", "Completed", "Failed")
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # one of JOB_STATES
+    error: str | None = None  # set when Failed: which step and why
+    # Set when Completed: evaluate's evaluation.json (decision, reason, metrics, registered model).
+    evaluation: dict | None = None
+    # Train metrics as soon as known (train_summary.json), for the status API.
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    model_name: str
+    model_version: str
+    scoring_url: str
+    traffic: int = 0  # percent
+    state: str = "Creating"  # Creating | Ready | Failed
+
+
+class PipelineBackend(ABC):
+    @abstractmethod
+    def submit(self, run_id: str) -> str:
+        """Start ONE pipeline job over every document in inputs/; return the job id."""
+
+    @abstractmethod
+    def job_status(self, job_id: str) -> JobStatus:
+        """Where the job is now."""
+
+    @abstractmethod
+    def begin_deploy(self, run_id: str, model_name: str, model_version: str) -> Deployment:
+        """Create a new deployment of the registered model beside the current one, with 0% traffic."""
+
+    @abstractmethod
+    def deployment(self, name: str) -> Deployment:
+        """Current state of one deployment (Creating until it can take requests)."""
+
+    @abstractmethod
+    def smoke_test(self, name: str, prompt: str) -> str:
+        """Send a real scoring request to that deployment only; return the generated text or raise."""
+
+    @abstractmethod
+    def shift_traffic(self, name: str) -> None:
+        """Route 100% of the endpoint's traffic to that deployment."""
+
+    @abstractmethod
+    def delete_deployment(self, name: str) -> None:
+        """Remove a deployment (a failed candidate, or one older than the rollback target)."""
+
+    @abstractmethod
+    def deployments(self) -> list[Deployment]:
+        """Every deployment of the endpoint with its traffic share."""
+
+    @abstractmethod
+    def scoring_url(self) -> str | None:
+        """The stable URL clients call (routes by traffic), or None before the first deployment."""
