@@ -1,0 +1,190 @@
+"""A folder of uploaded documents -> one snapshot of their text plus its manifest.
+
+Documents already extracted by the same code are taken from the cache (by sha256), the rest are
+extracted in isolated workers; every document, readable or not, gets a manifest entry.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pdf_text.cache import ExtractionCache
+from pdf_text.capacity import choose_workers
+from pdf_text.document import Extraction
+from pdf_text.extract import describe_content, is_pdf_header
+from pdf_text.inputs import InputFile, list_inputs
+from pdf_text.isolate import Limits, Task, extract_isolated
+from pdf_text.manifest import DocumentEntry, build_manifest, combined_text
+from pdf_text.snapshot import Snapshot, write_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    timeout_s: float = 120.0
+    memory_mb: int = 2048
+    workers: int = 0  # 0 = one per available CPU
+
+
+@dataclass
+class BuildResult:
+    entries: list[DocumentEntry]
+    snapshot: Snapshot | None  # None when no document gave text: nothing was written
+    workers: int
+    seconds: float
+    extracted: int  # documents extracted in this run (the rest came from the cache or were skipped)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(entry.cached for entry in self.entries)
+
+    @property
+    def has_text(self) -> bool:
+        return any(entry.chars for entry in self.entries)
+
+
+@dataclass
+class _Resolved:
+    extraction: Extraction
+    cached: bool = False
+    seconds: float = 0.0
+    names: list[str] = field(default_factory=list)  # every document with this content, in name order
+    pending: bool = False  # waiting for extraction in this run
+
+
+def _not_extracted(item: InputFile) -> Extraction:
+    """Why a file that is not a readable *.pdf gets no text."""
+    if item.read_error:
+        message = (
+            f"could not read the file ({item.read_error}); check the input storage and run again, or upload "
+            "the file again."
+        )
+    elif is_pdf_header(item.head):
+        message = "this is a PDF but its name does not end in .pdf, so it was not extracted: rename it to *.pdf."
+    else:
+        message = (
+            f"not a PDF (only *.pdf files are extracted; this looks like {describe_content(item.head)}): "
+            "convert it to PDF and upload that, or remove it from the input folder."
+        )
+    return Extraction.failed(message, cacheable=False)
+
+
+class _Progress:
+    """One log line per document as its result becomes known: name, status, pages, chars, time."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def __call__(self, name: str, result: _Resolved) -> None:
+        self.done += 1
+        extraction = result.extraction
+        source = "cached" if result.cached else f"{result.seconds:.2f} s"
+        log.info(
+            "[%d/%d] %s: %s, %d pages, %s chars, %s", self.done, self.total, name, extraction.status,
+            extraction.pages, f"{len(extraction.text):,}", source,
+        )
+
+
+def _resolve(files: list[InputFile], cache: ExtractionCache, progress: _Progress) -> dict[str, _Resolved]:
+    """Each file's result by name: known now (not a PDF, cached) or pending extraction.
+
+    Files with the same content share one _Resolved, so identical uploads are extracted once.
+    """
+    by_sha: dict[str, _Resolved] = {}
+    resolved: dict[str, _Resolved] = {}
+    for item in files:
+        if item.read_error or not item.is_pdf_name:
+            result = _Resolved(_not_extracted(item), names=[item.name])
+        elif item.sha256 in by_sha:
+            result = by_sha[item.sha256]
+            result.names.append(item.name)
+        else:
+            lookup_started = time.perf_counter()
+            cached = cache.get(item.sha256)
+            if cached is None:
+                result = _Resolved(Extraction(), names=[item.name], pending=True)
+            else:
+                seconds = time.perf_counter() - lookup_started
+                result = _Resolved(cached, cached=True, seconds=seconds, names=[item.name])
+            by_sha[item.sha256] = result
+        resolved[item.name] = result
+        if not result.pending:  # pending ones are reported when their extraction ends
+            progress(item.name, result)
+    return resolved
+
+
+def build_snapshot(
+    input_dir: Path, output_dir: Path, cache_dir: Path | None = None, options: Options = Options()
+) -> BuildResult:
+    started = time.perf_counter()
+    cache_dir = cache_dir or output_dir / "cache"
+    files = list_inputs(input_dir, exclude=(output_dir, cache_dir))
+    cache = ExtractionCache(cache_dir)
+    progress = _Progress(len(files))
+    resolved = _resolve(files, cache, progress)
+
+    # One task per distinct pending content, largest file first so a big one does not start last.
+    pending: dict[str, InputFile] = {}
+    for item in files:
+        if resolved[item.name].pending:
+            pending.setdefault(item.sha256, item)
+    largest_first = sorted(pending.values(), key=lambda item: -item.bytes)
+    tasks = [Task(key=item.sha256, path=item.path) for item in largest_first]
+    workers = min(choose_workers(options.workers, options.memory_mb), max(1, len(tasks)))
+    if tasks:
+        log.info(
+            "extracting %d document(s) with %d worker(s), each limited to %g s and %d MB",
+            len(tasks), workers, options.timeout_s, options.memory_mb,
+        )
+    for outcome in extract_isolated(tasks, Limits(options.timeout_s, options.memory_mb), workers):
+        result = resolved[pending[outcome.task.key].name]
+        result.extraction, result.seconds, result.pending = outcome.extraction, outcome.seconds, False
+        cache.put(outcome.task.key, outcome.extraction)
+        for name in result.names:
+            progress(name, result)
+
+    entries, texts = _entries_and_texts(files, resolved)
+    snapshot = None
+    if texts:
+        snapshot = write_snapshot(
+            output_dir, combined_text(texts), lambda name, created: build_manifest(name, created, entries)
+        )
+        log.info("wrote %s and %s", snapshot.text, snapshot.manifest.name)
+    return BuildResult(entries, snapshot, workers, time.perf_counter() - started, extracted=len(tasks))
+
+
+def _entries_and_texts(files: list[InputFile], resolved: dict[str, _Resolved]) -> tuple[list[DocumentEntry], list[str]]:
+    """Manifest entries and snapshot texts in name order; identical files contribute their text once."""
+    entries, texts = [], []
+    for item in files:
+        result = resolved[item.name]
+        extraction = result.extraction
+        first = result.names[0] == item.name
+        messages = list(extraction.messages)
+        status = extraction.status
+        chars = len(extraction.text) if first else 0
+        if not first and extraction.text:
+            status = "warning" if status == "ok" else status
+            messages.append(
+                f"same content as '{result.names[0]}' (identical sha256): its text is in the snapshot once, "
+                "under that name; remove one of the copies."
+            )
+        if chars:
+            texts.append(extraction.text)
+        entries.append(
+            DocumentEntry(
+                name=item.name,
+                sha256=item.sha256,
+                bytes=item.bytes,
+                pages=extraction.pages,
+                chars=chars,
+                status=status,
+                messages=messages,
+                cached=result.cached,
+                seconds=round(result.seconds if first else 0.0, 3),
+            )
+        )
+    return entries, texts

@@ -1,0 +1,70 @@
+"""Earlier extraction results, one JSON file per document content: CACHE/<sha256>.json.
+
+An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's
+version and the source of the modules that shape the text, so changing the cleaner invalidates
+every entry without anyone remembering to bump a number.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+import pypdf
+
+from pdf_text import clean, document, extract, language
+from pdf_text.document import Extraction
+
+log = logging.getLogger(__name__)
+_TEXT_SHAPING_MODULES = (extract, clean, language, document)
+
+
+@cache
+def extraction_version() -> str:
+    digest = hashlib.sha256(f"pypdf {pypdf.__version__}\n".encode())
+    for module in _TEXT_SHAPING_MODULES:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class ExtractionCache:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, sha256: str) -> Path:
+        return self.folder / f"{sha256}.json"
+
+    def get(self, sha256: str) -> Extraction | None:
+        """The cached result for this content, or None (missing, written by other code, or unreadable)."""
+        path = self._path(sha256)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable cache entry %s (%s); extracting again", path, exc)
+            return None
+        if entry.get("version") != extraction_version() or entry.get("sha256") != sha256:
+            return None
+        try:
+            return Extraction.from_json(entry["extraction"])
+        except (KeyError, TypeError) as exc:
+            log.warning("ignoring malformed cache entry %s (%s); extracting again", path, exc)
+            return None
+
+    def put(self, sha256: str, extraction: Extraction) -> None:
+        """Store a result; written to a temporary name then renamed, so readers never see half a file."""
+        if not extraction.cacheable:
+            return
+        entry = {"version": extraction_version(), "sha256": sha256, "extraction": extraction.to_json()}
+        path = self._path(sha256)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError as exc:  # a cache that cannot be written costs speed next time, not this run
+            log.warning("could not write cache entry %s (%s); the next run will extract it again", path, exc)

@@ -1,0 +1,149 @@
+"""One PDF -> its cleaned text, page count, status and the messages that explain the status.
+
+This is the unit of work that runs in an isolated worker and whose result is cached by sha256.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pdf_text.clean import clean_document
+from pdf_text.extract import PdfPages, UnreadablePdf, read_pdf_pages
+from pdf_text.language import check_english
+
+Status = Literal["ok", "warning", "error"]
+_SEVERITY = {"ok": 0, "warning": 1, "error": 2}
+# Warn when at least this share of pages has no text: likely scanned pages whose content is lost.
+EMPTY_PAGE_SHARE = 0.5
+
+
+@dataclass
+class Extraction:
+    """What one PDF gave. `cacheable` is False for outcomes that depend on this run (limits, bugs)."""
+
+    status: Status = "ok"
+    pages: int = 0
+    text: str = ""
+    messages: list[str] = field(default_factory=list)
+    cacheable: bool = True
+
+    def note(self, message: str) -> None:
+        self.messages.append(message)
+
+    def warn(self, message: str) -> None:
+        self._raise_status("warning")
+        self.messages.append(message)
+
+    def fail(self, message: str) -> None:
+        self._raise_status("error")
+        self.messages.append(message)
+
+    def _raise_status(self, status: Status) -> None:
+        if _SEVERITY[status] > _SEVERITY[self.status]:
+            self.status = status
+
+    @classmethod
+    def failed(cls, message: str, *, cacheable: bool) -> Extraction:
+        return cls(status="error", messages=[message], cacheable=cacheable)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Extraction:
+        return cls(**data)
+
+
+# Enough of pypdf's repair notes to explain a document without flooding the manifest.
+MAX_REPAIRS_SHOWN = 3
+# Page lists in messages stop here; a 500-page scan needs no 500 numbers to be understood.
+MAX_LISTED_PAGES = 10
+
+
+def _page_list(numbers: list[int]) -> str:
+    listed = ", ".join(map(str, numbers[:MAX_LISTED_PAGES]))
+    return listed + (", ..." if len(numbers) > MAX_LISTED_PAGES else "")
+
+
+def process_pdf(path: Path) -> Extraction:
+    """Extract, clean and check one PDF. Never raises for a bad file (MemoryError excepted)."""
+    try:
+        raw = read_pdf_pages(path)
+    except UnreadablePdf as exc:
+        return Extraction.failed(str(exc), cacheable=True)
+    except MemoryError:
+        raise  # the worker reports it as a memory-limit failure
+    except Exception as exc:  # a bug of ours or pypdf's must not stop the other documents
+        return Extraction.failed(
+            f"unexpected error while extracting ({type(exc).__name__}: {exc}); this is a bug, please report "
+            "it with the file. The other documents are not affected.",
+            cacheable=False,
+        )
+    result = Extraction(pages=len(raw.texts), text=clean_document(raw.texts))
+    for note in raw.notes:
+        result.note(note)
+    if result.pages == 0:
+        result.fail("the PDF has no pages, so there is nothing to extract; check that it opens in a PDF viewer.")
+    elif not result.text:
+        result.fail(_no_text_message(raw))
+    else:
+        _check_content(raw, result)
+    return result
+
+
+def _failed_pages(raw: PdfPages) -> str:
+    failed = sorted(raw.failed_pages)
+    return f"page(s) {_page_list(failed)} of {len(raw.texts)} ({raw.failed_pages[failed[0]]})"
+
+
+def _repairs(raw: PdfPages) -> str:
+    shown = "; ".join(raw.repairs[:MAX_REPAIRS_SHOWN])
+    more = f" (+{len(raw.repairs) - MAX_REPAIRS_SHOWN} more)" if len(raw.repairs) > MAX_REPAIRS_SHOWN else ""
+    return f"pypdf repaired problems while reading ({shown}{more})"
+
+
+def _no_text_message(raw: PdfPages) -> str:
+    if raw.failed_pages or raw.repairs:
+        cause = f"could not read the text of {_failed_pages(raw)}" if raw.failed_pages else _repairs(raw)
+        return (
+            f"corrupt PDF: {cause} and no page gave text; open it in a PDF viewer, save or export it as a new "
+            "PDF and upload that."
+        )
+    return (
+        f"no extractable text on any of its {len(raw.texts)} page(s): it is probably scanned or image-only, "
+        "and OCR is not supported; run OCR on it (or export it with a text layer) and upload it again."
+    )
+
+
+def _check_content(raw: PdfPages, result: Extraction) -> None:
+    """Warnings for a document that gave text: missing pages, damage, language."""
+    if raw.failed_pages:
+        result.warn(
+            f"could not read the text of {_failed_pages(raw)}; the other pages were extracted. Re-export the "
+            "PDF to recover the missing pages."
+        )
+    # Pages without text that did not fail outright: scanned, or emptied by damage pypdf repaired.
+    unexplained = [
+        number for number, text in enumerate(raw.texts, start=1) if not text.strip() and number not in raw.failed_pages
+    ]
+    if raw.repairs and unexplained:
+        # A damaged file with text-less pages: those pages probably lost their text to the damage.
+        result.warn(
+            f"{_repairs(raw)} and page(s) {_page_list(unexplained)} came out without text, so their text may "
+            "be lost; re-export the PDF to recover it."
+        )
+    elif raw.repairs:
+        result.note(f"{_repairs(raw)}.")
+    elif unexplained and len(unexplained) >= EMPTY_PAGE_SHARE * len(raw.texts):
+        result.warn(
+            f"{len(unexplained)} of {len(raw.texts)} pages have no text (page(s) {_page_list(unexplained)}): "
+            "scanned images, probably; OCR is not supported, so their content is missing from the snapshot."
+        )
+    language = check_english(result.text)
+    if not language.mostly_english:
+        result.warn(
+            f"text is mostly not English (only {language.english_share:.0%} of its {language.words} words are "
+            "common English words such as 'the', 'and', 'of'; English text has 35% or more): GPT-2 is an English "
+            "model and will learn little from it. The text is kept; remove the upload if it should not be trained on."
+        )

@@ -1,0 +1,160 @@
+"""Read one PDF file with pypdf: the raw text of each page, or a clear reason why it cannot be read.
+
+Runs inside an isolated worker process (see isolate.py), so it may be slow or memory hungry on a
+hostile file; everything here is about turning pypdf's behaviour into messages a person can act on.
+"""
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pypdf import PasswordType, PdfReader
+from pypdf.errors import DependencyError
+
+# The PDF header may follow some junk, but must start within the first 1024 bytes (PDF 32000-1 annex H).
+HEADER_WINDOW = 1024
+# pypdf looks for %%EOF near the end; a file without one there was cut off.
+TRAILER_WINDOW = 1024
+
+_SIGNATURES = [
+    (b"PK\x03\x04", "a ZIP archive or Office document (.docx, .xlsx, .pptx)"),
+    (b"\xd0\xcf\x11\xe0", "an old Office document (.doc, .xls, .ppt)"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"{\\rtf", "an RTF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+]
+
+
+class UnreadablePdf(Exception):
+    """The file cannot be read at all; str(exc) says what happened and what to do."""
+
+
+@dataclass
+class PdfPages:
+    texts: list[str]  # raw text of each page, "" where a page had none or failed
+    failed_pages: dict[int, str] = field(default_factory=dict)  # 1-based page number -> error
+    notes: list[str] = field(default_factory=list)  # things worth knowing that are not problems
+    repairs: list[str] = field(default_factory=list)  # what pypdf reported fixing, each once
+
+
+def is_pdf_header(head: bytes) -> bool:
+    return b"%PDF-" in head[:HEADER_WINDOW]
+
+
+def describe_content(head: bytes) -> str:
+    """What a non-PDF file most likely is, from its first bytes, for the error message."""
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    start = head.lstrip()[:64].lower()
+    if start.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page (often a download or login page saved by mistake)"
+    if start.startswith(b"<?xml"):
+        return "an XML document"
+    try:
+        # Incremental: a character cut in two at the end of `head` is not evidence of binary data.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "binary data of an unknown type"
+    return "binary data of an unknown type" if b"\x00" in head else "plain text"
+
+
+@contextmanager
+def _pypdf_warnings() -> Iterator[list[str]]:
+    # pypdf reports repairs through logging; collect them for this document instead of letting them
+    # reach the job log with no document name attached.
+    collected: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            collected.append(record.getMessage())
+
+    logger = logging.getLogger("pypdf")
+    handler, propagate = Collect(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield collected
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _open(data: bytes) -> tuple[PdfReader, list[str]]:
+    if not data:
+        raise UnreadablePdf(
+            "empty file (0 bytes): the upload did not finish or the source was empty; upload the PDF again."
+        )
+    if not is_pdf_header(data):
+        raise UnreadablePdf(
+            f"not a PDF despite the .pdf name: it does not start with '%PDF-' and looks like "
+            f"{describe_content(data[:HEADER_WINDOW])}; save or export it as PDF and upload that instead."
+        )
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        # PdfReader already tried the empty password; ask again explicitly so the outcome is ours.
+        decrypted = reader.decrypt("") if reader.is_encrypted else None
+    except MemoryError:
+        raise
+    except DependencyError as exc:
+        raise UnreadablePdf(
+            f"needs a missing library to decrypt it ({exc}); install 'cryptography' in the job image."
+        ) from exc
+    except Exception as exc:
+        # Broken files surface as many exception types besides pypdf's own (see pypdf.errors).
+        raise UnreadablePdf(_unreadable_message(data, exc)) from exc
+    if decrypted == PasswordType.NOT_DECRYPTED:
+        raise UnreadablePdf(
+            "encrypted with a password (the empty password does not open it): upload a copy without "
+            "password protection, e.g. saved or printed to PDF without a password."
+        )
+    if decrypted is None:
+        return reader, []
+    return reader, ["encrypted with an empty user password: opened without one and extracted normally."]
+
+
+def _unreadable_message(data: bytes, exc: Exception) -> str:
+    reason = f"{type(exc).__name__}: {exc}"
+    if b"%%EOF" not in data[-TRAILER_WINDOW:]:
+        return (
+            f"truncated: the file ends before the PDF end marker (%%EOF), so pypdf cannot read it ({reason}); "
+            "the upload was probably cut off, upload the complete file again."
+        )
+    return (
+        f"corrupt PDF: pypdf cannot read it ({reason}); open it in a PDF viewer, save or export it as a "
+        "new PDF and upload that."
+    )
+
+
+def read_pdf_pages(path: Path) -> PdfPages:
+    """Text of every page of the PDF at `path`; raises UnreadablePdf with an actionable message."""
+    data = path.read_bytes()
+    with _pypdf_warnings() as warnings:
+        reader, notes = _open(data)
+        try:
+            pages = list(reader.pages)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            # The page tree itself is broken: there is nothing to extract page by page.
+            raise UnreadablePdf(_unreadable_message(data, exc)) from exc
+        result = PdfPages(texts=[], notes=notes)
+        for number, page in enumerate(pages, start=1):
+            try:
+                result.texts.append(page.extract_text())
+            except MemoryError:
+                raise
+            except Exception as exc:  # one bad page must not lose the others
+                result.texts.append("")
+                result.failed_pages[number] = f"{type(exc).__name__}: {exc}"
+    result.repairs = list(dict.fromkeys(warning.rstrip(".") for warning in warnings))
+    return result

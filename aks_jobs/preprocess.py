@@ -1,0 +1,86 @@
+"""Preprocess step: a folder of uploaded PDFs -> a new, immutable text snapshot and its manifest.
+
+    python aks_jobs/preprocess.py --input INPUTS --output PROCESSED [--cache DIR] [--timeout-s 120]
+                                  [--memory-mb 2048] [--workers 0]
+
+Writes PROCESSED/combined_data_<UTC yyyymmdd_HHMMSS>.txt and PROCESSED/combined_data_<same>.manifest.json
+(never overwriting one), logs one line per document to stderr and prints a summary table.
+Exits 1 only when no document produced text.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pdf_text.build import Options, build_snapshot
+from pdf_text.summary import format_summary
+
+
+def _at_least(kind: type[int] | type[float], minimum: float) -> Callable[[str], int | float]:
+    def parse(value: str) -> int | float:
+        number = kind(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value}")
+        return number
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Extract the text of every *.pdf under --input (recursively, any letter case) with pypdf, clean it, "
+            "and write a new timestamped snapshot plus a manifest saying what happened to each document. "
+            "Broken documents get an error in the manifest and never stop the others."
+        ),
+        epilog=(
+            "Writes OUTPUT/combined_data_<UTC yyyymmdd_HHMMSS>.txt and OUTPUT/combined_data_<same>.manifest.json; "
+            "an existing snapshot is never overwritten. Exits 1 only when no document produced text."
+        ),
+    )
+    parser.add_argument("--input", type=Path, required=True, metavar="DIR", help="folder of uploaded documents")
+    parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder that receives the snapshot")
+    parser.add_argument(
+        "--cache", type=Path, metavar="DIR",
+        help="earlier extraction results keyed by sha256, reused when a document is unchanged (default: OUTPUT/cache)",
+    )
+    parser.add_argument(
+        "--timeout-s", type=_at_least(float, 0.001), default=120.0, metavar="SECONDS",
+        help="wall-clock limit per document; a document over it is stopped and reported (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--memory-mb", type=_at_least(int, 1), default=2048, metavar="MB",
+        help="memory (address space) limit of each extraction process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=_at_least(int, 0), default=0, metavar="N",
+        help="documents extracted at once; 0 = one per available CPU within the container's CPU and memory "
+        "limits (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not args.input.is_dir():
+        parser.error(f"--input {args.input} is not a folder: pass the folder that holds the uploaded PDFs")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    options = Options(timeout_s=args.timeout_s, memory_mb=args.memory_mb, workers=args.workers)
+    result = build_snapshot(args.input, args.output, args.cache, options)
+    print(format_summary(result))
+    if not result.has_text:
+        print(
+            f"error: no document produced text ({len(result.entries)} document(s) under {args.input}), so no "
+            "snapshot was written and there is nothing to train on; fix or replace the documents listed above.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
