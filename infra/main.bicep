@@ -1,0 +1,327 @@
+// PDFs -> fine-tuned GPT-2 on AKS: the whole Azure footprint in one resource group.
+// Deploy with infra/deploy.sh (docs/deploy.md); this file only wires modules and names things.
+targetScope = 'resourceGroup'
+
+// ---------- placement and naming ----------
+param location string = resourceGroup().location
+
+@description('Short lowercase letters/digits that start every resource name.')
+@minLength(3)
+@maxLength(10)
+param namePrefix string = 'gpt2pdf'
+
+@description('Makes global names unique; change it to redeploy while a deleted Key Vault is still soft-deleted.')
+@minLength(3)
+@maxLength(6)
+param nameSuffix string = take(uniqueString(resourceGroup().id), 6)
+
+param tags object = {
+  application: 'gpt2-pdf-pipeline'
+}
+
+param storageAccountName string = toLower('st${namePrefix}data${nameSuffix}')
+param workspaceStorageName string = toLower('st${namePrefix}ml${nameSuffix}')
+param functionAppName string = '${namePrefix}-func-${nameSuffix}'
+param functionPlanName string = '${namePrefix}-plan-${nameSuffix}'
+param logAnalyticsName string = '${namePrefix}-log-${nameSuffix}'
+param functionInsightsName string = '${namePrefix}-appi-func-${nameSuffix}'
+param amlInsightsName string = '${namePrefix}-appi-ml-${nameSuffix}'
+param systemTopicName string = '${namePrefix}-egst-${nameSuffix}'
+param keyVaultName string = 'kv-${namePrefix}-${nameSuffix}'
+param registryName string = toLower('acr${namePrefix}${nameSuffix}')
+param workspaceName string = '${namePrefix}-mlw-${nameSuffix}'
+param clusterName string = '${namePrefix}-aks-${nameSuffix}'
+param computeIdentityName string = '${namePrefix}-id-compute-${nameSuffix}'
+
+// ---------- names the code and the jobs agree on (function_app/settings.py defaults) ----------
+param dataContainerName string = 'gpt2-training-data'
+param statusTableName string = 'pipelinestatus'
+param computeName string = 'aks-compute-target'
+param cpuInstanceType string = 'cpu-small'
+param gpuInstanceType string = 'gpu-t4'
+param datastoreName string = 'gpt2_training_data'
+
+@description('Online endpoint name; it must be unique in the Azure region.')
+param endpointName string = 'gpt2-pdf'
+
+param modelName string = 'gpt2-pdf'
+
+// ---------- control-plane behaviour ----------
+param timerSchedule string = '0 */1 * * * *'
+param debounceSeconds int = 60
+param baseModel string = 'gpt2'
+
+@allowed([
+  'default'
+  'memorize'
+])
+param trainPreset string = 'default'
+
+@description('Override of the train step\'s epochs (empty = the preset\'s own).')
+param trainEpochs string = ''
+
+param smokePrompt string = 'The documents say that'
+param maxTransientRetries int = 6
+param deployTimeoutSeconds int = 1800
+
+@description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
+param environmentImageOverride string = ''
+
+// ---------- sizes and cost levers ----------
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+])
+@description('Replication of both storage accounts; ZRS survives a zone outage (use Standard_LRS where ZRS is not offered).')
+param storageSkuName string = 'Standard_ZRS'
+
+param softDeleteDays int = 7
+param logRetentionInDays int = 30
+param logDailyQuotaGb int = -1
+
+@allowed([
+  '3.11'
+])
+param pythonVersion string = '3.11'
+
+@allowed([
+  512
+  2048
+  4096
+])
+param functionInstanceMemoryMB int = 2048
+
+param functionMaximumInstanceCount int = 40
+param alwaysReadyHttpInstances int = 0
+
+@allowed([
+  'Basic'
+  'Standard'
+  'Premium'
+])
+param registrySku string = 'Standard'
+
+param keyVaultRetentionDays int = 7
+param kubernetesVersion string = ''
+
+@allowed([
+  'Free'
+  'Standard'
+])
+param aksSkuTier string = 'Free'
+
+param systemPoolVmSize string = 'Standard_D4ds_v5'
+param systemPoolMaxCount int = 3
+
+@description('GPU VM size of the training pool (needs regional GPU quota); NC4as_T4_v3 = 1x T4 16 GB.')
+param gpuPoolVmSize string = 'Standard_NC4as_T4_v3'
+
+param gpuPoolMaxCount int = 1
+param osDiskSizeGB int = 128
+param enableEncryptionAtHost bool = false
+param apiServerAuthorizedIpRanges array = []
+param enableContainerInsights bool = true
+param amlExtensionName string = 'azureml'
+param workloadNamespace string = 'gpt2-pdf'
+param allowInsecureScoring bool = true
+param scoringSslCname string = ''
+param scoringSslSecretName string = ''
+
+// ---------- who deploys ----------
+@description('Object id of the user or service principal running infra/deploy.sh; gets kubectl rights on the cluster.')
+param deployerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string = 'User'
+
+// The blob layout inside the data container is fixed by the code (architecture: inputs/, processed/).
+var inputsPrefix = 'inputs/'
+var processedPrefix = 'processed/'
+var deploymentContainerName = 'app-package'
+var poisonQueueName = 'webjobs-blobtrigger-poison'
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: logAnalyticsName
+    functionInsightsName: functionInsightsName
+    amlInsightsName: amlInsightsName
+    dailyQuotaGb: logDailyQuotaGb
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: storageAccountName
+    skuName: storageSkuName
+    dataContainerName: dataContainerName
+    deploymentContainerName: deploymentContainerName
+    statusTableName: statusTableName
+    poisonQueueName: poisonQueueName
+    systemTopicName: systemTopicName
+    softDeleteDays: softDeleteDays
+  }
+}
+
+// Every setting function_app/settings.py reads (setting_names()); tests/test_infra.py keeps the two
+// in step. DataStorage is identity-based here: the host and our clients use the three service URIs.
+var functionAppSettings = {
+  DataStorage__blobServiceUri: storage.outputs.blobEndpoint
+  DataStorage__queueServiceUri: storage.outputs.queueEndpoint
+  DataStorage__tableServiceUri: storage.outputs.tableEndpoint
+  DATA_CONTAINER: dataContainerName
+  STATUS_TABLE: statusTableName
+  // Flex Consumption supports only the Event Grid source for blob triggers.
+  BLOB_TRIGGER_SOURCE: 'EventGrid'
+  TIMER_SCHEDULE: timerSchedule
+  DEBOUNCE_SECONDS: string(debounceSeconds)
+  PIPELINE_BACKEND: 'aml'
+  BASE_MODEL: baseModel
+  TRAIN_PRESET: trainPreset
+  TRAIN_EPOCHS: trainEpochs
+  MODEL_NAME: modelName
+  SMOKE_PROMPT: smokePrompt
+  AML_SUBSCRIPTION_ID: subscription().subscriptionId
+  AML_RESOURCE_GROUP: resourceGroup().name
+  AML_WORKSPACE: workspaceName
+  AML_COMPUTE: computeName
+  AML_CPU_INSTANCE_TYPE: cpuInstanceType
+  AML_GPU_INSTANCE_TYPE: gpuInstanceType
+  AML_ENVIRONMENT_IMAGE: environmentImageOverride
+  AML_DATASTORE: datastoreName
+  AML_ENDPOINT_NAME: endpointName
+  MAX_TRANSIENT_RETRIES: string(maxTransientRetries)
+  DEPLOY_TIMEOUT_SECONDS: string(deployTimeoutSeconds)
+  // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
+  // their MLflow tracking URI from AML).
+  LOCAL_WORK_DIR: ''
+  LOCAL_SCORING_PORTS: ''
+  LOCAL_ROUTER_PORT: ''
+  LOCAL_API_KEY: ''
+  MLFLOW_TRACKING_URI: ''
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  params: {
+    location: location
+    tags: tags
+    planName: functionPlanName
+    functionAppName: functionAppName
+    storageAccountName: storage.outputs.accountName
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    functionInsightsName: monitoring.outputs.functionInsightsName
+    codeSettings: functionAppSettings
+    pythonVersion: pythonVersion
+    instanceMemoryMB: functionInstanceMemoryMB
+    maximumInstanceCount: functionMaximumInstanceCount
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
+  }
+}
+
+module aml 'modules/aml.bicep' = {
+  name: 'aml'
+  params: {
+    location: location
+    tags: tags
+    workspaceName: workspaceName
+    workspaceStorageName: workspaceStorageName
+    storageSkuName: storageSkuName
+    keyVaultName: keyVaultName
+    keyVaultRetentionDays: keyVaultRetentionDays
+    registryName: registryName
+    registrySku: registrySku
+    amlInsightsId: monitoring.outputs.amlInsightsId
+    computeIdentityName: computeIdentityName
+    datastoreName: datastoreName
+    dataStorageAccountName: storage.outputs.accountName
+    dataContainerName: storage.outputs.dataContainerName
+  }
+}
+
+module aks 'modules/aks.bicep' = {
+  name: 'aks'
+  params: {
+    location: location
+    tags: tags
+    clusterName: clusterName
+    kubernetesVersion: kubernetesVersion
+    skuTier: aksSkuTier
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    systemPoolVmSize: systemPoolVmSize
+    systemPoolMaxCount: systemPoolMaxCount
+    gpuPoolVmSize: gpuPoolVmSize
+    gpuPoolMaxCount: gpuPoolMaxCount
+    osDiskSizeGB: osDiskSizeGB
+    enableEncryptionAtHost: enableEncryptionAtHost
+    apiServerAuthorizedIpRanges: apiServerAuthorizedIpRanges
+    enableContainerInsights: enableContainerInsights
+    amlExtensionName: amlExtensionName
+    workloadNamespace: workloadNamespace
+    allowInsecureScoring: allowInsecureScoring
+    scoringSslCname: scoringSslCname
+    scoringSslSecretName: scoringSslSecretName
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    dataStorageAccountName: storage.outputs.accountName
+    dataContainerName: storage.outputs.dataContainerName
+    processedPrefix: processedPrefix
+    functionInsightsName: monitoring.outputs.functionInsightsName
+    workspaceName: aml.outputs.workspaceName
+    registryName: aml.outputs.registryName
+    clusterName: aks.outputs.clusterName
+    functionPrincipalId: functionApp.outputs.principalId
+    computePrincipalId: aml.outputs.computeIdentityPrincipalId
+    workspacePrincipalId: aml.outputs.workspacePrincipalId
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
+}
+
+module compute 'modules/compute.bicep' = {
+  name: 'compute'
+  params: {
+    location: location
+    workspaceName: aml.outputs.workspaceName
+    computeName: computeName
+    clusterId: aks.outputs.clusterId
+    workloadNamespace: aks.outputs.workloadNamespace
+    computeIdentityId: aml.outputs.computeIdentityId
+  }
+  // The attach needs the workspace's rights on the cluster.
+  dependsOn: [
+    roles
+  ]
+}
+
+// Read by infra/deploy.sh for the image build, AML environment, kubectl, publish and Event Grid steps.
+output functionAppName string = functionApp.outputs.name
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output storageAccountName string = storage.outputs.accountName
+output dataContainerName string = storage.outputs.dataContainerName
+output inputsPrefix string = inputsPrefix
+output systemTopicName string = storage.outputs.systemTopicName
+output workspaceName string = aml.outputs.workspaceName
+output registryName string = aml.outputs.registryName
+output registryLoginServer string = aml.outputs.registryLoginServer
+output clusterName string = aks.outputs.clusterName
+output computeName string = compute.outputs.computeName
+output workloadNamespace string = aks.outputs.workloadNamespace
