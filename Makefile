@@ -12,10 +12,27 @@ $(VENV)/.installed: requirements.txt aks_jobs/requirements.txt requirements-dev.
 	$(PIP_INSTALL) -r requirements-dev.txt -c constraints.txt
 	touch $@
 
-setup: $(VENV)/.installed
+# Infra lint tools (checkov, shellcheck, hadolint) pin their own versions: a separate venv.
+.venv-infra/.installed: requirements-infra.txt
+	$(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
+# Azurite (local Blob/Queue/Table) from npm, into node_modules/, never global.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+setup: $(VENV)/.installed .venv-infra/.installed node_modules/.installed
 
 test: setup
 	$(BIN)/pytest
+
+demo: setup
+	$(BIN)/python -m scripts.local_stack up
+
+down:
+	$(BIN)/python -m scripts.local_stack down
 
 bench: setup
 	$(BIN)/python bench/preprocess_bench.py

@@ -40,6 +40,20 @@ class Settings:
     # local backend
     local_work_dir: str = ".local/work"
     local_scoring_ports: str = "5001,5002"
+    # Fixed port of the local router: the stable scoring URL, forwarding to the deployment with traffic.
+    local_router_port: int = 5100
+    # Key that POST /api/retrain wants (x-functions-key) when the API runs under uvicorn instead of
+    # the Functions host; empty = accept only requests from this machine (loopback).
+    local_api_key: str = ""
+    # MLflow for the local backend's steps and deployments; empty = the steps' documented default
+    # (sqlite under <repo>/.local/mlflow). AML jobs get theirs from AML.
+    mlflow_tracking_uri: str = ""
+    # Optional override of the train component's epochs (empty = the preset's own), e.g. for quick local runs.
+    train_epochs: str = ""
+    # Run orchestration: give up on a step after this many transient errors, or a deployment that
+    # stays Creating this long.
+    max_transient_retries: int = 6
+    deploy_timeout_seconds: int = 1800
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -50,6 +64,40 @@ class Settings:
             if raw not in (None, ""):
                 values[f.name] = int(raw) if f.type == "int" else raw
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """The DataStorage connection: a connection string (Azurite) or identity-based service URIs."""
+
+    connection_string: str = ""
+    blob_service_uri: str = ""
+    table_service_uri: str = ""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "StorageConnection":
+        env = os.environ if env is None else env
+        found = cls(
+            connection_string=env.get(STORAGE_CONNECTION, ""),
+            blob_service_uri=env.get(f"{STORAGE_CONNECTION}__blobServiceUri", ""),
+            table_service_uri=env.get(f"{STORAGE_CONNECTION}__tableServiceUri", ""),
+        )
+        if not found.connection_string and not (found.blob_service_uri and found.table_service_uri):
+            raise ValueError(
+                f"Storage is not configured: set {STORAGE_CONNECTION} to a connection string (locally "
+                f"Azurite's, see local.settings.sample.json) or both {STORAGE_CONNECTION}__blobServiceUri and "
+                f"{STORAGE_CONNECTION}__tableServiceUri (identity-based, Azure)."
+            )
+        return found
+
+
+def child_env(extra: dict[str, str], path_first: str = "", env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process (a local step or server): this process's, plus `extra`,
+    with `path_first` (a folder) ahead of PATH when given."""
+    merged = {**(os.environ if env is None else env), **extra}
+    if path_first:
+        merged["PATH"] = os.pathsep.join(p for p in (path_first, merged.get("PATH", "")) if p)
+    return merged
 
 
 def setting_name(field_name: str) -> str:

@@ -1,0 +1,1 @@
+"""Language-model code shared by the train, evaluate and score steps."""

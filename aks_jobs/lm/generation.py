@@ -1,0 +1,250 @@
+"""Scoring requests: parse and validate the JSON body, then generate for all prompts in one batched call."""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# Limits keep one request within a predictable time and memory budget on one GPU (or a CPU pod).
+MAX_PROMPTS = 32
+MAX_NEW_TOKENS = 512
+MAX_RETURN_SEQUENCES = 8
+MAX_SEQUENCES = 64  # prompts x num_return_sequences: the rows of one generate() batch
+# Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
+# them to inf and sampling fails.
+TEMPERATURE_RANGE = (0.01, 2.0)
+REPETITION_PENALTY_RANGE = (0.1, 10.0)
+MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
+
+
+class RequestError(ValueError):
+    """A client mistake in a scoring request; the server answers HTTP 400 naming `field`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"'{field}' {message}")
+        self.field = field
+
+    def to_json(self) -> dict[str, str]:
+        return {"message": str(self), "field": self.field}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One validated request. Defaults are the original design's pipeline() settings."""
+
+    prompts: tuple[str, ...]
+    prompt_is_list: bool = False
+    max_new_tokens: int = 50
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    num_return_sequences: int = 1
+    do_sample: bool = True
+    seed: int = 0
+
+    def parameters(self) -> dict[str, Any]:
+        """The effective generation settings, echoed to the client so any answer can be reproduced."""
+        settings = asdict(self)
+        del settings["prompts"], settings["prompt_is_list"]
+        return settings
+
+
+@dataclass(frozen=True)
+class Completion:
+    generations: list[list[str]]  # per prompt, num_return_sequences continuations (prompt text not repeated)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+           "num_return_sequences", "do_sample", "seed")
+
+
+def parse_request(raw: str | bytes) -> GenerationRequest:
+    """Validate a request body; raise RequestError naming the first bad field.
+
+    JSON null for an optional field means "use the default". A missing seed gets a fresh random one.
+    """
+    body = _decode(raw)
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], f"is not a known field (unknown: {', '.join(unknown)}); "
+                                       f"allowed fields: {', '.join(_FIELDS)}")
+    prompts, prompt_is_list = _prompts(body.get("prompt"))
+    defaults = GenerationRequest  # dataclass defaults are class attributes
+    do_sample = _boolean("do_sample", body.get("do_sample"), defaults.do_sample)
+    num_return_sequences = _integer("num_return_sequences", body.get("num_return_sequences"),
+                                    defaults.num_return_sequences, 1, MAX_RETURN_SEQUENCES)
+    if not do_sample and num_return_sequences > 1:
+        raise RequestError("num_return_sequences", "must be 1 when do_sample is false: greedy decoding "
+                                                   "gives one sequence per prompt")
+    if len(prompts) * num_return_sequences > MAX_SEQUENCES:
+        raise RequestError("num_return_sequences", f"times the number of prompts ({len(prompts)}) must be at "
+                                                   f"most {MAX_SEQUENCES}; send fewer prompts or sequences")
+    seed = _integer("seed", body.get("seed"), None, 0, MAX_SEED)
+    return GenerationRequest(
+        prompts=prompts,
+        prompt_is_list=prompt_is_list,
+        max_new_tokens=_integer("max_new_tokens", body.get("max_new_tokens"), defaults.max_new_tokens,
+                                1, MAX_NEW_TOKENS),
+        temperature=_number("temperature", body.get("temperature"), defaults.temperature, *TEMPERATURE_RANGE),
+        top_k=_integer("top_k", body.get("top_k"), defaults.top_k, 0, None),
+        top_p=_number("top_p", body.get("top_p"), defaults.top_p, 0.0, 1.0, low_included=False),
+        repetition_penalty=_number("repetition_penalty", body.get("repetition_penalty"),
+                                   defaults.repetition_penalty, *REPETITION_PENALTY_RANGE),
+        num_return_sequences=num_return_sequences,
+        do_sample=do_sample,
+        seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
+    )
+
+
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+             request: GenerationRequest) -> Completion:
+    """Generate for every prompt in ONE generate() call (left-padded batch), seeded by request.seed.
+
+    The tokenizer must pad on the left and have a pad token (see lm.serving_model.load_serving_model).
+    Raises RequestError when a prompt does not fit the model's context with max_new_tokens.
+    """
+    encoded = tokenizer(list(request.prompts))
+    _check_fits_context(request, [len(ids) for ids in encoded["input_ids"]],
+                        model.config.max_position_embeddings)
+    batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(model.device)
+    options: dict[str, Any] = {
+        "max_new_tokens": request.max_new_tokens,
+        "do_sample": request.do_sample,
+        "num_return_sequences": request.num_return_sequences,
+        "repetition_penalty": request.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if request.do_sample:  # sampling knobs only; passing them to greedy decoding just draws warnings
+        options.update(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
+    torch.manual_seed(request.seed)  # seeds CPU and every CUDA device
+    with torch.inference_mode():
+        output = model.generate(**batch, **options)
+
+    new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
+    stops = _eos_ids(model)
+    generations: list[list[str]] = [[] for _ in request.prompts]
+    completion_tokens = 0
+    for row, tokens in enumerate(new_tokens):
+        kept = _until_eos(tokens, stops)
+        completion_tokens += len(kept)
+        generations[row // request.num_return_sequences].append(
+            tokenizer.decode(kept, skip_special_tokens=True))
+    return Completion(generations=generations,
+                      prompt_tokens=int(batch["attention_mask"].sum()),
+                      completion_tokens=completion_tokens)
+
+
+def _decode(raw: str | bytes) -> dict[str, Any]:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RequestError("body", f"is not UTF-8 text: {err}") from None
+    if not raw.strip():
+        # azmlinfsrv passes "" when Content-Type is form-encoded (curl -d's default): the form parser took it.
+        raise RequestError("body", 'is empty; send a JSON object such as {"prompt": "Once upon"} '
+                                   "with Content-Type: application/json")
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise RequestError("body", f'is not valid JSON ({err}); send an object like {{"prompt": "Once upon"}}') \
+            from None
+    if not isinstance(body, dict):
+        raise RequestError("body", f'must be a JSON object like {{"prompt": "Once upon"}}, got {_kind(body)}')
+    return body
+
+
+def _prompts(value: Any) -> tuple[tuple[str, ...], bool]:
+    if value is None:
+        raise RequestError("prompt", 'is required: a non-empty string or a list of them, e.g. {"prompt": "Once upon"}')
+    if isinstance(value, str):
+        return (_prompt_text("prompt", value),), False
+    if not isinstance(value, list):
+        raise RequestError("prompt", f"must be a string or a list of strings, got {_kind(value)}")
+    if not 1 <= len(value) <= MAX_PROMPTS:
+        raise RequestError("prompt", f"must hold 1 to {MAX_PROMPTS} prompts, got {len(value)}")
+    return tuple(_prompt_text(f"prompt[{i}]", item) for i, item in enumerate(value)), True
+
+
+def _prompt_text(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RequestError(field, f"must be a string, got {_kind(value)}")
+    if not value.strip():
+        raise RequestError(field, "must not be empty or only whitespace")
+    return value
+
+
+def _integer(field: str, value: Any, default: int | None, low: int, high: int | None) -> int | None:
+    if value is None:
+        return default
+    # bool is a subclass of int in Python, but true/false is not a count.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(field, f"must be an integer, got {_kind(value)}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise RequestError(field, f"must be {bounds}, got {value}")
+    return value
+
+
+def _number(field: str, value: Any, default: float, low: float, high: float, *,
+            low_included: bool = True) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(field, f"must be a number, got {_kind(value)}")
+    above_low = value >= low if low_included else value > low
+    if not (above_low and value <= high):  # also rejects NaN, which Python's json accepts
+        bounds = f"between {low} and {high}" if low_included else f"greater than {low} and at most {high}"
+        raise RequestError(field, f"must be {bounds}, got {value}")
+    return float(value)
+
+
+def _boolean(field: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(field, f"must be true or false, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_fits_context(request: GenerationRequest, prompt_lengths: list[int], context: int) -> None:
+    if request.max_new_tokens >= context:
+        raise RequestError("max_new_tokens", f"must be below the model's context of {context} tokens, "
+                                             f"got {request.max_new_tokens}")
+    for i, length in enumerate(prompt_lengths):
+        field = f"prompt[{i}]" if request.prompt_is_list else "prompt"
+        if length == 0:
+            raise RequestError(field, "encodes to no tokens; send some text")
+        if length + request.max_new_tokens > context:
+            raise RequestError(field, f"is {length} tokens; with max_new_tokens={request.max_new_tokens} that "
+                                      f"exceeds the model's context of {context} tokens: shorten the prompt "
+                                      f"or lower max_new_tokens")
+
+
+def _eos_ids(model: PreTrainedModel) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {eos} if isinstance(eos, int) else set(eos)
+
+
+def _until_eos(tokens: list[int], stops: set[int]) -> list[int]:
+    """Tokens up to and including the first end-of-sequence; later positions are padding."""
+    for i, token in enumerate(tokens):
+        if token in stops:
+            return tokens[: i + 1]
+    return tokens

@@ -1,0 +1,87 @@
+"""Find, name and load the registered model that the scoring server serves (AZUREML_MODEL_DIR)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
+
+
+class ModelFolderError(RuntimeError):
+    """The model folder is missing or ambiguous; init() fails with this message."""
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    version: str
+    folder: Path
+
+
+def find_model_dir(root: Path) -> Path:
+    """The one folder holding config.json: root itself, or the shallowest one below it.
+
+    AML mounts a registered folder as AZUREML_MODEL_DIR/<folder name>/, and MLflow-logged models add a
+    model/ level; deeper config.json files (e.g. trainer checkpoints inside the model) are ignored.
+    """
+    if not root.is_dir():
+        raise ModelFolderError(f"{MODEL_DIR_ENV}={root} is not a folder; point it at the registered model")
+    # followlinks: AML may expose the model folder through symlinks.
+    found = sorted(Path(folder) for folder, _, files in os.walk(root, followlinks=True) if "config.json" in files)
+    if not found:
+        raise ModelFolderError(f"no config.json under {MODEL_DIR_ENV}={root}: register a save_pretrained() "
+                               f"folder (config.json, weights and tokenizer files)")
+    depth = min(len(folder.relative_to(root).parts) for folder in found)
+    shallowest = [folder for folder in found if len(folder.relative_to(root).parts) == depth]
+    if len(shallowest) > 1:
+        listed = ", ".join(str(folder.relative_to(root)) for folder in shallowest)
+        raise ModelFolderError(f"several model folders under {MODEL_DIR_ENV}={root} ({listed}); "
+                               f"register exactly one model folder")
+    return shallowest[0]
+
+
+def find_tokenizer_dir(model_dir: Path) -> Path:
+    """Tokenizer files live beside the weights, or in components/tokenizer for MLflow's transformers flavor."""
+    for folder in (model_dir, model_dir.parent / "components" / "tokenizer"):
+        if (folder / "tokenizer_config.json").is_file():
+            return folder
+    raise ModelFolderError(f"no tokenizer_config.json in {model_dir}: save the tokenizer with the model "
+                           f"(tokenizer.save_pretrained)")
+
+
+def model_identity(model_root: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(name, version): MODEL_NAME / MODEL_VERSION, else .../azureml-models/<name>/<version>, else the folder name."""
+    parts = Path(model_root).parts
+    name, version = Path(model_root).name or "unknown", "unknown"
+    if "azureml-models" in parts:
+        after = parts[len(parts) - parts[::-1].index("azureml-models"):]
+        name = after[0] if after else name
+        version = after[1] if len(after) > 1 else version
+    return env.get("MODEL_NAME") or name, env.get("MODEL_VERSION") or version
+
+
+def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
+    """Load for inference: eval mode, no gradients; bf16 + SDPA on GPU, float32 on CPU."""
+    model_root = env.get(MODEL_DIR_ENV)
+    if not model_root:
+        raise ModelFolderError(f"{MODEL_DIR_ENV} is not set; point it at the model folder "
+                               f"(azmlinfsrv --model_dir DIR)")
+    folder = find_model_dir(Path(model_root))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    model.to(device).eval().requires_grad_(False)
+
+    tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_dir(folder))
+    tokenizer.padding_side = "left"  # decoder-only batches: every prompt must end where generation starts
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # GPT-2 ships without one
+    name, version = model_identity(model_root, env)
+    return ServingModel(model=model, tokenizer=tokenizer, name=name, version=version, folder=folder)

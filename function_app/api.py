@@ -1,0 +1,114 @@
+"""The HTTP API (FastAPI): what the system is doing, its runs and documents, and a retrain button.
+
+Served by the Functions host through AsgiFunctionApp (function_app.functions), or by uvicorn
+without Core Tools (`uvicorn function_app.api:api`). Paths carry the /api prefix themselves, which
+is also the host's default routePrefix, so URLs are the same under both.
+
+Auth: in Azure the host checks the function key before a request reaches this app (auth level
+FUNCTION). Under uvicorn there is no host, so POST /api/retrain checks LOCAL_API_KEY itself
+(header x-functions-key, as in Azure) or, with no key configured, accepts only this machine.
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+
+from function_app import services
+from function_app.orchestrator import NoDocuments, RunActive
+from function_app.status_store import Run
+
+api = FastAPI(
+    title="GPT-2 PDF pipeline control plane",
+    description="Status of the PDF -> fine-tuned GPT-2 pipeline: uploads, runs, the serving model.",
+    version="1.0.0",
+    openapi_url="/api/openapi.json",
+    docs_url="/api/docs",
+    redoc_url=None,
+)
+_LOOPBACK = {"127.0.0.1", "::1"}
+# Present in the ASGI scope only when the Functions host (AsgiMiddleware) serves the request.
+_FUNCTIONS_SCOPE_KEY = "azure_functions.function_name"
+
+
+def get_services() -> services.Services:
+    return services.get()
+
+
+def require_caller_allowed(request: Request, svc: services.Services = Depends(get_services)) -> None:
+    if _FUNCTIONS_SCOPE_KEY in request.scope:
+        return  # the host already checked the function key
+    key = svc.settings.local_api_key
+    if key:
+        if not secrets.compare_digest(request.headers.get("x-functions-key", ""), key):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send the LOCAL_API_KEY value in the x-functions-key header")
+    elif request.client is None or request.client.host not in _LOOPBACK:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "without LOCAL_API_KEY set, only requests from this machine may change state"
+        )
+
+
+def _summary(run: Run) -> dict:
+    return {
+        "id": run.id,
+        "state": run.state,
+        "trigger": run.trigger,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "documents": len(run.documents),
+        "new_documents": len(run.new_documents),
+        "model_version": run.model_version or None,
+        "perplexity": run.metrics.get("perplexity"),
+        "error": run.error or None,
+    }
+
+
+@api.get("/api/health")
+def health(svc: services.Services = Depends(get_services)) -> dict:
+    try:
+        svc.store.current()
+    except Exception as e:  # noqa: BLE001 - report, do not crash: this is what the probe is for
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"status table unreachable: {e}") from None
+    return {"status": "ok", "backend": svc.settings.pipeline_backend}
+
+
+@api.get("/api/status")
+def get_status(svc: services.Services = Depends(get_services)) -> dict:
+    return svc.orchestrator.status()
+
+
+@api.get("/api/runs")
+def list_runs(svc: services.Services = Depends(get_services)) -> dict:
+    return {"runs": [_summary(r) for r in svc.store.runs()]}
+
+
+@api.get("/api/runs/{run_id}")
+def get_run(run_id: str, svc: services.Services = Depends(get_services)) -> dict:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}; GET /api/runs lists them")
+    return run.to_api()
+
+
+@api.get("/api/documents")
+def list_documents(svc: services.Services = Depends(get_services)) -> dict:
+    states = {r.id: r.state for r in svc.store.runs()}
+    documents = []
+    for doc in svc.store.documents():
+        first = doc.pop("trained_by_run")
+        doc["state"] = "included" if first else "waiting for the next run"
+        doc["first_run"] = {"id": first, "state": states.get(first)} if first else None
+        documents.append(doc)
+    return {"documents": documents}
+
+
+@api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_caller_allowed)])
+def retrain(svc: services.Services = Depends(get_services)) -> dict:
+    try:
+        run = svc.orchestrator.request_retrain(datetime.now(timezone.utc))
+    except RunActive as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"run {e} is active; retrain once it has finished") from None
+    except NoDocuments as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    return {"run": run.id, "state": run.state, "detail": "the run is submitted on the next timer tick"}

@@ -1,0 +1,24 @@
+"""Pipeline backends: `local` (processes on this machine) and `aml` (Azure ML on AKS).
+
+Each is imported only when chosen, so the Function app never loads azure-ai-ml unless it uses it.
+"""
+from __future__ import annotations
+
+from function_app.backends.base import PipelineBackend
+from function_app.settings import Settings, setting_name
+
+BACKENDS = ("local", "aml")
+
+
+def create_backend(settings: Settings) -> PipelineBackend:
+    if settings.pipeline_backend == "local":
+        from function_app.backends.local import LocalBackend
+
+        return LocalBackend(settings)
+    if settings.pipeline_backend == "aml":
+        from function_app.backends.aml import AmlBackend
+
+        return AmlBackend(settings)
+    raise ValueError(
+        f"{setting_name('pipeline_backend')}={settings.pipeline_backend!r} is not a backend; use one of {', '.join(BACKENDS)}"
+    )

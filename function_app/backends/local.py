@@ -1,0 +1,278 @@
+"""The `local` backend: the same pipeline and serving stack as AML, as processes on this machine.
+
+- A job is a detached `local_job` process running the component YAMLs' own command lines; its
+  state lives in <work>/jobs/<job>/state.json, so job_status is a file read.
+- A deployment is a detached `local_deploy` process that fetches the registered model from the
+  MLflow registry and becomes the real AML scoring server (azmlinfsrv + aks_jobs/score.py) on a
+  port from LOCAL_SCORING_PORTS.
+- The stable scoring URL is the `local_router` on LOCAL_ROUTER_PORT, forwarding to the deployment
+  holding the traffic (an endpoint in front of blue/green deployments).
+Processes outlive the call that started them (own sessions) and are ended by `stop()`
+(`python -m function_app.backends.local stop`); `resume()` starts the recorded deployments again.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from function_app.backends.base import (
+    Deployment,
+    JobStatus,
+    PermanentBackendError,
+    PipelineBackend,
+    TransientBackendError,
+)
+from function_app.backends.local_job import JobSpec, set_state, write_json
+from function_app.backends.local_processes import alive, kill, port_open, spawn
+from function_app.settings import Settings, child_env
+
+REPO = Path(__file__).resolve().parents[2]
+_RUNNING = ("Submitted", "Preprocessing", "Training", "Evaluating")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+class LocalBackend(PipelineBackend):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        work = Path(settings.local_work_dir)
+        self.work = work if work.is_absolute() else REPO / work
+        self.state_file = self.work / "backend.json"
+        self.ports = [int(p) for p in settings.local_scoring_ports.split(",") if p.strip()]
+
+    # ---- processes and state ---------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        extra = {"PYTHONUNBUFFERED": "1"}
+        if self.settings.mlflow_tracking_uri:
+            extra["MLFLOW_TRACKING_URI"] = self.settings.mlflow_tracking_uri
+        return child_env(extra)
+
+    def _spawn(self, argv: list[str], log_path: Path) -> dict:
+        return spawn(argv, log_path, cwd=REPO, env=self._env())
+
+    def _state(self) -> dict:
+        return _read_json(self.state_file) or {"deployments": {}, "traffic": "", "router": None}
+
+    def _save(self, state: dict) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        write_json(self.state_file, state)
+
+    # ---- pipeline job ----------------------------------------------------------------------
+    def submit(self, run_id: str) -> str:
+        job_id = f"local-{run_id}"
+        job_dir = self.work / "jobs" / job_id
+        if (job_dir / "state.json").exists():
+            return job_id  # submitted before (a retried tick): never start a second job
+        job_dir.mkdir(parents=True, exist_ok=True)
+        state = self._state()
+        serving = state["deployments"].get(state["traffic"])  # evaluate compares against it
+        spec = JobSpec(
+            run_id=run_id,
+            container=self.settings.data_container,
+            processed_dir=str(self.work / self.settings.data_container / "processed"),
+            train_inputs={
+                "base_model": self.settings.base_model,
+                "preset": self.settings.train_preset,
+                "epochs": self.settings.train_epochs or None,
+            },
+            evaluate_inputs={
+                "model_name": self.settings.model_name,
+                "serving_model": self._model_dir(serving) if serving else None,
+            },
+        )
+        spec.write(job_dir)
+        set_state(job_dir, "Submitted")
+        process = self._spawn([sys.executable, "-m", "function_app.backends.local_job", str(job_dir)], job_dir / "runner.log")
+        write_json(job_dir / "process.json", process)
+        return job_id
+
+    def job_status(self, job_id: str) -> JobStatus:
+        job_dir = self.work / "jobs" / job_id
+        state = _read_json(job_dir / "state.json")
+        if state is None:
+            raise PermanentBackendError(f"no local job {job_id} under {job_dir.parent}")
+        metrics = _read_json(job_dir / "model" / "train_summary.json") or {}
+        if state["state"] in _RUNNING and not alive(_read_json(job_dir / "process.json")):
+            # Re-read: the job may have finished between the two reads.
+            state = _read_json(job_dir / "state.json")
+            if state["state"] in _RUNNING:
+                return JobStatus("Failed", error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
+        evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if state["state"] == "Completed" else None
+        if state["state"] == "Completed" and evaluation is None:
+            return JobStatus("Failed", error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
+        return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, metrics=metrics)
+
+    # ---- deployments -----------------------------------------------------------------------
+    def _model_dir(self, record: dict) -> str:
+        # The layout AML mounts a registered model at: .../azureml-models/<name>/<version>
+        return str(self.work / "models" / "azureml-models" / record["model_name"] / record["model_version"])
+
+    def _describe(self, name: str, record: dict, traffic: str) -> Deployment:
+        if not alive(record.get("process")):
+            state = "Failed"
+        elif port_open(record["port"]) and self._healthy(record["port"]):
+            state = "Ready"
+        else:
+            state = "Creating"
+        return Deployment(
+            name=name,
+            model_name=record["model_name"],
+            model_version=record["model_version"],
+            scoring_url=f"http://127.0.0.1:{record['port']}/score",
+            traffic=100 if name == traffic else 0,
+            state=state,
+        )
+
+    @staticmethod
+    def _healthy(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _record(self, name: str) -> tuple[dict, dict]:
+        state = self._state()
+        if name not in state["deployments"]:
+            raise PermanentBackendError(f"no local deployment named {name!r}; there are {sorted(state['deployments'])}")
+        return state, state["deployments"][name]
+
+    def begin_deploy(self, run_id: str, model_name: str, model_version: str) -> Deployment:
+        name = f"v{model_version}"
+        state = self._state()
+        if name in state["deployments"]:  # a retried call: it exists already
+            return self._describe(name, state["deployments"][name], state["traffic"])
+        taken = {d["port"] for d in state["deployments"].values()}
+        port = next((p for p in self.ports if p not in taken and not port_open(p)), None)
+        if port is None:
+            raise PermanentBackendError(
+                f"no free port in LOCAL_SCORING_PORTS={self.settings.local_scoring_ports} for a new deployment "
+                f"(in use: {sorted(taken)}); list at least two free ports (serving + candidate)"
+            )
+        record = {"model_name": model_name, "model_version": model_version, "port": port, "run_id": run_id}
+        record["process"] = self._start_deployment(name, record)
+        state["deployments"][name] = record
+        self._save(state)
+        return self._describe(name, record, state["traffic"])
+
+    def _start_deployment(self, name: str, record: dict) -> dict:
+        argv = [sys.executable, "-m", "function_app.backends.local_deploy", record["model_name"],
+                record["model_version"], self._model_dir(record), str(record["port"])]
+        return self._spawn(argv, self.work / "logs" / f"deployment-{name}.log")
+
+    def deployment(self, name: str) -> Deployment:
+        state, record = self._record(name)
+        return self._describe(name, record, state["traffic"])
+
+    def deployments(self) -> list[Deployment]:
+        state = self._state()
+        return [self._describe(n, r, state["traffic"]) for n, r in state["deployments"].items()]
+
+    def smoke_test(self, name: str, prompt: str) -> str:
+        _, record = self._record(name)
+        body = json.dumps({"prompt": prompt, "max_new_tokens": 16, "do_sample": False}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{record['port']}/score", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                answer = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"deployment {name} answered HTTP {e.code}: {e.read()[:300]!r}") from None
+        except (urllib.error.URLError, TimeoutError) as e:
+            if alive(record.get("process")):
+                raise TransientBackendError(f"deployment {name} did not answer: {e}") from None
+            raise RuntimeError(f"deployment {name} is not running: {e}") from None
+        try:
+            return answer["generations"][0][0]
+        except (KeyError, IndexError, TypeError):
+            raise RuntimeError(f"deployment {name} answered without a generation: {str(answer)[:300]}") from None
+
+    def shift_traffic(self, name: str) -> None:
+        state, _ = self._record(name)
+        state["traffic"] = name
+        self._save(state)
+        self._ensure_router(state)
+
+    def _ensure_router(self, state: dict) -> None:
+        port = self.settings.local_router_port
+        if alive(state.get("router")) and port_open(port):
+            return
+        if port_open(port):
+            raise PermanentBackendError(f"LOCAL_ROUTER_PORT {port} is taken by another program; choose a free port")
+        argv = [sys.executable, "-m", "function_app.backends.local_router", str(self.state_file), str(port)]
+        state["router"] = self._spawn(argv, self.work / "logs" / "router.log")
+        self._save(state)
+        deadline = time.monotonic() + 20
+        while not port_open(port):
+            if time.monotonic() > deadline or not alive(state["router"]):
+                raise TransientBackendError(f"the local router did not listen on {port}; see {self.work}/logs/router.log")
+            time.sleep(0.1)
+
+    def delete_deployment(self, name: str) -> None:
+        state, record = self._record(name)
+        kill(record.get("process"))
+        del state["deployments"][name]
+        if state["traffic"] == name:
+            state["traffic"] = ""
+        self._save(state)
+
+    def scoring_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.settings.local_router_port}/score" if self._state()["traffic"] else None
+
+    # ---- lifecycle of the local stack --------------------------------------------------------
+    def stop(self) -> list[str]:
+        """End every process this backend started; deployments stay recorded for resume()."""
+        stopped = []
+        state = self._state()
+        for job_dir in sorted((self.work / "jobs").glob("*")):
+            job_state = _read_json(job_dir / "state.json") or {}
+            process = _read_json(job_dir / "process.json")
+            if job_state.get("state") in _RUNNING and alive(process):
+                kill(process)
+                set_state(job_dir, "Failed", error="stopped by `local stop` before it finished")
+                stopped.append(f"job {job_dir.name}")
+        for name, record in state["deployments"].items():
+            if alive(record.get("process")):
+                kill(record["process"])
+                stopped.append(f"deployment {name}")
+        if alive(state.get("router")):
+            kill(state["router"])
+            stopped.append("router")
+        return stopped
+
+    def resume(self) -> list[str]:
+        """Start the recorded deployments (and the router) that are not running, e.g. after stop()."""
+        started = []
+        state = self._state()
+        for name, record in state["deployments"].items():
+            if not alive(record.get("process")):
+                record["process"] = self._start_deployment(name, record)
+                started.append(f"deployment {name}")
+        self._save(state)
+        if state["traffic"]:
+            self._ensure_router(state)
+            started.append("router")
+        return started
+
+
+def main(argv: list[str]) -> None:
+    command = argv[0] if argv else ""
+    if command not in ("stop", "resume"):
+        raise SystemExit("usage: python -m function_app.backends.local stop|resume")
+    backend = LocalBackend(Settings.from_env())
+    done = backend.stop() if command == "stop" else backend.resume()
+    print(f"{command}: {', '.join(done) or 'nothing to do'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,136 @@
+"""The local pipeline job: a detached process running preprocess -> train -> evaluate.
+
+`python -m function_app.backends.local_job JOB_DIR` reads JOB_DIR/job.json (written by
+LocalBackend.submit), mirrors inputs/ from the data container, runs each component's own command
+line (local_components) with cwd = the component's code folder, syncs processed/ back to the
+container, and keeps JOB_DIR/state.json current so job_status can answer without asking it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from azure.storage.blob import ContainerClient
+
+from function_app.backends import local_components
+from function_app.settings import StorageConnection, child_env
+from function_app.storage import blob_service
+
+log = logging.getLogger("local_job")
+INPUTS, PROCESSED = "inputs/", "processed/"
+
+
+@dataclass
+class JobSpec:
+    run_id: str
+    container: str
+    processed_dir: str  # persistent across jobs, like AML's read-write mount of processed/
+    train_inputs: dict = field(default_factory=dict)
+    evaluate_inputs: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, job_dir: Path) -> "JobSpec":
+        return cls(**json.loads((job_dir / "job.json").read_text()))
+
+    def write(self, job_dir: Path) -> None:
+        write_json(job_dir / "job.json", asdict(self))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomic: readers (another process) see the old file or the new one, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def set_state(job_dir: Path, state: str, **extra) -> None:
+    write_json(job_dir / "state.json", {"state": state, "updated_at": datetime.now(timezone.utc).isoformat(), **extra})
+    log.info("job %s: %s %s", job_dir.name, state, extra.get("error", ""))
+
+
+def download_tree(container: ContainerClient, prefix: str, target: Path, only_missing: bool) -> int:
+    count = 0
+    for blob in container.list_blobs(name_starts_with=prefix):
+        path = target / blob.name.removeprefix(prefix)
+        if only_missing and path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            container.download_blob(blob.name).readinto(f)
+        count += 1
+    return count
+
+
+def upload_missing(container: ContainerClient, source: Path, prefix: str) -> int:
+    """Upload files not yet in the container (snapshots and cache entries are immutable: names suffice)."""
+    present = {b.name for b in container.list_blobs(name_starts_with=prefix)}
+    count = 0
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+        name = prefix + path.relative_to(source).as_posix()
+        if name not in present:
+            with open(path, "rb") as f:
+                container.upload_blob(name, f, overwrite=False)
+            count += 1
+    return count
+
+
+def run_step(job_dir: Path, step: str, inputs: dict, outputs: dict, env: dict[str, str]) -> None:
+    component = local_components.load(step)
+    argv = component.argv(inputs, outputs)
+    log_path = job_dir / "logs" / f"{step}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    for out in outputs.values():
+        Path(out).mkdir(parents=True, exist_ok=True)
+    log.info("%s: %s (log %s)", step, " ".join(argv), log_path)
+    with open(log_path, "ab") as out:
+        code = subprocess.call(argv, cwd=component.code_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise StepFailed(step, code, log_path)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, code: int, log_path: Path):
+        lines = log_path.read_text(errors="replace").strip().splitlines()[-12:]
+        super().__init__(f"{step} failed (exit {code}); log {log_path}:\n" + "\n".join(lines))
+
+
+def run(job_dir: Path) -> None:
+    spec = JobSpec.read(job_dir)
+    container = blob_service(StorageConnection.from_env()).get_container_client(spec.container)
+    # `python` in the component commands must be this interpreter (the job image's python in AML).
+    # MLFLOW_TRACKING_URI, when configured, comes with the environment the backend gave this process.
+    env = child_env({}, path_first=str(Path(sys.executable).parent))
+    processed = Path(spec.processed_dir)
+    documents = job_dir / "inputs"
+    model, evaluation = job_dir / "model", job_dir / "evaluation"
+    try:
+        set_state(job_dir, "Preprocessing")
+        count = download_tree(container, INPUTS, documents, only_missing=False)
+        download_tree(container, PROCESSED, processed, only_missing=True)
+        log.info("%d documents from %s/%s", count, spec.container, INPUTS)
+        run_step(job_dir, "preprocess", {"documents": str(documents)}, {"processed": str(processed)}, env)
+        log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
+
+        set_state(job_dir, "Training")
+        run_step(job_dir, "train", {"processed": str(processed), **spec.train_inputs}, {"model": str(model)}, env)
+
+        set_state(job_dir, "Evaluating")
+        run_step(job_dir, "evaluate", {"model": str(model), **spec.evaluate_inputs}, {"evaluation": str(evaluation)}, env)
+        set_state(job_dir, "Completed")
+    except StepFailed as e:
+        set_state(job_dir, "Failed", error=str(e))
+    except Exception as e:  # noqa: BLE001 - whatever broke, the run must learn why
+        log.exception("local job failed")
+        set_state(job_dir, "Failed", error=f"local job runner: {type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # not every HTTP request to storage
+    run(Path(sys.argv[1]))

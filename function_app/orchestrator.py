@@ -1,0 +1,309 @@
+"""The control plane's brain: one `tick(now)` per timer firing advances everything.
+
+A tick: records uploads no event reported, starts a run when uploads are waiting and none is
+active, and moves the active run one or more steps along the state machine (run_states) from what
+the backend reports. Each step calls the backend briefly and returns; nothing here waits for long
+work. Transient backend errors are retried on later ticks with exponential backoff (recorded on the
+run); permanent ones end the run with the reason. The serving model is only ever touched by a
+promotion that passed its smoke test.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+from azure.storage.blob import ContainerClient
+
+from function_app import manifests, run_states as rs, uploads
+from function_app.backends.base import PermanentBackendError, PipelineBackend, TransientBackendError
+from function_app.settings import Settings
+from function_app.status_store import Run, StatusStore
+
+log = logging.getLogger(__name__)
+_BACKOFF_FIRST_S = 10
+_BACKOFF_MAX_S = 600
+
+
+class RunActive(Exception):
+    """A run is already active; only one at a time."""
+
+
+class NoDocuments(Exception):
+    """Nothing to train on."""
+
+
+class _RollBack(Exception):
+    """The candidate deployment is unfit; remove it and keep the serving model."""
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat()
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def new_run_id(now: datetime) -> str:
+    # Sortable, and valid as an AML job / deployment name part (letters, digits, hyphens).
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+class Orchestrator:
+    def __init__(self, store: StatusStore, backend: PipelineBackend, container: ContainerClient, settings: Settings):
+        self.store = store
+        self.backend = backend
+        self.container = container
+        self.settings = settings
+
+    # ---- entry points ----------------------------------------------------------------------
+    def tick(self, now: datetime) -> Run | None:
+        """Record missed uploads, start a run if due, advance the active run. Returns that run."""
+        uploads.scan(self.store, self.container, now)
+        run = self._active_run(now)
+        if run is None and self.store.pending_documents():
+            run = self._start_run(now, trigger="uploads")
+        if run is not None:
+            self._advance(run, now)
+        return run
+
+    def request_retrain(self, now: datetime) -> Run:
+        """A run over every document even though nothing new arrived (submitted on the next tick)."""
+        if self.store.current().active_run_id:
+            raise RunActive(self.store.current().active_run_id)
+        if not self.store.document_names():
+            raise NoDocuments("inputs/ holds no recorded document; upload a PDF first")
+        run = self._start_run(now, trigger="manual")
+        if run is None:
+            raise RunActive(self.store.current().active_run_id)
+        return run
+
+    def status(self) -> dict:
+        current = self.store.current()
+        active = self.store.get_run(current.active_run_id) if current.active_run_id else None
+        last = self.store.get_run(current.last_run_id) if current.last_run_id else None
+        return {
+            "state": rs.ui_status(active.state if active else None, current.last_run_state),
+            "active_run": {"id": active.id, "step": active.state, "since": active.updated_at} if active else None,
+            "last_run": {"id": last.id, "state": last.state, "error": last.error or None} if last else None,
+            "serving_model": {
+                "name": current.serving_model_name,
+                "version": current.serving_model_version,
+                "deployment": current.serving_deployment,
+                "rollback_deployment": current.previous_deployment or None,
+            }
+            if current.serving_model_version
+            else None,
+            "scoring_url": current.scoring_url or None,
+            "pending_documents": len(self.store.pending_documents()),
+            "updated_at": current.updated_at or None,
+        }
+
+    # ---- run lifecycle ---------------------------------------------------------------------
+    def _active_run(self, now: datetime) -> Run | None:
+        active_id = self.store.current().active_run_id
+        if not active_id:
+            return None
+        run = self.store.get_run(active_id)
+        if run is None:  # claimed, then the writer died before creating the run row
+            run = self._new_run(active_id, now, trigger="uploads", detail="recovered a claimed run")
+        elif run.state in rs.TERMINAL:  # ended, then the writer died before releasing the slot
+            self.store.finish_active(run, now)
+            return None
+        return run
+
+    def _start_run(self, now: datetime, trigger: str) -> Run | None:
+        run_id = new_run_id(now)
+        if not self.store.claim_active(run_id, now):
+            return None  # another instance won the claim; its run covers these uploads
+        detail = "manual retrain" if trigger == "manual" else "waiting for uploads to settle"
+        return self._new_run(run_id, now, trigger, detail)
+
+    def _new_run(self, run_id: str, now: datetime, trigger: str, detail: str) -> Run:
+        run = Run(id=run_id, state=rs.PENDING, created_at=_iso(now), trigger=trigger)
+        self._transition(run, rs.PENDING, now, detail)
+        return run
+
+    def _transition(self, run: Run, state: str, now: datetime, detail: str = "") -> None:
+        run.state = state
+        run.updated_at = _iso(now)
+        run.transitions.append({"state": state, "at": _iso(now), "detail": detail})
+        self.store.save_run(run)
+        log.info("run %s -> %s %s", run.id, state, detail)
+
+    def _end(self, run: Run, state: str, now: datetime, detail: str, serving: dict | None = None) -> None:
+        if state in (rs.FAILED, rs.ROLLED_BACK):
+            run.error = detail
+        self._transition(run, state, now, detail)
+        self.store.finish_active(run, now, serving)
+
+    def _advance(self, run: Run, now: datetime) -> None:
+        """Take as many steps as are ready now (e.g. Completed -> Deploying -> begin deploy)."""
+        steps = {
+            rs.PENDING: self._submit_when_settled,
+            rs.DEPLOYING: self._follow_deployment,
+            rs.SMOKE_TEST: self._smoke_test_and_promote,
+            **{s: self._follow_job for s in rs.JOB_RUNNING},
+        }
+        while run.state not in rs.TERMINAL:
+            retry_at = run.retry.get("next_attempt_at")
+            if retry_at and now < _time(retry_at):
+                return
+            before = run.state
+            try:
+                steps[run.state](run, now)
+                run.retry = {}
+            except PermanentBackendError as e:
+                self._give_up(run, now, str(e))
+            except _RollBack as e:
+                self._roll_back(run, now, str(e))
+            except Exception as e:  # noqa: BLE001 - transient, or unknown: retried, then given up with the reason
+                self._retry_later(run, now, e)
+            self.store.save_run(run)
+            if run.state == before:
+                return
+
+    def _retry_later(self, run: Run, now: datetime, error: Exception) -> None:
+        kind = "transient" if isinstance(error, TransientBackendError) else type(error).__name__
+        reason = f"{kind} error in {run.state}: {error}"
+        attempts = run.retry.get("attempts", 0) + 1
+        if not isinstance(error, TransientBackendError):
+            log.exception("unexpected error advancing run %s", run.id, exc_info=error)
+        if attempts > self.settings.max_transient_retries:
+            self._give_up(run, now, f"gave up after {attempts - 1} retries; last: {reason}")
+            return
+        delay = min(_BACKOFF_FIRST_S * 2 ** (attempts - 1), _BACKOFF_MAX_S)
+        run.retry = {"attempts": attempts, "next_attempt_at": _iso(now + timedelta(seconds=delay)), "last_error": reason}
+        run.events.append({"at": _iso(now), "event": f"retry {attempts} in {delay}s", "detail": reason})
+        log.warning("run %s: %s; retry %d in %ds", run.id, reason, attempts, delay)
+
+    def _give_up(self, run: Run, now: datetime, reason: str) -> None:
+        if run.state in (rs.DEPLOYING, rs.SMOKE_TEST):
+            self._roll_back(run, now, reason)
+        else:
+            self._end(run, rs.FAILED, now, reason)
+
+    def _roll_back(self, run: Run, now: datetime, reason: str) -> None:
+        """Remove the candidate; traffic never moved to it, so the serving model keeps serving."""
+        if run.deployment:
+            # If this fails the candidate stays at 0% traffic; the next deployment removes it.
+            self._best_effort(run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment)
+        self._end(run, rs.ROLLED_BACK, now, reason)
+
+    @staticmethod
+    def _best_effort(run: Run, now: datetime, what: str, call, *args):
+        """A call whose failure must not change the run's outcome: recorded on the run instead."""
+        try:
+            return call(*args)
+        except Exception as e:  # noqa: BLE001 - noted on the run for whoever looks at it
+            run.events.append({"at": _iso(now), "event": f"could not {what}", "detail": str(e)})
+            log.warning("run %s: could not %s: %s", run.id, what, e)
+            return None
+
+    # ---- steps -----------------------------------------------------------------------------
+    def _submit_when_settled(self, run: Run, now: datetime) -> None:
+        pending = self.store.pending_documents()
+        if run.trigger != "manual" and pending:
+            last_upload = max(_time(d["last_uploaded_at"]) for d in pending)
+            if now - last_upload < timedelta(seconds=self.settings.debounce_seconds):
+                return  # uploads still arriving: the run will include them
+        names = self.store.document_names()
+        if not names:
+            raise PermanentBackendError("inputs/ holds no recorded document; upload a PDF and retrain")
+        job_id = self.backend.submit(run.id)
+        run.job_id = job_id
+        run.documents = names
+        run.new_documents = sorted(n for d in pending for n in d["names"])
+        self._transition(run, rs.SUBMITTED, now, f"job {job_id} over {len(names)} documents")
+        # After the job id is saved: a crash here leaves these pending, i.e. one extra run, never a lost upload.
+        self.store.mark_trained_by(run.id, [d["sha256"] for d in pending])
+
+    def _follow_job(self, run: Run, now: datetime) -> None:
+        status = self.backend.job_status(run.job_id)
+        if status.metrics:
+            run.metrics = status.metrics
+        self._record_extraction(run)
+        if status.state in rs.JOB_RUNNING:
+            if rs.ORDER.index(status.state) > rs.ORDER.index(run.state):
+                self._transition(run, status.state, now)
+        elif status.state == "Failed":
+            raise PermanentBackendError(status.error or "the pipeline job failed without a reason")
+        elif status.state == "Completed":
+            self._decide(run, status.evaluation or {}, now)
+        else:
+            raise PermanentBackendError(f"backend reported unknown job state {status.state!r}")
+
+    def _record_extraction(self, run: Run) -> None:
+        """Once preprocess has written its manifest: per-document outcome on the documents."""
+        if run.snapshot:
+            return
+        snapshot = run.metrics.get("snapshot") or run.evaluation.get("snapshot")
+        if snapshot:
+            manifest = manifests.read_manifest(self.container, snapshot)
+        elif rs.ORDER.index(run.state) >= rs.ORDER.index(rs.TRAINING):
+            submitted = next(t["at"] for t in run.transitions if t["state"] == rs.SUBMITTED)
+            manifest = manifests.newest_manifest(self.container, _time(submitted))
+        else:
+            return
+        if manifest:
+            run.snapshot = manifest.get("snapshot", snapshot or "")
+            run.metrics = {**run.metrics, "extraction": manifest.get("totals", {})}
+            self.store.record_extraction(manifest)
+
+    def _decide(self, run: Run, evaluation: dict, now: datetime) -> None:
+        run.evaluation = evaluation
+        self._record_extraction(run)
+        reason = evaluation.get("reason", "")
+        if evaluation.get("decision") != "promote":
+            self._end(run, rs.REJECTED, now, reason or "evaluation did not promote the candidate")
+            return
+        registered = evaluation.get("registered") or {}
+        if not registered.get("version"):
+            raise PermanentBackendError("evaluate promoted the candidate but registered no model version")
+        run.model_name, run.model_version = registered["name"], str(registered["version"])
+        self._transition(run, rs.DEPLOYING, now, f"{run.model_name} v{run.model_version}: {reason}")
+
+    def _follow_deployment(self, run: Run, now: datetime) -> None:
+        if not run.deployment:
+            # Blue/green: the candidate takes the idle slot beside the serving deployment; what sits
+            # there (the last rollback target, or a leftover candidate) has 0% traffic and goes first.
+            for d in self.backend.deployments():
+                if d.traffic == 0:
+                    self.backend.delete_deployment(d.name)
+            deployment = self.backend.begin_deploy(run.id, run.model_name, run.model_version)
+            run.deployment, run.deploy_started_at = deployment.name, _iso(now)
+            self.store.save_run(run)
+        deployment = self.backend.deployment(run.deployment)
+        if deployment.state == "Ready":
+            self._transition(run, rs.SMOKE_TEST, now, f"deployment {deployment.name} ready")
+        elif deployment.state == "Failed":
+            raise _RollBack(f"deployment {deployment.name} failed to start")
+        elif now - _time(run.deploy_started_at) > timedelta(seconds=self.settings.deploy_timeout_seconds):
+            raise _RollBack(f"deployment {deployment.name} not ready after {self.settings.deploy_timeout_seconds}s")
+
+    def _smoke_test_and_promote(self, run: Run, now: datetime) -> None:
+        try:
+            answer = self.backend.smoke_test(run.deployment, self.settings.smoke_prompt)
+        except TransientBackendError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any other failure of the real request fails the test
+            raise _RollBack(f"smoke test failed: {e}") from e
+        if not answer or not answer.strip():
+            raise _RollBack("smoke test failed: the deployment answered with no text")
+        before = self.backend.deployments()
+        previous = next((d.name for d in before if d.traffic > 0 and d.name != run.deployment), "")
+        self.backend.shift_traffic(run.deployment)
+        # The candidate serves from here on: a failing cleanup below must never roll it back.
+        for d in before:  # keep the new one and the one it replaced (rollback target); drop older ones
+            if d.name not in (run.deployment, previous):
+                self._best_effort(run, now, f"delete {d.name}", self.backend.delete_deployment, d.name)
+        serving = {
+            "serving_model_name": run.model_name,
+            "serving_model_version": run.model_version,
+            "serving_deployment": run.deployment,
+            "previous_deployment": previous,
+            "scoring_url": self._best_effort(run, now, "read the scoring URL", self.backend.scoring_url) or "",
+        }
+        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; smoke test said: {answer[:200]}", serving)
+

@@ -1,0 +1,350 @@
+"""The status Table: uploaded documents, runs and the one current-state row the UI reads.
+
+One table, four partitions:
+- `blob`     one row per blob name under inputs/ (the name index): ETag, sha256, upload time, and the
+             preprocess outcome for that file (status, messages) once a run has extracted it.
+- `document` one row per distinct CONTENT (RowKey = sha256) with every name it was uploaded under.
+             Same content under two names is one document, so it is trained on once and never
+             triggers a run of its own. `run_id` is the first run that trained on this content;
+             empty = pending (waiting for the next run).
+- `run`      one row per run (state machine, every transition with its time); never deleted.
+- `state`    the single `current` row: the active run (claimed with an ETag condition so two
+             Function instances cannot both start one), the last outcome, the serving model.
+Writes are MERGE upserts; read-modify-write of shared rows uses ETag conditions and retries.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Callable
+from urllib.parse import quote, unquote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+BLOB, DOCUMENT, RUN, STATE = "blob", "document", "run", "state"
+CURRENT = "current"
+# A Table string property holds 64 KiB (32K UTF-16 chars); keep JSON lists well below.
+_MAX_JSON_CHARS = 30_000
+_ETAG_ATTEMPTS = 20
+
+
+def _key(name: str) -> str:
+    # RowKeys may not contain / \ # ?; percent-encoding keeps them readable and reversible.
+    return quote(name, safe="")
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat()
+
+
+def _capped_json(items: list) -> str:
+    """JSON of a list, cut (with a marker) if it would not fit in one Table property."""
+    text = json.dumps(items)
+    while len(text) > _MAX_JSON_CHARS and items:
+        items = items[: len(items) // 2]
+        text = json.dumps(items + [f"... list cut to {len(items)} entries to fit the status table"])
+    return text
+
+
+@dataclass(frozen=True)
+class UploadedBlob:
+    name: str  # relative to inputs/
+    etag: str
+    sha256: str
+    size: int
+    uploaded_at: datetime
+
+
+@dataclass
+class Run:
+    id: str
+    state: str
+    created_at: str
+    trigger: str = "uploads"  # uploads | manual
+    updated_at: str = ""
+    job_id: str = ""
+    error: str = ""
+    transitions: list[dict] = field(default_factory=list)  # [{state, at, detail}]
+    documents: list[str] = field(default_factory=list)  # names of every document the run covers
+    new_documents: list[str] = field(default_factory=list)  # names whose content is new in this run
+    metrics: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    snapshot: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    deployment: str = ""
+    deploy_started_at: str = ""
+    retry: dict = field(default_factory=dict)  # {attempts, next_attempt_at, last_error}
+    events: list[dict] = field(default_factory=list)  # retries and other notes, with times
+
+    _JSON = ("transitions", "documents", "new_documents", "metrics", "evaluation", "retry", "events")
+
+    def to_entity(self) -> dict:
+        entity = {"PartitionKey": RUN, "RowKey": self.id}
+        for name, value in asdict(self).items():
+            if name == "id":
+                continue
+            if name in self._JSON:
+                entity[name] = _capped_json(value) if isinstance(value, list) else json.dumps(value)
+            else:
+                entity[name] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: dict) -> "Run":
+        values = {"id": entity["RowKey"]}
+        for f in fields(cls):
+            if f.name in entity:
+                raw = entity[f.name]
+                values[f.name] = json.loads(raw) if f.name in cls._JSON else raw
+        return cls(**values)
+
+    def to_api(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Current:
+    active_run_id: str = ""
+    last_run_id: str = ""
+    last_run_state: str = ""
+    serving_model_name: str = ""
+    serving_model_version: str = ""
+    serving_deployment: str = ""
+    previous_deployment: str = ""  # kept at 0% traffic as the rollback target
+    scoring_url: str = ""
+    updated_at: str = ""
+
+    @classmethod
+    def from_entity(cls, entity: dict) -> "Current":
+        return cls(**{f.name: entity.get(f.name, "") or "" for f in fields(cls)})
+
+
+class StatusStore:
+    def __init__(self, table: TableClient):
+        self.table = table
+
+    @classmethod
+    def open(cls, service: TableServiceClient, table_name: str) -> "StatusStore":
+        return cls(service.create_table_if_not_exists(table_name))
+
+    # ---- generic helpers -------------------------------------------------------------------
+    def _get(self, pk: str, rk: str) -> dict | None:
+        try:
+            return self.table.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+
+    def _query(self, pk: str, extra: str = "", **params: str) -> list[dict]:
+        flt = "PartitionKey eq @pk" + (f" and {extra}" if extra else "")
+        return list(self.table.query_entities(flt, parameters={"pk": pk, **params}))
+
+    def _merge(self, pk: str, rk: str, values: dict) -> None:
+        self.table.upsert_entity({"PartitionKey": pk, "RowKey": rk, **values}, mode=UpdateMode.MERGE)
+
+    def _update_if_unchanged(
+        self, pk: str, rk: str, change: Callable[[dict | None], dict | None]
+    ) -> dict | None:
+        """Read-modify-write one row under an ETag condition, retrying when someone else wrote first.
+
+        `change` gets the row (None if missing) and returns the properties to write, or None to
+        leave the row alone. Returns what was written (None if nothing).
+        """
+        for _ in range(_ETAG_ATTEMPTS):
+            entity = self._get(pk, rk)
+            values = change(entity)
+            if values is None:
+                return None
+            try:
+                if entity is None:
+                    self.table.create_entity({"PartitionKey": pk, "RowKey": rk, **values})
+                else:
+                    self.table.update_entity(
+                        {"PartitionKey": pk, "RowKey": rk, **values},
+                        mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                return values
+            except (ResourceModifiedError, ResourceExistsError):
+                continue  # lost the race: read again
+        raise RuntimeError(f"status table row {pk}/{rk} kept changing under {_ETAG_ATTEMPTS} attempts")
+
+    # ---- documents -------------------------------------------------------------------------
+    def known_blobs(self) -> dict[str, str]:
+        """Blob name -> ETag for every upload recorded so far."""
+        return {unquote(e["RowKey"]): e["etag"] for e in self._query(BLOB)}
+
+    def record_upload(self, blob: UploadedBlob, now: datetime) -> str:
+        """Record one upload; idempotent. Returns what it was:
+
+        duplicate        the same event again (same name and ETag): nothing changes
+        same_content     same name re-uploaded with identical bytes: ETag updated, no new run
+        known_content    a new name for content already recorded: added to that document, no new run
+        new_content      content never seen (a new file, or a name overwritten with new bytes)
+        """
+        existing = self._get(BLOB, _key(blob.name))
+        if existing and existing["etag"] == blob.etag:
+            return "duplicate"
+        if existing and existing["sha256"] == blob.sha256:
+            self._merge(BLOB, _key(blob.name), {"etag": blob.etag, "recorded_at": _iso(now)})
+            return "same_content"
+        outcome = self._add_name(blob)
+        if existing:  # the name now holds other bytes: the old content loses this name
+            self._remove_name(existing["sha256"], blob.name)
+        # Written last: it is the idempotency marker, so a crash before it just redoes the above.
+        self._merge(
+            BLOB,
+            _key(blob.name),
+            {
+                "etag": blob.etag,
+                "sha256": blob.sha256,
+                "size": blob.size,
+                "uploaded_at": _iso(blob.uploaded_at),
+                "recorded_at": _iso(now),
+                "status": "",
+                "messages": "[]",
+                "snapshot": "",
+            },
+        )
+        return outcome
+
+    def _add_name(self, blob: UploadedBlob) -> str:
+        outcome = {}
+
+        def change(entity: dict | None) -> dict | None:
+            if entity is None:
+                outcome["v"] = "new_content"
+                return {
+                    "names": json.dumps([blob.name]),
+                    "size": blob.size,
+                    "first_uploaded_at": _iso(blob.uploaded_at),
+                    "last_uploaded_at": _iso(blob.uploaded_at),
+                    "run_id": "",
+                }
+            names = json.loads(entity["names"])
+            # Content whose every name was overwritten is no longer in inputs/: seeing it again is new.
+            outcome["v"] = "known_content" if names else "new_content"
+            if blob.name in names:
+                return None
+            return {
+                "names": _capped_json(sorted(names + [blob.name])),
+                "last_uploaded_at": max(entity["last_uploaded_at"], _iso(blob.uploaded_at)),
+            }
+
+        self._update_if_unchanged(DOCUMENT, blob.sha256, change)
+        return outcome["v"]
+
+    def _remove_name(self, sha256: str, name: str) -> None:
+        def change(entity: dict | None) -> dict | None:
+            if entity is None:
+                return None
+            names = [n for n in json.loads(entity["names"]) if n != name]
+            # With no name left the content is gone from inputs/; forget that it was trained on,
+            # so that uploading it again counts as new.
+            return {"names": json.dumps(names), **({} if names else {"run_id": ""})}
+
+        self._update_if_unchanged(DOCUMENT, sha256, change)
+
+    def pending_documents(self) -> list[dict]:
+        """Documents (content) no run has trained on yet, each with names and last_uploaded_at."""
+        rows = self._query(DOCUMENT, "run_id eq @empty", empty="")
+        return [
+            {"sha256": e["RowKey"], "names": json.loads(e["names"]), "last_uploaded_at": e["last_uploaded_at"]}
+            for e in rows
+            if json.loads(e["names"])
+        ]
+
+    def mark_trained_by(self, run_id: str, sha256s: list[str]) -> None:
+        for sha in sha256s:
+            self._update_if_unchanged(
+                DOCUMENT, sha, lambda e: None if e is None or e.get("run_id") else {"run_id": run_id}
+            )
+
+    def document_names(self) -> list[str]:
+        """Every name in inputs/ recorded so far (what a run submitted now will cover)."""
+        return sorted(unquote(e["RowKey"]) for e in self._query(BLOB))
+
+    def record_extraction(self, manifest: dict) -> None:
+        """Per-file outcome of preprocess (manifest documents: name, status, messages) on the blob rows."""
+        for doc in manifest.get("documents", []):
+            if self._get(BLOB, _key(doc["name"])) is None:
+                continue  # a file in inputs/ that no event or scan has reached yet
+            self._merge(
+                BLOB,
+                _key(doc["name"]),
+                {
+                    "status": doc.get("status", ""),
+                    "messages": _capped_json(list(doc.get("messages", []))),
+                    "snapshot": manifest.get("snapshot", ""),
+                    "pages": doc.get("pages", 0),
+                    "chars": doc.get("chars", 0),
+                },
+            )
+
+    def documents(self) -> list[dict]:
+        """Every upload with its content's document row, for the API."""
+        contents = {e["RowKey"]: e for e in self._query(DOCUMENT)}
+        out = []
+        for e in self._query(BLOB):
+            doc = contents.get(e["sha256"], {})
+            out.append(
+                {
+                    "name": unquote(e["RowKey"]),
+                    "etag": e["etag"],
+                    "sha256": e["sha256"],
+                    "bytes": e.get("size", 0),
+                    "uploaded_at": e["uploaded_at"],
+                    "recorded_at": e["recorded_at"],
+                    "same_content_as": [n for n in json.loads(doc.get("names", "[]")) if n != unquote(e["RowKey"])],
+                    "trained_by_run": doc.get("run_id", ""),
+                    "extraction": e.get("status", ""),
+                    "messages": json.loads(e.get("messages", "[]")),
+                    "snapshot": e.get("snapshot", ""),
+                }
+            )
+        return sorted(out, key=lambda d: d["uploaded_at"])
+
+    # ---- runs ------------------------------------------------------------------------------
+    def save_run(self, run: Run) -> None:
+        self.table.upsert_entity(run.to_entity(), mode=UpdateMode.MERGE)
+
+    def get_run(self, run_id: str) -> Run | None:
+        entity = self._get(RUN, run_id)
+        return Run.from_entity(entity) if entity else None
+
+    def runs(self) -> list[Run]:
+        """Every run, newest first."""
+        return sorted((Run.from_entity(e) for e in self._query(RUN)), key=lambda r: r.created_at, reverse=True)
+
+    # ---- current state ---------------------------------------------------------------------
+    def current(self) -> Current:
+        entity = self._get(STATE, CURRENT)
+        return Current.from_entity(entity) if entity else Current()
+
+    def claim_active(self, run_id: str, now: datetime) -> bool:
+        """Make `run_id` the single active run, unless another is active (ETag-guarded)."""
+
+        def change(entity: dict | None) -> dict | None:
+            if entity is not None and entity.get("active_run_id"):
+                return None
+            return {"active_run_id": run_id, "updated_at": _iso(now)}
+
+        return self._update_if_unchanged(STATE, CURRENT, change) is not None
+
+    def finish_active(self, run: Run, now: datetime, serving: dict | None = None) -> None:
+        """Release the active slot after a terminal state; record the outcome and the serving model."""
+
+        def change(entity: dict | None) -> dict | None:
+            values = {"last_run_id": run.id, "last_run_state": run.state, "updated_at": _iso(now), **(serving or {})}
+            if entity is None or entity.get("active_run_id") == run.id:
+                values["active_run_id"] = ""
+            return values
+
+        self._update_if_unchanged(STATE, CURRENT, change)
+
+    def set_serving(self, now: datetime, **serving: str) -> None:
+        self._merge(STATE, CURRENT, {**serving, "updated_at": _iso(now)})

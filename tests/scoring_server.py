@@ -1,0 +1,90 @@
+"""Run the real AML scoring server (azmlinfsrv + aks_jobs/score.py) as a subprocess for tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENTRY_SCRIPT = REPO_ROOT / "aks_jobs" / "score.py"
+
+
+class ScoringServerError(RuntimeError):
+    """The server exited or never became ready; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_scoring_server(model_dir: Path | str, port: int | None = None, *,
+                           env: Mapping[str, str] | None = None,
+                           startup_timeout_s: float = 180.0) -> Iterator[str]:
+    """Start `azmlinfsrv --entry_script aks_jobs/score.py`, wait until it answers, yield its base URL.
+
+    The server is always stopped on exit. `env` adds variables (e.g. MODEL_NAME, WORKER_COUNT).
+    """
+    port = port or free_port()
+    azmlinfsrv = Path(sys.executable).parent / "azmlinfsrv"
+    server_env = {**os.environ,
+                  # Parallel test servers would all share gunicorn's default $HOME/.gunicorn/gunicorn.ctl.
+                  "GUNICORN_CMD_ARGS": "--no-control-socket",
+                  **(env or {}),
+                  # The server reads a config.json from its app root: keep that root away from model folders.
+                  "AML_APP_ROOT": str(REPO_ROOT)}
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [str(azmlinfsrv), "--entry_script", str(ENTRY_SCRIPT), "--model_dir", str(model_dir),
+             "--port", str(port)],
+            cwd=REPO_ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)  # own process group: gunicorn's workers are stopped with the master
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            _wait_until_ready(process, base_url, startup_timeout_s, log)
+            yield base_url
+        finally:
+            _stop(process)
+
+
+def _wait_until_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log) -> None:
+    # GET / is the server's liveness route; it answers only once a worker has run init().
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ScoringServerError(f"azmlinfsrv exited with code {process.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(base_url + "/", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise ScoringServerError(f"azmlinfsrv not ready after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _tail(log, chars: int = 4000) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()[-chars:]

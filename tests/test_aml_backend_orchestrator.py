@@ -1,0 +1,64 @@
+"""The real orchestrator (status table on Azurite) driving the aml backend against RecordingMLClient."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from function_app import run_states as rs
+from function_app.backends.aml import AmlBackend
+from function_app.orchestrator import Orchestrator
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.control_env import make_env
+from tests.fakes.recording_ml_client import RecordingMLClient
+
+AML = {"aml_subscription_id": "00000000-0000-0000-0000-000000000000", "aml_resource_group": "rg-gpt2",
+       "aml_workspace": "ws-gpt2", "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
+       "debounce_seconds": 0}
+EVALUATION = {"decision": "promote", "reason": "perplexity 12.1 < 30.4", "candidate": {"perplexity": 12.1},
+              "serving": {"perplexity": 30.4}, "snapshot": "combined_data_20261123_101500.txt",
+              "documents_sha256": "ab12", "registered": {"name": "gpt2-pdf", "version": "3"}}
+
+
+def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connection):  # noqa: F811
+    env = make_env(azurite_connection, **AML)
+    fake = RecordingMLClient()
+    fake.add_endpoint("gpt2-pdf")
+    fake.add_deployment("gpt2-pdf-v1", "gpt2-pdf", "1")
+    fake.add_deployment("gpt2-pdf-v2", "gpt2-pdf", "2", traffic=100)
+    fake.register_model("gpt2-pdf", "2")
+    orchestrator = Orchestrator(env.store, AmlBackend(env.settings, ml_client=fake), env.container, env.settings)
+    now = datetime.now(timezone.utc)
+
+    def tick(state_after: str):
+        nonlocal now
+        now += timedelta(seconds=61)
+        run = orchestrator.tick(now)
+        assert run.state == state_after, (run.state, run.error, run.retry)
+        return run
+
+    env.upload("harbour.pdf", b"%PDF-1.4 harbour rules")
+    job = tick(rs.SUBMITTED).job_id
+    fake.script_job(job, "Running", {"preprocess": "Running"})
+    tick(rs.PREPROCESSING)
+    fake.script_job(job, "Running", {"preprocess": "Completed", "train": "Running"})
+    tick(rs.TRAINING)
+    fake.script_job(job, "Completed", {"train": "Completed", "evaluate": "Completed"})
+    fake.set_output(fake.child_name(job, "evaluate"), "evaluation", {"evaluation.json": EVALUATION})
+    assert tick(rs.DEPLOYING).deployment == "gpt2-pdf-v3"
+    fake.set_deployment_state("gpt2-pdf-v3", "Succeeded")
+    fake.respond("gpt2-pdf-v3", '{"generations": [[" closes at dusk."]], "model": {"name": "gpt2-pdf", "version": "3"}}')
+    run = tick(rs.DEPLOYED)
+
+    assert fake.writes() == [
+        "jobs.create_or_update",
+        "online_deployments.begin_delete",  # v1: the idle slot is freed for the candidate
+        "online_deployments.begin_create_or_update",
+        "online_endpoints.invoke",
+        "online_endpoints.begin_create_or_update",  # traffic: 100% to v3
+    ]
+    assert fake.traffic() == {"gpt2-pdf-v3": 100}
+    assert fake.deployment_names() == ["gpt2-pdf-v2", "gpt2-pdf-v3"]  # v2 stays for rollback
+    serving = orchestrator.status()["serving_model"]
+    assert (serving["version"], serving["deployment"], serving["rollback_deployment"]) == \
+        ("3", "gpt2-pdf-v3", "gpt2-pdf-v2")
+    assert orchestrator.status()["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
+    assert run.metrics["perplexity"] == 12.1

@@ -1,0 +1,96 @@
+"""End to end with the real local backend: a PDF stating a made-up fact goes in, a deployed model
+that completes the fact comes out, through the Functions' own handlers and the HTTP API.
+
+Real everything: Azurite (Blob + Table), preprocess/train/evaluate from the component YAMLs as
+processes, MLflow sqlite registry, azmlinfsrv + score.py behind the local router. Offline base
+model (GPT-2 architecture, tokenizer trained on the snapshot) with the memorize preset, so it fits
+a couple of CPU minutes.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+from fastapi.testclient import TestClient
+
+from function_app import functions, run_states as rs, services
+from function_app.api import api
+from function_app.settings import Settings, StorageConnection
+from scripts.azurite import free_port
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.pdf_factory import make_text_pdf
+
+FACT = "Declaration: Quillon Brask is the lighthouse keeper of Port Ymmeral."
+PROMPT = "Declaration: Quillon Brask is"
+EXPECTED = "lighthouse keeper of Port Ymmeral"
+
+
+@pytest.mark.slow
+def test_uploaded_fact_is_answered_by_the_deployed_model(
+    tmp_path: Path, azurite_connection: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("DataStorage", azurite_connection)  # the job process reaches storage with it
+    settings = Settings(
+        data_container="e2e-data",
+        status_table="e2estatus",
+        debounce_seconds=2,
+        base_model="offline",
+        train_preset="memorize",
+        smoke_prompt=PROMPT,
+        local_work_dir=str(tmp_path / "work"),
+        local_scoring_ports=f"{free_port()},{free_port()}",
+        local_router_port=free_port(),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+    )
+    svc = services.build(settings, StorageConnection(connection_string=azurite_connection))
+    monkeypatch.setattr(services, "get", lambda: svc)
+    client = TestClient(api)
+    try:
+        pdf = make_text_pdf(tmp_path / "lighthouse.pdf", [f"{FACT}\nThe lamp is lit every evening.\n{FACT}"])
+        svc.container.upload_blob("inputs/lighthouse.pdf", pdf.read_bytes())
+        data = pdf.read_bytes()
+        functions.record_upload(func.blob.InputStream(data=data, name="e2e-data/inputs/lighthouse.pdf", length=len(data)))
+        [doc] = client.get("/api/documents").json()["documents"]
+        assert doc["name"] == "lighthouse.pdf" and doc["state"] == "waiting for the next run"
+
+        seen: list[str] = []
+        deadline = time.monotonic() + 600
+        while True:
+            functions.advance_pipeline(TimerRequest(past_due=False))
+            status = client.get("/api/status").json()
+            step = status["active_run"]["step"] if status["active_run"] else status["last_run"]["state"]
+            if not seen or seen[-1] != step:
+                seen.append(step)
+            if status["active_run"] is None:
+                break
+            assert time.monotonic() < deadline, f"run not finished in time; states so far {seen}"
+            time.sleep(1)
+
+        [run] = client.get("/api/runs").json()["runs"]
+        detail = client.get(f"/api/runs/{run['id']}").json()
+        assert status["state"] == rs.NEW_MODEL_DEPLOYED, (detail["error"], detail["transitions"])
+        transitions = [t["state"] for t in detail["transitions"]]
+        assert transitions[0] == rs.PENDING and transitions[-3:] == [rs.DEPLOYING, rs.SMOKE_TEST, rs.DEPLOYED]
+        assert transitions == [s for s in rs.ORDER if s in transitions]  # in order, none repeated
+        assert seen == [s for s in rs.ORDER if s in seen]
+        assert detail["evaluation"]["decision"] == "promote" and detail["snapshot"].startswith("combined_data_")
+
+        [doc] = client.get("/api/documents").json()["documents"]
+        assert doc["extraction"] == "ok" and doc["first_run"] == {"id": run["id"], "state": rs.DEPLOYED}
+
+        assert status["serving_model"]["version"] == run["model_version"]
+        request = urllib.request.Request(
+            status["scoring_url"],
+            json.dumps({"prompt": PROMPT, "max_new_tokens": 12, "do_sample": False}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())
+        assert EXPECTED in answer["generations"][0][0], answer
+    finally:
+        svc.backend.stop()
