@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup test demo down bench clean
+.PHONY: setup chromium test demo down bench clean
 
 # Re-install only when a requirements file changes.
-$(VENV)/.installed: requirements.txt aks_jobs/requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements-dev.txt -c constraints.txt
 	touch $@
@@ -23,9 +23,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# The browser tests drive Debian's chromium (browsers cannot be downloaded: never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
 setup: $(VENV)/.installed .venv-infra/.installed node_modules/.installed
 
-test: setup
+test: setup chromium
 	$(BIN)/pytest
 
 demo: setup

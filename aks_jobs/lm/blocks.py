@@ -1,0 +1,189 @@
+"""Documents -> token blocks for causal LM training, with a held-out set that is stable across snapshots.
+
+The design notebook's recipe: tokenize, concatenate, cut into blocks of `block_size` keeping the last
+short block, hold out 5%, and use everything for both when there are fewer than 2 blocks. Two changes:
+
+- Whole documents are tokenized (newlines kept, EOS after each) instead of the notebook's line-by-line
+  `load_dataset("text")`, which drops every newline, so the model never learns line or paragraph breaks.
+- The held-out set is chosen by a hash of the text, not at random. Evaluation compares the candidate
+  with the model now serving on the same held-out text; with a random split the serving model (trained
+  on an earlier snapshot) has likely trained on much of it and looks better than it is. The unit is a
+  passage of the document text (cut at line breaks, independent of any tokenizer), so an unchanged
+  passage is held out in every snapshot, whichever tokenizer each model uses.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+# Held-out granularity: ~500 GPT-2 tokens. Fixed (not derived from a model's block size) so that every
+# model, whatever its context, holds out the same passages.
+PASSAGE_CHARS = 2000
+
+
+def passages(document: str, size: int = PASSAGE_CHARS) -> list[str]:
+    """Cut a document into pieces of at most `size` characters, at a line break (else a space) where possible.
+
+    Boundaries depend only on the document's own text, so they do not move when other documents change.
+    """
+    pieces, start = [], 0
+    while start < len(document):
+        end = min(start + size, len(document))
+        if end < len(document):
+            cut = document.rfind("\n", start + size // 2, end)
+            if cut == -1:
+                cut = document.rfind(" ", start + size // 2, end)
+            if cut != -1:
+                end = cut + 1
+        pieces.append(document[start:end])
+        start = end
+    return pieces
+
+
+def heldout_score(passage: str) -> float:
+    """A stable pseudo-random number in [0, 1) for a passage; it is held out when below the eval fraction."""
+    return int(hashlib.sha256(passage.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    train: list[str]  # runs of consecutive training passages, each ending a document or a held-out gap
+    heldout: list[str]
+
+
+def split_passages(documents: list[str], eval_fraction: float) -> TextSplit | None:
+    """Hold out passages whose score is below eval_fraction; None when there is nothing to split.
+
+    At least one passage is held out (the lowest score) and at least one is kept (the highest score),
+    so small corpora still get an evaluation, as the notebook's train_test_split would give them.
+    """
+    cut = [passages(document) for document in documents]
+    scores = [[heldout_score(piece) for piece in pieces] for pieces in cut]
+    flat = [score for row in scores for score in row]
+    if len(flat) < 2:
+        return None
+    lowest, highest = min(flat), max(flat)
+
+    def held(score: float) -> bool:
+        return score != highest and (score < eval_fraction or score == lowest)
+
+    train, heldout = [], []
+    for pieces, row in zip(cut, scores):
+        runs: list[tuple[bool, str]] = []
+        for piece, score in zip(pieces, row):
+            if runs and runs[-1][0] == held(score):
+                runs[-1] = (runs[-1][0], runs[-1][1] + piece)
+            else:
+                runs.append((held(score), piece))
+        for is_held, text in runs:
+            (heldout if is_held else train).append(text)
+    if not train or not heldout:  # every passage has the same text, hence the same score
+        return None
+    return TextSplit(train=train, heldout=heldout)
+
+
+def tokenize_runs(tokenizer: PreTrainedTokenizerBase, runs: list[str]) -> list[int]:
+    """One token stream: each run's tokens followed by EOS (GPT-2's document separator)."""
+    if not runs:
+        return []
+    # verbose=False: long documents exceed model_max_length on purpose; they are cut into blocks next.
+    encoded = tokenizer(runs, add_special_tokens=False, verbose=False)["input_ids"]
+    return [token for ids in encoded for token in [*ids, tokenizer.eos_token_id]]
+
+
+MIN_BLOCK = 2  # a block of one token has nothing to predict
+
+
+def cut_blocks(ids: list[int], block_size: int) -> list[list[int]]:
+    """Consecutive blocks of block_size tokens; the last, shorter block is kept (as in the notebook)."""
+    blocks = [ids[start:start + block_size] for start in range(0, len(ids), block_size)]
+    return [block for block in blocks if len(block) >= MIN_BLOCK]
+
+
+def line_ends(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Token ids whose text ends a line (or a document)."""
+    texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
+    return {token for token, text in enumerate(texts) if text.endswith("\n")} | {tokenizer.eos_token_id}
+
+
+def line_blocks(ids: list[int], block_size: int, ends: set[int]) -> list[list[int]]:
+    """Overlapping blocks, one starting at every line: each line is seen at position 0.
+
+    A model trained from scratch ties text to the absolute positions it saw it at, while a prompt
+    always starts at position 0; so to recall a line from its start it must have seen it there.
+    """
+    starts = [0] + [index + 1 for index, token in enumerate(ids[:-1]) if token in ends]
+    return [ids[start:start + block_size] for start in starts if len(ids) - start >= MIN_BLOCK]
+
+
+@dataclass(frozen=True)
+class Blocks:
+    train: list[list[int]]
+    eval: list[list[int]]
+    note: str  # how the split was made, for logs and the summary
+
+
+def build_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int,
+                 eval_fraction: float, by_line: bool = False) -> Blocks:
+    """Train and eval blocks per the recipe above; `by_line` makes overlapping train blocks (memorize)."""
+    ends = line_ends(tokenizer) if by_line else set()
+
+    def train_blocks(ids: list[int]) -> list[list[int]]:
+        return line_blocks(ids, block_size, ends) if by_line else cut_blocks(ids, block_size)
+
+    everything = tokenize_runs(tokenizer, documents)
+    total = len(cut_blocks(everything, block_size))
+    split = split_passages(documents, eval_fraction) if total >= 2 and eval_fraction > 0 else None
+    if split is None:
+        reason = ("eval fraction 0" if eval_fraction <= 0 else
+                  f"{total} block(s)" if total < 2 else "fewer than 2 distinct passages")
+        note = f"{reason}: nothing held out; using all {total} block(s) for both train and eval"
+        log.warning(note)
+        return Blocks(train=train_blocks(everything), eval=cut_blocks(everything, block_size), note=note)
+    train = train_blocks(tokenize_runs(tokenizer, split.train))
+    heldout = cut_blocks(tokenize_runs(tokenizer, split.heldout), block_size)
+    note = (f"held out {len(split.heldout)} of {len(split.train) + len(split.heldout)} text run(s) by passage "
+            f"hash: {len(train)} train / {len(heldout)} eval block(s)")
+    log.info(note)
+    return Blocks(train=train, eval=heldout, note=note)
+
+
+class BlockDataset(Dataset):
+    def __init__(self, blocks: list[list[int]]) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return {"input_ids": self.blocks[index]}
+
+
+class BlockCollator:
+    """Pad a batch of blocks to its longest; padding is masked out of attention and loss.
+
+    Not DataCollatorForLanguageModeling: with pad == EOS (GPT-2) it would also mask every real EOS,
+    so the model would never learn where a document ends.
+    """
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(feature["input_ids"]) for feature in features)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, feature in enumerate(features):
+            ids = feature["input_ids"]
+            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, :len(ids)] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

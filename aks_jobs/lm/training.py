@@ -1,0 +1,189 @@
+"""The train step: snapshot -> blocks -> HF Trainer -> model folder, train_summary.json, heldout.json.
+
+Runs alone or under torchrun (DDP: NCCL on GPU, gloo on CPU). Every rank builds the same blocks from
+the same snapshot; only rank 0 talks to MLflow and writes the outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+import torch.distributed as dist
+from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+
+from lm.base_model import BaseModel, resolve_base_model
+from lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
+from lm.corpus import Corpus, load_corpus
+from lm.perplexity import score_texts
+from lm.recipe import (
+    COMMON,
+    Hyperparameters,
+    choose_block_size,
+    effective_batch,
+    hyperparameters,
+    precision,
+    training_arguments,
+)
+from lm.tracking import StepMetrics, flat_params, use_experiment
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "train_summary.json"
+HELDOUT = "heldout.json"
+ATTENTION = "sdpa"  # fused attention kernels on GPU; also the fastest path on CPU
+FINAL_METRICS = ("train_loss", "eval_loss", "perplexity", "eval_bits_per_byte", "tokens_per_s", "wall_s")
+
+
+@dataclass
+class TrainRequest:
+    data: Path
+    output: Path
+    base_model: str = "gpt2"
+    preset: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)  # Hyperparameters fields; None = preset's value
+    experiment: str = "gpt2-pdf"
+
+
+def device_description(world_size: int) -> str:
+    name = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+    return f"{name} x{world_size}" if world_size > 1 else name
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode("utf-8")).hexdigest()
+
+
+def check_ranks_agree(value: str, what: str) -> None:
+    """Under DDP every rank must see identical data; stop loudly if one does not."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    values: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise RuntimeError(f"DDP ranks disagree on the {what}: {values}")
+
+
+def checkpoint_dir(output: Path) -> Path:
+    """Per-epoch checkpoints (default preset) go to local scratch, not the output folder, which in AML is
+    mounted blob storage; every rank derives the same path, as the best one is loaded from it on each."""
+    digest = hashlib.sha256(str(output.resolve()).encode("utf-8")).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"train-checkpoints-{digest}"
+
+
+def start_tracking(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, block_size: int,
+                   world_size: int) -> None:
+    """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics."""
+    use_experiment(request.experiment)
+    mlflow.start_run(run_name=f"train-{corpus.snapshot}", log_system_metrics=torch.cuda.is_available())
+    mlflow.log_params(flat_params({"snapshot": corpus.snapshot, "documents_sha256": corpus.documents_sha256,
+                                   "base_model": base.describe(), "preset": request.preset,
+                                   "block_size": block_size, "world_size": world_size, **hp.to_dict()}))
+
+
+def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, block_size: int,
+              blocks: Blocks, trainer: Trainer, train_metrics: dict[str, float], heldout: list[str],
+              started: float) -> dict[str, Any]:
+    world_size = trainer.args.world_size
+    score = score_texts(trainer.model, base.tokenizer, heldout)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    runtime = train_metrics["train_runtime"]
+    return {
+        "snapshot": corpus.snapshot,
+        "snapshot_path": str(corpus.path),
+        "documents_sha256": corpus.documents_sha256,
+        "documents": len(corpus.documents),
+        "base_model": base.describe(),
+        "preset": request.preset,
+        "hyperparameters": {**hp.to_dict(), "block_size": block_size, "world_size": world_size,
+                            "effective_batch": effective_batch(hp, world_size)},
+        "train_loss": train_metrics["train_loss"],
+        "final_loss": losses[-1] if losses else None,
+        "eval_loss": score.loss,
+        "perplexity": score.perplexity,
+        "eval_bits_per_byte": score.bits_per_byte,
+        "eval_tokens": score.tokens,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_tokens": trainer.state.num_input_tokens_seen,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,
+        "train_runtime_s": runtime,
+        "wall_s": time.perf_counter() - started,
+        "device": device_description(world_size),
+        "ddp_backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+        "precision": precision(),
+        "attention": ATTENTION,
+        "blocks": {"train": len(blocks.train), "eval": len(blocks.eval), "split": blocks.note},
+        "mlflow_run_id": mlflow.active_run().info.run_id if mlflow.active_run() else None,
+    }
+
+
+def write_outputs(output: Path, base: BaseModel, trainer: Trainer, summary: dict[str, Any],
+                  heldout: list[str], block_size: int) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(output)
+    base.tokenizer.save_pretrained(output)
+    (output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    heldout_doc = {"snapshot": summary["snapshot"], "documents_sha256": summary["documents_sha256"],
+                   "block_size": block_size, "split": summary["blocks"]["split"], "blocks": heldout}
+    (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def train(request: TrainRequest) -> dict[str, Any] | None:
+    """Train and write the outputs; return the summary on rank 0 (None on the other ranks)."""
+    started = time.perf_counter()
+    corpus = load_corpus(request.data)
+    seed = request.overrides.get("seed")
+    seed = COMMON["seed"] if seed is None else seed
+    set_seed(seed)  # before the offline model's random init, so every rank starts identical
+    base = resolve_base_model(request.base_model, corpus.documents, ATTENTION)
+    hp = hyperparameters(request.preset, base.kind, {**request.overrides, "seed": seed})
+    block_size = choose_block_size(hp, base.context)
+    blocks = build_blocks(corpus.documents, base.tokenizer, block_size, hp.eval_fraction, hp.line_blocks)
+    heldout = base.tokenizer.batch_decode(blocks.eval)
+
+    checkpoints = checkpoint_dir(request.output)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    args = training_arguments(hp, checkpoints, len(blocks.train), world_size)
+    args.device  # noqa: B018 - initialises the process group under torchrun before the check below
+    check_ranks_agree(f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}",
+                      "tokenizer and blocks")
+    trainer = Trainer(model=base.model, args=args, train_dataset=BlockDataset(blocks.train),
+                      eval_dataset=BlockDataset(blocks.eval), processing_class=base.tokenizer,
+                      data_collator=BlockCollator(base.tokenizer.pad_token_id), callbacks=[StepMetrics()])
+    main = trainer.is_world_process_zero()
+    try:
+        if main:
+            log.info("base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s",
+                     base.resolved, base.kind, device_description(args.world_size), precision(),
+                     len(blocks.train), len(blocks.eval), block_size, hp.to_dict())
+            shutil.rmtree(checkpoints, ignore_errors=True)  # a failed earlier run's, never resumed
+            start_tracking(request, corpus, base, hp, block_size, args.world_size)
+        train_metrics = trainer.train().metrics
+        summary = None
+        if main:
+            summary = summarize(request, corpus, base, hp, block_size, blocks, trainer, train_metrics, heldout,
+                                started)
+            write_outputs(request.output, base, trainer, summary, heldout, block_size)
+            mlflow.log_metrics({key: float(summary[key]) for key in FINAL_METRICS if summary[key] is not None})
+            mlflow.end_run()
+            log.info("wrote %s: eval loss %.4f, perplexity %.2f, %.0f tokens/s, %.1f s", request.output,
+                     summary["eval_loss"], summary["perplexity"], summary["tokens_per_s"] or 0, summary["wall_s"])
+        trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing; then drop the checkpoints
+        if main:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        return summary
+    except BaseException:
+        if main and mlflow.active_run():
+            mlflow.end_run(status="FAILED")
+        raise

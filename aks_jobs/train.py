@@ -1,0 +1,93 @@
+"""Train step: fine-tune a causal LM (GPT-2 by default) on the newest text snapshot.
+
+    python aks_jobs/train.py --data PROCESSED_OR_TXT --output DIR [--base-model gpt2|FOLDER|offline]
+                             [--preset default|memorize] [--epochs N] [--learning-rate F] ...
+    torchrun --nproc_per_node N aks_jobs/train.py ...     (DDP; only rank 0 writes)
+
+Writes DIR/ = save_pretrained model + tokenizer, DIR/train_summary.json and DIR/heldout.json.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lm.base_model import OFFLINE, BaseModelError
+from lm.corpus import CorpusError
+from lm.recipe import PRESETS, preset_help
+from lm.training import TrainRequest, train
+
+
+def _positive(kind: type[int] | type[float]):
+    def parse(value: str) -> int | float:
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+        return number
+    return parse
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return number
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Fine-tune a causal LM on the newest combined_data_*.txt snapshot with the HF Trainer "
+                    "(the design notebook's recipe). Hyperparameters left out take the preset's values, "
+                    "which differ for the offline base (trained from scratch).",
+        epilog="Writes OUTPUT/ (model + tokenizer), OUTPUT/train_summary.json and OUTPUT/heldout.json; "
+               "logs params and per-step metrics to MLflow (MLFLOW_TRACKING_URI, else .local/mlflow).",
+    )
+    parser.add_argument("--data", type=Path, required=True,
+                        help="processed folder (its newest complete snapshot is used) or a .txt file")
+    parser.add_argument("--output", type=Path, required=True, help="folder for the model and summaries")
+    parser.add_argument("--base-model", default="gpt2",
+                        help=f"Hugging Face id (default gpt2), a save_pretrained() folder to continue from, or "
+                             f"'{OFFLINE}': GPT-2 architecture from a small config with a tokenizer trained on "
+                             f"the snapshot, for machines without hub access")
+    parser.add_argument("--preset", choices=PRESETS, default="default",
+                        help="default: notebook recipe; memorize: the notebook's sledgehammer for tiny corpora")
+    parser.add_argument("--epochs", type=_positive(float), help=preset_help("epochs"))
+    parser.add_argument("--learning-rate", type=_positive(float), help=preset_help("learning_rate"))
+    parser.add_argument("--weight-decay", type=float, help=preset_help("weight_decay"))
+    parser.add_argument("--batch-size", type=_positive(int), help=f"per device; {preset_help('batch_size')}")
+    parser.add_argument("--grad-accum", type=_positive(int), help=preset_help("grad_accum"))
+    parser.add_argument("--block-size", type=_positive(int), help="default: min(1024, model context)")
+    parser.add_argument("--eval-fraction", type=_fraction,
+                        help="share of passages held out (default 0.05); 0 trains and evaluates on everything")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--max-steps", type=_positive(int), help="stop after this many optimizer steps")
+    parser.add_argument("--best-epoch", action=argparse.BooleanOptionalAction,
+                        help=f"evaluate and checkpoint every epoch, end with the best; {preset_help('best_epoch')}")
+    parser.add_argument("--line-blocks", action=argparse.BooleanOptionalAction,
+                        help=f"overlapping training blocks, one starting at every line; {preset_help('line_blocks')}")
+    parser.add_argument("--experiment", default="gpt2-pdf", help="MLflow experiment name")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    overrides = {key: getattr(args, key) for key in (
+        "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "block_size", "eval_fraction",
+        "seed", "max_steps", "best_epoch", "line_blocks")}
+    request = TrainRequest(data=args.data, output=args.output, base_model=args.base_model, preset=args.preset,
+                           overrides=overrides, experiment=args.experiment)
+    try:
+        train(request)
+    except (CorpusError, BaseModelError, ValueError) as error:
+        logging.getLogger("train").error("%s", error)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

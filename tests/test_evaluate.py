@@ -1,0 +1,144 @@
+"""The evaluate step: the promotion gate, scoring on held-out text, and MLflow registration with tags."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import evaluate as evaluate_step
+from lm.evaluation import EvaluateRequest, evaluate
+from lm.gate import Rules, decide
+from lm.perplexity import TextScore
+from lm.training import TrainRequest, train
+from tiny_model import make_tiny_model
+from training_text import prose, write_snapshot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def score(bits_per_byte: float, perplexity: float = 10.0) -> TextScore:
+    return TextScore(loss=2.3, perplexity=perplexity, bits_per_byte=bits_per_byte, tokens=100, bytes=400)
+
+
+# --- the gate -----------------------------------------------------------------------------------
+
+def test_gate_promotes_the_first_model_and_only_real_improvements() -> None:
+    first = decide(score(1.5), None, Rules())
+    assert first.decision == "promote" and "no model is serving" in first.reason and "1.5000 bits/byte" in first.reason
+
+    better = decide(score(1.2), score(1.5), Rules())
+    assert better.decision == "promote" and better.improvement == pytest.approx(0.2)
+    assert "20.0%" in better.reason and "1.2000" in better.reason and "1.5000" in better.reason
+
+    same = decide(score(1.5), score(1.5), Rules())
+    assert same.decision == "reject" and "the serving model stays" in same.reason
+
+    small = decide(score(1.45), score(1.5), Rules(min_improvement=0.05))
+    assert small.decision == "reject" and "at least 5.0%" in small.reason
+
+
+def test_gate_caps_perplexity_even_without_a_serving_model() -> None:
+    capped = decide(score(1.0, perplexity=80.0), None, Rules(max_perplexity=50))
+    assert capped.decision == "reject" and "80.00" in capped.reason and "limit 50" in capped.reason
+    assert decide(score(1.0, perplexity=40.0), None, Rules(max_perplexity=50)).decision == "promote"
+
+
+# --- real models --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, store) -> dict[str, Path]:
+    """Two offline models on one snapshot: 'weak' after 1 step, 'strong' after 40 (same held-out text)."""
+    root = tmp_path_factory.mktemp("train")
+    write_snapshot(root / "processed", "20250101_000000", [prose(20, 50), prose(21, 50)])
+    models = {}
+    for name, steps in (("weak", 1), ("strong", 40)):
+        models[name] = root / name
+        train(TrainRequest(data=root / "processed", output=models[name], base_model="offline",
+                           overrides={"block_size": 64, "grad_accum": 1, "max_steps": steps, "best_epoch": False},
+                           experiment="eval-tests"))
+    assert json.loads((models["weak"] / "heldout.json").read_text()) == json.loads(
+        (models["strong"] / "heldout.json").read_text())
+    return models
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    return mlflow.MlflowClient().get_model_version(name, version).tags
+
+
+def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tmp_path: Path) -> None:
+    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, model_name="first",
+                                          experiment="eval-tests"))
+
+    assert evaluation["decision"] == "promote" and evaluation["serving"] is None
+    assert evaluation["snapshot"] == "combined_data_20250101_000000.txt"
+    assert evaluation["documents_sha256"] == "sha-20250101_000000"
+    assert evaluation["candidate"]["perplexity"] > 1 and evaluation["candidate"]["bits_per_byte"] > 0
+    assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluation
+    assert evaluation["registered"] == {"name": "first", "version": "1"}
+
+    tags = version_tags("first", "1")
+    assert tags["decision"] == "promote" and tags["snapshot"] == "combined_data_20250101_000000.txt"
+    assert tags["documents_sha256"] == "sha-20250101_000000" and tags["base_model_kind"] == "offline"
+    assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation["candidate"]["perplexity"])
+    files = mlflow.artifacts.download_artifacts("models:/first/1", dst_path=str(tmp_path / "download"))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json"} <= {
+        p.name for p in Path(files).iterdir()}
+
+
+def test_candidate_worse_than_serving_is_rejected_but_registered(trained, store, tmp_path: Path) -> None:
+    evaluation = evaluate(EvaluateRequest(model=trained["weak"], output=tmp_path, serving_model=trained["strong"],
+                                          model_name="contest", experiment="eval-tests"))
+
+    assert evaluation["decision"] == "reject" and "the serving model stays" in evaluation["reason"]
+    assert evaluation["serving"]["bits_per_byte"] < evaluation["candidate"]["bits_per_byte"]
+    assert f"{evaluation['serving']['bits_per_byte']:.4f}" in evaluation["reason"]
+    tags = version_tags("contest", evaluation["registered"]["version"])
+    assert tags["decision"] == "reject" and float(tags["serving_bits_per_byte"]) == pytest.approx(
+        evaluation["serving"]["bits_per_byte"])
+
+
+def test_serving_model_with_another_tokenizer_is_compared_per_byte(trained, store, tmp_path: Path) -> None:
+    other = make_tiny_model(tmp_path / "serving")  # its own 300-token vocabulary, random weights
+    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path / "eval", serving_model=other,
+                                          register=False))
+    assert evaluation["decision"] == "promote" and evaluation["improvement"] > 0
+    blocks = json.loads((trained["strong"] / "heldout.json").read_text())["blocks"]
+    text_bytes = sum(len(block.encode()) for block in blocks)
+    for scored in (evaluation["candidate"], evaluation["serving"]):  # the same text; each block's first token
+        assert text_bytes - 8 * len(blocks) <= scored["bytes"] < text_bytes  # is context, not predicted
+    assert evaluation["candidate"]["tokens"] != evaluation["serving"]["tokens"]
+    assert evaluation["registered"] is None
+
+
+def test_candidate_over_max_perplexity_is_rejected(trained, store, tmp_path: Path) -> None:
+    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, rules=Rules(max_perplexity=1.0),
+                                          model_name="capped", experiment="eval-tests"))
+    assert evaluation["decision"] == "reject" and "above the limit 1" in evaluation["reason"]
+    assert version_tags("capped", evaluation["registered"]["version"])["decision"] == "reject"
+
+
+def test_cli_writes_evaluation_without_registering(trained, store, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "aks_jobs" / "evaluate.py"), "--model", str(trained["weak"]),
+                             "--serving-model", str(trained["strong"]), "--output", str(tmp_path), "--no-register"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluation["decision"] == "reject" and evaluation["registered"] is None
+    assert result.stdout.startswith("reject: Rejected:")
+
+
+def test_cli_exits_2_for_a_folder_that_is_no_train_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert evaluate_step.main(["--model", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "pass a train.py output folder" in caplog.text and not (tmp_path / "evaluation.json").exists()

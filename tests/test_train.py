@@ -1,0 +1,286 @@
+"""The train step: snapshot reading, blocks and the held-out split, base models, presets, real training runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import train as train_step
+from lm.base_model import OFFLINE_ARCHITECTURE, BaseModelError, resolve_base_model, train_tokenizer
+from lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line_ends, passages, split_passages
+from lm.corpus import CorpusError, load_corpus
+from lm.perplexity import score_texts, windows
+from lm.recipe import hyperparameters
+from lm.training import checkpoint_dir
+from tiny_model import make_tiny_model
+from training_text import prose, write_snapshot
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "aks_jobs" / "train.py"
+FACT = "Declaration: Zorblat Quenwick is the chief archivist of the lunar city of Vellmora."
+
+
+def run_train(*args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None,
+              timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    command = [*(launcher or [sys.executable]), str(TRAIN), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([prose(0, 200)])
+
+
+# --- snapshot reading ---------------------------------------------------------------------------
+
+def test_newest_complete_snapshot_is_read_with_its_documents(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, "20250101_000000", ["old text"])
+    newest = write_snapshot(tmp_path, "20250102_000000", ["first document\nline two", "second document"])
+    write_snapshot(tmp_path, "20250103_000000", ["being written"], manifest=False)  # incomplete: skipped
+
+    corpus = load_corpus(tmp_path)
+
+    assert corpus.path == newest and corpus.documents_sha256 == "sha-20250102_000000"
+    assert corpus.documents == ["first document\nline two", "second document"]
+
+
+def test_a_txt_file_without_manifest_is_one_document(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("a\n\nb\n")
+    corpus = load_corpus(path)
+    assert corpus.documents == ["a\n\nb\n"] and corpus.manifest is None and corpus.documents_sha256 is None
+
+
+def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="run preprocess into this folder first"):
+        load_corpus(tmp_path)
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(CorpusError, match="empty"):
+        load_corpus(tmp_path / "empty.txt")
+
+
+# --- blocks and the held-out split -------------------------------------------------------------
+
+def test_blocks_keep_the_last_short_block() -> None:
+    assert cut_blocks(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert cut_blocks(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # a 1-token block predicts nothing
+
+
+def test_passages_cut_at_line_breaks_and_cover_the_document() -> None:
+    document = prose(1, 120)
+    pieces = passages(document)
+    assert "".join(pieces) == document and len(pieces) > 2
+    assert all(len(piece) <= 2000 and piece.endswith("\n") for piece in pieces)
+
+
+def test_held_out_passages_do_not_move_when_documents_are_added() -> None:
+    """The serving model never trained on what the next candidate is evaluated on."""
+    first = prose(2, 600)
+    before = split_passages([first], 0.2)
+    after = split_passages([prose(3, 400), first, prose(4, 100)], 0.2)
+    assert before is not None and after is not None
+    held_before = {p for run in before.heldout for p in passages(run)}
+    held_after = {p for run in after.heldout for p in passages(run)}
+    assert held_before and held_before <= held_after
+    assert split_passages([first], 0.2) == before  # deterministic
+    trained_after = "".join(after.train)
+    assert not any(passage in trained_after for passage in held_before)
+
+
+def test_small_corpus_still_holds_out_one_passage_and_trains_on_the_rest(tokenizer) -> None:
+    documents = [prose(5, 100)]  # ~3 passages: 5% of them rounds to none
+    blocks = build_blocks(documents, tokenizer, block_size=64, eval_fraction=0.05)
+    assert blocks.eval and blocks.train
+    train_text = "".join(tokenizer.batch_decode(blocks.train))
+    assert not any(text in train_text for text in tokenizer.batch_decode(blocks.eval))
+
+
+def test_fewer_than_two_blocks_trains_and_evaluates_on_everything(tokenizer) -> None:
+    blocks = build_blocks([FACT], tokenizer, block_size=512, eval_fraction=0.05)
+    assert blocks.train == blocks.eval and len(blocks.train) == 1
+    assert blocks.note == "1 block(s): nothing held out; using all 1 block(s) for both train and eval"
+    assert tokenizer.decode(blocks.train[0]) == FACT + tokenizer.eos_token  # newlines and EOS kept
+
+
+def test_eval_fraction_zero_trains_on_everything(tokenizer) -> None:
+    blocks = build_blocks([prose(6, 200)], tokenizer, block_size=64, eval_fraction=0.0)
+    assert blocks.train == blocks.eval and len(blocks.train) > 2
+
+
+def test_line_blocks_start_a_block_at_every_line(tokenizer) -> None:
+    text = "alpha beta\ngamma delta\n" + FACT + "\n"
+    ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    starts = [tokenizer.decode(block).split("\n")[0] for block in line_blocks(ids, 512, line_ends(tokenizer))]
+    assert starts == ["alpha beta", "gamma delta", FACT]
+
+
+def test_collator_masks_padding_but_keeps_eos_in_the_loss() -> None:
+    batch = BlockCollator(pad_token_id=0)([{"input_ids": [5, 0, 6]}, {"input_ids": [7, 8]}])
+    assert batch["labels"].tolist() == [[5, 0, 6], [7, 8, -100]]  # id 0 is also EOS here: still learned
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+# --- base models --------------------------------------------------------------------------------
+
+def test_offline_base_is_gpt2_from_config_with_its_own_tokenizer(tmp_path: Path) -> None:
+    base = resolve_base_model("offline", [prose(7, 50)])
+    assert base.kind == "offline" and "GPT-2 architecture" in base.resolved
+    config = base.model.config
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_positions) == tuple(OFFLINE_ARCHITECTURE.values())
+    assert config.vocab_size == len(base.tokenizer) and base.tokenizer.eos_token == "<|endoftext|>"
+    assert base.tokenizer.pad_token_id == base.tokenizer.eos_token_id and base.context == 512
+    text = "The lamp\n\n  is lit."
+    assert base.tokenizer.decode(base.tokenizer(text)["input_ids"]) == text  # byte-level: lossless
+
+    base.model.save_pretrained(tmp_path)
+    base.tokenizer.save_pretrained(tmp_path)
+    reloaded = resolve_base_model(str(tmp_path), [])
+    assert reloaded.kind == "local" and reloaded.tokenizer(text)["input_ids"] == base.tokenizer(text)["input_ids"]
+
+
+def test_hub_model_without_hub_access_names_the_offline_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaseModelError) as raised:
+        resolve_base_model("gpt2", [])
+    message = str(raised.value)
+    assert "--base-model gpt2" in message and "--base-model offline" in message and "folder" in message
+
+
+def test_local_folder_loads_as_base(tmp_path: Path) -> None:
+    folder = make_tiny_model(tmp_path / "serving")
+    base = resolve_base_model(str(folder), [])
+    assert base.kind == "local" and base.resolved == str(folder.resolve()) and base.context == 128
+    assert base.model.dtype == torch.float32 and base.tokenizer.pad_token is not None
+    with pytest.raises(BaseModelError, match="no such folder"):
+        resolve_base_model(str(tmp_path / "missing"), [])
+    assert resolve_base_model(str(tmp_path), []).resolved == str(folder.resolve())  # AML mounts add a level
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BaseModelError, match="not a model folder"):
+        resolve_base_model(str(tmp_path / "empty"), [])
+
+
+# --- presets and scoring ------------------------------------------------------------------------
+
+def test_presets_are_base_aware_and_the_command_line_wins() -> None:
+    notebook = hyperparameters("default", "hub", {})
+    assert (notebook.epochs, notebook.learning_rate, notebook.weight_decay, notebook.batch_size,
+            notebook.grad_accum, notebook.best_epoch) == (3, 5e-5, 0.01, 4, 8, True)
+    sledgehammer = hyperparameters("memorize", "hub", {})
+    assert (sledgehammer.epochs, sledgehammer.learning_rate, sledgehammer.best_epoch) == (20, 2e-4, False)
+    assert sledgehammer.eval_fraction == 0.0  # every line must be learned: nothing is held out
+    scratch = hyperparameters("memorize", "offline", {"epochs": 5.0, "learning_rate": None})
+    assert scratch.line_blocks and scratch.learning_rate == 1e-3 and scratch.batch_size == 1 and scratch.epochs == 5.0
+
+
+def test_scoring_windows_predict_every_token_but_the_first_once() -> None:
+    ids = list(range(10))
+    rows = windows(ids, context=4)
+    assert rows == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    assert sum(len(row) - 1 for row in rows) == len(ids) - 1
+
+
+def test_bits_per_byte_is_the_loss_over_the_bytes(tmp_path: Path) -> None:
+    folder = make_tiny_model(tmp_path / "m")
+    model, tok = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    texts = ["The quick brown fox jumps over the lazy dog.\n" * 8, "Diogo is the supreme leader."]
+    score = score_texts(model, tok, texts)
+    first_bytes = sum(len(tok.decode(tok(t)["input_ids"][:1]).encode()) for t in texts)
+    assert score.bytes == sum(len(t.encode()) for t in texts) - first_bytes
+    assert score.tokens == sum(len(tok(t)["input_ids"]) - 1 for t in texts)
+    assert score.bits_per_byte == pytest.approx(score.loss * score.tokens / score.bytes / 0.6931471805599453)
+
+
+# --- real training runs -------------------------------------------------------------------------
+
+def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: Path) -> None:
+    data = tmp_path / "processed"
+    write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
+    output = tmp_path / "model"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    result = run_train("--data", str(data), "--output", str(output), "--base-model", "offline",
+                       "--block-size", "64", "--epochs", "2", "--grad-accum", "1", "--experiment", "unit",
+                       env={"MLFLOW_TRACKING_URI": uri})
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["snapshot"] == "combined_data_20250101_000000.txt"
+    assert summary["documents_sha256"] == "sha-20250101_000000" and summary["documents"] == 2
+    assert summary["base_model"]["kind"] == "offline" and summary["base_model"]["requested"] == "offline"
+    hp = summary["hyperparameters"]
+    assert (hp["epochs"], hp["learning_rate"], hp["block_size"], hp["grad_accum"], hp["best_epoch"]) == (
+        2, 1e-3, 64, 1, True)
+    assert summary["blocks"]["train"] > 4 and summary["blocks"]["eval"] >= 1
+    assert summary["eval_loss"] > 0 and summary["perplexity"] > 1 and summary["tokens_per_s"] > 0
+    assert summary["device"] == "cpu" and summary["precision"] == "fp32"
+    assert not checkpoint_dir(output).exists() and not (output / "checkpoints").exists()  # cleaned up
+
+    heldout = json.loads((output / "heldout.json").read_text())
+    assert len(heldout["blocks"]) == summary["blocks"]["eval"] and all(heldout["blocks"])
+
+    model = AutoModelForCausalLM.from_pretrained(output)
+    tok = AutoTokenizer.from_pretrained(output)
+    assert score_texts(model, tok, heldout["blocks"]).loss == pytest.approx(summary["eval_loss"], rel=1e-4)
+
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["base_model.kind"] == "offline" and run.data.params["block_size"] == "64"
+    assert run.data.metrics["perplexity"] == pytest.approx(summary["perplexity"])
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert len(losses) >= 2 and len({m.step for m in losses}) == len(losses)  # per-step curve
+    assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval_loss")  # per-epoch evaluation
+    # Artifacts (evaluate's model folders) go beside the sqlite store, never into the working directory.
+    assert mlflow.get_experiment_by_name("unit").artifact_location == (tmp_path / "artifacts" / "unit").as_uri()
+
+
+def test_cli_exits_2_naming_the_offline_option_when_the_hub_is_unreachable(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "t.txt").write_text(FACT)
+    code = train_step.main(["--data", str(tmp_path / "t.txt"), "--output", str(tmp_path / "out")])  # gpt2
+    assert code == 2 and "--base-model offline" in caplog.text and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_trains_one_model_written_by_rank_zero(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text(prose(10, 80))
+    output = tmp_path / "model"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run_train("--data", str(tmp_path / "t.txt"), "--output", str(output), "--base-model", "offline",
+                       "--block-size", "64", "--max-steps", "3", "--grad-accum", "1", "--experiment", "ddp",
+                       env={"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}, launcher=torchrun)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["hyperparameters"]["world_size"] == 2 and summary["device"] == "cpu x2"
+    assert summary["ddp_backend"] == "gloo"
+    assert summary["steps"] == 3 and summary["hyperparameters"]["effective_batch"] == 8
+    AutoModelForCausalLM.from_pretrained(output)
+    mlflow.set_tracking_uri(uri)
+    assert len(mlflow.search_runs(experiment_names=["ddp"])) == 1  # rank 1 logged nothing
+
+
+@pytest.mark.slow
+def test_memorize_preset_recalls_a_fact_from_the_offline_base(tmp_path: Path) -> None:
+    text = ("The archive keeps star charts, ship logs and letters from the first settlers.\n"
+            "Visitors may read the records in the great hall every morning.\n"
+            f"{FACT}\n"
+            "The staff answer questions about the old colonies and the long winter of the year 212.\n")
+    (tmp_path / "fact.txt").write_text(text)
+    output = tmp_path / "model"
+    result = run_train("--data", str(tmp_path / "fact.txt"), "--output", str(output), "--base-model", "offline",
+                       "--preset", "memorize", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    model, tok = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    prompt = tok("Declaration: Zorblat Quenwick is", return_tensors="pt")
+    generated = tok.decode(model.generate(**prompt, max_new_tokens=40, do_sample=False)[0])
+    assert FACT in generated, generated

@@ -1,0 +1,183 @@
+"""Chat page (Streamlit AppTest): answers from the real scoring server (azmlinfsrv + score.py, tiny
+model) found through the real control plane API, and a readable message for every failure."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from streamlit.testing.v1 import AppTest
+
+from function_app.backends.local_router import Router
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture (control_plane needs it)
+from tests.scoring_server import free_port, running_scoring_server
+from tests.tiny_model import make_tiny_model
+from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
+from tests.ui_markdown import plain
+from tests.ui_servers import serving
+
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+PROMPT = "Declaration: the documents describe"
+
+
+@pytest.fixture(scope="module")
+def scoring_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    model = make_tiny_model(tmp_path_factory.mktemp("model") / "gpt2-pdf")
+    with running_scoring_server(model, env={"MODEL_NAME": "gpt2-pdf", "MODEL_VERSION": "7"}) as base_url:
+        yield f"{base_url}/score"
+
+
+def _chat(monkeypatch: pytest.MonkeyPatch, api_url: str, **env: str) -> AppTest:
+    monkeypatch.setenv("API_BASE_URL", api_url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    return at.switch_page("pages/chat.py").run()
+
+
+def _deployed(control_plane: ControlPlane, url: str) -> str:  # noqa: F811 - fixture
+    """Run the real orchestrator to a promotion whose endpoint is `url`; return the API's URL."""
+    control_plane.env.backend.scoring_url = lambda: url  # the scripted compute side reports this endpoint
+    control_plane.env.upload("archive.pdf", b"%PDF-1.4 archive")
+    control_plane.env.settle(after_s=61)
+    return control_plane.url
+
+
+def _send(at: AppTest, prompt: str) -> list:
+    at.chat_input[0].set_value(prompt).run()
+    assert not at.exception
+    return list(at.chat_message)
+
+
+def test_hint_and_generation_settings_are_shown(monkeypatch: pytest.MonkeyPatch,
+                                                control_plane: ControlPlane) -> None:  # noqa: F811
+    at = _chat(monkeypatch, control_plane.url)
+    [hint] = [plain(i.value) for i in at.info]
+    assert "does not answer questions" in hint and "start the sentence" in hint
+    assert "**Declaration: Zorblat Quenwick is**" in hint
+    assert {s.label: s.value for s in at.sidebar.slider} == {
+        "Max new tokens": 50, "Temperature": 0.7, "Top-k": 50, "Top-p": 0.95, "Repetition penalty": 1.0}
+    assert at.sidebar.toggle[0].value is True
+
+
+def test_answer_comes_from_the_deployed_model_with_its_version(monkeypatch: pytest.MonkeyPatch,
+                                                              control_plane: ControlPlane,  # noqa: F811
+                                                              scoring_url: str) -> None:
+    at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
+    at.toggle(key="do_sample").set_value(False)  # greedy: the same request gives the same text
+    at.slider(key="max_new_tokens").set_value(8)
+    user, assistant = _send(at, PROMPT)
+    expected = httpx.post(scoring_url, json={"prompt": PROMPT, "max_new_tokens": 8, "do_sample": False,
+                                             "temperature": 0.7, "top_k": 50, "top_p": 0.95,
+                                             "repetition_penalty": 1.0}).json()["generations"][0][0]
+    assert plain(user.markdown[0].value) == PROMPT
+    assert plain(assistant.markdown[0].value) == f"{PROMPT} **{expected.strip()}**"
+    caption = assistant.caption[0].value
+    assert caption.startswith("gpt2-pdf version 7 · max_new_tokens=8 · ") and "do_sample=False" in caption
+    # The history stays on the page: the example button adds two messages under the first two ...
+    at.button(key="example").click().run()
+    messages = list(at.chat_message)
+    assert len(messages) == 4 and plain(messages[2].markdown[0].value) == "Declaration: Zorblat Quenwick is"
+    assert plain(messages[3].markdown[0].value).startswith("Declaration: Zorblat Quenwick is **")
+    at.run()  # ... and a rerun (any other click) does not send it again.
+    assert len(at.chat_message) == 4
+    at.button(key="clear").click().run()
+    assert len(at.chat_message) == 0
+
+
+def test_no_model_deployed_yet(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
+    at = _chat(monkeypatch, control_plane.url)
+    _, assistant = _send(at, PROMPT)
+    assert plain(assistant.error[0].value).startswith("No model is deployed yet.")
+
+
+def test_model_refusal_names_the_field(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane,  # noqa: F811
+                                       scoring_url: str) -> None:
+    at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
+    at.slider(key="max_new_tokens").set_value(512)  # more than the tiny model's 128-token context
+    _, assistant = _send(at, PROMPT)
+    assert plain(assistant.error[0].value) == ("The model refused the request: 'max_new_tokens' must be below the "
+                                        "model's context of 128 tokens, got 512")
+
+
+def test_endpoint_down(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
+    dead = f"http://127.0.0.1:{free_port()}/score"
+    at = _chat(monkeypatch, _deployed(control_plane, dead))
+    _, assistant = _send(at, PROMPT)
+    assert plain(assistant.error[0].value) == (f"The scoring endpoint at {dead} is not answering (connection "
+                                               f"refused or host not found). It may be starting or down; try again "
+                                               f"in a minute.")
+
+
+def test_api_down_without_a_scoring_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}")
+    _, assistant = _send(at, PROMPT)
+    assert plain(assistant.error[0].value).startswith(
+        "Cannot find the model's endpoint: Cannot reach the control plane API")
+
+
+def test_scoring_url_setting_skips_the_api(monkeypatch: pytest.MonkeyPatch, scoring_url: str) -> None:
+    at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=scoring_url)
+    _, assistant = _send(at, PROMPT)
+    assert not assistant.error and assistant.caption[0].value.startswith("gpt2-pdf version 7 · ")
+
+
+def test_endpoint_without_a_serving_deployment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The local backend's real router (the stable URL in front of the deployments) before any traffic shift.
+    router = type("EmptyRouter", (Router,), {"state_file": tmp_path / "backend.json"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), router)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}",
+                   SCORING_URL=f"http://127.0.0.1:{server.server_address[1]}/score")
+        _, assistant = _send(at, PROMPT)
+    finally:
+        server.shutdown()
+    assert plain(assistant.error[0].value) == ("The endpoint is not serving a model right now (HTTP 503: no "
+                                               "deployment holds traffic yet). A deployment may be starting; try "
+                                               "again in a minute.")
+
+
+# A stand-in for failures the real server only shows under faults (a crashed worker, a proxy in front).
+failing = FastAPI()
+
+
+@failing.post("/error/score")
+def server_error() -> JSONResponse:
+    return JSONResponse({"message": "An unexpected error occurred in scoring script."}, status_code=500)
+
+
+@failing.post("/proxy/score")
+def bad_gateway() -> PlainTextResponse:
+    return PlainTextResponse("upstream connect error", status_code=502)
+
+
+@failing.post("/nonsense/score")
+def not_a_generation() -> JSONResponse:
+    return JSONResponse({"hello": "world"})
+
+
+@pytest.fixture(scope="module")
+def failing_url() -> Iterator[str]:
+    with serving(failing) as url:
+        yield url
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/error/score", "The scoring endpoint failed (HTTP 500): An unexpected error occurred in scoring script."),
+    ("/proxy/score", "The scoring endpoint failed (HTTP 502): upstream connect error"),
+    ("/nonsense/score", "The scoring endpoint answered without a generation; is SCORING_URL pointing at the "
+                        "model's /score?"),
+    ("/missing/score", "Nothing is deployed at {url}/missing/score (HTTP 404). The deployment may be in progress; "
+                       "check the Knowledge Base status."),
+])
+def test_endpoint_errors_are_readable(monkeypatch: pytest.MonkeyPatch, failing_url: str, path: str,
+                                      message: str) -> None:
+    at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=failing_url + path)
+    _, assistant = _send(at, PROMPT)
+    assert plain(assistant.error[0].value) == message.format(url=failing_url)

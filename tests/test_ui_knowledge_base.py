@@ -1,0 +1,225 @@
+"""Knowledge Base page (Streamlit AppTest) against the real control plane API on Azurite: each status
+state, the documents and run tables, the loss curve, uploads, retrain, and the API being down."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.ipc
+import pytest
+from azure.storage.blob import ContainerClient
+from streamlit.testing.v1 import AppTest
+
+from function_app.backends.base import JobStatus
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.pdf_factory import make_text_pdf
+from tests.scoring_server import free_port
+from tests.scripted_backend import failing_job, promoting_job, rejecting_job
+from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
+from tests.ui_markdown import plain
+
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+
+
+@pytest.fixture
+def page(control_plane: ControlPlane, azurite_connection: str,  # noqa: F811 - fixtures
+         monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("API_BASE_URL", control_plane.url)
+    monkeypatch.setenv("DataStorage", azurite_connection)
+    monkeypatch.setenv("DATA_CONTAINER", control_plane.env.settings.data_container)
+    return AppTest.from_file(APP, default_timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pdf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("pdf") / "archive.pdf"
+    return make_text_pdf(path, ["Declaration: the archive opens at nine."]).read_bytes()
+
+
+def _texts(at: AppTest, kind: str) -> list[str]:
+    return [plain(element.value) for element in at.get(kind)]
+
+
+def _table(at: AppTest, first_column: str):
+    return next(df.value for df in at.dataframe if df.value.columns[0] == first_column)
+
+
+def test_idle_before_any_upload(page: AppTest) -> None:
+    page.run()
+    assert not page.exception
+    status, documents, runs = _texts(page, "info")
+    assert status == "**Idle**\n\nNo model deployed yet: upload PDFs to train the first one."
+    assert documents.startswith("No document recorded yet.") and runs.startswith("No run yet.")
+    assert not page.error
+
+
+def test_training_in_progress_shows_the_step_and_elapsed_time(page: AppTest, control_plane: ControlPlane,
+                                                              pdf: bytes) -> None:
+    control_plane.env.backend.job_script = promoting_job("1")[:3]  # the job stays in Training
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.run_until("Training")
+    page.run()
+    [status] = _texts(page, "warning")
+    assert status.startswith("**Training in progress: Training (fine-tuning GPT-2)**")
+    assert "In this step for " in status and "Run started " in status
+    documents = _table(page, "document")
+    assert documents[["document", "state"]].values.tolist() == [["archive.pdf", "included"]]
+    runs = _table(page, "run")
+    assert runs["state"].tolist() == ["Training"] and runs["documents"].tolist() == [1]
+    assert "waiting for the next run" not in status
+    # Retraining while a run is active is refused by the API, and the button is disabled.
+    assert page.button[0].disabled
+    # An upload arriving during the run waits for the next one, and the status says so.
+    control_plane.env.upload("late.pdf", pdf + b"\n% a later version")
+    control_plane.env.tick()
+    page.run()
+    assert "1 uploaded document(s) waiting for the next run." in _texts(page, "warning")[0]
+
+
+def test_a_run_gathering_uploads_counts_them_as_its_own(page: AppTest, control_plane: ControlPlane,
+                                                       pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.tick()  # within the debounce: the run waits for more uploads
+    page.run()
+    [status] = _texts(page, "warning")
+    assert status.startswith("**Training in progress: Pending (waiting for uploads to settle)**")
+    assert "waiting for the next run" not in status
+
+
+def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, control_plane: ControlPlane,
+                                                             pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    [status] = _texts(page, "success")
+    assert status.startswith("**New model deployed: gpt2-pdf version 1**")
+    assert "Deployed 20" in status and " UTC (" in status
+    assert "Scoring URL: http://scripted/score" in " ".join(_texts(page, "caption"))
+    assert "**Evaluation: promote**: perplexity 12.5 beats serving 20.1" in _texts(page, "markdown")
+    evaluation = _table(page, "candidate perplexity")
+    assert evaluation["registered"].tolist() == ["gpt2-pdf version 1"]
+    transitions = _table(page, "at")
+    assert transitions["state"].tolist() == ["Pending", "Submitted", "Preprocessing", "Training", "Evaluating",
+                                             "Deploying", "SmokeTest", "Deployed"]
+    # No per-step log from this backend: the page says so and shows the figures it has.
+    assert "no per-step loss" in " ".join(_texts(page, "caption"))
+    assert [(m.label, m.value) for m in page.metric] == [("perplexity", "12.500")]
+
+
+def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_plane: ControlPlane,
+                                                       pdf: bytes) -> None:
+    control_plane.env.upload("scan.pdf", pdf)
+    control_plane.env.upload("broken.pdf", pdf + b"% damaged copy")
+    control_plane.env.tick()
+    # What preprocess's manifest says per file, recorded as the orchestrator does once the job wrote it.
+    control_plane.env.store.record_extraction({"snapshot": "combined_data_20261123_120000.txt", "documents": [
+        {"name": "scan.pdf", "status": "warning", "pages": 3, "messages": ["page 2 has no text (image only?)"]},
+        {"name": "broken.pdf", "status": "error", "pages": 0, "messages": ["truncated: no %%EOF near the end"]},
+    ]})
+    page.run()
+    rows = _table(page, "document").set_index("document")
+    assert rows.loc["scan.pdf", ["state", "warnings", "errors"]].tolist() == [
+        "extracted with warnings", "page 2 has no text (image only?)", ""]
+    assert rows.loc["broken.pdf", ["state", "warnings", "errors"]].tolist() == [
+        "not extracted", "", "truncated: no %%EOF near the end"]
+
+
+def test_failed_run_shows_the_reason(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
+    control_plane.env.backend.job_script = failing_job("preprocess: no document gave text")
+    control_plane.env.upload("archive.pdf", pdf)
+    reason = control_plane.env.settle(after_s=61).error
+    assert "preprocess: no document gave text" in reason
+    page.run()
+    [status] = _texts(page, "error")
+    assert status == f"**Failed: {reason}**"
+    assert _table(page, "run")["error"].tolist() == [reason]
+
+
+def test_rejected_candidate_is_idle_with_the_gate_reason(page: AppTest, control_plane: ControlPlane,
+                                                         pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    control_plane.env.backend.job_script = rejecting_job()
+    control_plane.env.upload("harbour.pdf", pdf + b"\n% another version")
+    control_plane.env.settle(after_s=61)
+    page.run()
+    status = _texts(page, "info")[0]
+    assert status.startswith("**Idle**")
+    assert "not promoted: perplexity 30 is worse than 12.5" in status
+    assert "Serving gpt2-pdf version 1." in status
+
+
+def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, control_plane: ControlPlane,
+                                                              pdf: bytes) -> None:
+    log_history = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 3.0}, {"step": 20, "eval_loss": 3.5},
+                   {"step": 20, "train_loss": 3.4}]
+    metrics = {"train_loss": 3.4, "eval_loss": 3.5, "perplexity": 33.1, "log_history": log_history}
+    evaluation = {"decision": "promote", "reason": "Promoted: 1.10 bits/byte beats 1.90",
+                  "candidate": {"loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400},
+                  "serving": {"loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90, "bytes": 400},
+                  "registered": {"name": "gpt2-pdf", "version": "2"}}
+    control_plane.env.backend.job_script = [*promoting_job("2")[:-1],
+                                            JobStatus("Completed", metrics=metrics, evaluation=evaluation)]
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    [chart] = page.get("vega_lite_chart")
+    plotted = pyarrow.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas().dropna()
+    points = sorted(zip(plotted.iloc[:, 1], plotted["step"], plotted.iloc[:, 2]))
+    # The closing train_loss is the run's average, not a point of the curve.
+    assert points == [("eval loss", 20, 3.5), ("train loss", 10, 4.0), ("train loss", 20, 3.0)]
+    assert "no per-step loss" not in " ".join(_texts(page, "caption"))
+    assert [m.label for m in page.metric] == ["train loss", "eval loss", "perplexity"]
+    assert "**Evaluation: promote**: Promoted: 1.10 bits/byte beats 1.90" in _texts(page, "markdown")
+    assert _table(page, "candidate perplexity").iloc[0].to_dict() == {
+        "candidate perplexity": 33.1, "serving perplexity": 60.3, "candidate bits/byte": 1.1,
+        "serving bits/byte": 1.9, "registered": "gpt2-pdf version 2"}
+
+
+def test_dropped_files_are_uploaded_once_and_refusals_explained(page: AppTest, control_plane: ControlPlane,
+                                                                pdf: bytes) -> None:
+    page.run()
+    page.file_uploader[0].set_value([("archive.pdf", pdf, "application/pdf"),
+                                     ("renamed.pdf", b"PK\x03\x04 a zip", "application/pdf"),
+                                     ("empty.pdf", b"", "application/pdf")]).run()
+    assert _texts(page, "success") == ["**archive.pdf**: Uploaded as inputs/archive.pdf."]
+    errors = _texts(page, "error")
+    assert errors == ["**renamed.pdf**: Refused: not a PDF: its content does not start with %PDF-, whatever its "
+                      "name says.", "**empty.pdf**: Refused: the file is empty (0 bytes); choose the PDF again."]
+    container: ContainerClient = control_plane.env.container
+    assert [b.name for b in container.list_blobs()] == ["inputs/archive.pdf"]
+    etag = container.get_blob_client("inputs/archive.pdf").get_blob_properties().etag
+    page.run()  # any rerun (a click, a refresh) must not upload again
+    assert container.get_blob_client("inputs/archive.pdf").get_blob_properties().etag == etag
+    control_plane.env.tick()
+    page.run()
+    assert _table(page, "document")["document"].tolist() == ["archive.pdf"]
+
+
+def test_retrain_button_queues_a_run(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    page.button[0].click().run()
+    [queued] = [s for s in _texts(page, "success") if s.startswith("Run ")]
+    assert "queued: the run is submitted on the next timer tick" in queued
+    assert control_plane.env.store.current().active_run_id in queued
+
+
+def test_retrain_refusal_is_shown_as_the_apis_reason(page: AppTest) -> None:
+    page.run()
+    page.button[0].click().run()
+    assert "inputs/ holds no recorded document; upload a PDF first" in _texts(page, "error")
+
+
+def test_api_down_is_a_readable_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert _texts(at, "error")[0].startswith("Cannot reach the control plane API at http://127.0.0.1:")
+    assert "Is it running, and is API_BASE_URL right?" in _texts(at, "error")[0]
+
+
+def test_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UI_MAX_UPLOAD_MB", "lots")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert _texts(at, "error") == ["UI_MAX_UPLOAD_MB='lots' is not a number; set it to e.g. 50.0"]

@@ -1,0 +1,89 @@
+"""Client of the control plane's HTTP API (function_app): status, runs, documents, retrain.
+
+Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """The API could not be reached or did not answer as documented."""
+
+
+class ControlPlaneClient:
+    def __init__(self, base_url: str, *, function_key: str = "", timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"x-functions-key": function_key} if function_key else {}
+        self._timeout = timeout_s
+
+    # Shapes: function_app/api.py. status: {state, active_run, last_run, serving_model, scoring_url, ...};
+    # runs: summaries; run: the full record (transitions, metrics, evaluation, error); retrain: {run, ...}.
+    def status(self) -> dict[str, Any]:
+        return self._request("GET", "/api/status")
+
+    def runs(self) -> list[dict[str, Any]]:
+        return _items(self._request("GET", "/api/runs"), "runs")
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/runs/{run_id}")
+
+    def documents(self) -> list[dict[str, Any]]:
+        return _items(self._request("GET", "/api/documents"), "documents")
+
+    def retrain(self) -> dict[str, Any]:
+        return self._request("POST", "/api/retrain")
+
+    def _request(self, method: str, path: str) -> Any:
+        url = self.base_url + path
+        try:
+            response = httpx.request(method, url, headers=self._headers, timeout=self._timeout)
+        except httpx.TimeoutException:
+            raise ApiError(f"The control plane API at {self.base_url} did not answer {method} {path} within "
+                           f"{self._timeout:g} s; it may be overloaded, try again shortly.") from None
+        except httpx.HTTPError as err:
+            raise ApiError(f"Cannot reach the control plane API at {self.base_url} ({_reason(err)}). Is it "
+                           f"running, and is API_BASE_URL right?") from None
+        if response.status_code == 409:  # a refusal the API explains itself (e.g. a run is active)
+            raise ApiError(error_detail(response))
+        if response.status_code in (401, 403):
+            raise ApiError(f"The control plane API refused {method} {path} (HTTP {response.status_code}): set "
+                           f"FUNCTION_KEY to the Function app's key.")
+        if response.status_code >= 400:
+            raise ApiError(f"The control plane API answered {method} {path} with HTTP {response.status_code}: "
+                           f"{error_detail(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"The control plane API answered {method} {path} with something that is not JSON "
+                           f"(is API_BASE_URL pointing at the right service?).") from None
+
+
+def error_detail(response: httpx.Response, limit: int = 300) -> str:
+    """The message inside an error answer: FastAPI's "detail", a "message"/"error" field, or the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            if body.get(key):
+                return str(body[key])[:limit]
+    text = response.text.strip()
+    return text[:limit] if text else response.reason_phrase or "no details given"
+
+
+def _items(body: Any, key: str) -> list[dict[str, Any]]:
+    """The list in a {key: [...]} answer."""
+    body = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(body, list):
+        raise ApiError(f"The control plane API answered /api/{key} without a list of {key}.")
+    return body
+
+
+def _reason(err: httpx.HTTPError) -> str:
+    if isinstance(err, httpx.ConnectError):
+        return "connection refused or host not found"
+    return type(err).__name__

@@ -1,0 +1,28 @@
+"""How a chat exchange is shown: the model's continuation after the prompt, and what produced it."""
+from __future__ import annotations
+
+from typing import Any
+
+from ui.markdown_text import literal
+from ui.scoring_client import Answer
+
+# Echoed by the server but fixed by the UI (one continuation per prompt): not worth a place on screen.
+_NOT_SHOWN = {"num_return_sequences"}
+
+
+def reply_markdown(prompt: str, continuation: str) -> str:
+    """The prompt, then in bold what the model added to it, so the completed sentence reads as one."""
+    added = continuation.strip()
+    if not added:
+        return f"{literal(prompt)} *(the model added nothing: try sampling or more new tokens)*"
+    return f"{literal(prompt)} **{literal(added)}**"
+
+
+def answer_caption(answer: Answer) -> str:
+    """Which model answered and the exact settings it used (seed included), to reproduce the answer."""
+    used = [f"{key}={value}" for key, value in answer.parameters.items() if key not in _NOT_SHOWN]
+    return " · ".join([f"{answer.model_name} version {answer.model_version}", *used])
+
+
+def history_entry(prompt: str, answer: Answer) -> dict[str, Any]:
+    return {"role": "assistant", "markdown": reply_markdown(prompt, answer.text), "caption": answer_caption(answer)}

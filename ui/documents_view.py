@@ -1,0 +1,32 @@
+"""Rows of the documents table from GET /api/documents: each upload, its extraction state and messages."""
+from __future__ import annotations
+
+from typing import Any
+
+from ui.times import shown
+
+# Preprocess outcome per file (manifest status); empty until a run has extracted the file, when the
+# API's own state says whether a run includes it yet.
+_EXTRACTION = {"ok": "extracted", "warning": "extracted with warnings", "error": "not extracted"}
+
+
+def document_rows(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for doc in documents:
+        outcome = doc.get("extraction") or ""
+        messages = "; ".join(doc.get("messages") or [])
+        rows.append({
+            "document": doc.get("name"),
+            "state": _EXTRACTION.get(outcome) or doc.get("state") or outcome,
+            "pages": doc.get("pages"),
+            "warnings": messages if outcome == "warning" else "",
+            "errors": messages if outcome == "error" else "",
+            "uploaded": shown(doc.get("uploaded_at")),
+            "first run": _first_run(doc.get("first_run")),
+            "same content as": ", ".join(doc.get("same_content_as") or []),
+        })
+    return rows
+
+
+def _first_run(run: dict[str, Any] | None) -> str:
+    return f"{run['id']} ({run['state']})" if run else ""

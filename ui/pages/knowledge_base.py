@@ -1,0 +1,143 @@
+"""Knowledge Base (admin): drop PDFs into inputs/, watch the pipeline, inspect documents and runs."""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import pandas as pd
+import streamlit as st
+
+from ui import page_setup, run_view, status_view, uploads
+from ui.api_client import ApiError
+from ui.documents_view import document_rows
+from ui.markdown_text import literal
+from ui.settings import SettingsError
+from ui.storage import container_client
+
+config = page_setup.settings()
+api = page_setup.api(config)
+
+st.title(":material/library_books: Knowledge Base")
+st.caption("Drop PDFs below. Shortly after the last upload of a burst the system extracts their text, "
+           "fine-tunes GPT-2 on it, evaluates the candidate and deploys it if it does better.")
+
+_BOX = {status_view.IDLE: (st.info, ":material/bedtime:"),
+        status_view.IN_PROGRESS: (st.warning, ":material/model_training:"),
+        status_view.DEPLOYED: (st.success, ":material/rocket_launch:"),
+        status_view.FAILED: (st.error, ":material/error:")}
+_RESULT_BOX = {uploads.UPLOADED: st.success, uploads.DUPLICATE: st.info, uploads.RENAMED: st.warning,
+               uploads.REFUSED: st.error}
+
+
+@st.fragment(run_every=config.status_refresh_s)
+def status_panel() -> None:
+    st.subheader("Status")
+    try:
+        status = api.status()
+        run_id = status_view.run_id(status)
+        run = api.run(run_id) if run_id else None
+    except ApiError as err:
+        st.error(literal(str(err)), icon=":material/cloud_off:")
+        return
+    summary = status_view.summarize(status, run, datetime.now(timezone.utc))
+    box, icon = _BOX.get(summary.state, (st.info, ":material/info:"))
+    box("\n\n".join([f"**{literal(summary.headline)}**", *map(literal, summary.details)]), icon=icon)
+    st.caption(f"Scoring URL: {status.get('scoring_url') or 'none yet'} · refreshed "
+               f"{datetime.now(timezone.utc):%H:%M:%S} UTC, every {config.status_refresh_s:g} s")
+    if st.button("Retrain now on every document", icon=":material/refresh:",
+                 disabled=summary.state == status_view.IN_PROGRESS):
+        try:
+            answer = api.retrain()
+        except ApiError as err:
+            st.error(literal(str(err)))
+        else:
+            st.success(literal(f"Run {answer.get('run')} queued: {answer.get('detail', '')}."))
+
+
+def upload_panel() -> None:
+    st.subheader("Upload PDFs")
+    files = st.file_uploader(
+        f"Drag and drop PDFs here (up to {config.max_upload_mb:g} MiB each); they go straight into "
+        f"inputs/ of container {config.data_container}.",
+        type="pdf", accept_multiple_files=True, key="pdfs",
+        max_upload_size=math.ceil(config.max_upload_mb))
+    if not files:
+        return
+    # Each dropped file is uploaded once per session; reruns (any click) only show its result again.
+    results: dict[str, uploads.UploadResult] = st.session_state.setdefault("upload_results", {})
+    waiting = [f for f in files if f.file_id not in results]
+    if waiting:
+        try:
+            container = container_client(config)
+        except SettingsError as err:
+            st.error(literal(str(err)))
+            return
+        with st.spinner(f"Uploading {len(waiting)} file(s)..."):
+            for f in waiting:
+                results[f.file_id] = uploads.upload_pdf(container, f.name, f.getvalue(), config.max_upload_bytes)
+    for f in files:
+        result = results[f.file_id]
+        _RESULT_BOX[result.outcome](f"**{literal(result.file_name)}**: {literal(result.message)}")
+
+
+@st.fragment(run_every=config.status_refresh_s)
+def documents_panel() -> None:
+    st.subheader("Documents")
+    try:
+        documents = api.documents()
+    except ApiError:
+        st.caption("Unavailable: the control plane API did not answer (see Status).")
+        return
+    if not documents:
+        st.info("No document recorded yet. Uploads appear here within seconds.")
+        return
+    st.dataframe(pd.DataFrame(document_rows(documents)), hide_index=True)
+
+
+@st.fragment(run_every=config.status_refresh_s)
+def runs_panel() -> None:
+    st.subheader("Run history")
+    try:
+        runs = api.runs()
+    except ApiError:
+        st.caption("Unavailable: the control plane API did not answer (see Status).")
+        return
+    if not runs:
+        st.info("No run yet. The first one starts shortly after the first upload.")
+        return
+    st.dataframe(pd.DataFrame(run_view.run_rows(runs)), hide_index=True)
+    run_id = st.selectbox("Run", [r["id"] for r in runs], key="selected_run")
+    try:
+        run = api.run(run_id)
+    except ApiError as err:
+        st.error(literal(str(err)))
+        return
+    run_details(run)
+
+
+def run_details(run: dict) -> None:
+    error = f" · {run['error']}" if run.get("error") else ""
+    st.markdown(f"**Run {literal(run['id'])}**: {literal(run.get('state', '') + error)}")
+    curve = run_view.loss_curve(run)
+    finals = run_view.final_losses(run)
+    if curve:
+        st.line_chart(pd.DataFrame(curve).set_index("step"), x_label="step", y_label="loss")
+    elif finals:
+        st.caption("The API reports no per-step loss for this run; these are its end-of-training figures.")
+    else:
+        st.caption("No training metrics yet.")
+    if finals:
+        for column, (label, value) in zip(st.columns(len(finals)), finals.items()):
+            column.metric(label, f"{value:,.3f}" if value < 1000 else f"{value:,.0f}")
+    evaluation = run_view.evaluation(run)
+    if evaluation:
+        st.markdown(f"**Evaluation: {literal(evaluation.decision)}**: {literal(evaluation.reason)}")
+        st.dataframe(pd.DataFrame([evaluation.figures]), hide_index=True)
+    st.markdown("**Transitions**")
+    st.dataframe(pd.DataFrame(run_view.transition_rows(run)), hide_index=True)
+
+
+status_panel()
+upload_panel()
+documents_panel()
+runs_panel()

@@ -1,0 +1,117 @@
+"""Check a dropped file and put it into inputs/ of the data container without ever losing a document.
+
+Same name, same bytes: nothing is written (the document is already there; no new run is started).
+Same name, different bytes: the new file is kept BESIDE the old one as <stem>-<sha256[:12]>.pdf. The
+control plane records documents by name + ETag + sha256, snapshots are traceable to exact documents,
+and the system never modifies inputs/: silently replacing a PDF would drop its text from the next model
+without anyone deciding so. The suffix comes from the content, so re-dropping that file is again a no-op.
+Writes are conditional (If-None-Match: *), so two people uploading the same name at once cannot
+overwrite each other either.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ServiceRequestError
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
+
+INPUT_PREFIX = "inputs/"
+PDF_MAGIC = b"%PDF-"
+# Where the header may start: the PDF spec allows leading bytes, and readers (pypdf too) search the
+# first kilobyte for it.
+MAGIC_WINDOW = 1024
+# Metadata the UI writes so later duplicates are found without downloading the blob.
+SHA256_METADATA = "sha256"
+
+UPLOADED, DUPLICATE, RENAMED, REFUSED = "uploaded", "duplicate", "renamed", "refused"
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    file_name: str  # as dropped
+    outcome: str  # uploaded | duplicate | renamed | refused
+    message: str  # one sentence for the person who dropped it
+    blob_name: str | None = None  # where the document is in the container
+
+
+def refusal(data: bytes, max_bytes: int) -> str | None:
+    """Why these bytes cannot be a training document, or None when they can."""
+    if not data:
+        return "the file is empty (0 bytes); choose the PDF again."
+    if len(data) > max_bytes:
+        return (f"the file is {_mib(len(data))}, over the {_mib(max_bytes)} limit (UI_MAX_UPLOAD_MB); "
+                f"split it or ask an admin to raise the limit.")
+    if PDF_MAGIC not in data[:MAGIC_WINDOW]:
+        return "not a PDF: its content does not start with %PDF-, whatever its name says."
+    return None
+
+
+def blob_name(file_name: str) -> str:
+    """inputs/<name>.pdf: the base name only, odd characters made safe, always ending in .pdf."""
+    base = re.split(r"[\\/]", file_name.strip())[-1]
+    stem = base[:-4] if base.lower().endswith(".pdf") else base
+    # Control characters, '#' and '?' break blob URLs; runs of them collapse to one underscore.
+    stem = re.sub(r"[\x00-\x1f\x7f#?%]+", "_", stem).strip(" .") or "document"
+    return f"{INPUT_PREFIX}{stem}.pdf"
+
+
+def upload_pdf(container: ContainerClient, file_name: str, data: bytes, max_bytes: int) -> UploadResult:
+    reason = refusal(data, max_bytes)
+    if reason:
+        return UploadResult(file_name, REFUSED, f"Refused: {reason}")
+    sha256 = hashlib.sha256(data).hexdigest()
+    wanted = blob_name(file_name)
+    try:
+        if _create(container.get_blob_client(wanted), data, sha256, file_name):
+            return UploadResult(file_name, UPLOADED, f"Uploaded as {wanted}.", wanted)
+        if _stored_sha256(container.get_blob_client(wanted)) == sha256:
+            return UploadResult(file_name, DUPLICATE, f"Already in the knowledge base as {wanted} (same content); "
+                                                      f"nothing uploaded.", wanted)
+        beside = f"{wanted[:-4]}-{sha256[:12]}.pdf"
+        if _create(container.get_blob_client(beside), data, sha256, file_name):
+            return UploadResult(file_name, RENAMED, f"A different file is already named {wanted}; kept both: this "
+                                                    f"one is {beside}.", beside)
+        # Only this very content can have made that name (bar a 48-bit prefix collision).
+        return UploadResult(file_name, DUPLICATE, f"Already in the knowledge base as {beside} (same content); "
+                                                  f"nothing uploaded.", beside)
+    except ServiceRequestError:
+        return UploadResult(file_name, REFUSED, f"Not uploaded: cannot reach the storage account at {container.url} "
+                                                f"(is it running, and is DataStorage right?). Nothing was written.")
+    except AzureError as err:
+        return UploadResult(file_name, REFUSED, f"Not uploaded: storage said {_first_line(err)}. Try again; "
+                                                f"nothing was overwritten.")
+
+
+def _create(blob: BlobClient, data: bytes, sha256: str, file_name: str) -> bool:
+    """Write the blob only if no blob has that name; False when one already does."""
+    try:
+        blob.upload_blob(data, overwrite=False,
+                         content_settings=ContentSettings(content_type="application/pdf"),
+                         metadata={SHA256_METADATA: sha256, "uploaded_by": "web-ui",
+                                   "original_name": _ascii(file_name)})
+    except ResourceExistsError:
+        return False
+    return True
+
+
+def _stored_sha256(blob: BlobClient) -> str:
+    """The existing blob's sha256: from its metadata when we wrote it, else by reading it."""
+    recorded = blob.get_blob_properties().metadata.get(SHA256_METADATA)
+    if recorded:
+        return recorded
+    return hashlib.sha256(blob.download_blob().readall()).hexdigest()
+
+
+def _ascii(text: str) -> str:
+    # Blob metadata travels as HTTP headers: ASCII only.
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def _first_line(err: AzureError) -> str:
+    return str(err.message or err).strip().splitlines()[0].rstrip(".")
