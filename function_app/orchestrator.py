@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from azure.storage.blob import ContainerClient
 
 from function_app import manifests, run_states as rs, uploads
-from function_app.backends.base import PermanentBackendError, PipelineBackend, TransientBackendError
+from function_app.backends.base import Deployment, PermanentBackendError, PipelineBackend, TransientBackendError
 from function_app.settings import Settings
 from function_app.status_store import Run, StatusStore
 
@@ -185,9 +185,10 @@ class Orchestrator:
             self._end(run, rs.FAILED, now, reason)
 
     def _roll_back(self, run: Run, now: datetime, reason: str) -> None:
-        """Remove the candidate; traffic never moved to it, so the serving model keeps serving."""
+        """Remove the candidate only: traffic never moved to it, the serving deployment and its rollback
+        target stay. (Both backends refuse to delete a deployment that takes traffic.)"""
         if run.deployment:
-            # If this fails the candidate stays at 0% traffic; the next deployment removes it.
+            # If this fails the candidate stays at 0% traffic; the next promotion removes it.
             self._best_effort(run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment)
         self._end(run, rs.ROLLED_BACK, now, reason)
 
@@ -266,11 +267,8 @@ class Orchestrator:
 
     def _follow_deployment(self, run: Run, now: datetime) -> None:
         if not run.deployment:
-            # Blue/green: the candidate takes the idle slot beside the serving deployment; what sits
-            # there (the last rollback target, or a leftover candidate) has 0% traffic and goes first.
-            for d in self.backend.deployments():
-                if d.traffic == 0:
-                    self.backend.delete_deployment(d.name)
+            # Blue/green: the candidate goes up beside the serving deployment and its rollback target; both
+            # stay untouched until the candidate has taken the traffic (_promote removes older ones then).
             deployment = self.backend.begin_deploy(run.id, run.model_name, run.model_version)
             run.deployment, run.deploy_started_at = deployment.name, _iso(now)
             self.store.save_run(run)
@@ -283,6 +281,20 @@ class Orchestrator:
             raise _RollBack(f"deployment {deployment.name} not ready after {self.settings.deploy_timeout_seconds}s")
 
     def _smoke_test_and_promote(self, run: Run, now: datetime) -> None:
+        before = self.backend.deployments()
+        if any(d.name == run.deployment and d.traffic == 100 for d in before):
+            # A retry after a traffic shift that took effect (its answer was lost, or a later step failed):
+            # the smoke test passed before the shift, and what it replaced is what the table records as
+            # serving, since the candidate's traffic hides it now.
+            smoke = "smoke test passed before the traffic shift"
+            replaced = self.store.current().serving_deployment
+        else:
+            smoke = f"smoke test said: {self._smoke_test(run)[:200]}"
+            replaced = next((d.name for d in before if d.traffic > 0 and d.name != run.deployment), "")
+            self.backend.shift_traffic(run.deployment)
+        self._promote(run, now, before, replaced, smoke)
+
+    def _smoke_test(self, run: Run) -> str:
         try:
             answer = self.backend.smoke_test(run.deployment, self.settings.smoke_prompt)
         except TransientBackendError:
@@ -291,11 +303,14 @@ class Orchestrator:
             raise _RollBack(f"smoke test failed: {e}") from e
         if not answer or not answer.strip():
             raise _RollBack("smoke test failed: the deployment answered with no text")
-        before = self.backend.deployments()
-        previous = next((d.name for d in before if d.traffic > 0 and d.name != run.deployment), "")
-        self.backend.shift_traffic(run.deployment)
-        # The candidate serves from here on: a failing cleanup below must never roll it back.
-        for d in before:  # keep the new one and the one it replaced (rollback target); drop older ones
+        return answer
+
+    def _promote(self, run: Run, now: datetime, before: list[Deployment], replaced: str, smoke: str) -> None:
+        """The candidate serves from here on: a failing step below must never roll it back."""
+        previous = replaced if replaced != run.deployment and any(d.name == replaced for d in before) else ""
+        # Only now, with the traffic on the candidate, do older deployments go: the new one and the one it
+        # replaced (the rollback target) stay; the rest (the older target, leftover candidates) goes.
+        for d in before:
             if d.name not in (run.deployment, previous):
                 self._best_effort(run, now, f"delete {d.name}", self.backend.delete_deployment, d.name)
         serving = {
@@ -305,5 +320,4 @@ class Orchestrator:
             "previous_deployment": previous,
             "scoring_url": self._best_effort(run, now, "read the scoring URL", self.backend.scoring_url) or "",
         }
-        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; smoke test said: {answer[:200]}", serving)
-
+        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}", serving)

@@ -39,7 +39,8 @@ class Settings:
     aml_endpoint_name: str = "gpt2-pdf"
     # local backend
     local_work_dir: str = ".local/work"
-    local_scoring_ports: str = "5001,5002"
+    # One port per deployment; a rollout holds three: serving, its rollback target and the candidate.
+    local_scoring_ports: str = "5001,5002,5003"
     # Fixed port of the local router: the stable scoring URL, forwarding to the deployment with traffic.
     local_router_port: int = 5100
     # Key that POST /api/retrain wants (x-functions-key) when the API runs under uvicorn instead of

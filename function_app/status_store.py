@@ -304,6 +304,9 @@ class StatusStore:
                     "extraction": e.get("status", ""),
                     "messages": json.loads(e.get("messages", "[]")),
                     "snapshot": e.get("snapshot", ""),
+                    # None until a run has extracted the file (0 pages is a real outcome).
+                    "pages": e.get("pages"),
+                    "chars": e.get("chars"),
                 }
             )
         return sorted(out, key=lambda d: d["uploaded_at"])

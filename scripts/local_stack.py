@@ -1,12 +1,18 @@
-"""The whole system on this machine: Azurite, the HTTP API (uvicorn), the timer loop, local backend.
+"""The whole system on this machine: Azurite, the HTTP API (uvicorn), the timer loop, the web UI
+(Streamlit), local backend.
 
     python -m scripts.local_stack up      # start, upload samples/*.pdf, wait for a deployed model, chat once
-    python -m scripts.local_stack status  # what the system is doing
+    python -m scripts.local_stack status  # what is running, and what the system is doing
     python -m scripts.local_stack down    # stop everything it started (data stays in .local/)
 
 Installs nothing (the Makefile does). Settings come from the environment like the Function app's
 (see local.settings.sample.json); the stack's defaults make a CPU-only, offline run quick:
-BASE_MODEL=offline, TRAIN_PRESET=memorize, DEBOUNCE_SECONDS=10.
+BASE_MODEL=offline, TRAIN_PRESET=memorize, DEBOUNCE_SECONDS=10. Azurite is started only when
+DataStorage is left to the stack (Azurite's default ports).
+
+A second stack (or a test) can run beside the first: LOCAL_STACK_DIR (default .local: stack.json,
+logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071) and LOCAL_STACK_UI_PORT (8501), with
+LOCAL_SCORING_PORTS, LOCAL_ROUTER_PORT and DataStorage pointing elsewhere too.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from function_app.backends.local import LocalBackend
@@ -25,28 +33,78 @@ from function_app.settings import STORAGE_CONNECTION, Settings
 from scripts import azurite
 
 REPO = Path(__file__).resolve().parents[1]
-LOCAL = REPO / ".local"
-STACK_FILE = LOCAL / "stack.json"
-LOGS = LOCAL / "logs"
-API_PORT = 7071  # the Functions host's default, so URLs are the same as under `func start`
-API = f"http://127.0.0.1:{API_PORT}"
 AZURITE_PORTS = azurite.AzuritePorts(10000, 10001, 10002)  # Azurite's defaults (what func start expects)
-STACK_DEFAULTS = {
-    STORAGE_CONNECTION: AZURITE_PORTS.connection_string(),
-    "PIPELINE_BACKEND": "local",
-    "BASE_MODEL": "offline",
-    "TRAIN_PRESET": "memorize",
-    "DEBOUNCE_SECONDS": "10",
-}
+SERVICES = ("azurite", "api", "timer", "ui")  # in start order; stopped in reverse
 DEFAULT_PROMPT = "Declaration: Zorblat Quenwick is"
 
 
-def stack_env() -> dict[str, str]:
-    return {**STACK_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}  # the caller's settings win
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack keeps its files and which ports its own servers take."""
+
+    folder: Path = REPO / ".local"
+    api_port: int = 7071  # the Functions host's default, so URLs are the same as under `func start`
+    ui_port: int = 8501  # Streamlit's default
+    timer_interval_s: float = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
+        env = os.environ if env is None else env
+        folder = Path(env.get("LOCAL_STACK_DIR") or cls.folder)
+        return cls(folder=folder if folder.is_absolute() else REPO / folder,
+                   api_port=_port(env, "LOCAL_STACK_API_PORT", cls.api_port),
+                   ui_port=_port(env, "LOCAL_STACK_UI_PORT", cls.ui_port))
+
+    @property
+    def stack_file(self) -> Path:
+        return self.folder / "stack.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.folder / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
 
 
-def _get(path: str) -> dict:
-    with urllib.request.urlopen(API + path, timeout=10) as r:
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"{name}={raw!r} is not a TCP port; set it to a free port such as {default}")
+    return int(raw)
+
+
+def stack_env(config: StackConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings every process of the stack gets: the stack's defaults, then the caller's (which win)."""
+    defaults = {
+        STORAGE_CONNECTION: AZURITE_PORTS.connection_string(),
+        "PIPELINE_BACKEND": "local",
+        "BASE_MODEL": "offline",
+        "TRAIN_PRESET": "memorize",
+        "DEBOUNCE_SECONDS": "10",
+        # Jobs, deployments and the registry live in the stack's folder, so two stacks never share them.
+        "LOCAL_WORK_DIR": str(config.folder / "work"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{config.folder / 'mlflow' / 'mlflow.db'}",
+    }
+    return {**defaults, **(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
+
+
+def _read_stack(config: StackConfig) -> dict:
+    return json.loads(config.stack_file.read_text()) if config.stack_file.exists() else {}
+
+
+def _save_stack(config: StackConfig, stack: dict) -> None:
+    config.folder.mkdir(parents=True, exist_ok=True)
+    config.stack_file.write_text(json.dumps(stack, indent=2))
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
 
 
@@ -64,29 +122,71 @@ def _wait_for_port(port: int, what: str, proc: dict, log: Path, timeout_s: float
         time.sleep(0.2)
 
 
-def _start_services(env: dict[str, str]) -> dict:
-    stack = json.loads(STACK_FILE.read_text()) if STACK_FILE.exists() else {}
+def _start_azurite(config: StackConfig, env: Mapping[str, str], stack: dict) -> None:
+    if env[STORAGE_CONNECTION] != AZURITE_PORTS.connection_string():
+        print(f"Storage: {STORAGE_CONNECTION} from the environment (no Azurite started)")
+    elif port_open(AZURITE_PORTS.blob):
+        print(f"Azurite: something already listens on {AZURITE_PORTS.blob}; using it")
+    else:
+        proc = azurite.start(AZURITE_PORTS, config.folder / "azurite", config.logs / "azurite.log", detach=True)
+        stack["azurite"] = identity(proc.pid)
+        print(f"Azurite: blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table} "
+              f"(data in {config.folder / 'azurite'})")
+
+
+def _commands(config: StackConfig, env: dict[str, str]) -> dict[str, tuple[list[str], int | None, dict[str, str]]]:
+    """name -> (command line, the port it listens on, its environment) of the stack's own processes."""
     python = sys.executable
+    ui_env = {
+        **env,
+        "API_BASE_URL": config.api_url,
+        "DATA_CONTAINER": Settings.from_env(env).data_container,
+        # Under uvicorn the API's retrain wants LOCAL_API_KEY as its function key (see ui/README.md).
+        "FUNCTION_KEY": env.get("FUNCTION_KEY") or env.get("LOCAL_API_KEY", ""),
+    }
+    return {
+        "api": ([python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port",
+                 str(config.api_port)], config.api_port, env),
+        "timer": ([python, "-m", "scripts.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
+        "ui": ([python, "-m", "streamlit", "run", "ui/app.py", "--server.address", "127.0.0.1", "--server.port",
+                str(config.ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                "--client.toolbarMode", "minimal"], config.ui_port, ui_env),
+    }
+
+
+def start_services(config: StackConfig, env: dict[str, str]) -> dict:
+    """Start whatever of Azurite, the API, the timer loop and the UI is not running; return the records."""
+    stack = _read_stack(config)
     if not alive(stack.get("azurite")):
-        if port_open(AZURITE_PORTS.blob):
-            print(f"Azurite: something already listens on {AZURITE_PORTS.blob}; using it")
-        else:
-            proc = azurite.start(AZURITE_PORTS, LOCAL / "azurite", LOGS / "azurite.log", detach=True)
-            stack["azurite"] = identity(proc.pid)
-            print(f"Azurite: blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table} (data in .local/azurite)")
-    if not alive(stack.get("api")):
-        if port_open(API_PORT):
-            raise SystemExit(f"port {API_PORT} is taken by another program; stop it or `func start` first")
-        argv = [python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port", str(API_PORT)]
-        stack["api"] = spawn(argv, LOGS / "api.log", REPO, env)
-        _wait_for_port(API_PORT, "the API (uvicorn)", stack["api"], LOGS / "api.log")
-        print(f"API: {API}/api/status (OpenAPI: {API}/api/docs)")
-    if not alive(stack.get("timer")):
-        stack["timer"] = spawn([python, "-m", "scripts.timer_loop", "--interval", "5"], LOGS / "timer.log", REPO, env)
-        print("Timer loop: Orchestrator.tick every 5 s (log .local/logs/timer.log)")
-    LOCAL.mkdir(exist_ok=True)
-    STACK_FILE.write_text(json.dumps(stack, indent=2))
+        _start_azurite(config, env, stack)
+    for name, (argv, port, process_env) in _commands(config, env).items():
+        if alive(stack.get(name)):
+            continue
+        if port is not None and port_open(port):
+            _save_stack(config, stack)
+            raise SystemExit(f"port {port} (for the {name}) is taken by another program (`func start`?); stop "
+                             f"it, or run the stack on other ports: LOCAL_STACK_API_PORT, LOCAL_STACK_UI_PORT")
+        log = config.logs / f"{name}.log"
+        stack[name] = spawn(argv, log, REPO, process_env)
+        _save_stack(config, stack)  # recorded at once: `down` must find it even if a later step fails
+        if port is not None:
+            _wait_for_port(port, f"the {name}", stack[name], log)
+    print(f"API: {config.api_url}/api/status (OpenAPI: {config.api_url}/api/docs)")
+    print(f"Timer loop: Orchestrator.tick every {config.timer_interval_s:g} s (log {config.logs / 'timer.log'})")
+    print(f"Web UI: {config.ui_url} (open it to upload PDFs and watch the run; log {config.logs / 'ui.log'})")
     return stack
+
+
+def stop_services(config: StackConfig, env: dict[str, str]) -> list[str]:
+    """Stop the local backend's jobs, deployments and router, then the stack's own processes."""
+    stopped = LocalBackend(Settings.from_env(env)).stop()
+    stack = _read_stack(config)
+    for name in reversed(SERVICES):
+        if alive(stack.get(name)):
+            kill(stack[name])
+            stopped.append(name)
+    config.stack_file.unlink(missing_ok=True)
+    return stopped
 
 
 def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
@@ -111,14 +211,14 @@ def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
     return etags
 
 
-def _wait_for_model(uploads: dict[str, str], timeout_s: float) -> dict:
+def _wait_for_model(config: StackConfig, uploads: dict[str, str], timeout_s: float) -> dict:
     """Show progress until a model serves and nothing is pending; return the final status."""
     started = time.monotonic()
     shown = None
     while time.monotonic() - started < timeout_s:
-        recorded = {d["name"]: d["etag"] for d in _get("/api/documents")["documents"]}
+        recorded = {d["name"]: d["etag"] for d in _get(f"{config.api_url}/api/documents")["documents"]}
         all_recorded = all(recorded.get(name) == etag for name, etag in uploads.items())
-        status = _get("/api/status")
+        status = _get(f"{config.api_url}/api/status")
         run = status["active_run"]
         line = f"{status['state']}" + (f" - run {run['id']}: {run['step']}" if run else "")
         if not all_recorded:
@@ -131,7 +231,7 @@ def _wait_for_model(uploads: dict[str, str], timeout_s: float) -> dict:
         if all_recorded and not run and not status["pending_documents"]:
             return status
         time.sleep(2)
-    raise SystemExit(f"no model deployed after {timeout_s:.0f}s; see {API}/api/runs and .local/logs/")
+    raise SystemExit(f"no model deployed after {timeout_s:.0f}s; see {config.api_url}/api/runs and {config.logs}/")
 
 
 def _wait_until_deployments_ready(backend: LocalBackend, timeout_s: float) -> None:
@@ -147,23 +247,24 @@ def _wait_until_deployments_ready(backend: LocalBackend, timeout_s: float) -> No
 
 
 def up(args: argparse.Namespace) -> None:
-    env = stack_env()
+    config = StackConfig.from_env()
+    env = stack_env(config)
     settings = Settings.from_env(env)
-    _start_services(env)
+    start_services(config, env)
     backend = LocalBackend(settings)
     started = backend.resume()
     if started:
         print(f"Local backend: restarted {', '.join(started)}")
     uploads = _upload_samples(settings, env[STORAGE_CONNECTION])
-    status = _wait_for_model(uploads, args.timeout)
+    status = _wait_for_model(config, uploads, args.timeout)
     if not status["scoring_url"] and status["last_run"]:
         # Nothing new to train on, but the last attempt left no model (e.g. it failed): try again.
         print(f"No model is serving after run {status['last_run']['id']} ({status['last_run']['state']}); retraining")
-        _post_json(API + "/api/retrain", {})
-        status = _wait_for_model(uploads, args.timeout)
+        _post_json(f"{config.api_url}/api/retrain", {})
+        status = _wait_for_model(config, uploads, args.timeout)
     last = status["last_run"]
     if last and last["state"] not in ("Deployed",):
-        run = _get(f"/api/runs/{last['id']}")
+        run = _get(f"{config.api_url}/api/runs/{last['id']}")
         print(f"The last run ended {last['state']}: {run.get('error') or run['transitions'][-1]['detail']}")
     if not status["scoring_url"]:
         raise SystemExit("no model is serving; see GET /api/runs for what happened")
@@ -172,29 +273,35 @@ def up(args: argparse.Namespace) -> None:
     print(f"\nServing {model['name']} version {model['version']} at {status['scoring_url']}")
     answer = _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False})
     print(f"\n> {args.prompt}\n{args.prompt}{answer['generations'][0][0]}\n")
-    print("Chat with it:")
+    api = config.api_url
+    print(f"Web UI:  {config.ui_url}   (Knowledge Base: upload PDFs, watch runs and the loss curve; Chat)")
+    print(f"API:     {api}/api/status   (also /api/runs, /api/documents; OpenAPI: {api}/api/docs)")
+    print(f"Scoring: {status['scoring_url']}   (stable URL: always the deployment serving the traffic)")
     print(f"  curl -s -X POST {status['scoring_url']} -H 'Content-Type: application/json' \\")
     print(f"       -d '{{\"prompt\": \"{args.prompt}\", \"max_new_tokens\": 30}}'")
-    print(f"Status: curl -s {API}/api/status   Runs: {API}/api/runs   Documents: {API}/api/documents")
-    print("Stop everything: python -m scripts.local_stack down")
+    print("Stop everything: python -m scripts.local_stack down   (or make down; data stays in "
+          f"{config.folder})")
 
 
 def down(_: argparse.Namespace) -> None:
-    stopped = LocalBackend(Settings.from_env(stack_env())).stop()
-    stack = json.loads(STACK_FILE.read_text()) if STACK_FILE.exists() else {}
-    for name in ("timer", "api", "azurite"):
-        if alive(stack.get(name)):
-            kill(stack[name])
-            stopped.append(name)
-    STACK_FILE.unlink(missing_ok=True)
-    print(f"stopped: {', '.join(stopped) or 'nothing was running'} (data kept in .local/)")
+    config = StackConfig.from_env()
+    stopped = stop_services(config, stack_env(config))
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'} (data kept in {config.folder})")
 
 
 def status(_: argparse.Namespace) -> None:
+    config = StackConfig.from_env()
+    stack = _read_stack(config)
+    where = {"azurite": f"blob http://127.0.0.1:{AZURITE_PORTS.blob}", "api": f"{config.api_url}/api/status",
+             "timer": str(config.logs / "timer.log"), "ui": config.ui_url}
+    for name in SERVICES:
+        state = f"running (pid {stack[name]['pid']})" if alive(stack.get(name)) else "not running"
+        print(f"{name:8} {state:22} {where[name]}")
     try:
-        print(json.dumps(_get("/api/status"), indent=2))
+        print(json.dumps(_get(f"{config.api_url}/api/status"), indent=2))
     except urllib.error.URLError:
-        raise SystemExit(f"the API is not running at {API}; start it with `python -m scripts.local_stack up`") from None
+        raise SystemExit(f"the API is not running at {config.api_url}; start it with "
+                         f"`python -m scripts.local_stack up`") from None
 
 
 def main() -> None:
@@ -205,7 +312,7 @@ def main() -> None:
     up_parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a deployed model")
     up_parser.set_defaults(handler=up)
     commands.add_parser("down", help="stop everything the stack started").set_defaults(handler=down)
-    commands.add_parser("status", help="print GET /api/status").set_defaults(handler=status)
+    commands.add_parser("status", help="which processes run, and GET /api/status").set_defaults(handler=status)
     args = parser.parse_args()
     args.handler(args)
 

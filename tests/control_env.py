@@ -1,4 +1,7 @@
-"""A status store, data container and orchestrator on the session's Azurite, unique per test."""
+"""The real control plane for tests: status store and data container on the session's Azurite (unique per
+test), the orchestrator driving the real aml backend, whose MLClient is the recording fake
+(tests/fakes/recording_ml_client.py, the one fake: Azure is unreachable here) with the workspace moving on by
+itself (tests/fakes/aml_service.py)."""
 from __future__ import annotations
 
 import uuid
@@ -9,10 +12,17 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from function_app.backends.aml import AmlBackend
 from function_app.orchestrator import Orchestrator
 from function_app.settings import Settings
 from function_app.status_store import Run, StatusStore
-from tests.scripted_backend import ScriptedBackend
+from tests.fakes.aml_service import AmlService
+from tests.fakes.recording_ml_client import RecordingMLClient
+
+AML_WORKSPACE = {"pipeline_backend": "aml", "aml_subscription_id": "00000000-0000-0000-0000-000000000000",
+                 "aml_resource_group": "rg-gpt2", "aml_workspace": "ws-gpt2",
+                 "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"}
+TIMER_PERIOD_S = 60  # the timer fires every minute (TIMER_SCHEDULE)
 
 
 @dataclass
@@ -20,7 +30,9 @@ class ControlEnv:
     settings: Settings
     container: ContainerClient
     store: StatusStore
-    backend: ScriptedBackend
+    azure: RecordingMLClient  # what would have been sent to Azure
+    aml: AmlService  # what the workspace does by itself: job plans, deployments starting, scoring answers
+    backend: AmlBackend
     orchestrator: Orchestrator
 
     def upload(self, name: str, data: bytes) -> None:
@@ -31,22 +43,32 @@ class ControlEnv:
         return self.orchestrator.tick(datetime.now(timezone.utc) + timedelta(seconds=after_s))
 
     def settle(self, after_s: float, ticks: int = 40) -> Run:
-        """Tick until the active run ends; return it."""
+        """Tick once a minute from `after_s` on, as the timer does, until the active run ends; return it."""
         run = None
-        for _ in range(ticks):
-            run = self.tick(after_s) or run
+        for i in range(ticks):
+            run = self.tick(after_s + i * TIMER_PERIOD_S) or run
             if run and not self.store.current().active_run_id:
                 return self.store.get_run(run.id)
         raise AssertionError(f"run did not end in {ticks} ticks: {run}")
 
+    def serving(self) -> str | None:
+        """The deployment taking all of the endpoint's traffic."""
+        return next((name for name, share in self.azure.traffic().items() if share == 100), None)
 
-def make_env(connection: str, **overrides) -> ControlEnv:
+
+def make_env(connection: str, *, endpoint: bool = True, **overrides) -> ControlEnv:
+    """`endpoint`: the workspace's online endpoint exists already (the first deployment creates it otherwise)."""
     suffix = uuid.uuid4().hex[:10]
-    settings = Settings(data_container=f"data{suffix}", status_table=f"status{suffix}", **overrides)
+    settings = Settings(data_container=f"data{suffix}", status_table=f"status{suffix}",
+                        **{**AML_WORKSPACE, **overrides})
     container = BlobServiceClient.from_connection_string(connection).create_container(settings.data_container)
     store = StatusStore.open(TableServiceClient.from_connection_string(connection), settings.status_table)
-    backend = ScriptedBackend()
-    return ControlEnv(settings, container, store, backend, Orchestrator(store, backend, container, settings))
+    azure = RecordingMLClient(settings.aml_subscription_id, settings.aml_resource_group, settings.aml_workspace)
+    if endpoint:
+        azure.add_endpoint(settings.aml_endpoint_name, compute=settings.aml_compute)
+    backend = AmlBackend(settings, ml_client=azure)
+    return ControlEnv(settings, container, store, azure, AmlService(azure), backend,
+                      Orchestrator(store, backend, container, settings))
 
 
 @pytest.fixture

@@ -50,11 +50,12 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
 
     assert fake.writes() == [
         "jobs.create_or_update",
-        "online_deployments.begin_delete",  # v1: the idle slot is freed for the candidate
-        "online_deployments.begin_create_or_update",
+        "online_deployments.begin_create_or_update",  # v3 beside v2 (serving) and v1 (its rollback target)
         "online_endpoints.invoke",
         "online_endpoints.begin_create_or_update",  # traffic: 100% to v3
+        "online_deployments.begin_delete",  # only now v1, older than the new rollback target, goes
     ]
+    assert fake.last("online_deployments.begin_delete").args["name"] == "gpt2-pdf-v1"
     assert fake.traffic() == {"gpt2-pdf-v3": 100}
     assert fake.deployment_names() == ["gpt2-pdf-v2", "gpt2-pdf-v3"]  # v2 stays for rollback
     serving = orchestrator.status()["serving_model"]

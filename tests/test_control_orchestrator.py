@@ -1,30 +1,64 @@
-"""Run orchestration semantics: debounce, one active run, retries, failures never touch serving.
+"""Run orchestration semantics: debounce, one active run, retries, blue/green, failures never touch serving.
 
-Driven through the real status table (Azurite) with the scripted backend (tests/scripted_backend.py).
+The real orchestrator over the real status table (Azurite) drives the real aml backend, whose MLClient is
+the recording fake (tests/control_env.py). Each scenario asserts the run's course AND what would have been
+sent to Azure: pipeline jobs, deployments, smoke-test requests, traffic updates, deletions.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
 from function_app import run_states as rs
-from function_app.backends.base import PermanentBackendError, TransientBackendError
 from function_app.orchestrator import NoDocuments, RunActive
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.control_env import ControlEnv, env  # noqa: F401 - fixture
-from tests.scripted_backend import failing_job, promoting_job, rejecting_job
+from tests.control_env import ControlEnv, env, make_env  # noqa: F401 - fixture
+from tests.fakes.aml_service import QUEUED, JobPlan, failing, promoting, rejecting
+from tests.fakes.recording_ml_client import http_error
 
 SETTLED = 61  # seconds after the last upload: past the 60 s debounce
+V1, V2, V3, V4 = (f"gpt2-pdf-v{version}" for version in range(1, 5))
+SCORING_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
+SUBMIT = "jobs.create_or_update"
+DEPLOY = "online_deployments.begin_create_or_update"
+INVOKE = "online_endpoints.invoke"
+ENDPOINT = "online_endpoints.begin_create_or_update"  # creates the endpoint, or sets its traffic
+DELETE = "online_deployments.begin_delete"
+# Per write: what it names (the run whose job it is, the deployment, the endpoint's traffic).
+_NAMED = {
+    SUBMIT: lambda args: args["job"]["display_name"],
+    DEPLOY: lambda args: args["deployment"]["name"],
+    INVOKE: lambda args: args["deployment_name"],
+    ENDPOINT: lambda args: args["endpoint"]["traffic"],
+    DELETE: lambda args: args["name"],
+}
+
+
+def _sent(env: ControlEnv, since: int = 0) -> list[tuple]:
+    """Every call that would have changed (or, for invoke, exercised) something in Azure, in order."""
+    return [(call.operation, _NAMED[call.operation](call.args))
+            for call in env.azure.calls[since:] if call.operation in _NAMED]
+
+
+def _rollout(run_id: str, candidate: str, traffic: dict[str, int], *deleted: str) -> list[tuple]:
+    """What a promoted run sends: its job, the candidate, one smoke test, the traffic, then the pruning."""
+    return [(SUBMIT, run_id), (DEPLOY, candidate), (INVOKE, candidate), (ENDPOINT, traffic),
+            *((DELETE, name) for name in deleted)]
 
 
 def _states(run) -> list[str]:
     return [t["state"] for t in run.transitions]
 
 
+def _deploy(env: ControlEnv, name: str) -> None:
+    env.upload(name, f"%PDF-1.4 {name}".encode())
+    assert env.settle(SETTLED).state == rs.DEPLOYED
+
+
 def _deploy_first_model(env: ControlEnv) -> None:
-    env.upload("first.pdf", b"%PDF-1.4 first")
-    run = env.settle(SETTLED)
-    assert run.state == rs.DEPLOYED
-    assert env.backend.serving() == "v1"
+    _deploy(env, "first.pdf")
+    assert env.serving() == V1
 
 
 def test_burst_of_20_uploads_gives_one_run_with_all_20(env: ControlEnv) -> None:
@@ -33,16 +67,36 @@ def test_burst_of_20_uploads_gives_one_run_with_all_20(env: ControlEnv) -> None:
         if i % 5 == 0:
             env.tick()  # timer firing mid-burst: a Pending run waits for the burst to settle
     run = env.tick(after_s=10)
-    assert run.state == rs.PENDING and not any(c[0] == "submit" for c in env.backend.calls)
+    assert run.state == rs.PENDING and env.azure.calls == []  # nothing goes to Azure while uploads arrive
     run = env.settle(SETTLED)
-    assert [c[0] for c in env.backend.calls].count("submit") == 1
     assert len(run.documents) == 20 and run.new_documents == run.documents
     assert _states(run) == list(rs.ORDER)
     assert env.store.runs()[0].id == run.id and len(env.store.runs()) == 1
+    # ONE pipeline job, over the whole inputs/ folder, then the rollout of the model it registered.
+    assert _sent(env) == _rollout(run.id, V1, {V1: 100})
+    job = env.azure.last(SUBMIT).args["job"]
+    assert job["name"] == run.job_id and env.azure.job_names() == [run.job_id]
+    assert job["inputs"]["documents"]["path"] == "azureml://datastores/gpt2_training_data/paths/inputs/"
+    assert "serving_model" not in job["jobs"]["evaluate"]["inputs"]  # nothing serves yet
     status = env.orchestrator.status()
     assert status["state"] == rs.NEW_MODEL_DEPLOYED
-    assert status["serving_model"]["version"] == "1" and status["scoring_url"] == "http://scripted/score"
+    assert status["serving_model"]["version"] == "1" and status["scoring_url"] == SCORING_URL
+    calls = len(env.azure.calls)
     assert env.tick(after_s=SETTLED) is None  # nothing new: no further run
+    assert len(env.azure.calls) == calls
+
+
+def test_first_deployment_creates_the_endpoint_and_waits_for_it(azurite_connection) -> None:  # noqa: F811
+    env = make_env(azurite_connection, endpoint=False, debounce_seconds=60)
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    run = env.settle(SETTLED)
+    assert run.state == rs.DEPLOYED and env.serving() == V1
+    [waited] = run.events
+    assert waited["event"] == "retry 1 in 10s" and "creating online endpoint gpt2-pdf" in waited["detail"]
+    assert _sent(env) == [(SUBMIT, run.id), (ENDPOINT, {}), *_rollout(run.id, V1, {V1: 100})[1:]]
+    created = next(c.args["endpoint"] for c in env.azure.calls if c.operation == ENDPOINT)
+    assert (created["name"], created["compute"], created["auth_mode"]) == \
+        ("gpt2-pdf", "azureml:aks-compute-target", "aml_token")
 
 
 def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> None:
@@ -50,15 +104,19 @@ def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> 
     first = env.tick(after_s=SETTLED)
     assert first.state == rs.SUBMITTED
     env.upload("b.pdf", b"%PDF-1.4 b")  # arrives while the first run is training
-    env.backend.job_script = promoting_job("2")
     first = env.settle(SETTLED)
     assert first.documents == ["a.pdf"] and first.state == rs.DEPLOYED
+    mark = len(env.azure.calls)
     second = env.settle(SETTLED)
     assert second.id != first.id and second.documents == ["a.pdf", "b.pdf"] and second.new_documents == ["b.pdf"]
-    assert env.backend.serving() == "v2"
+    assert env.serving() == V2
     # The replaced deployment stays as the rollback target; the status says so.
-    assert [d.name for d in env.backend.deployments()] == ["v1", "v2"]
-    assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == "v1"
+    assert env.azure.deployment_names() == [V1, V2]
+    assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V1
+    assert _sent(env, mark) == _rollout(second.id, V2, {V1: 0, V2: 100})
+    # The second job's evaluate compares its candidate with the model serving when it was submitted.
+    assert env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"] == \
+        "azureml:gpt2-pdf:1"
 
 
 def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
@@ -67,51 +125,71 @@ def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
     env.upload("a copy.pdf", b"%PDF-1.4 a")
     assert env.tick(after_s=SETTLED) is None
     assert len(env.store.runs()) == 1
+    assert env.azure.operations().count(SUBMIT) == 1
 
 
 def test_transient_submit_error_is_retried_with_backoff_then_succeeds(env: ControlEnv) -> None:
     env.upload("a.pdf", b"%PDF-1.4 a")
-    env.backend.submit_errors = [TransientBackendError("429 throttled"), TransientBackendError("503")]
+    env.azure.fail_next(SUBMIT, http_error(429, "Too many requests"))
+    env.azure.fail_next(SUBMIT, http_error(503, "Service unavailable"))
     run = env.tick(after_s=SETTLED)
-    assert run.state == rs.PENDING and run.retry["attempts"] == 1
+    assert run.state == rs.PENDING and run.retry["attempts"] == 1 and "HTTP 429" in run.retry["last_error"]
+    calls = len(env.azure.calls)
     assert env.tick(after_s=SETTLED + 5).state == rs.PENDING  # backoff (10 s) not over: not retried
-    assert [c[0] for c in env.backend.calls].count("submit") == 1
+    assert len(env.azure.calls) == calls  # not a single call to Azure
     run = env.tick(after_s=SETTLED + 11)
     assert run.retry["attempts"] == 2 and "503" in run.retry["last_error"]
     run = env.tick(after_s=SETTLED + 40)
     assert run.state == rs.SUBMITTED and run.retry == {}
     assert [e["event"] for e in env.store.get_run(run.id).events] == ["retry 1 in 10s", "retry 2 in 20s"]
+    # Three attempts at the same job (its name is the run's), and one job in the workspace.
+    assert _sent(env) == [(SUBMIT, run.id)] * 3 and env.azure.job_names() == [run.job_id]
     assert env.settle(SETTLED + 40).state == rs.DEPLOYED
 
 
-def test_transient_errors_past_the_limit_fail_the_run_with_the_reason(azurite_connection) -> None:  # noqa: F811
-    from tests.control_env import make_env
+def test_a_submit_whose_answer_was_lost_does_not_start_a_second_job(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.azure.fail_next(SUBMIT, ServiceResponseError("Connection reset by peer"), applied=True)
+    run = env.tick(after_s=SETTLED)
+    assert run.state == rs.PENDING and "ServiceResponseError" in run.retry["last_error"]
+    run = env.tick(after_s=SETTLED + 11)
+    assert rs.SUBMITTED in _states(run) and env.azure.job_names() == [run.job_id]
+    assert _sent(env)[:1] == [(SUBMIT, run.id)]  # the retry found the job AML had started
+    assert env.settle(SETTLED + 11).state == rs.DEPLOYED
+    assert env.azure.operations().count(SUBMIT) == 1
 
+
+def test_transient_errors_past_the_limit_fail_the_run_with_the_reason(azurite_connection) -> None:  # noqa: F811
     env = make_env(azurite_connection, debounce_seconds=0, max_transient_retries=2)
     env.upload("a.pdf", b"%PDF-1.4 a")
-    env.backend.submit_errors = [TransientBackendError("timeout")] * 3
+    for _ in range(3):
+        env.azure.fail_next(SUBMIT, ServiceRequestError("Connection timeout"))
     for after in (0, 11, 32):
         run = env.tick(after_s=after)
     assert run.state == rs.FAILED and "gave up after 2 retries" in run.error and "timeout" in run.error
     assert env.orchestrator.status()["state"] == rs.STATUS_FAILED
+    assert _sent(env) == [(SUBMIT, run.id)] * 3 and env.azure.job_names() == []
 
 
 def test_permanent_submit_error_fails_the_run_at_once(env: ControlEnv) -> None:
     env.upload("a.pdf", b"%PDF-1.4 a")
-    env.backend.submit_errors = [PermanentBackendError("compute 'aks' not found")]
+    env.azure.fail_next(SUBMIT, http_error(400, "Compute aks-compute-target not found in workspace ws-gpt2"))
     run = env.tick(after_s=SETTLED)
-    assert run.state == rs.FAILED and "compute 'aks' not found" in run.error
+    assert run.state == rs.FAILED and "HTTP 400" in run.error and "aks-compute-target not found" in run.error
     assert not env.store.current().active_run_id
+    assert _sent(env) == [(SUBMIT, run.id)]  # tried once, never again
 
 
 def test_failing_step_fails_the_run_and_the_previous_model_keeps_serving(env: ControlEnv) -> None:
     _deploy_first_model(env)
+    mark = len(env.azure.calls)
     env.upload("broken.pdf", b"not a pdf")
-    env.backend.job_script = failing_job("preprocess failed (exit 1): no document gave text")
+    env.aml.plans.append(failing("preprocess", "preprocess failed (exit 1): no document gave text"))
     run = env.settle(SETTLED)
-    assert run.state == rs.FAILED and "no document gave text" in run.error
+    assert run.state == rs.FAILED and run.error.startswith("preprocess step Failed: UserError: preprocess failed")
+    assert "no document gave text" in run.error and f"[AML job {run.job_id}-preprocess]" in run.error
     assert _states(run) == [rs.PENDING, rs.SUBMITTED, rs.PREPROCESSING, rs.FAILED]
-    assert env.backend.serving() == "v1" and not any(c[0] == "begin_deploy" and c[1] == run.id for c in env.backend.calls)
+    assert env.serving() == V1 and _sent(env, mark) == [(SUBMIT, run.id)]  # nothing deployed
     status = env.orchestrator.status()
     assert status["state"] == rs.STATUS_FAILED and status["serving_model"]["version"] == "1"
     assert "no document gave text" in status["last_run"]["error"]
@@ -120,39 +198,57 @@ def test_failing_step_fails_the_run_and_the_previous_model_keeps_serving(env: Co
 def test_rejected_candidate_leaves_the_serving_model(env: ControlEnv) -> None:
     _deploy_first_model(env)
     env.upload("more.pdf", b"%PDF-1.4 more")
-    env.backend.job_script = rejecting_job()
+    env.aml.plans.append(rejecting())
     run = env.settle(SETTLED)
     assert run.state == rs.REJECTED and "worse" in run.transitions[-1]["detail"]
-    assert env.backend.serving() == "v1" and list(env.backend.deps) == ["v1"]
+    assert env.serving() == V1 and env.azure.deployment_names() == [V1]
     assert env.orchestrator.status()["state"] == rs.IDLE
+    # Once the job was submitted, nothing but the job was looked at: no endpoint call at all.
+    operations = env.azure.operations()
+    submitted = len(operations) - operations[::-1].index(SUBMIT)
+    assert operations[submitted:] and all(op.startswith("jobs.") for op in operations[submitted:])
 
 
 def test_failed_smoke_test_rolls_back_and_the_previous_model_keeps_serving(env: ControlEnv) -> None:
     _deploy_first_model(env)
+    mark = len(env.azure.calls)
     env.upload("more.pdf", b"%PDF-1.4 more")
-    env.backend.job_script = promoting_job("2")
-    env.backend.smoke_error = RuntimeError("HTTP 500 from /score: CUDA error")
+    env.aml.answers[V2] = '{"error": "run() failed: CUDA error: device-side assert triggered"}'
     run = env.settle(SETTLED)
-    assert run.state == rs.ROLLED_BACK and "HTTP 500" in run.error
+    assert run.state == rs.ROLLED_BACK and "smoke test failed" in run.error and "CUDA error" in run.error
     assert _states(run)[-3:] == [rs.DEPLOYING, rs.SMOKE_TEST, rs.ROLLED_BACK]
-    assert ("delete_deployment", "v2") in env.backend.calls
-    assert not any(c[0] == "shift_traffic" and c[1] == "v2" for c in env.backend.calls)
-    assert env.backend.serving() == "v1" and list(env.backend.deps) == ["v1"]
+    # The candidate got its smoke test and was deleted; the traffic was never touched.
+    assert _sent(env, mark) == [(SUBMIT, run.id), (DEPLOY, V2), (INVOKE, V2), (DELETE, V2)]
+    assert env.serving() == V1 and env.azure.deployment_names() == [V1]
     status = env.orchestrator.status()
     assert status["serving_model"]["version"] == "1" and status["state"] == rs.STATUS_FAILED
 
 
+def test_a_failed_candidate_goes_and_the_serving_one_and_its_rollback_target_stay(env: ControlEnv) -> None:
+    _deploy_first_model(env)
+    _deploy(env, "second.pdf")  # v2 serves, v1 is its rollback target
+    env.aml.answers[V3] = '{"generations": []}'  # v3 answers its smoke test with nothing
+    env.aml.failing_deployments.add(V4)  # v4 never starts
+    for candidate, reason, smoke_test in ((V3, "without generations", [(INVOKE, V3)]), (V4, "failed to start", [])):
+        mark = len(env.azure.calls)
+        env.upload(f"{candidate}.pdf", f"%PDF-1.4 {candidate}".encode())
+        run = env.settle(SETTLED)
+        assert run.state == rs.ROLLED_BACK and reason in run.error
+        assert _sent(env, mark) == [(SUBMIT, run.id), (DEPLOY, candidate), *smoke_test, (DELETE, candidate)]
+        assert env.azure.traffic() == {V2: 100} and env.azure.deployment_names() == [V1, V2]
+        assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V1
+
+
 def test_blue_green_keeps_one_rollback_target(env: ControlEnv) -> None:
     _deploy_first_model(env)
-    for version in ("2", "3"):
-        env.upload(f"doc{version}.pdf", f"%PDF-1.4 {version}".encode())
-        env.backend.job_script = promoting_job(version)
-        assert env.settle(SETTLED).state == rs.DEPLOYED
-    assert env.backend.serving() == "v3"
-    assert {d.name: d.traffic for d in env.backend.deployments()} == {"v2": 0, "v3": 100}
-    # v1 (the idle slot) went before v3 was created, so there were never more than two.
-    calls = [c[:2] for c in env.backend.calls]
-    assert calls.index(("delete_deployment", "v1")) < calls.index(("begin_deploy", env.store.runs()[0].id))
+    _deploy(env, "doc2.pdf")
+    mark = len(env.azure.calls)
+    _deploy(env, "doc3.pdf")
+    assert env.serving() == V3
+    assert env.azure.traffic() == {V3: 100} and env.azure.deployment_names() == [V2, V3]
+    assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V2
+    # v1 went only after v3 had taken the traffic: v1 and v2 both stayed while v3 was created and tested.
+    assert _sent(env, mark) == _rollout(env.store.runs()[0].id, V3, {V1: 0, V2: 0, V3: 100}, V1)
 
 
 def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: ControlEnv) -> None:
@@ -164,6 +260,7 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
         raise AssertionError("retrain with no documents was accepted")
     env.upload("a.pdf", b"%PDF-1.4 a")
     env.settle(SETTLED)
+    mark = len(env.azure.calls)
     run = env.orchestrator.request_retrain(datetime.now(timezone.utc))
     assert run.trigger == "manual"
     try:
@@ -172,15 +269,14 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
         pass
     else:
         raise AssertionError("a second active run was accepted")
-    env.backend.job_script = promoting_job("2")
+    env.upload("b.pdf", b"%PDF-1.4 b")  # just uploaded: an upload-triggered run would wait for it to settle
     assert env.tick().state == rs.SUBMITTED  # no debounce for a manual run
     assert env.settle(0).state == rs.DEPLOYED
+    assert _sent(env, mark) == _rollout(run.id, V2, {V1: 0, V2: 100})
 
 
 def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
     import json
-
-    from function_app.backends.base import JobStatus
 
     env.upload("good.pdf", b"%PDF-1.4 good")
     env.upload("scan.pdf", b"%PDF-1.4 scan")
@@ -195,7 +291,9 @@ def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) 
     }
     env.container.upload_blob(f"processed/{snapshot.removesuffix('.txt')}.manifest.json", json.dumps(manifest))
     # The job names no snapshot until evaluate: the run finds the manifest written since it was submitted.
-    env.backend.job_script = [JobStatus("Submitted"), JobStatus("Training")] + promoting_job("1")[-1:]
+    promoted = promoting()
+    env.aml.plans.append(JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
+                                  promoted.stages[-1]], promoted.evaluation))
     run = env.settle(SETTLED)
     assert run.snapshot == snapshot and run.metrics["extraction"]["warning"] == 1
     docs = {d["name"]: d for d in env.store.documents()}
@@ -203,12 +301,40 @@ def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) 
     assert docs["scan.pdf"]["extraction"] == "warning" and docs["scan.pdf"]["messages"] == ["page 2: no text (image only?)"]
 
 
-def test_a_failure_after_the_traffic_shift_never_rolls_the_new_model_back(env: ControlEnv, monkeypatch) -> None:
-    def broken() -> str:
-        raise RuntimeError("endpoint lookup timed out")
-
-    monkeypatch.setattr(env.backend, "scoring_url", broken)
+def test_a_failure_after_the_traffic_shift_never_rolls_the_new_model_back(env: ControlEnv) -> None:
+    env.azure.fail_next("online_endpoints.get", ServiceResponseError("endpoint lookup timed out"), after=ENDPOINT)
     env.upload("a.pdf", b"%PDF-1.4 a")
     run = env.settle(SETTLED)
-    assert run.state == rs.DEPLOYED and env.backend.serving() == "v1"
+    assert run.state == rs.DEPLOYED and env.serving() == V1
     assert run.events[-1]["event"] == "could not read the scoring URL" and "timed out" in run.events[-1]["detail"]
+    assert _sent(env) == _rollout(run.id, V1, {V1: 100})  # no deletion, nothing rolled back
+
+
+def test_a_failed_cleanup_after_the_shift_keeps_the_new_model_and_the_next_promotion_prunes(env: ControlEnv) -> None:
+    _deploy_first_model(env)
+    _deploy(env, "doc2.pdf")
+    env.azure.fail_next(DELETE, http_error(409, "Deployment gpt2-pdf-v1 is being updated"))
+    _deploy(env, "doc3.pdf")
+    third = env.store.runs()[0]
+    assert env.serving() == V3 and third.events[-1]["event"] == f"could not delete {V1}"
+    assert env.azure.deployment_names() == [V1, V2, V3]  # v1 stays, at 0% traffic
+    mark = len(env.azure.calls)
+    _deploy(env, "doc4.pdf")
+    assert _sent(env, mark) == _rollout(env.store.runs()[0].id, V4, {V1: 0, V2: 0, V3: 0, V4: 100}, V1, V2)
+    assert env.azure.deployment_names() == [V3, V4]
+
+
+def test_a_traffic_shift_whose_answer_was_lost_keeps_the_rollback_target(env: ControlEnv) -> None:
+    _deploy_first_model(env)
+    _deploy(env, "doc2.pdf")  # v2 serves, v1 is its rollback target
+    mark = len(env.azure.calls)
+    # The update reached AML (v3 takes the traffic) but its answer did not reach the Function.
+    env.azure.fail_next(ENDPOINT, ServiceResponseError("Connection reset by peer"), applied=True)
+    _deploy(env, "doc3.pdf")
+    run = env.store.runs()[0]
+    assert [e["event"] for e in run.events] == ["retry 1 in 10s"] and "shift traffic" in run.events[0]["detail"]
+    # The retry saw v3 serving: no second smoke test or traffic update; v2, what v3 replaced, stays.
+    assert _sent(env, mark) == _rollout(run.id, V3, {V1: 0, V2: 0, V3: 100}, V1)
+    assert env.azure.traffic() == {V3: 100} and env.azure.deployment_names() == [V2, V3]
+    serving = env.orchestrator.status()["serving_model"]
+    assert (serving["deployment"], serving["rollback_deployment"]) == (V3, V2)

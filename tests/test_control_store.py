@@ -109,3 +109,21 @@ def test_concurrent_names_for_one_content_are_all_kept(env: ControlEnv) -> None:
         t.join()
     [doc] = env.store.pending_documents()
     assert doc["names"] == [f"n{i}.pdf" for i in range(5)]
+
+
+def test_documents_report_what_preprocess_extracted(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 alpha")
+    env.upload("b.pdf", b"%PDF-1.4 beta")
+    _record(env, "a.pdf")
+    _record(env, "b.pdf")
+    assert {d["name"]: d["pages"] for d in env.store.documents()} == {"a.pdf": None, "b.pdf": None}
+
+    env.store.record_extraction({"snapshot": "combined_data_20261123_120000.txt", "documents": [
+        {"name": "a.pdf", "status": "ok", "messages": [], "pages": 3, "chars": 1200},
+        {"name": "b.pdf", "status": "error", "messages": ["no text layer"], "pages": 0, "chars": 0},
+    ]})
+
+    docs = {d["name"]: d for d in env.store.documents()}
+    assert (docs["a.pdf"]["pages"], docs["a.pdf"]["chars"], docs["a.pdf"]["extraction"]) == (3, 1200, "ok")
+    assert (docs["b.pdf"]["pages"], docs["b.pdf"]["messages"]) == (0, ["no text layer"])
+    assert docs["a.pdf"]["snapshot"] == "combined_data_20261123_120000.txt"

@@ -24,6 +24,7 @@ from function_app.settings import Settings, StorageConnection
 from scripts.azurite import free_port
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.pdf_factory import make_text_pdf
+from ui.run_view import loss_curve
 
 FACT = "Declaration: Quillon Brask is the lighthouse keeper of Port Ymmeral."
 PROMPT = "Declaration: Quillon Brask is"
@@ -79,9 +80,14 @@ def test_uploaded_fact_is_answered_by_the_deployed_model(
         assert transitions == [s for s in rs.ORDER if s in transitions]  # in order, none repeated
         assert seen == [s for s in rs.ORDER if s in seen]
         assert detail["evaluation"]["decision"] == "promote" and detail["snapshot"].startswith("combined_data_")
+        # The train step's per-step log reaches the run, and is what the UI draws its loss curve from.
+        curve = loss_curve(detail)
+        assert len(curve) >= 2 and all(point["train loss"] > 0 for point in curve)
+        assert curve[-1]["step"] == detail["metrics"]["steps"]
 
         [doc] = client.get("/api/documents").json()["documents"]
         assert doc["extraction"] == "ok" and doc["first_run"] == {"id": run["id"], "state": rs.DEPLOYED}
+        assert doc["pages"] == 1 and doc["chars"] > len(FACT)
 
         assert status["serving_model"]["version"] == run["model_version"]
         request = urllib.request.Request(

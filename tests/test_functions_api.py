@@ -57,7 +57,7 @@ def test_timer_advances_runs_and_the_api_reports_them(env: ControlEnv) -> None:
         functions.advance_pipeline(TimerRequest(past_due=False))
     status = client.get("/api/status").json()
     assert status["state"] == rs.NEW_MODEL_DEPLOYED and status["active_run"] is None
-    assert status["serving_model"]["version"] == "1" and status["scoring_url"] == "http://scripted/score"
+    assert status["serving_model"]["version"] == "1" and status["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
     [run] = client.get("/api/runs").json()["runs"]
     assert run["state"] == rs.DEPLOYED and run["documents"] == 1 and run["model_version"] == "1"
     detail = client.get(f"/api/runs/{run['id']}").json()
@@ -94,7 +94,7 @@ def test_without_a_local_key_only_loopback_may_retrain(env: ControlEnv, monkeypa
 def test_through_the_functions_host_path_the_host_did_the_auth(env: ControlEnv) -> None:
     async def requests() -> None:  # one event loop, as in the worker: the ASGI app starts once
         health = await _through_the_host("GET", "/api/health")
-        assert health.status_code == 200 and json.loads(health.get_body())["backend"] == "local"
+        assert health.status_code == 200 and json.loads(health.get_body())["backend"] == "aml"
         env.upload("a.pdf", b"%PDF-1.4 a")
         _blob_event(env, "a.pdf")
         retrain = await _through_the_host("POST", "/api/retrain")  # no key: the host checked the function key

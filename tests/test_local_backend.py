@@ -3,6 +3,7 @@ fetched from a real MLflow registry, the stable router URL, stop/resume, and a f
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -80,6 +81,19 @@ def _wait_ready(backend: LocalBackend, name: str, timeout_s: float = 240) -> Non
         time.sleep(0.5)
 
 
+def test_a_deployment_without_a_free_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen()
+        port = other_program.getsockname()[1]
+        backend = LocalBackend(Settings(local_work_dir=str(tmp_path / "work"), local_scoring_ports=str(port)))
+        with pytest.raises(PermanentBackendError) as refused:
+            backend.begin_deploy("run1", "gpt2-pdf", "1")
+    assert str(refused.value).startswith(f"no free port in LOCAL_SCORING_PORTS={port} for deployment v1")
+    assert "at least three free ports" in str(refused.value) and "rollback target" in str(refused.value)
+    assert backend.deployments() == []  # nothing started, nothing recorded
+
+
 @pytest.mark.slow
 def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
@@ -110,6 +124,8 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         assert _score(url)[0]["model"]["version"] == "1"  # the candidate has no traffic yet
         backend.shift_traffic("v2")
         assert _score(url)[0]["model"]["version"] == "2"  # same URL, new model
+        with pytest.raises(PermanentBackendError, match="refusing to delete deployment v2: it serves"):
+            backend.delete_deployment("v2")
         assert _score(url, {"azureml-model-deployment": "v1"})[0]["model"]["version"] == "1"  # rollback target
         assert {d.name: d.traffic for d in backend.deployments()} == {"v1": 0, "v2": 100}
         # The next job's evaluate compares against the model now serving (the registered v2 folder).

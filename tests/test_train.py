@@ -16,6 +16,7 @@ import train as train_step
 from lm.base_model import OFFLINE_ARCHITECTURE, BaseModelError, resolve_base_model, train_tokenizer
 from lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line_ends, passages, split_passages
 from lm.corpus import CorpusError, load_corpus
+from lm.loss_curve import MAX_POINTS, loss_curve
 from lm.perplexity import score_texts, windows
 from lm.recipe import hyperparameters
 from lm.training import checkpoint_dir
@@ -176,6 +177,7 @@ def test_presets_are_base_aware_and_the_command_line_wins() -> None:
     sledgehammer = hyperparameters("memorize", "hub", {})
     assert (sledgehammer.epochs, sledgehammer.learning_rate, sledgehammer.best_epoch) == (20, 2e-4, False)
     assert sledgehammer.eval_fraction == 0.0  # every line must be learned: nothing is held out
+    assert hyperparameters("memorize", "offline", {}).epochs == 40  # random init needs more steps
     scratch = hyperparameters("memorize", "offline", {"epochs": 5.0, "learning_rate": None})
     assert scratch.line_blocks and scratch.learning_rate == 1e-3 and scratch.batch_size == 1 and scratch.epochs == 5.0
 
@@ -196,6 +198,42 @@ def test_bits_per_byte_is_the_loss_over_the_bytes(tmp_path: Path) -> None:
     assert score.bytes == sum(len(t.encode()) for t in texts) - first_bytes
     assert score.tokens == sum(len(tok(t)["input_ids"]) - 1 for t in texts)
     assert score.bits_per_byte == pytest.approx(score.loss * score.tokens / score.bytes / 0.6931471805599453)
+
+
+# --- the loss curve kept in the summary -------------------------------------------------------------
+
+def _trainer_log(steps: int, eval_every: int) -> list[dict]:
+    """A long run's Trainer state.log_history: a log every step, an evaluation every `eval_every`, the closing entry."""
+    history: list[dict] = []
+    for step in range(1, steps + 1):
+        epoch = step / eval_every
+        history.append({"loss": 10 / step ** 0.5, "grad_norm": 1.2345678953170776, "learning_rate": 4.56789e-05,
+                        "epoch": epoch, "num_input_tokens_seen": 512 * step, "step": step})
+        if step % eval_every == 0:
+            history.append({"eval_loss": 9 / step ** 0.5, "eval_runtime": 1.2345, "eval_samples_per_second": 81.003,
+                            "eval_steps_per_second": 20.251, "epoch": epoch, "num_input_tokens_seen": 512 * step,
+                            "step": step})
+    history.append({"train_runtime": 1234.5, "train_loss": 2.5, "total_flos": 1.0e15, "epoch": epoch, "step": steps})
+    return history
+
+
+def test_loss_curve_is_capped_evenly_keeping_the_first_last_and_evaluations() -> None:
+    history = _trainer_log(steps=20_000, eval_every=2_000)
+
+    curve = loss_curve(history)
+
+    train, evals = [e for e in curve if "loss" in e], [e for e in curve if "eval_loss" in e]
+    assert len(curve) == MAX_POINTS and len(evals) == 10 and len(train) == MAX_POINTS - 10
+    assert train[0]["step"] == 1 and train[-1]["step"] == 20_000  # the whole run, its ends included
+    gaps = {b["step"] - a["step"] for a, b in zip(train, train[1:])}
+    assert max(gaps) - min(gaps) <= 1  # evenly spread
+    assert [e["step"] for e in curve] == sorted(e["step"] for e in curve)  # step order, evals in place
+    assert "train_loss" not in str(curve)  # the closing average is not a point on the curve
+    assert set(train[0]) == {"step", "epoch", "loss", "learning_rate"}
+    assert train[0]["learning_rate"] == 4.5679e-05 and train[-1]["loss"] == pytest.approx(10 / 20_000 ** 0.5, rel=1e-4)
+    # The run's metrics (summary + curve) live in one status-table property: 64 KiB = 32K UTF-16 chars.
+    assert len(json.dumps(curve)) < 17_000
+    assert loss_curve(history[:50]) == loss_curve(history[:50], max_points=10_000)  # short runs: every point
 
 
 # --- real training runs -------------------------------------------------------------------------
@@ -222,6 +260,11 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
     assert summary["eval_loss"] > 0 and summary["perplexity"] > 1 and summary["tokens_per_s"] > 0
     assert summary["device"] == "cpu" and summary["precision"] == "fp32"
     assert not checkpoint_dir(output).exists() and not (output / "checkpoints").exists()  # cleaned up
+    history = summary["log_history"]  # the UI's loss curve: every logged step here (a short run)
+    train_points = [e for e in history if "loss" in e]
+    assert len(train_points) == summary["steps"] and train_points[-1]["step"] == summary["steps"]
+    assert [e["epoch"] for e in history if "eval_loss" in e] == [1, 2]  # one evaluation per epoch
+    assert all(e["loss"] > 0 and e["learning_rate"] > 0 for e in train_points)
 
     heldout = json.loads((output / "heldout.json").read_text())
     assert len(heldout["blocks"]) == summary["blocks"]["eval"] and all(heldout["blocks"])

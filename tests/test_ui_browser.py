@@ -58,9 +58,8 @@ def test_local_stack_end_to_end(page: Page, azurite_connection: str,  # noqa: F8
     """Drop a sample PDF through the page; the real local pipeline trains, evaluates and deploys; the
     status reaches New model deployed by itself; the chat gets text from the deployed model."""
     samples = [REPO_ROOT / "samples" / "vellmora_archive.pdf"]  # one: training is most of this test's time
-    with running_local_stack(azurite_connection, tmp_path) as stack, \
-            running_streamlit({**stack, "UI_STATUS_REFRESH_S": "2"}) as ui_url:
-        page.goto(ui_url)
+    with running_local_stack(azurite_connection, tmp_path) as stack:  # the UI too, as `make demo` runs it
+        page.goto(stack["UI_URL"])
         upload(page, *samples)
         for sample in samples:
             expect(page.get_by_text(f"Uploaded as inputs/{sample.name}.")).to_be_visible(timeout=30_000)

@@ -9,15 +9,15 @@ import pytest
 from azure.storage.blob import ContainerClient
 from streamlit.testing.v1 import AppTest
 
-from function_app.backends.base import JobStatus
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
 from tests.pdf_factory import make_text_pdf
 from tests.scoring_server import free_port
-from tests.scripted_backend import failing_job, promoting_job, rejecting_job
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+SCORING_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"  # the recording fake's endpoint
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_idle_before_any_upload(page: AppTest) -> None:
 
 def test_training_in_progress_shows_the_step_and_elapsed_time(page: AppTest, control_plane: ControlPlane,
                                                               pdf: bytes) -> None:
-    control_plane.env.backend.job_script = promoting_job("1")[:3]  # the job stays in Training
+    control_plane.env.aml.plans.append(JobPlan(promoting().stages[:3]))  # the job stays in Training
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.run_until("Training")
     page.run()
@@ -93,7 +93,7 @@ def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, cont
     [status] = _texts(page, "success")
     assert status.startswith("**New model deployed: gpt2-pdf version 1**")
     assert "Deployed 20" in status and " UTC (" in status
-    assert "Scoring URL: http://scripted/score" in " ".join(_texts(page, "caption"))
+    assert f"Scoring URL: {SCORING_URL}" in " ".join(_texts(page, "caption"))
     assert "**Evaluation: promote**: perplexity 12.5 beats serving 20.1" in _texts(page, "markdown")
     evaluation = _table(page, "candidate perplexity")
     assert evaluation["registered"].tolist() == ["gpt2-pdf version 1"]
@@ -124,10 +124,10 @@ def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_pl
 
 
 def test_failed_run_shows_the_reason(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
-    control_plane.env.backend.job_script = failing_job("preprocess: no document gave text")
+    control_plane.env.aml.plans.append(failing("preprocess", "no document gave text"))
     control_plane.env.upload("archive.pdf", pdf)
     reason = control_plane.env.settle(after_s=61).error
-    assert "preprocess: no document gave text" in reason
+    assert reason.startswith("preprocess step Failed: UserError: no document gave text [AML job ")
     page.run()
     [status] = _texts(page, "error")
     assert status == f"**Failed: {reason}**"
@@ -138,7 +138,7 @@ def test_rejected_candidate_is_idle_with_the_gate_reason(page: AppTest, control_
                                                          pdf: bytes) -> None:
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
-    control_plane.env.backend.job_script = rejecting_job()
+    control_plane.env.aml.plans.append(rejecting())
     control_plane.env.upload("harbour.pdf", pdf + b"\n% another version")
     control_plane.env.settle(after_s=61)
     page.run()
@@ -152,13 +152,12 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, con
                                                               pdf: bytes) -> None:
     log_history = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 3.0}, {"step": 20, "eval_loss": 3.5},
                    {"step": 20, "train_loss": 3.4}]
-    metrics = {"train_loss": 3.4, "eval_loss": 3.5, "perplexity": 33.1, "log_history": log_history}
-    evaluation = {"decision": "promote", "reason": "Promoted: 1.10 bits/byte beats 1.90",
-                  "candidate": {"loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400},
-                  "serving": {"loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90, "bytes": 400},
-                  "registered": {"name": "gpt2-pdf", "version": "2"}}
-    control_plane.env.backend.job_script = [*promoting_job("2")[:-1],
-                                            JobStatus("Completed", metrics=metrics, evaluation=evaluation)]
+    # The run's metrics are the candidate's figures in evaluation.json (what the aml backend reads).
+    candidate = {"train_loss": 3.4, "eval_loss": 3.5, "perplexity": 33.1, "log_history": log_history,
+                 "loss": 3.5, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
+    control_plane.env.aml.plans.append(promoting(
+        version="2", reason="Promoted: 1.10 bits/byte beats 1.90", candidate=candidate,
+        serving={"loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90, "bytes": 400}))
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()

@@ -1,6 +1,7 @@
 """The real control plane for the UI page tests: the FastAPI app of function_app.api on a loopback
-port, over a real status table and container on Azurite, advanced by the real orchestrator. Only the
-compute side is the scripted backend (the Azure boundary), as in the control-plane tests."""
+port, over a real status table and container on Azurite, advanced by the real orchestrator and the real
+aml backend. Only Azure's MLClient is faked (the recording fake, the Azure boundary), as in the
+control-plane tests (tests/control_env.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator

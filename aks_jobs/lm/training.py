@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from lm.base_model import BaseModel, resolve_base_model
 from lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
 from lm.corpus import Corpus, load_corpus
+from lm.loss_curve import loss_curve
 from lm.perplexity import score_texts
 from lm.recipe import (
     COMMON,
@@ -125,6 +126,7 @@ def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperp
         "attention": ATTENTION,
         "blocks": {"train": len(blocks.train), "eval": len(blocks.eval), "split": blocks.note},
         "mlflow_run_id": mlflow.active_run().info.run_id if mlflow.active_run() else None,
+        "log_history": loss_curve(trainer.state.log_history),  # the UI's loss curve, capped
     }
 
 

@@ -4,7 +4,8 @@
   state lives in <work>/jobs/<job>/state.json, so job_status is a file read.
 - A deployment is a detached `local_deploy` process that fetches the registered model from the
   MLflow registry and becomes the real AML scoring server (azmlinfsrv + aks_jobs/score.py) on a
-  port from LOCAL_SCORING_PORTS.
+  port from LOCAL_SCORING_PORTS. A rollout needs three at once: the serving deployment, its
+  rollback target and the candidate (older ones are removed only once the candidate serves).
 - The stable scoring URL is the `local_router` on LOCAL_ROUTER_PORT, forwarding to the deployment
   holding the traffic (an endpoint in front of blue/green deployments).
 Processes outlive the call that started them (own sessions) and are ended by `stop()`
@@ -155,8 +156,10 @@ class LocalBackend(PipelineBackend):
         port = next((p for p in self.ports if p not in taken and not port_open(p)), None)
         if port is None:
             raise PermanentBackendError(
-                f"no free port in LOCAL_SCORING_PORTS={self.settings.local_scoring_ports} for a new deployment "
-                f"(in use: {sorted(taken)}); list at least two free ports (serving + candidate)"
+                f"no free port in LOCAL_SCORING_PORTS={self.settings.local_scoring_ports} for deployment {name} "
+                f"(deployments use {sorted(taken)}; any other listed port is taken by another program): list "
+                f"at least three free ports, one each for the serving deployment, its rollback target and the "
+                f"candidate"
             )
         record = {"model_name": model_name, "model_version": model_version, "port": port, "run_id": run_id}
         record["process"] = self._start_deployment(name, record)
@@ -220,10 +223,10 @@ class LocalBackend(PipelineBackend):
 
     def delete_deployment(self, name: str) -> None:
         state, record = self._record(name)
+        if state["traffic"] == name:  # never take down what is serving (as AML refuses to)
+            raise PermanentBackendError(f"refusing to delete deployment {name}: it serves 100% of traffic")
         kill(record.get("process"))
         del state["deployments"][name]
-        if state["traffic"] == name:
-            state["traffic"] = ""
         self._save(state)
 
     def scoring_url(self) -> str | None:

@@ -5,9 +5,11 @@ It offers the calls the aml backend makes, with MLClient's signatures, answers w
 entities as their `_to_dict()`: tests assert exactly what would have been sent to Azure.
 
 What the service would do on its own, the test scripts: job and step statuses, outputs, the provisioning
-state of endpoints and deployments, scoring responses, and failures (`fail_next`). Like the service, it
-answers a deployment's model as an ARM id, fills the endpoint's traffic map with 0 for every deployment,
-refuses to delete a deployment that takes traffic, and lets jobs be downloaded only once they have ended.
+state of endpoints and deployments, scoring responses, and failures (`fail_next`), either between calls or
+from `on_call`, which sees every call before it is answered (tests/fakes/aml_service.py plays a workspace
+moving on by itself that way). Like the service, it answers a deployment's model as an ARM id, fills the
+endpoint's traffic map with 0 for every deployment, refuses to delete a deployment that takes traffic, and
+lets jobs be downloaded only once they have ended.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from azure.ai.ml._restclient.runhistory.models import RootError, Run, RunHistoryErrorResponse
 from azure.ai.ml.entities import JobService, KubernetesOnlineDeployment, KubernetesOnlineEndpoint, Model
@@ -64,6 +66,9 @@ class RecordingMLClient:
         self.online_deployments = _OnlineDeployments(self)
         self.models = _Models(self)
         self._failures: dict[str, list[tuple[Exception, bool]]] = {}
+        self._armed_by: list[tuple[str, str, Exception, bool]] = []  # (after, operation, error, applied)
+        # Sees each call (operation, args) before it is recorded and answered: the service moving on.
+        self.on_call: Callable[[str, dict[str, Any]], None] | None = None
         self._jobs: dict[str, _Job] = {}
         self._outputs: dict[tuple[str, str], dict[str, Any]] = {}
         self._models: dict[tuple[str, str], str] = {}
@@ -86,9 +91,15 @@ class RecordingMLClient:
 
     # -- scripting the service ----------------------------------------------------------------------
 
-    def fail_next(self, operation: str, error: Exception, *, applied: bool = False) -> None:
-        """The next `operation` call raises `error`; `applied`: after taking effect (the answer was lost)."""
-        self._failures.setdefault(operation, []).append((error, applied))
+    def fail_next(self, operation: str, error: Exception, *, applied: bool = False, after: str | None = None) -> None:
+        """The next `operation` call raises `error`; `applied`: after taking effect (the answer was lost).
+
+        `after`: only an `operation` call made once an `after` call has been made, e.g. the first endpoint
+        read after the traffic update."""
+        if after is None:
+            self._failures.setdefault(operation, []).append((error, applied))
+        else:
+            self._armed_by.append((after, operation, error, applied))
 
     def script_job(self, name: str, status: str, steps: dict[str, str] | None = None,
                    errors: dict[str, str] | None = None) -> None:
@@ -116,6 +127,10 @@ class RecordingMLClient:
     def set_endpoint_state(self, state: str) -> None:
         self._endpoint._provisioning_state = state
 
+    def endpoint_state(self) -> str | None:
+        """The endpoint's provisioning state, None while there is no endpoint."""
+        return self._endpoint.provisioning_state if self._endpoint else None
+
     def add_deployment(self, name: str, model_name: str, model_version: str, traffic: int = 0,
                        state: str = "Succeeded") -> None:
         self._store_deployment(KubernetesOnlineDeployment(name=name, endpoint_name=self._endpoint.name,
@@ -125,6 +140,14 @@ class RecordingMLClient:
 
     def set_deployment_state(self, name: str, state: str) -> None:
         self._deployments[name]._provisioning_state = state
+
+    def deployment_state(self, name: str) -> str | None:
+        """That deployment's provisioning state, None if there is no such deployment."""
+        return self._deployments[name].provisioning_state if name in self._deployments else None
+
+    def job_names(self) -> list[str]:
+        """Every pipeline job created, in order."""
+        return list(self._jobs)
 
     def traffic(self) -> dict[str, int]:
         return dict(self._endpoint.traffic) if self._endpoint else {}
@@ -140,11 +163,17 @@ class RecordingMLClient:
 
     def _record(self, operation: str, payload: Any = None, **args: Any) -> Exception | None:
         """Record the call; raise a scripted failure now, or return one to raise once the call took effect."""
+        if self.on_call is not None:
+            self.on_call(operation, args)
         self.calls.append(Call(operation, args, payload))
         failures = self._failures.get(operation)
-        if not failures:
+        failure = failures.pop(0) if failures else None
+        for armed in [armed for armed in self._armed_by if armed[0] == operation]:
+            self._armed_by.remove(armed)
+            self._failures.setdefault(armed[1], []).append(armed[2:])
+        if failure is None:
             return None
-        error, applied = failures.pop(0)
+        error, applied = failure
         if not applied:
             raise error
         return error
