@@ -16,6 +16,7 @@ SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", 
 RUN = "20261123T101500Z"
 JOB = f"gpt2-pdf-{RUN}"
 SCORE_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
+TRAINING = {"train_loss": 2.7, "eval_loss": 2.49, "log_history": [{"step": 1, "loss": 3.1}, {"step": 2, "loss": 2.7}]}
 PROMOTE = {"decision": "promote", "reason": "perplexity 12.1 < 30.4 of the serving model",
            "candidate": {"perplexity": 12.1, "eval_loss": 2.49}, "serving": {"perplexity": 30.4},
            "snapshot": "combined_data_20261123_101500.txt", "documents_sha256": "ab12",
@@ -57,8 +58,9 @@ def run_pipeline_to_the_end(fake: RecordingMLClient, backend: AmlBackend, evalua
 
 
 def test_success_submits_deploys_smoke_tests_shifts_traffic_and_prunes(fake, backend):
-    status = run_pipeline_to_the_end(fake, backend, PROMOTE)
-    assert status == JobStatus(state="Completed", evaluation=PROMOTE, metrics={"perplexity": 12.1, "eval_loss": 2.49})
+    status = run_pipeline_to_the_end(fake, backend, PROMOTE | {"training": TRAINING})
+    # The train summary evaluate carries becomes the run's metrics, stored once (not in the evaluation).
+    assert status == JobStatus(state="Completed", evaluation=PROMOTE, metrics=TRAINING)
 
     candidate = backend.begin_deploy(RUN, "gpt2-pdf", "3")
     assert candidate == Deployment(name="gpt2-pdf-v3", model_name="gpt2-pdf", model_version="3",

@@ -15,7 +15,8 @@ AML = {"aml_subscription_id": "00000000-0000-0000-0000-000000000000", "aml_resou
        "debounce_seconds": 0}
 EVALUATION = {"decision": "promote", "reason": "perplexity 12.1 < 30.4", "candidate": {"perplexity": 12.1},
               "serving": {"perplexity": 30.4}, "snapshot": "combined_data_20261123_101500.txt",
-              "documents_sha256": "ab12", "registered": {"name": "gpt2-pdf", "version": "3"}}
+              "documents_sha256": "ab12", "registered": {"name": "gpt2-pdf", "version": "3"},
+              "training": {"perplexity": 12.1, "train_loss": 2.6}}  # the train summary evaluate carries
 
 
 def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connection):  # noqa: F811
@@ -62,4 +63,4 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     assert (serving["version"], serving["deployment"], serving["rollback_deployment"]) == \
         ("3", "gpt2-pdf-v3", "gpt2-pdf-v2")
     assert orchestrator.status()["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
-    assert run.metrics["perplexity"] == 12.1
+    assert run.metrics == {"perplexity": 12.1, "train_loss": 2.6}

@@ -87,6 +87,9 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
     assert evaluation["candidate"]["perplexity"] > 1 and evaluation["candidate"]["bits_per_byte"] > 0
     assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluation
     assert evaluation["registered"] == {"name": "first", "version": "1"}
+    # The train summary rides along: the control plane's run metrics (loss curve included) on AML.
+    assert evaluation["training"]["snapshot"] == "combined_data_20250101_000000.txt"
+    assert "log_history" in evaluation["training"]
 
     tags = version_tags("first", "1")
     assert tags["decision"] == "promote" and tags["snapshot"] == "combined_data_20250101_000000.txt"

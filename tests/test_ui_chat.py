@@ -42,7 +42,7 @@ def _chat(monkeypatch: pytest.MonkeyPatch, api_url: str, **env: str) -> AppTest:
 
 def _deployed(control_plane: ControlPlane, url: str) -> str:  # noqa: F811 - fixture
     """Run the real orchestrator to a promotion whose endpoint is `url`; return the API's URL."""
-    control_plane.env.backend.scoring_url = lambda: url  # the fake endpoint's URI is unreachable
+    control_plane.env.azure.set_scoring_uri(url)  # the endpoint Azure "created" answers on a real local server
     control_plane.env.upload("archive.pdf", b"%PDF-1.4 archive")
     control_plane.env.settle(after_s=61)
     return control_plane.url

@@ -113,6 +113,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "snapshot": heldout.get("snapshot"),
         "documents_sha256": heldout.get("documents_sha256"),
         "registered": registered,
+        # The train step's summary (metrics, loss curve): on AML a pipeline's outputs can be read only
+        # once it completes, so the control plane takes the run's training figures from here.
+        "training": summary,
     }
     request.output.mkdir(parents=True, exist_ok=True)
     (request.output / EVALUATION).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")

@@ -66,8 +66,9 @@ class AmlBackend(PipelineBackend):
             statuses = {step: child.status for step, child in steps.items()}
             if job.status == aml_pipeline.COMPLETED:
                 evaluation = self._evaluation(job_id, steps.get("evaluate"))
-                return JobStatus(state="Completed", evaluation=evaluation,
-                                 metrics=dict(evaluation.get("candidate") or {}))
+                # evaluate carries the train summary: the run's metrics, as the local backend reports them.
+                training = evaluation.pop("training", None) or {}
+                return JobStatus(state="Completed", evaluation=evaluation, metrics=training)
             if job.status in aml_pipeline.FAILED_STATUSES:
                 return JobStatus(state="Failed", error=self._failure(job, steps, statuses))
             return JobStatus(state=aml_pipeline.progress_state(statuses))

@@ -108,6 +108,8 @@ class LocalBackend(PipelineBackend):
             if state["state"] in _RUNNING:
                 return JobStatus("Failed", error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
         evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if state["state"] == "Completed" else None
+        if evaluation:
+            evaluation.pop("training", None)  # the same train summary is already `metrics`; store it once
         if state["state"] == "Completed" and evaluation is None:
             return JobStatus("Failed", error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
         return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, metrics=metrics)

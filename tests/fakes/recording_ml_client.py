@@ -127,6 +127,10 @@ class RecordingMLClient:
     def set_endpoint_state(self, state: str) -> None:
         self._endpoint._provisioning_state = state
 
+    def set_scoring_uri(self, uri: str) -> None:
+        """Azure assigns the endpoint's URI; a test points it at a real local scoring server."""
+        self._endpoint._scoring_uri = uri
+
     def endpoint_state(self) -> str | None:
         """The endpoint's provisioning state, None while there is no endpoint."""
         return self._endpoint.provisioning_state if self._endpoint else None
