@@ -14,16 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
+from cli_args import bounded
 from lm.base_model import BaseModelError
 from lm.evaluation import EvaluateRequest, evaluate
 from lm.gate import Rules
-
-
-def _non_negative(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return number
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,9 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="train.py output folder (the candidate)")
     parser.add_argument("--output", type=Path, required=True, help="folder for evaluation.json")
     parser.add_argument("--serving-model", type=Path, help="save_pretrained() folder of the model now serving")
-    parser.add_argument("--max-perplexity", type=_non_negative,
+    parser.add_argument("--max-perplexity", type=bounded(float, at_least=0),
                         help="reject a candidate whose held-out token perplexity is above this")
-    parser.add_argument("--min-improvement", type=_non_negative, default=0.0,
+    parser.add_argument("--min-improvement", type=bounded(float, at_least=0), default=0.0,
                         help="relative drop in bits per byte needed to replace the serving model "
                              "(default 0: any improvement)")
     parser.add_argument("--model-name", default="gpt2-pdf", help="registered model name")

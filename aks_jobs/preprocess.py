@@ -12,21 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from cli_args import bounded
 from pdf_text.build import Options, build_snapshot
 from pdf_text.summary import format_summary
-
-
-def _at_least(kind: type[int] | type[float], minimum: float) -> Callable[[str], int | float]:
-    def parse(value: str) -> int | float:
-        number = kind(value)
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value}")
-        return number
-
-    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,15 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="earlier extraction results keyed by sha256, reused when a document is unchanged (default: OUTPUT/cache)",
     )
     parser.add_argument(
-        "--timeout-s", type=_at_least(float, 0.001), default=120.0, metavar="SECONDS",
+        "--timeout-s", type=bounded(float, at_least=0.001), default=120.0, metavar="SECONDS",
         help="wall-clock limit per document; a document over it is stopped and reported (default: %(default)g)",
     )
     parser.add_argument(
-        "--memory-mb", type=_at_least(int, 1), default=2048, metavar="MB",
+        "--memory-mb", type=bounded(int, at_least=1), default=2048, metavar="MB",
         help="memory (address space) limit of each extraction process (default: %(default)s)",
     )
     parser.add_argument(
-        "--workers", type=_at_least(int, 0), default=0, metavar="N",
+        "--workers", type=bounded(int, at_least=0), default=0, metavar="N",
         help="documents extracted at once; 0 = one per available CPU within the container's CPU and memory "
         "limits (default: %(default)s)",
     )

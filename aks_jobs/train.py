@@ -14,26 +14,11 @@ import os
 import sys
 from pathlib import Path
 
+from cli_args import bounded
 from lm.base_model import OFFLINE, BaseModelError
 from lm.corpus import CorpusError
 from lm.recipe import PRESETS, preset_help
 from lm.training import TrainRequest, train
-
-
-def _positive(kind: type[int] | type[float]):
-    def parse(value: str) -> int | float:
-        number = kind(value)
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-        return number
-    return parse
-
-
-def _fraction(value: str) -> float:
-    number = float(value)
-    if not 0 <= number < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return number
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,16 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"the snapshot, for machines without hub access")
     parser.add_argument("--preset", choices=PRESETS, default="default",
                         help="default: notebook recipe; memorize: the notebook's sledgehammer for tiny corpora")
-    parser.add_argument("--epochs", type=_positive(float), help=preset_help("epochs"))
-    parser.add_argument("--learning-rate", type=_positive(float), help=preset_help("learning_rate"))
+    parser.add_argument("--epochs", type=bounded(float, above=0), help=preset_help("epochs"))
+    parser.add_argument("--learning-rate", type=bounded(float, above=0), help=preset_help("learning_rate"))
     parser.add_argument("--weight-decay", type=float, help=preset_help("weight_decay"))
-    parser.add_argument("--batch-size", type=_positive(int), help=f"per device; {preset_help('batch_size')}")
-    parser.add_argument("--grad-accum", type=_positive(int), help=preset_help("grad_accum"))
-    parser.add_argument("--block-size", type=_positive(int), help="default: min(1024, model context)")
-    parser.add_argument("--eval-fraction", type=_fraction,
+    parser.add_argument("--batch-size", type=bounded(int, above=0), help=f"per device; {preset_help('batch_size')}")
+    parser.add_argument("--grad-accum", type=bounded(int, above=0), help=preset_help("grad_accum"))
+    parser.add_argument("--block-size", type=bounded(int, above=0), help="default: min(1024, model context)")
+    parser.add_argument("--eval-fraction", type=bounded(float, at_least=0, below=1),
                         help="share of passages held out (default 0.05); 0 trains and evaluates on everything")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-steps", type=_positive(int), help="stop after this many optimizer steps")
+    parser.add_argument("--max-steps", type=bounded(int, above=0), help="stop after this many optimizer steps")
     parser.add_argument("--best-epoch", action=argparse.BooleanOptionalAction,
                         help=f"evaluate and checkpoint every epoch, end with the best; {preset_help('best_epoch')}")
     parser.add_argument("--line-blocks", action=argparse.BooleanOptionalAction,
