@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--memory-mb", type=bounded(int, at_least=1), default=2048, metavar="MB",
-        help="memory (address space) limit of each extraction process (default: %(default)s)",
+        help="memory (address space) one extraction may add to its process (default: %(default)s)",
     )
     parser.add_argument(
         "--workers", type=bounded(int, at_least=0), default=0, metavar="N",

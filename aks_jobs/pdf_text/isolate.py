@@ -1,6 +1,8 @@
 """Run extractions in worker processes that can be stopped: pypdf has no timeout of its own.
 
-Each worker is a forked process with an address-space limit (RLIMIT_AS). The parent gives each
+Each worker is a forked process whose address space (RLIMIT_AS) may grow by at most --memory-mb
+beyond what it inherited: a parent with large libraries mapped (torch, a test session) must not
+leave its workers without room, so the limit is relative. The parent gives each
 worker one document at a time and enforces a wall-clock deadline per document: a worker past its
 deadline is killed and replaced, one that runs out of memory exits and is replaced, and the other
 documents carry on. Workers are reused between documents because forking one per document cost
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+
+import psutil
 
 from pdf_text.document import Extraction, process_pdf
 
@@ -48,7 +52,7 @@ class Outcome:
 
 
 def _limit_address_space(memory_mb: int) -> None:
-    wanted = memory_mb * 2**20
+    wanted = psutil.Process().memory_info().vms + memory_mb * 2**20
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
