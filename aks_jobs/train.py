@@ -17,6 +17,7 @@ from pathlib import Path
 from cli_args import bounded
 from lm.base_model import OFFLINE, BaseModelError
 from lm.corpus import CorpusError
+from lm.execution_plan import COMPILE_MODES
 from lm.recipe import PRESETS, preset_help
 from lm.training import TrainRequest, train
 
@@ -43,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, help=preset_help("weight_decay"))
     parser.add_argument("--batch-size", type=bounded(int, above=0), help=f"per device; {preset_help('batch_size')}")
     parser.add_argument("--grad-accum", type=bounded(int, above=0), help=preset_help("grad_accum"))
+    parser.add_argument("--micro-batch", type=bounded(int, above=0),
+                        help="blocks per forward pass; must divide batch-size x grad-accum, the rest is accumulated "
+                             "(default: the largest that fits the device's memory)")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                        help="torch.compile the model; auto: on GPU when the run is long enough to repay "
+                             "compiling (default: auto)")
     parser.add_argument("--block-size", type=bounded(int, above=0), help="default: min(1024, model context)")
     parser.add_argument("--eval-fraction", type=bounded(float, at_least=0, below=1),
                         help="share of passages held out (default 0.05); 0 trains and evaluates on everything")
@@ -62,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, key) for key in (
-        "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "block_size", "eval_fraction",
-        "seed", "max_steps", "best_epoch", "line_blocks")}
+        "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
+        "eval_fraction", "seed", "max_steps", "best_epoch", "line_blocks")}
     request = TrainRequest(data=args.data, output=args.output, base_model=args.base_model, preset=args.preset,
                            overrides=overrides, experiment=args.experiment)
     try:

@@ -19,7 +19,7 @@ ALL_INPUTS = {
     "preprocess": {"documents": "/mnt/inputs", "timeout_s": 30, "memory_mb": 512},
     "train": {"processed": "/mnt/processed", "base_model": "offline", "base_model_dir": "/mnt/serving",
               "preset": "memorize", "epochs": 7, "learning_rate": 0.001, "batch_size": 2,
-              "grad_accum": 3, "block_size": 128, "seed": 5},
+              "grad_accum": 3, "micro_batch": 3, "compile": "off", "block_size": 128, "seed": 5},
     "evaluate": {"model": "/mnt/model", "serving_model": "/mnt/serving", "max_perplexity": 50.0,
                  "min_improvement": 0.02, "model_name": "demo-model"},
 }
@@ -70,12 +70,14 @@ def test_train_command_parses_with_every_hyperparameter():
     assert args["preset"] == "memorize"
     assert (args["epochs"], args["learning_rate"], args["batch_size"]) == (7, 0.001, 2)
     assert (args["grad_accum"], args["block_size"], args["seed"]) == (3, 128, 5)
+    assert (args["micro_batch"], args["compile"]) == (3, "off")
 
 
 def test_train_command_leaves_unset_hyperparameters_to_the_preset():
     args = parse("train", REQUIRED_ONLY["train"])
     assert (args["base_model"], args["preset"], args["seed"]) == ("gpt2", "default", 42)
     assert args["epochs"] is None and args["learning_rate"] is None and args["block_size"] is None
+    assert args["micro_batch"] is None and args["compile"] == "auto"
 
 
 def test_evaluate_command_parses():

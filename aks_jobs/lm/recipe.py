@@ -16,6 +16,8 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import is_torch_tf32_available
 
+from lm.execution_plan import CompileMode, ExecutionPlan
+
 PRETRAINED = {
     # The notebook: 3 epochs, lr 5e-5, weight decay 0.01, batch 4 x accumulation 8 (32 blocks a step),
     # evaluate and save every epoch, keep the best epoch.
@@ -41,7 +43,7 @@ FROM_SCRATCH = {
     # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }
-COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, block_size=None)
+COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, block_size=None, micro_batch=None, compile="auto")
 PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
 
@@ -59,6 +61,8 @@ class Hyperparameters:
     block_size: int | None  # None: min(1024, the model's context)
     best_epoch: bool  # evaluate and checkpoint every epoch, end with the best (notebook); else no checkpoints
     line_blocks: bool  # overlapping training blocks starting at every line (see blocks.line_blocks)
+    micro_batch: int | None  # blocks per forward pass; None: the largest that fits (execution_plan.py)
+    compile: CompileMode  # torch.compile: auto = on GPU for long runs only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +113,7 @@ def optimizer_steps(hp: Hyperparameters, train_blocks: int, world_size: int) -> 
     return max(1, math.ceil(math.ceil(batches / hp.grad_accum) * hp.epochs))
 
 
-def training_arguments(hp: Hyperparameters, checkpoint_dir: Path, train_blocks: int,
+def training_arguments(hp: Hyperparameters, plan: ExecutionPlan, checkpoint_dir: Path, train_blocks: int,
                        world_size: int) -> TrainingArguments:
     on_gpu = torch.cuda.is_available()
     mixed = precision()
@@ -121,9 +125,11 @@ def training_arguments(hp: Hyperparameters, checkpoint_dir: Path, train_blocks: 
         max_steps=hp.max_steps or -1,
         learning_rate=hp.learning_rate,
         weight_decay=hp.weight_decay,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.grad_accum,
+        per_device_train_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.grad_accum,
+        optim=plan.optimizer,
+        torch_compile=plan.compile,
         seed=hp.seed,
         eval_strategy=per_epoch,
         save_strategy=per_epoch,

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 from lm.base_model import BaseModel, resolve_base_model
 from lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
 from lm.corpus import Corpus, load_corpus
+from lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
 from lm.loss_curve import loss_curve
 from lm.perplexity import score_texts
 from lm.recipe import (
@@ -82,19 +83,20 @@ def checkpoint_dir(output: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"train-checkpoints-{digest}"
 
 
-def start_tracking(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, block_size: int,
-                   world_size: int) -> None:
+def start_tracking(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters,
+                   plan: ExecutionPlan, block_size: int, world_size: int) -> None:
     """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics."""
     use_experiment(request.experiment)
     mlflow.start_run(run_name=f"train-{corpus.snapshot}", log_system_metrics=torch.cuda.is_available())
     mlflow.log_params(flat_params({"snapshot": corpus.snapshot, "documents_sha256": corpus.documents_sha256,
                                    "base_model": base.describe(), "preset": request.preset,
-                                   "block_size": block_size, "world_size": world_size, **hp.to_dict()}))
+                                   "block_size": block_size, "world_size": world_size, **hp.to_dict(),
+                                   "execution": plan.to_dict()}))
 
 
-def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, block_size: int,
-              blocks: Blocks, trainer: Trainer, train_metrics: dict[str, float], heldout: list[str],
-              started: float) -> dict[str, Any]:
+def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, plan: ExecutionPlan,
+              block_size: int, blocks: Blocks, trainer: Trainer, train_metrics: dict[str, float],
+              heldout: list[str], started: float) -> dict[str, Any]:
     world_size = trainer.args.world_size
     score = score_texts(trainer.model, base.tokenizer, heldout)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -124,6 +126,7 @@ def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperp
         "ddp_backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
         "precision": precision(),
         "attention": ATTENTION,
+        "execution": plan.to_dict(),
         "blocks": {"train": len(blocks.train), "eval": len(blocks.eval), "split": blocks.note},
         "mlflow_run_id": mlflow.active_run().info.run_id if mlflow.active_run() else None,
         "log_history": loss_curve(trainer.state.log_history),  # the UI's loss curve, capped
@@ -156,7 +159,10 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
 
     checkpoints = checkpoint_dir(request.output)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
-    args = training_arguments(hp, checkpoints, len(blocks.train), world_size)
+    vocabulary = pad_vocabulary(base.model)
+    plan = plan_execution(base.model, block_size, hp.batch_size, hp.grad_accum, hp.micro_batch, hp.compile,
+                          train_tokens=sum(map(len, blocks.train)) * hp.epochs / world_size)
+    args = training_arguments(hp, plan, checkpoints, len(blocks.train), world_size)
     args.device  # noqa: B018 - initialises the process group under torchrun before the check below
     check_ranks_agree(f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}",
                       "tokenizer and blocks")
@@ -166,16 +172,17 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     main = trainer.is_world_process_zero()
     try:
         if main:
-            log.info("base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s",
+            log.info("base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s; %s",
                      base.resolved, base.kind, device_description(args.world_size), precision(),
-                     len(blocks.train), len(blocks.eval), block_size, hp.to_dict())
+                     len(blocks.train), len(blocks.eval), block_size, hp.to_dict(), plan.to_dict())
             shutil.rmtree(checkpoints, ignore_errors=True)  # a failed earlier run's, never resumed
-            start_tracking(request, corpus, base, hp, block_size, args.world_size)
+            start_tracking(request, corpus, base, hp, plan, block_size, args.world_size)
         train_metrics = trainer.train().metrics
         summary = None
         if main:
-            summary = summarize(request, corpus, base, hp, block_size, blocks, trainer, train_metrics, heldout,
-                                started)
+            trim_vocabulary(trainer.model, vocabulary)
+            summary = summarize(request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics,
+                                heldout, started)
             write_outputs(request.output, base, trainer, summary, heldout, block_size)
             mlflow.log_metrics({key: float(summary[key]) for key in FINAL_METRICS if summary[key] is not None})
             mlflow.end_run()
