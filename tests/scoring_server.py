@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from function_app.backends.scoring_server import server_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPT = REPO_ROOT / "aks_jobs" / "score.py"
 
@@ -38,9 +40,9 @@ def running_scoring_server(model_dir: Path | str, port: int | None = None, *,
     """
     port = port or free_port()
     azmlinfsrv = Path(sys.executable).parent / "azmlinfsrv"
-    server_env = {**os.environ,
+    process_env = {**os.environ,
                   # Parallel test servers would all share gunicorn's default $HOME/.gunicorn/gunicorn.ctl.
-                  "GUNICORN_CMD_ARGS": "--no-control-socket",
+                  **server_env("--no-control-socket"),
                   **(env or {}),
                   # The server reads a config.json from its app root: keep that root away from model folders.
                   "AML_APP_ROOT": str(REPO_ROOT)}
@@ -48,7 +50,7 @@ def running_scoring_server(model_dir: Path | str, port: int | None = None, *,
         process = subprocess.Popen(
             [str(azmlinfsrv), "--entry_script", str(ENTRY_SCRIPT), "--model_dir", str(model_dir),
              "--port", str(port)],
-            cwd=REPO_ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # own process group: gunicorn's workers are stopped with the master
         try:
             base_url = f"http://127.0.0.1:{port}"

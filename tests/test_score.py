@@ -155,19 +155,13 @@ def test_single_prompt_response(served):
     assert {k: v for k, v in answer["parameters"].items() if k != "seed"} == DESIGN_DEFAULTS
 
 
-def test_list_prompts_with_several_sequences_run_in_one_batched_generate(served, monkeypatch):
-    batches = []
-    real_generate = served.model.generate
-
-    def recording_generate(**kwargs):
-        batches.append(kwargs["input_ids"].shape[0])
-        return real_generate(**kwargs)
-
-    monkeypatch.setattr(served.model, "generate", recording_generate)
+def test_list_prompts_with_several_sequences_run_in_one_batch(served):
+    batches = score._batcher.batches
     status, answer = call({"prompt": PROMPTS, "num_return_sequences": 3, "max_new_tokens": 8, "seed": 1})
     assert status == 200
-    assert batches == [len(PROMPTS)]
+    assert score._batcher.batches == batches + 1
     assert [len(texts) for texts in answer["generations"]] == [3, 3]
+    assert len(set(answer["generations"][0])) > 1  # each sequence draws its own numbers
     prompt_tokens = sum(len(served.tokenizer(p)["input_ids"]) for p in PROMPTS)
     assert answer["usage"]["prompt_tokens"] == prompt_tokens
     assert 6 <= answer["usage"]["completion_tokens"] <= 6 * 8

@@ -25,8 +25,8 @@ CompileMode = Literal["auto", "on", "off"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("auto", "on", "off")
 VOCAB_MULTIPLE = 64
 # Compiling GPT-2 124M costs about a minute on one H100; it lifts training from 131k to 287k tokens/s
-# (../ARCHITECTURE figures), saving ~4.2 us a token: it pays off beyond ~15M training tokens, i.e.
-# ~50 epochs' worth of a 200-page corpus. Shorter runs, the common case, stay eager.
+# (docs/performance.md), saving ~4.2 us a token: it pays off beyond ~15M training tokens, about 100
+# epochs of a 200-page corpus (~150k tokens). Shorter runs, the common case, stay eager.
 COMPILE_MIN_TOKENS = 15_000_000
 # Share of GPU memory a plan may fill: the rest is the allocator's slack and the CUDA context.
 GPU_MEMORY_SHARE = 0.85

@@ -1,19 +1,22 @@
-"""Scoring requests: parse and validate the JSON body, then generate for all prompts in one batched call."""
+"""Scoring requests: parse and validate the JSON body; answer a batch of requests with one decode loop."""
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lm.decoding import Row, decode
+
 # Limits keep one request within a predictable time and memory budget on one GPU (or a CPU pod).
 MAX_PROMPTS = 32
 MAX_NEW_TOKENS = 512
 MAX_RETURN_SEQUENCES = 8
-MAX_SEQUENCES = 64  # prompts x num_return_sequences: the rows of one generate() batch
+MAX_SEQUENCES = 64  # prompts x num_return_sequences: the most rows of one decode batch (see lm.batcher)
 # Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
 # them to inf and sampling fails.
 TEMPERATURE_RANGE = (0.01, 2.0)
@@ -52,6 +55,11 @@ class GenerationRequest:
         settings = asdict(self)
         del settings["prompts"], settings["prompt_is_list"]
         return settings
+
+    @property
+    def rows(self) -> int:
+        """Sequences this request adds to a decode batch."""
+        return len(self.prompts) * self.num_return_sequences
 
 
 @dataclass(frozen=True)
@@ -104,41 +112,57 @@ def parse_request(raw: str | bytes) -> GenerationRequest:
 
 
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-             request: GenerationRequest) -> Completion:
-    """Generate for every prompt in ONE generate() call (left-padded batch), seeded by request.seed.
+             requests: Sequence[GenerationRequest]) -> list[Completion | RequestError]:
+    """Answer several requests with ONE batched decode loop, each as if it had run alone.
 
-    The tokenizer must pad on the left and have a pad token (see lm.serving_model.load_serving_model).
-    Raises RequestError when a prompt does not fit the model's context with max_new_tokens.
+    A request whose prompts do not fit the model's context gets its RequestError; the others still run.
+    Sampled rows draw from a generator seeded with their request's seed, so a seeded request gives the same
+    text whatever it shares a batch with. The tokenizer needs a pad token (see lm.serving_model).
     """
-    encoded = tokenizer(list(request.prompts))
-    _check_fits_context(request, [len(ids) for ids in encoded["input_ids"]],
-                        model.config.max_position_embeddings)
-    batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(model.device)
-    options: dict[str, Any] = {
-        "max_new_tokens": request.max_new_tokens,
-        "do_sample": request.do_sample,
-        "num_return_sequences": request.num_return_sequences,
-        "repetition_penalty": request.repetition_penalty,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if request.do_sample:  # sampling knobs only; passing them to greedy decoding just draws warnings
-        options.update(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
-    torch.manual_seed(request.seed)  # seeds CPU and every CUDA device
-    with torch.inference_mode():
-        output = model.generate(**batch, **options)
+    context = model.config.max_position_embeddings
+    encoded: list[list[list[int]] | RequestError] = []
+    for request in requests:
+        try:
+            encoded.append(_encode(tokenizer, request, context))
+        except RequestError as err:
+            encoded.append(err)
+    rows = [row for request, prompts in zip(requests, encoded) if not isinstance(prompts, RequestError)
+            for row in _rows(request, prompts)]
+    new_tokens = iter(decode(model, rows, pad_token_id=tokenizer.pad_token_id, eos_token_ids=_eos_ids(model))
+                      if rows else [])
 
-    new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
-    stops = _eos_ids(model)
-    generations: list[list[str]] = [[] for _ in request.prompts]
-    completion_tokens = 0
-    for row, tokens in enumerate(new_tokens):
-        kept = _until_eos(tokens, stops)
-        completion_tokens += len(kept)
-        generations[row // request.num_return_sequences].append(
-            tokenizer.decode(kept, skip_special_tokens=True))
-    return Completion(generations=generations,
-                      prompt_tokens=int(batch["attention_mask"].sum()),
-                      completion_tokens=completion_tokens)
+    answers: list[Completion | RequestError] = []
+    for request, prompts in zip(requests, encoded):
+        if isinstance(prompts, RequestError):
+            answers.append(prompts)
+            continue
+        tokens = [[next(new_tokens) for _ in range(request.num_return_sequences)] for _ in prompts]
+        answers.append(Completion(
+            generations=[[tokenizer.decode(ids, skip_special_tokens=True) for ids in per_prompt]
+                         for per_prompt in tokens],
+            prompt_tokens=sum(len(ids) for ids in prompts),
+            completion_tokens=sum(len(ids) for per_prompt in tokens for ids in per_prompt)))
+    return answers
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, request: GenerationRequest, context: int) -> list[list[int]]:
+    prompts = tokenizer(list(request.prompts))["input_ids"]
+    _check_fits_context(request, [len(ids) for ids in prompts], context)
+    return prompts
+
+
+def _rows(request: GenerationRequest, prompts: list[list[int]]) -> list[Row]:
+    """num_return_sequences rows per prompt, next to each other; sampled rows get their uniform numbers."""
+    uniforms: torch.Tensor | None = None
+    if request.do_sample:
+        seeded = torch.Generator().manual_seed(request.seed)
+        uniforms = torch.rand((request.rows, request.max_new_tokens), generator=seeded)
+    settings = {"max_new_tokens": request.max_new_tokens, "do_sample": request.do_sample,
+                "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
+                "repetition_penalty": request.repetition_penalty}
+    repeated = [prompt for prompt in prompts for _ in range(request.num_return_sequences)]
+    return [Row(prompt=prompt, uniforms=None if uniforms is None else uniforms[i], **settings)
+            for i, prompt in enumerate(repeated)]
 
 
 def _decode(raw: str | bytes) -> dict[str, Any]:
@@ -240,11 +264,3 @@ def _eos_ids(model: PreTrainedModel) -> set[int]:
     if eos is None:
         return set()
     return {eos} if isinstance(eos, int) else set(eos)
-
-
-def _until_eos(tokens: list[int], stops: set[int]) -> list[int]:
-    """Tokens up to and including the first end-of-sequence; later positions are padding."""
-    for i, token in enumerate(tokens):
-        if token in stops:
-            return tokens[: i + 1]
-    return tokens

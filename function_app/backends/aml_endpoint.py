@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
 from function_app.backends.base import Deployment, PermanentBackendError
+from function_app.backends.scoring_server import THREADS, server_env
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,9 +27,9 @@ INSTANCE_COUNT = 1
 # late and tolerate a slow start instead of restarting the container in a loop.
 LIVENESS_PROBE = {"initial_delay": 60, "period": 10, "timeout": 10, "failure_threshold": 30, "success_threshold": 1}
 READINESS_PROBE = {"initial_delay": 30, "period": 10, "timeout": 10, "failure_threshold": 30, "success_threshold": 1}
-# One generate() call uses every core of the pod, so requests queue rather than run side by side; a batch of
-# long generations on CPU needs well over the 5 s default timeout.
-REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": 1, "request_timeout_ms": 60_000}
+# As many requests in flight as the server has threads: they are decoded together in batches (see
+# scoring_server). A batch of long generations on CPU needs well over the 5 s default timeout.
+REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": THREADS, "request_timeout_ms": 60_000}
 # Greedy and short: the smoke test checks the deployment answers, not what it says.
 SMOKE_MAX_NEW_TOKENS = 20
 
@@ -85,7 +86,7 @@ def build_deployment(settings: Settings, name: str, model_name: str, model_versi
         code_configuration=CodeConfiguration(code=str(AKS_JOBS_DIR), scoring_script="score.py"),
         environment=image_environment(image) if image else registered_environment(),
         # score.py names the model it serves from these (the mounted folder name is not the registry name).
-        environment_variables={"MODEL_NAME": model_name, "MODEL_VERSION": str(model_version)},
+        environment_variables={"MODEL_NAME": model_name, "MODEL_VERSION": str(model_version), **server_env()},
         instance_type=settings.aml_cpu_instance_type,
         instance_count=INSTANCE_COUNT,
         request_settings=OnlineRequestSettings(**REQUEST_SETTINGS),

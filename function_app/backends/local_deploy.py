@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from function_app.backends.scoring_server import server_env
 from function_app.settings import child_env
 
 SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "aks_jobs" / "score.py"
@@ -40,7 +41,7 @@ def main(name: str, version: str, model_dir: str, port: str) -> None:
             # The server reads config.json from its app root: keep that away from the model folder.
             "AML_APP_ROOT": str(SCORE_SCRIPT.parent),
             # Two local servers must not share gunicorn's default control socket in $HOME.
-            "GUNICORN_CMD_ARGS": "--no-control-socket",
+            **server_env("--no-control-socket"),
         }
     )
     argv = [str(server), "--entry_script", str(SCORE_SCRIPT), "--port", port]
