@@ -109,7 +109,12 @@ class Orchestrator:
         if run is None:  # claimed, then the writer died before creating the run row
             run = self._new_run(active_id, now, trigger="uploads", detail="recovered a claimed run")
         elif run.state in rs.TERMINAL:  # ended, then the writer died before releasing the slot
-            self.store.finish_active(run, now)
+            serving = None
+            if run.state == rs.DEPLOYED:  # its traffic shift happened: record what serves now
+                current = self.store.current()
+                replaced = current.serving_deployment if current.serving_deployment != run.deployment else ""
+                serving = self._serving(run, now, replaced or current.previous_deployment)
+            self.store.finish_active(run, now, serving)
             return None
         return run
 
@@ -313,11 +318,15 @@ class Orchestrator:
         for d in before:
             if d.name not in (run.deployment, previous):
                 self._best_effort(run, now, f"delete {d.name}", self.backend.delete_deployment, d.name)
-        serving = {
+        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}",
+                  self._serving(run, now, previous))
+
+    def _serving(self, run: Run, now: datetime, previous: str) -> dict[str, str]:
+        """The state-table fields that say which model a Deployed run left serving."""
+        return {
             "serving_model_name": run.model_name,
             "serving_model_version": run.model_version,
             "serving_deployment": run.deployment,
             "previous_deployment": previous,
             "scoring_url": self._best_effort(run, now, "read the scoring URL", self.backend.scoring_url) or "",
         }
-        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}", serving)

@@ -338,3 +338,22 @@ def test_a_traffic_shift_whose_answer_was_lost_keeps_the_rollback_target(env: Co
     assert env.azure.traffic() == {V3: 100} and env.azure.deployment_names() == [V2, V3]
     serving = env.orchestrator.status()["serving_model"]
     assert (serving["deployment"], serving["rollback_deployment"]) == (V3, V2)
+
+
+def test_a_lost_release_after_deployed_still_records_the_new_serving_model(env: ControlEnv, monkeypatch) -> None:
+    _deploy_first_model(env)
+    release, lost = env.store.finish_active, []
+
+    def lost_once(run, now, serving=None):  # the Deployed run row is saved; the state-table write is not
+        if not lost:
+            lost.append(run.id)
+            raise ServiceResponseError("table write timed out")
+        return release(run, now, serving)
+
+    monkeypatch.setattr(env.store, "finish_active", lost_once)
+    env.upload("doc2.pdf", b"%PDF-1.4 doc2")
+    run = env.settle(SETTLED)  # a later tick finds the ended run still holding the slot and releases it
+    assert run.state == rs.DEPLOYED and lost == [run.id] and env.serving() == V2
+    serving = env.orchestrator.status()["serving_model"]
+    assert (serving["deployment"], serving["rollback_deployment"]) == (V2, V1)
+    assert serving["version"] == run.model_version
