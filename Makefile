@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup chromium test demo down bench bench-preprocess bench-train bench-serve clean
+.PHONY: setup chromium test demo down bench bench-preprocess bench-train bench-loss bench-serve clean
 
 # Re-install only when a requirements file changes.
 $(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt
@@ -38,13 +38,16 @@ demo: setup
 down:
 	$(BIN)/python -m scripts.local_stack down
 
-bench: bench-preprocess bench-train bench-serve
+bench: bench-preprocess bench-train bench-loss bench-serve
 
 bench-preprocess: setup
 	$(BIN)/python bench/preprocess_bench.py
 
 bench-train: setup
 	$(BIN)/python bench/train_bench.py
+
+bench-loss: setup
+	$(BIN)/python bench/loss_bench.py
 
 bench-serve: setup
 	$(BIN)/python bench/serve_bench.py

@@ -8,7 +8,8 @@ weights for every row, the same number of optimizer steps of 32 blocks:
   notebook          the design's TrainingArguments: fp16 (GPU), batch 4 x accumulation 8, its
                     DataCollatorForLanguageModeling, default AdamW, eager
   ours              lm.recipe + lm.execution_plan as the train step runs them: bf16, SDPA, TF32,
-                    fused AdamW, vocabulary padded to 64, the largest micro-batch that fits (GPU), eager
+                    fused AdamW, vocabulary padded to 64, fused head + loss, the largest micro-batch that
+                    fits (GPU), eager
                     (what `--compile auto` picks for a run this short)
   ours + compile    the same with torch.compile (what auto picks for long runs; GPU, or --compile-row)
 Reported: tokens/s after --warmup steps, MFU = tokens/s x (6N + 12 L C T) / the GPU's dense bf16 peak,
@@ -24,6 +25,7 @@ The text is the Python standard library's source: real, varied, and present on e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -55,6 +57,7 @@ from transformers import (  # noqa: E402
 from lm.base_model import OFFLINE_ARCHITECTURE, train_tokenizer  # noqa: E402
 from lm.blocks import BlockCollator, BlockDataset, cut_blocks  # noqa: E402
 from lm.execution_plan import pad_vocabulary, plan_execution  # noqa: E402
+from lm.fused_loss import fused_loss  # noqa: E402
 from lm.recipe import hyperparameters, precision, training_arguments  # noqa: E402
 from lm.training import TrainRequest, train  # noqa: E402
 
@@ -150,7 +153,8 @@ def throughput_row(name: str, model, tokenizer, blocks: list[list[int]], steps: 
         torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(model=model, args=args, train_dataset=BlockDataset(blocks), data_collator=collator,
                       callbacks=[clock])
-    trainer.train()
+    with fused_loss(model) if ours else contextlib.nullcontext():
+        trainer.train()
     peak = clock.stop()
     tokens_per_step = BATCH * len(blocks[0])
     measured = clock.times[warmup:]

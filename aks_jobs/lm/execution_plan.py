@@ -12,6 +12,8 @@ choices of speed only:
   matrix shapes for the largest matmul in the model. The padded rows are never targets; the saved
   model is trimmed back to the tokenizer's size, so what is served is shaped like the base.
 - torch.compile only when the run is long enough to repay the compilation (see COMPILE_MIN_TOKENS).
+- The head and its cross-entropy run fused in chunks (fused_loss.py, always on): no [tokens, vocabulary]
+  logits are held, which is most of what a micro-batch would add beyond its activations.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedModel
+
+from lm.fused_loss import WORKSPACE_BYTES as LOSS_WORKSPACE_BYTES
 
 CompileMode = Literal["auto", "on", "off"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("auto", "on", "off")
@@ -30,8 +34,13 @@ VOCAB_MULTIPLE = 64
 COMPILE_MIN_TOKENS = 15_000_000
 # Share of GPU memory a plan may fill: the rest is the allocator's slack and the CUDA context.
 GPU_MEMORY_SHARE = 0.85
-# Weights, gradients and AdamW's two moments, all float32.
-BYTES_PER_PARAMETER = 16
+# Weights, gradients and AdamW's two moments, all float32, and the fused loss's float32 head gradient.
+BYTES_PER_PARAMETER = 20
+# Hugging Face's GPT-2 under bf16 autocast keeps ~70 x n_embd bytes per token and layer for backward (float32
+# residual stream, its unfused GELU's intermediates, q/k/v): measured by summing the tensors autograd saves
+# (saved_tensors_hooks, CPU autocast, attention scores left out as CUDA's fused attention keeps none).
+# About twice the 34 x n_embd of an all-16-bit Megatron layer (Korthikanti et al. 2022).
+ACTIVATION_BYTES_PER_EMBD = 70
 
 
 @dataclass(frozen=True)
@@ -51,14 +60,9 @@ def largest_divisor_at_most(number: int, limit: int) -> int:
 
 
 def bytes_per_block(config: Any, block_size: int) -> int:
-    """GPU training memory one block of `block_size` tokens needs, for a GPT-2-shaped config.
-
-    Activations: ~34 x n_embd bytes per token and layer in 16-bit with fused attention (Korthikanti et al.,
-    "Reducing Activation Recomputation in Large Transformer Models"). Logits: the 16-bit output, its
-    float32 copy for the loss and that copy's gradient. 20% margin for what the estimate leaves out.
-    """
-    per_token = config.n_layer * 34 * config.n_embd + config.vocab_size * (2 + 4 + 4)
-    return int(1.2 * block_size * per_token)
+    """GPU training memory one block of `block_size` tokens needs, for a GPT-2-shaped config: the activations
+    kept for backward (ACTIVATION_BYTES_PER_EMBD) plus a 20% margin. No logits: the loss is fused (fused_loss.py)."""
+    return int(1.2 * block_size * config.n_layer * ACTIVATION_BYTES_PER_EMBD * config.n_embd)
 
 
 def gpu_memory() -> int:
@@ -66,7 +70,7 @@ def gpu_memory() -> int:
 
 
 def choose_micro_batch(batch: int, per_block: int, budget: int, parameters: int) -> int:
-    room = budget - BYTES_PER_PARAMETER * parameters
+    room = budget - BYTES_PER_PARAMETER * parameters - LOSS_WORKSPACE_BYTES
     return largest_divisor_at_most(batch, room // per_block if room > 0 else 1)
 
 

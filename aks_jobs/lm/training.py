@@ -25,6 +25,7 @@ from lm.base_model import BaseModel, resolve_base_model
 from lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
 from lm.corpus import Corpus, load_corpus
 from lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
+from lm.fused_loss import fused_loss
 from lm.loss_curve import loss_curve
 from lm.perplexity import score_texts
 from lm.recipe import (
@@ -177,7 +178,8 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
                      len(blocks.train), len(blocks.eval), block_size, hp.to_dict(), plan.to_dict())
             shutil.rmtree(checkpoints, ignore_errors=True)  # a failed earlier run's, never resumed
             start_tracking(request, corpus, base, hp, plan, block_size, args.world_size)
-        train_metrics = trainer.train().metrics
+        with fused_loss(base.model):
+            train_metrics = trainer.train().metrics
         summary = None
         if main:
             trim_vocabulary(trainer.model, vocabulary)
