@@ -145,6 +145,7 @@ param deployerPrincipalType string = 'User'
 // The blob layout inside the data container is fixed by the code (architecture: inputs/, processed/).
 var inputsPrefix = 'inputs/'
 var processedPrefix = 'processed/'
+var runsPrefix = 'runs/'
 var deploymentContainerName = 'app-package'
 var poisonQueueName = 'webjobs-blobtrigger-poison'
 
@@ -284,6 +285,7 @@ module roles 'modules/roles.bicep' = {
     dataStorageAccountName: storage.outputs.accountName
     dataContainerName: storage.outputs.dataContainerName
     processedPrefix: processedPrefix
+    runsPrefix: runsPrefix
     functionInsightsName: monitoring.outputs.functionInsightsName
     workspaceName: aml.outputs.workspaceName
     registryName: aml.outputs.registryName

@@ -79,6 +79,20 @@ def test_without_serving_model_or_image_the_components_defaults_stay():
     assert {step["component"]["environment"] for step in spec["jobs"].values()} == {"azureml:gpt2-pdf-jobs@latest"}
 
 
+def test_each_build_sees_the_environment_as_declared_even_after_a_submit_resolved_one(job):
+    # Submitting resolves each node's component environment to a concrete version in place (azure-ai-ml
+    # 1.35 operations/_component_operations.py, _resolve_dependencies_for_component); do what it does.
+    declared = aml_pipeline.registered_environment()
+    first = aml_pipeline.build_pipeline_job(Settings(), "first", None)
+    assert {node.component.environment for node in first.jobs.values()} == {declared}
+    for node in first.jobs.values():
+        node.component.environment = "azureml:/subscriptions/s/resourceGroups/r/providers/" \
+            "Microsoft.MachineLearningServices/workspaces/w/environments/gpt2-pdf-jobs/versions/old"
+    second = aml_pipeline.build_pipeline_job(Settings(), "second", None)
+    assert {node.component.environment for node in second.jobs.values()} == {declared}
+    assert aml_pipeline.registered_environment() == declared
+
+
 def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():
     job = aml_pipeline.build_pipeline_job(Settings(train_epochs="2"), "r1", None)
     assert job._validate().passed

@@ -219,16 +219,43 @@ def test_storage_is_private_identity_only_and_tls12(bicep):
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
 
 
-def test_compute_identity_writes_only_processed(bicep):
+def compute_writable_prefixes(bicep) -> set[str]:
+    """The prefixes the compute identity's role condition lets it write under, as deployed."""
     roles = bicep["infra/modules/roles.bicep"]
     writer = roles["resources"]["computeSnapshotWriter"]["config"]["properties"]
-    assert writer["condition"] == "processedOnlyCondition" and writer["conditionVersion"] == "2.0"
-    condition = roles["variables"]["processedOnlyCondition"]["value"].replace("\\'", "'")
+    assert writer["condition"] == "computeWriteCondition" and writer["conditionVersion"] == "2.0"
+    condition = roles["variables"]["computeWriteCondition"]["value"].replace("\\'", "'")
     for action in ("blobWriteAction", "blobAddAction", "blobDeleteAction"):
         assert f"${{{action}}}" in condition
-    assert "StringStartsWith '${processedPrefix}'" in condition
-    assert bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]["processedPrefix"] == "processedPrefix"
-    assert bicep["infra/main.bicep"]["variables"]["processedPrefix"]["value"] == "processed/"
+    params = bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]
+    main_vars = bicep["infra/main.bicep"]["variables"]
+    prefixes = set()
+    for param in re.findall(r"StringStartsWith '\$\{(\w+)\}'", condition):
+        prefixes.add(main_vars[params[param]]["value"])
+    return prefixes
+
+
+def test_compute_identity_writes_only_where_the_pipeline_writes(bicep):
+    # Kubernetes compute jobs write their outputs with the compute's managed identity (ARCHITECTURE.md);
+    # the condition and the pipeline builder share function_app/backends/aml_pipeline.py's prefixes.
+    from azure.ai.ml import Input
+
+    from function_app.backends import aml_pipeline
+
+    allowed = compute_writable_prefixes(bicep)
+    assert allowed == set(aml_pipeline.COMPUTE_WRITABLE_PREFIXES)
+    assert "inputs/" not in allowed  # uploads are never written by jobs
+    serving = Input(type="uri_folder", path="azureml://datastores/x/paths/y/")
+    job = aml_pipeline.build_pipeline_job(Settings(), "2026-11-30 run/1", serving)
+    datastore = aml_pipeline.datastore_uri(Settings().aml_datastore, "")
+    bound = [(step, name, output["path"]) for step, node in job._to_dict()["jobs"].items()
+             for name, output in node.get("outputs", {}).items()]
+    assert {(step, name) for step, name, _ in bound} == {("preprocess", "processed"), ("train", "model"),
+                                                         ("evaluate", "evaluation")}
+    for step, name, path in bound:
+        assert path.startswith(datastore), (step, name, path)
+        blob_path = path.removeprefix(datastore)
+        assert any(blob_path.startswith(p) for p in allowed), f"{step}.{name} writes {blob_path}, outside {allowed}"
 
 
 # ---------------------------------------------------------------- AKS pools and AML instance types

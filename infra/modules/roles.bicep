@@ -7,8 +7,8 @@
 //                            pipeline jobs, register models, manage online endpoints and deployments,
 //                            but not create computes or change the workspace).
 //   Compute identity       - data container: Storage Blob Data Contributor, with a condition that
-//                            writes and deletes only under processed/ (jobs read inputs/, write
-//                            snapshots); the registry: AcrPull (job image). Models go to the AML
+//                            writes and deletes only under processed/ and runs/ (jobs read inputs/,
+//                            write snapshots, each run's model and evaluation); the registry: AcrPull (job image). Models go to the AML
 //                            registry through the workspace, which needs no extra role here.
 //   Workspace identity     - AKS cluster: Reader, Kubernetes Extension Contributor and Azure
 //                            Kubernetes Service Cluster Admin Role, which the Kubernetes compute attach needs.
@@ -17,7 +17,11 @@
 
 param dataStorageAccountName string
 param dataContainerName string
+@description('Prefixes the compute identity may write under (function_app/backends/aml_pipeline.py COMPUTE_WRITABLE_PREFIXES): text snapshots ...')
 param processedPrefix string
+
+@description('... and each run\'s model and evaluation (runs/<run id>/).')
+param runsPrefix string
 param functionInsightsName string
 param workspaceName string
 param registryName string
@@ -51,12 +55,13 @@ var roleIds = {
   aksRbacClusterAdmin: 'b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b'
 }
 
-// Blob writes, appends and deletes are allowed only under processed/; reads are not conditioned.
+// Blob writes, appends and deletes are allowed only under processed/ and runs/ (every output the
+// pipeline binds); reads are not conditioned.
 var blobWriteAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'
 var blobAddAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'
 var blobDeleteAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'
 var blobPathAttribute = '@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]'
-var processedOnlyCondition = '((!(ActionMatches{\'${blobWriteAction}\'}) AND !(ActionMatches{\'${blobAddAction}\'}) AND !(ActionMatches{\'${blobDeleteAction}\'})) OR (${blobPathAttribute} StringStartsWith \'${processedPrefix}\'))'
+var computeWriteCondition = '((!(ActionMatches{\'${blobWriteAction}\'}) AND !(ActionMatches{\'${blobAddAction}\'}) AND !(ActionMatches{\'${blobDeleteAction}\'})) OR (${blobPathAttribute} StringStartsWith \'${processedPrefix}\') OR (${blobPathAttribute} StringStartsWith \'${runsPrefix}\'))'
 
 resource dataAccount 'Microsoft.Storage/storageAccounts@2026-04-01' existing = {
   name: dataStorageAccountName
@@ -143,8 +148,8 @@ resource computeSnapshotWriter 'Microsoft.Authorization/roleAssignments@2022-04-
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
     principalId: computePrincipalId
     principalType: 'ServicePrincipal'
-    description: 'AML jobs read the whole data container and write only under ${processedPrefix}.'
-    condition: processedOnlyCondition
+    description: 'AML jobs read the whole data container and write only under ${processedPrefix} and ${runsPrefix}.'
+    condition: computeWriteCondition
     conditionVersion: '2.0'
   }
 }
