@@ -258,6 +258,56 @@ def test_compute_identity_writes_only_where_the_pipeline_writes(bicep):
         assert any(blob_path.startswith(p) for p in allowed), f"{step}.{name} writes {blob_path}, outside {allowed}"
 
 
+def role_assignments(bicep) -> list[tuple[str, str, str]]:
+    """(principal parameter, scope, role) for every role assignment in roles.bicep (loops expanded)."""
+    roles = bicep["infra/modules/roles.bicep"]
+    found = []
+    for resource in roles["resources"].values():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        config = resource["config"]
+        if "loop_type" in config:
+            loop = config["loop_type"]["detail"]
+            items = [dotted(i) for i in roles["variables"][loop["array_name"]]["value"]]
+            config = config["config"]
+        else:
+            items = [None]
+        while "properties" not in config:  # `if (...)` resources nest their body once more
+            config = config["config"]
+        definition = config["properties"]["roleDefinitionId"]
+        for item in items:
+            role = definition
+            if isinstance(definition, dict) and "function" in definition:
+                role = definition["function"]["parameters"]["resource_name_1"]
+                role = item if role == loop["item_name"] else dotted(role)
+            found.append((config["properties"]["principalId"], json.dumps(config["scope"]), str(dotted(role))))
+    return found
+
+
+def test_the_function_identity_only_reads_blobs_of_the_data_account(bicep):
+    # The Functions host keeps its state in its own account, so the data account's roles stay least
+    # privilege: the control plane reads inputs/ and processed/, keeps the status table, and the blob
+    # extension writes its poison queue in the triggering blob's account (Azure/azure-sdk-for-net
+    # Microsoft.Azure.WebJobs.Extensions.Storage.Blobs, BlobListenerFactory: "poison queue in the same
+    # storage account as the triggering blob by default").
+    function = bicep["infra/modules/functionapp.bicep"]
+    runtime = json.dumps(runtime_settings(bicep)) + json.dumps(function["resources"]["functionApp"]["config"]
+                                                               ["properties"]["functionAppConfig"])
+    assert function["resources"]["account"]["config"]["name"] == "hostStorageAccountName"
+    assert "AzureWebJobsStorage__blobServiceUri" in runtime and "account.properties" in runtime
+    main = bicep["infra/main.bicep"]["modules"]
+    assert dotted(main["functionApp"]["config"]["params"]["hostStorageAccountName"]) == "hostStorage.outputs.accountName"
+    assert main["hostStorage"]["config"]["params"]["storageAccountName"] == "hostStorageAccountName"
+    assert main_param_default(bicep, "hostStorageAccountName") != main_param_default(bicep, "storageAccountName")
+    function_roles = [(scope, role) for principal, scope, role in role_assignments(bicep)
+                      if principal == "functionPrincipalId"]
+    on_data = {role for scope, role in function_roles if "dataAccount" in scope}
+    assert on_data == {"roleIds.storageBlobDataReader", "roleIds.storageQueueDataContributor",
+                       "roleIds.storageTableDataContributor"}, on_data
+    on_host = {role for scope, role in function_roles if "hostAccount" in scope}
+    assert "roleIds.storageBlobDataOwner" in on_host
+
+
 # ---------------------------------------------------------------- AKS pools and AML instance types
 
 def quantity(value) -> float:
@@ -292,7 +342,7 @@ def test_instance_type_names_are_the_code_defaults(bicep, instance_types):
     assert instance_types["defaultinstancetype"] == instance_types[defaults.aml_cpu_instance_type]
 
 
-def test_gpu_type_lands_on_the_tainted_scale_to_zero_gpu_pool(bicep, instance_types):
+def test_gpu_type_lands_on_the_tainted_gpu_pool(bicep, instance_types):
     defaults = Settings()
     gpu, cpu = instance_types[defaults.aml_gpu_instance_type], instance_types[defaults.aml_cpu_instance_type]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -301,11 +351,113 @@ def test_gpu_type_lands_on_the_tainted_scale_to_zero_gpu_pool(bicep, instance_ty
     assert cpu["nodeSelector"].items() <= labels["system"].items()
     assert gpu["nodeSelector"].items() <= labels["gpu"].items()
     gpu_pool = pools(bicep)["gpu"]
-    assert gpu_pool["enableAutoScaling"] is True and gpu_pool["minCount"] == 0 and gpu_pool["count"] == 0
+    assert gpu_pool["enableAutoScaling"] is True
     aks_vars = bicep["infra/modules/aks.bicep"]["variables"]
     taints = [aks_vars[t]["value"] if t in aks_vars else t for t in gpu_pool["nodeTaints"]]
     assert taints == ["nvidia.com/gpu=present:NoSchedule"]
     assert "nodeTaints" not in pools(bicep)["system"]
+
+
+def dotted(value) -> str:
+    """`a.b.c` from pycep's nested property_accessor shape (plain names stay as they are)."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        operands = value["operator"]["operands"]
+        return f"{dotted(operands['operand_1'])}.{dotted(operands['operand_2'])}"
+    return value
+
+
+def find_key(tree, key: str) -> dict:
+    """The first dict in a parsed Bicep expression that has `key`."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree
+        for value in tree.values():
+            found = find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def extension_settings(bicep, exposure: str = "internal") -> dict:
+    """The AzureML extension's configurationSettings for a scoringExposure value."""
+    aks = bicep["infra/modules/aks.bicep"]
+    extension = aks["resources"]["amlExtension"]["config"]
+    union = extension["properties"]["configurationSettings"]["function"]
+    assert union["type"] == "union"
+    base, scoring = (aks["variables"][name]["value"] for name in union["parameters"].values())
+    assert "scoringExposure" in json.dumps(scoring)
+    branches = find_key(scoring, "true_value")  # pycep's shape of `scoringExposure == 'internal' ? {...} : {...}`
+    chosen = branches["true_value"] if exposure == "internal" else branches["false_value"]
+    return {k.strip("'"): v for k, v in {**base, **chosen}.items()}
+
+
+EXTENSION_TEMPLATE = json.loads((REPO / "tests" / "data" / "azureml_extension_template.json").read_text())
+
+
+@pytest.mark.parametrize("exposure", ["internal", "publicTls"])
+def test_the_extension_gets_every_setting_microsofts_template_sets(bicep, exposure):
+    # Keys read from Azure/AML-Kubernetes files/deployextension.json (tests/data names the commit); the CLI
+    # adds the same ones (Azure/azure-cli-extensions src/k8s-extension/azext_k8s_extension/
+    # partner_extensions/AzureMLKubernetes.py, Create and __validate_scoring_fe_settings).
+    settings = extension_settings(bicep, exposure)
+    expected = EXTENSION_TEMPLATE["base_settings"] + EXTENSION_TEMPLATE["inference_settings"]
+    if exposure == "publicTls":
+        expected += EXTENSION_TEMPLATE["tls_settings"]
+    missing = [key for key in expected if key not in settings]
+    assert not missing, f"the AzureML extension misses settings Microsoft's template sets: {missing}"
+    for key, value in EXTENSION_TEMPLATE["fixed_values"].items():
+        assert settings[key] == value, key
+    assert settings["enableTraining"] == settings["enableInference"] == "True"
+    for key in ("cluster_name", "clusterId", "prometheus.prometheusSpec.externalLabels.cluster_name"):
+        assert dotted(settings[key]) == "cluster.id", key
+    assert dotted(settings["cluster_name_friendly"]) == "cluster.name"
+    assert settings["jobSchedulerLocation"] == settings["location"] == "location"
+    extension = bicep["infra/modules/aks.bicep"]["resources"]["amlExtension"]["config"]
+    assert extension["identity"]["type"] == EXTENSION_TEMPLATE["identity_type"]
+    properties = extension["properties"]
+    assert properties["extensionType"].lower() == EXTENSION_TEMPLATE["extension_type"]
+    assert properties["releaseTrain"] == EXTENSION_TEMPLATE["release_train"]
+    assert properties["scope"]["cluster"]["releaseNamespace"] == EXTENSION_TEMPLATE["release_namespace"]
+
+
+def test_scoring_is_never_plain_http_on_a_public_ip(bicep):
+    # allowInsecureConnections=True with a public load balancer is plain HTTP on the internet. The
+    # template's internal load balancer: internalLoadBalancerProvider=azure and
+    # scoringFe.serviceType.internalLoadBalancer (Azure/AML-Kubernetes files/deployextension.json).
+    assert main_param_default(bicep, "scoringExposure") == "internal"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["scoringExposure"]["value"] == "internal"
+    internal, public = extension_settings(bicep, "internal"), extension_settings(bicep, "publicTls")
+    assert internal["internalLoadBalancerProvider"] == "azure"
+    assert internal["scoringFe.serviceType.internalLoadBalancer"] == "True"
+    assert public["allowInsecureConnections"] == "False"
+    assert public["sslCname"] == "scoringSslCname" and public["scoringFe.sslSecret"] == "scoringSslSecretName"
+    # Whoever calls the internal router must be in the VNet: the nodes, the Function app and the UI.
+    assert pools(bicep)["system"]["vnetSubnetID"] == pools(bicep)["gpu"]["vnetSubnetID"] == "aksSubnetId"
+    main = bicep["infra/main.bicep"]["modules"]
+    assert dotted(main["functionApp"]["config"]["params"]["subnetId"]) == "network.outputs.functionSubnetId"
+    assert dotted(main["ui"]["config"]["params"]["subnetId"]) == "network.outputs.uiSubnetId"
+    for module, resource in (("functionapp", "functionApp"), ("ui", "site")):
+        site = bicep[f"infra/modules/{module}.bicep"]["resources"][resource]["config"]["properties"]
+        assert site["virtualNetworkSubnetId"] == "subnetId"
+    # The cluster identity must be able to place the internal load balancer in the nodes' subnet.
+    roles = bicep["infra/modules/roles.bicep"]["resources"]
+    network = roles["clusterNetworkContributor"]["config"]
+    assert network["scope"] == "aksSubnet" and "networkContributor" in json.dumps(network["properties"])
+
+
+def test_a_gpu_node_stays_while_the_extension_volcano_blocks_scaling_from_zero(bicep):
+    # The extension's Volcano (gang plugin) keeps the cluster autoscaler from adding a node for a pending
+    # training pod, and Kubernetes compute does not add nodes by itself (MicrosoftDocs/azure-ai-docs
+    # articles/machine-learning/how-to-troubleshoot-kubernetes-extension.md, "Volcano scheduler integration
+    # supporting cluster autoscaler"): without the documented no-gang ConfigMap, keep one GPU node.
+    settings = extension_settings(bicep)
+    gpu_pool = pools(bicep)["gpu"]
+    assert gpu_pool["minCount"] == gpu_pool["count"] == "gpuPoolMinCount"
+    if settings["installVolcano"] == "True" and "volcanoScheduler.schedulerConfigMap" not in settings:
+        assert main_param_default(bicep, "gpuPoolMinCount") >= 1
+        parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+        assert parameters.get("gpuPoolMinCount", {"value": 1})["value"] >= 1
 
 
 def test_instance_type_requests_fit_their_limits(instance_types):
