@@ -308,6 +308,47 @@ def test_the_function_identity_only_reads_blobs_of_the_data_account(bicep):
     assert "roleIds.storageBlobDataOwner" in on_host
 
 
+def test_the_ui_is_deployed_behind_entra_sign_in_with_a_least_privilege_identity(bicep):
+    from ui.settings import env_names
+
+    main = bicep["infra/main.bicep"]
+    ui_settings = main["variables"]["uiAppSettings"]["value"]
+    assert set(ui_settings) <= set(env_names()), sorted(set(ui_settings) - set(env_names()))
+    assert {"API_BASE_URL", "DataStorage__blobServiceUri", "DATA_CONTAINER", "AML_SUBSCRIPTION_ID",
+            "AML_RESOURCE_GROUP", "AML_WORKSPACE", "AML_ENDPOINT_NAME"} <= set(ui_settings)
+    assert "SCORING_KEY" not in ui_settings  # tokens through the identity, never a key that expires
+    assert main["modules"]["ui"]["config"]["params"]["uiSettings"] == "uiAppSettings"
+
+    ui = bicep["infra/modules/ui.bicep"]["resources"]
+    site = ui["site"]["config"]
+    assert site["identity"]["type"] == "SystemAssigned" and site["properties"]["httpsOnly"] is True
+    command = shlex.split(site["properties"]["siteConfig"]["appCommandLine"])
+    assert command[:4] == ["python", "-m", "streamlit", "run"] and (REPO / command[4]).is_file()
+    assert "FUNCTION_KEY" in json.dumps(bicep["infra/modules/ui.bicep"]["variables"]["runtimeSettings"])
+    # App Service authentication (authsettingsV2): every request signs in with Microsoft Entra ID.
+    auth = ui["auth"]["config"]
+    assert auth["name"] == "authsettingsV2" and auth["properties"]["platform"]["enabled"] is True
+    validation = auth["properties"]["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    entra = auth["properties"]["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True and entra["registration"]["clientId"] == "authClientId"
+
+    ui_roles = [(scope, role) for principal, scope, role in role_assignments(bicep) if principal == "uiPrincipalId"]
+    assert sorted(role for _, role in ui_roles) == ["roleIds.storageBlobDataContributor", "scoringTokenRole.id"]
+    roles = bicep["infra/modules/roles.bicep"]
+    uploader = roles["resources"]["uiUploader"]["config"]["properties"]
+    assert uploader["condition"] == "uiWriteCondition" and uploader["conditionVersion"] == "2.0"
+    condition = roles["variables"]["uiWriteCondition"]["value"].replace("\\'", "'")
+    # Everything but write/add/delete passes; write and add only under inputs/; delete never.
+    allowed_branch = condition.split(") OR ((", 1)[1]
+    assert "blobDeleteAction" not in allowed_branch and "StringStartsWith '${inputsPrefix}'" in allowed_branch
+    assert bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]["inputsPrefix"] == "inputsPrefix"
+    token_role = roles["resources"]["scoringTokenRole"]["config"]["properties"]
+    assert token_role["permissions"] == [{"actions": [
+        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"], "notActions": []}]
+
+
 # ---------------------------------------------------------------- AKS pools and AML instance types
 
 def quantity(value) -> float:
@@ -635,6 +676,9 @@ if starts("deployment", "group", "show"):
     name = opt("--query").split(".")[2]
     reply(scenario["outputs"][name])
 if starts("acr", "build"):
+    # az opens --file relative to ITS working folder (Azure/azure-cli acr/_archive_utils.py _pack_source_code).
+    if not os.path.isfile(opt("--file")):
+        reply(f"ERROR: Unable to find '{opt('--file')}'", 1)
     context = Path(args[-1])
     record["context_files"] = sorted(p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file())
     reply()
@@ -655,6 +699,20 @@ if starts("eventgrid", "system-topic", "event-subscription", "create"):
     reply()
 if starts("resource", "list"):
     reply(scenario["outputs"]["workspaceName"])
+if starts("ad", "app", "list"):
+    reply("\n".join(scenario["app_registrations"]))
+if starts("ad", "app", "create"):
+    scenario_path = Path(os.environ["FAKE_AZURE_SCENARIO"])
+    scenario["app_registrations"] = ["22222222-aaaa-bbbb-cccc-333333333333"]
+    scenario_path.write_text(json.dumps(scenario))
+    reply(scenario["app_registrations"][0])
+if starts("ad", "app", "update") or starts("ad", "app", "delete"):
+    reply()
+if starts("webapp", "deploy"):
+    import zipfile
+    record["zip_files"] = sorted(zipfile.ZipFile(opt("--src-path")).namelist())
+    record["requirements"] = zipfile.ZipFile(opt("--src-path")).read("requirements.txt").decode()
+    reply()
 record["unmodelled"] = True
 reply("fake Azure: no answer for this call", 2)
 '''
@@ -662,7 +720,7 @@ reply("fake Azure: no answer for this call", 2)
 # Everything deploy.sh / teardown.sh read from the environment: the tests set these explicitly.
 DEPLOY_ENV = {"RESOURCE_GROUP", "LOCATION", "SUBSCRIPTION", "PARAMETERS_FILE", "IMAGE_TAG", "STEPS",
               "DEPLOYMENT_NAME", "IMAGE_REPOSITORY", "TORCH_INDEX_URL", "DEPLOYER_PRINCIPAL_ID",
-              "DEPLOYER_PRINCIPAL_TYPE", "BLOB_FUNCTION_NAME", "EVENT_SUBSCRIPTION_NAME"}
+              "DEPLOYER_PRINCIPAL_TYPE", "BLOB_FUNCTION_NAME", "EVENT_SUBSCRIPTION_NAME", "UI_APP_REGISTRATION"}
 
 OUTPUTS = {
     "functionAppName": "gpt2pdf-func-abc123",
@@ -674,6 +732,8 @@ OUTPUTS = {
     "registryName": "acrgpt2pdfabc123",
     "registryLoginServer": "acrgpt2pdfabc123.azurecr.io",
     "clusterName": "gpt2pdf-aks-abc123",
+    "uiAppName": "gpt2pdf-ui-abc123",
+    "uiHostName": "gpt2pdf-ui-abc123.azurewebsites.net",
 }
 
 
@@ -682,7 +742,7 @@ def fake_azure(tmp_path):
     """A copy of the deployable files (plus a decoy .venv) and a PATH whose az/kubectl/kubelogin/func
     record each call and answer from `scenario`."""
     checkout = tmp_path / "checkout"
-    for part in ("infra", "aks_jobs"):
+    for part in ("infra", "aks_jobs", "ui", "docs"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "constraints.txt", checkout / "constraints.txt")
     (checkout / ".funcignore").write_text(".venv*\nnode_modules\n")
@@ -706,12 +766,14 @@ def fake_azure(tmp_path):
         "host": "gpt2pdf-func-abc123.azurewebsites.net",
         "blob_functions": ["gpt2pdf-func-abc123/record_upload"],
         "blobs_extension_key": "fake-blobs-extension-key",
+        "app_registrations": [],
     }
 
     class Fake:
         root = checkout
         log = tmp_path / "calls.jsonl"
         answers = scenario  # tests edit this before .run()
+        where = tmp_path  # the folder the script is run from
 
         def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
             scenario_file = tmp_path / "scenario.json"
@@ -720,7 +782,7 @@ def fake_azure(tmp_path):
             environ = {k: v for k, v in os.environ.items() if k not in DEPLOY_ENV}
             environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_AZURE_LOG=str(self.log),
                            FAKE_AZURE_SCENARIO=str(scenario_file), **env)
-            return run(["bash", str(checkout / "infra" / script), *args], env=environ, cwd=tmp_path)
+            return run(["bash", str(checkout / "infra" / script), *args], env=environ, cwd=self.where)
 
         def calls(self) -> list[dict]:
             return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
@@ -742,7 +804,12 @@ def arg(call: dict, name: str) -> str:
     return call["args"][call["args"].index(name) + 1]
 
 
-def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
+@pytest.mark.parametrize("where", ["elsewhere", "root", "infra"])
+def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tmp_path, where):
+    # From any folder: the repo root, infra/, or somewhere unrelated.
+    fake_azure.where = {"elsewhere": tmp_path / "elsewhere", "root": fake_azure.root,
+                        "infra": fake_azure.root / "infra"}[where]
+    fake_azure.where.mkdir(exist_ok=True)
     result = fake_azure.run("deploy.sh", "-g", "rg-gpt2", "-l", "westeurope", "--set", "gpuPoolMaxCount=2",
                             IMAGE_TAG="v42")
     calls = fake_azure.calls()
@@ -757,11 +824,15 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
     assert f"@{root / 'infra' / 'main.parameters.json'}" in infra["args"]
     assert "deployerPrincipalId=11111111-2222-3333-4444-555555555555" in infra["args"]
     assert "deployerPrincipalType=User" in infra["args"] and "gpuPoolMaxCount=2" in infra["args"]
+    # The UI's sign-in app registration is made first (none existed), and Bicep gets its client id.
+    i_app, app = one(calls, "az", "ad", "app", "create")
+    assert arg(app, "--display-name") == "gpt2-pdf-ui-rg-gpt2" and arg(app, "--enable-id-token-issuance") == "true"
+    assert "uiAuthClientId=22222222-aaaa-bbbb-cccc-333333333333" in infra["args"] and i_app < i_infra
 
     i_image, build = one(calls, "az", "acr", "build")
     assert arg(build, "--registry") == OUTPUTS["registryName"]
     assert arg(build, "--image") == "gpt2-pdf-jobs:v42"
-    assert arg(build, "--file") == "aks_jobs/Dockerfile"
+    assert Path(arg(build, "--file")) == Path(build["args"][-1]) / "aks_jobs" / "Dockerfile"
     # Only what the Dockerfile copies is uploaded: aks_jobs/ and constraints.txt, not the decoy .venv.
     files = build["context_files"]
     assert "aks_jobs/Dockerfile" in files and "constraints.txt" in files and "aks_jobs/requirements.txt" in files
@@ -794,7 +865,17 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
     assert arg(sub, "--included-event-types") == "Microsoft.Storage.BlobCreated"
     assert arg(sub, "--subject-begins-with") == "/blobServices/default/containers/gpt2-training-data/blobs/inputs/"
 
-    assert i_group < i_infra < i_image < i_env < i_creds < i_login < i_apply < i_publish < i_events
+    i_redirect, redirect = one(calls, "az", "ad", "app", "update")
+    assert arg(redirect, "--id") == "22222222-aaaa-bbbb-cccc-333333333333"
+    assert arg(redirect, "--web-redirect-uris") == f"https://{OUTPUTS['uiHostName']}/.auth/login/aad/callback"
+    i_ui, ui = one(calls, "az", "webapp", "deploy")
+    assert arg(ui, "--name") == OUTPUTS["uiAppName"] and arg(ui, "--type") == "zip"
+    assert {"ui/app.py", "ui/requirements.txt", "constraints.txt", "requirements.txt"} <= set(ui["zip_files"])
+    assert all(f.startswith("ui/") or f in ("constraints.txt", "requirements.txt") for f in ui["zip_files"])
+    assert not [f for f in ui["zip_files"] if "__pycache__" in f]
+    assert ui["requirements"].split() == ["-c", "constraints.txt", "-r", "ui/requirements.txt"]
+
+    assert i_group < i_infra < i_image < i_env < i_creds < i_login < i_apply < i_publish < i_redirect < i_ui < i_events
     # The webhook key is a secret: it goes to az, never to the console.
     assert "fake-blobs-extension-key" not in result.stdout + result.stderr
 
@@ -842,6 +923,11 @@ def test_teardown_deletes_the_workspace_permanently_then_the_group(fake_azure):
     assert arg(ws, "--name") == OUTPUTS["workspaceName"] and "--permanently-delete" in ws["args"]
     i_group, group = one(calls, "az", "group", "delete")
     assert arg(group, "--name") == "rg-gpt2" and i_ws < i_group
+    # The UI's app registration lives in the tenant, not the group: deleted by id.
+    fake_azure.answers["app_registrations"] = ["22222222-aaaa-bbbb-cccc-333333333333"]
+    assert fake_azure.run("teardown.sh", "-g", "rg-gpt2", "--yes").returncode == 0
+    _, app = one(fake_azure.calls(), "az", "ad", "app", "delete")
+    assert arg(app, "--id") == "22222222-aaaa-bbbb-cccc-333333333333"
 
 
 def test_teardown_without_confirmation_deletes_nothing(fake_azure):
