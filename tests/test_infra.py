@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import fields
 from fnmatch import fnmatch
 from pathlib import Path
@@ -668,15 +669,46 @@ def starts(*words):
     return args[: len(words)] == list(words)
 
 
+def remember(key, value):
+    """What the service now has, for the next call (a created group, app registration, ...)."""
+    scenario[key] = value
+    Path(os.environ["FAKE_AZURE_SCENARIO"]).write_text(json.dumps(scenario))
+
+
 if tool in ("kubelogin", "func"):
     reply()
+if tool == "curl":
+    reply('{"status": "ok"}')
 if tool == "kubectl":
     reply("\n".join(scenario["instance_types"]) if "get" in args else "")
+if (starts("login") or starts("account", "set") or starts("version") or starts("extension", "add")
+        or starts("bicep", "install") or starts("aks", "install-cli") or starts("vm", "list-usage")
+        or starts("functionapp", "list-flexconsumption-locations") or starts("ml", "job", "list")
+        or starts("aks", "stop")):
+    reply()
+if starts("storage", "blob", "upload"):
+    reply("", 0 if os.path.isfile(opt("--file")) else 1)
+if (starts("ml", "compute", "show") or starts("k8s-extension", "show")
+        or starts("eventgrid", "system-topic", "event-subscription", "show")):
+    reply("Succeeded")
+if starts("ml", "environment", "show") and "--label" in args:
+    reply("acrgpt2pdfabc123.azurecr.io/gpt2-pdf-jobs:v42")
+if starts("ml", "online-endpoint", "show"):
+    reply("http://10.40.0.100/api/v1/endpoint/gpt2-pdf/score")
+if starts("ml", "online-endpoint", "get-credentials"):
+    # An aml_token endpoint has tokens, not keys (azure-ai-ml EndpointAuthToken; get_keys by auth mode):
+    # a query for a key finds nothing, as JMESPath on the real answer would.
+    answer = {"accessToken": "fake-aml-token", "expiryTimeUtc": 1800000000, "refreshAfterTimeUtc": 1799998200,
+              "tokenType": "Bearer"}
+    reply(answer.get(opt("--query"), ""))
 if starts("account", "show"):
     reply({"user.type": "user", "user.name": "deployer@example.com"}[opt("--query")])
 if starts("ad", "signed-in-user", "show"):
     reply(scenario["deployer_id"])
-if starts("extension", "show") or starts("provider", "register") or starts("group", "create"):
+if starts("group", "create"):
+    remember("group_exists", True)
+    reply()
+if starts("extension", "show") or starts("provider", "register"):
     reply()
 if starts("group", "show"):
     reply("", 0 if scenario["group_exists"] else 3)
@@ -712,9 +744,7 @@ if starts("resource", "list"):
 if starts("ad", "app", "list"):
     reply("\n".join(scenario["app_registrations"]))
 if starts("ad", "app", "create"):
-    scenario_path = Path(os.environ["FAKE_AZURE_SCENARIO"])
-    scenario["app_registrations"] = ["22222222-aaaa-bbbb-cccc-333333333333"]
-    scenario_path.write_text(json.dumps(scenario))
+    remember("app_registrations", ["22222222-aaaa-bbbb-cccc-333333333333"])
     reply(scenario["app_registrations"][0])
 if starts("ad", "app", "update") or starts("ad", "app", "delete"):
     reply()
@@ -734,6 +764,7 @@ DEPLOY_ENV = {"RESOURCE_GROUP", "LOCATION", "SUBSCRIPTION", "PARAMETERS_FILE", "
 
 OUTPUTS = {
     "functionAppName": "gpt2pdf-func-abc123",
+    "functionAppHostName": "gpt2pdf-func-abc123.azurewebsites.net",
     "storageAccountName": "stgpt2pdfdataabc123",
     "dataContainerName": "gpt2-training-data",
     "inputsPrefix": "inputs/",
@@ -752,7 +783,7 @@ def fake_azure(tmp_path):
     """A copy of the deployable files (plus a decoy .venv) and a PATH whose az/kubectl/kubelogin/func
     record each call and answer from `scenario`."""
     checkout = tmp_path / "checkout"
-    for part in ("infra", "aks_jobs", "ui", "docs"):
+    for part in ("infra", "aks_jobs", "ui", "docs", "samples"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "constraints.txt", checkout / "constraints.txt")
     (checkout / ".funcignore").write_text(".venv*\nnode_modules\n")
@@ -763,7 +794,7 @@ def fake_azure(tmp_path):
     bin_dir.mkdir()
     fake = bin_dir / "fake_azure.py"
     fake.write_text(FAKE_AZURE)
-    for name in ("az", "kubectl", "kubelogin", "func"):
+    for name in ("az", "kubectl", "kubelogin", "func", "curl"):
         wrapper = bin_dir / name
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" {name} "$@"\n')
         wrapper.chmod(0o755)
@@ -786,13 +817,16 @@ def fake_azure(tmp_path):
         where = tmp_path  # the folder the script is run from
 
         def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+            return self.bash(str(checkout / "infra" / script), *args, **env)
+
+        def bash(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
             scenario_file = tmp_path / "scenario.json"
             scenario_file.write_text(json.dumps(self.answers))
             self.log.unlink(missing_ok=True)
             environ = {k: v for k, v in os.environ.items() if k not in DEPLOY_ENV}
             environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_AZURE_LOG=str(self.log),
                            FAKE_AZURE_SCENARIO=str(scenario_file), **env)
-            return run(["bash", str(checkout / "infra" / script), *args], env=environ, cwd=self.where)
+            return run(["bash", script, *args], env=environ, cwd=self.where)
 
         def calls(self) -> list[dict]:
             return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
@@ -945,3 +979,40 @@ def test_teardown_without_confirmation_deletes_nothing(fake_azure):
     result = fake_azure.run("teardown.sh", "-g", "rg-gpt2")  # stdin is empty: no confirmation
     assert result.returncode != 0
     assert not find(fake_azure.calls(), "az", "group", "delete")
+
+
+# ---------------------------------------------------------------- docs/deploy.md, every command
+
+DOC = REPO / "docs" / "deploy.md"
+DOC_TOOLS = ("az ", "kubectl ", "kubelogin ", "func ", "curl ", "infra/deploy.sh ", "infra/teardown.sh ")
+
+
+def doc_command_blocks() -> list[str]:
+    """The ```bash blocks of docs/deploy.md in order (those inside list items dedented)."""
+    return [textwrap.dedent(block) for block in
+            re.findall(r"^[ \t]*```bash\n(.*?)^[ \t]*```", DOC.read_text(), re.MULTILINE | re.DOTALL)]
+
+
+def test_deploy_md_has_no_command_outside_its_blocks():
+    prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", "", DOC.read_text(), flags=re.MULTILINE | re.DOTALL)
+    inline = [span for span in re.findall(r"`([^`]+)`", prose) if span.startswith(DOC_TOOLS)]
+    assert not inline, f"commands in docs/deploy.md outside its command blocks (the test would not run them): {inline}"
+
+
+def test_every_command_of_deploy_md_runs_in_order_against_the_recorded_cli(fake_azure):
+    script = fake_azure.root / "docs-deploy.sh"
+    script.write_text("set -euo pipefail\n" + "\n".join(doc_command_blocks()))
+    fake_azure.where = fake_azure.root  # the page is followed from the repository root
+    result = fake_azure.bash(str(script), IMAGE_TAG="v42")
+    calls = fake_azure.calls()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [c for c in calls if c.get("unmodelled")], [c["args"] for c in calls if c.get("unmodelled")]
+    first, tls = find(calls, "az", "deployment", "group", "create")
+    assert "scoringExposure=publicTls" in tls[1]["args"] and "scoringExposure=publicTls" not in first[1]["args"]
+    one(calls, "az", "webapp", "deploy")
+    # The scoring call carries the endpoint's aml_token (accessToken), not a key it does not have.
+    _, credentials = one(calls, "az", "ml", "online-endpoint", "get-credentials")
+    assert arg(credentials, "--query") == "accessToken"
+    (_, scoring), = [(i, c) for i, c in find(calls, "kubectl") if "run" in c["args"]]
+    assert "Authorization: Bearer fake-aml-token" in scoring["args"]
+    one(calls, "az", "group", "delete")
