@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from azure.ai.ml import Input
 
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml import AmlBackend
@@ -21,7 +20,7 @@ DS = "azureml://datastores/gpt2_training_data/paths"
 
 @pytest.fixture(scope="module")
 def job():
-    serving = Input(type="mlflow_model", path="azureml:gpt2-pdf:4")
+    serving = aml_pipeline.serving_model_input("azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/4/")
     return aml_pipeline.build_pipeline_job(SETTINGS, "20261123T101500Z", serving)
 
 
@@ -65,7 +64,8 @@ def test_settings_choose_base_model_preset_and_the_serving_model(job):
     steps = job._to_dict()["jobs"]
     assert steps["train"]["inputs"]["base_model"] == "offline"
     assert steps["train"]["inputs"]["preset"] == "memorize"
-    assert steps["evaluate"]["inputs"]["serving_model"] == {"type": "mlflow_model", "path": "azureml:gpt2-pdf:4"}
+    assert steps["evaluate"]["inputs"]["serving_model"] == {
+        "type": "uri_folder", "path": "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/4/"}
     assert steps["evaluate"]["inputs"]["model_name"] == "gpt2-pdf"
 
 
