@@ -79,7 +79,7 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       webSocketsEnabled: true
       alwaysOn: true
       remoteDebuggingEnabled: false
-      vnetRouteAllEnabled: true
+      vnetRouteAllEnabled: false // only private addresses (the scoring router) go through the VNet
       httpLoggingEnabled: true
       detailedErrorLoggingEnabled: true
       requestTracingEnabled: true
