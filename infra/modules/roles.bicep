@@ -239,7 +239,8 @@ resource uiUploader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // aml_token endpoints issue tokens through this action (POST .../onlineEndpoints/<name>/token, what
-// azure-ai-ml's online_endpoints.get_keys calls); nothing else in the workspace.
+// azure-ai-ml's online_endpoints.get_keys calls; MicrosoftDocs/azure-ai-docs
+// articles/machine-learning/how-to-authenticate-online-endpoint.md); nothing else in the workspace.
 resource scoringTokenRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'online-endpoint-token-reader')
   properties: {
