@@ -114,9 +114,10 @@ def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> 
     assert env.azure.deployment_names() == [V1, V2]
     assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V1
     assert _sent(env, mark) == _rollout(second.id, V2, {V1: 0, V2: 100})
-    # The second job's evaluate compares its candidate with the model serving when it was submitted.
+    # The second job's evaluate compares its candidate with the model serving when it was submitted
+    # (passed as that model's folder: evaluate declares serving_model as uri_folder).
     assert env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"] == \
-        "azureml:gpt2-pdf:1"
+        env.azure.models.get("gpt2-pdf", version="1").path
 
 
 def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
