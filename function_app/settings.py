@@ -55,6 +55,9 @@ class Settings:
     # stays Creating this long.
     max_transient_retries: int = 6
     deploy_timeout_seconds: int = 1800
+    # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
+    # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
+    snapshot_retention: int = 5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

@@ -63,6 +63,8 @@ param trainEpochs string = ''
 param smokePrompt string = 'The documents say that'
 param maxTransientRetries int = 6
 param deployTimeoutSeconds int = 1800
+@description('Text snapshots kept in processed/ (plus the serving model\'s); older ones are deleted. 0 keeps all.')
+param snapshotRetention int = 5
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -206,6 +208,7 @@ var functionAppSettings = {
   AML_ENDPOINT_NAME: endpointName
   MAX_TRANSIENT_RETRIES: string(maxTransientRetries)
   DEPLOY_TIMEOUT_SECONDS: string(deployTimeoutSeconds)
+  SNAPSHOT_RETENTION: string(snapshotRetention)
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''
