@@ -88,7 +88,30 @@ def test_without_a_local_key_only_loopback_may_retrain(env: ControlEnv, monkeypa
     svc = services.get()
     monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
     assert TestClient(api).post("/api/retrain").status_code == 403  # TestClient's peer is "testclient"
-    assert TestClient(api, client=("127.0.0.1", 5555)).post("/api/retrain").status_code == 409  # allowed, no docs
+    local = TestClient(api, client=("127.0.0.1", 5555))
+    assert local.post("/api/retrain", json={}).status_code == 409  # allowed, no docs
+
+
+def test_without_a_local_key_cross_site_requests_from_this_machine_are_refused(
+    env: ControlEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    svc = services.get()
+    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    _blob_event(env, "a.pdf")
+    local = TestClient(api, client=("127.0.0.1", 5555), base_url="http://127.0.0.1:7071")
+    # What a page on another site can make the browser send without a CORS preflight:
+    form = local.post("/api/retrain", data={"x": "1"}, headers={"Origin": "https://evil.example"})
+    no_cors = local.post("/api/retrain", content=b"{}", headers={"Content-Type": "text/plain"})
+    fetch = local.post("/api/retrain", json={}, headers={"Sec-Fetch-Site": "cross-site"})
+    other_origin = local.post("/api/retrain", json={}, headers={"Origin": "http://127.0.0.1:8501"})
+    assert [r.status_code for r in (form, no_cors, fetch, other_origin)] == [403, 415, 403, 403]
+    assert "cross-site" in fetch.json()["detail"] and "JSON" in no_cors.json()["detail"]
+    assert env.store.current().active_run_id == ""  # none of them started a run
+    # The UI (server-side, no Origin) and local scripts send JSON: accepted, as is a same-origin page.
+    assert local.post("/api/retrain", json={}, headers={"Origin": "http://127.0.0.1:7071"}).status_code == 202
 
 
 def test_through_the_functions_host_path_the_host_did_the_auth(env: ControlEnv) -> None:

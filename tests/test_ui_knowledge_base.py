@@ -207,7 +207,7 @@ def test_retrain_button_queues_a_run(page: AppTest, control_plane: ControlPlane,
 def test_retrain_refusal_is_shown_as_the_apis_reason(page: AppTest) -> None:
     page.run()
     page.button[0].click().run()
-    assert "inputs/ holds no recorded document; upload a PDF first" in _texts(page, "error")
+    assert "inputs/ holds no document to train on; upload a PDF first" in _texts(page, "error")
 
 
 def test_api_down_is_a_readable_message(monkeypatch: pytest.MonkeyPatch) -> None:
