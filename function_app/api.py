@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 
-from function_app import services
+from function_app import services, uploads
 from function_app.orchestrator import NoDocuments, RunActive
 from function_app.status_store import Run
 
@@ -125,6 +125,15 @@ def list_documents(svc: services.Services = Depends(get_services)) -> dict:
         doc["first_run"] = {"id": first, "state": states.get(first)} if first else None
         documents.append(doc)
     return {"documents": documents}
+
+
+@api.delete("/api/documents/{name:path}", dependencies=[Depends(require_caller_allowed)])
+def delete_document(name: str, svc: services.Services = Depends(get_services)) -> dict:
+    """Delete the upload inputs/<name>: no later run trains on it, and its cached text is purged."""
+    if name not in svc.store.known_blobs() and name not in {p["name"] for p in svc.store.problems()}:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {name!r} in inputs/; GET /api/documents lists them")
+    uploads.delete(svc.store, svc.container, name, datetime.now(timezone.utc))
+    return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 
 
 @api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_caller_allowed)])

@@ -110,6 +110,15 @@ def remove(store: StatusStore, container: ContainerClient, name: str, now: datet
     return "removed"
 
 
+def delete(store: StatusStore, container: ContainerClient, name: str, now: datetime) -> str:
+    """Delete the upload itself (the API's and UI's delete), then forget it as a removal made elsewhere."""
+    try:
+        container.delete_blob(INPUTS + name)
+    except ResourceNotFoundError:
+        pass  # already gone: removing the record is all that is left
+    return remove(store, container, name, now)
+
+
 def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[str, str]:
     """Follow inputs/: record every blob whose name and ETag are not in the table yet (missed events),
     and mark removed the recorded ones no longer there (deleted or renamed elsewhere)."""

@@ -1,10 +1,11 @@
-"""Client of the control plane's HTTP API (function_app): status, runs, documents, retrain.
+"""Client of the control plane's HTTP API (function_app): status, runs, documents (and deleting one), retrain.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -35,6 +36,9 @@ class ControlPlaneClient:
 
     def retrain(self) -> dict[str, Any]:
         return self._request("POST", "/api/retrain", json={})
+
+    def delete_document(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/documents/{quote(name)}")
 
     def _request(self, method: str, path: str, **body: Any) -> Any:
         url = self.base_url + path
