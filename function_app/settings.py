@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-# Storage connection used by the blob trigger and by our own clients. Locally a connection string
+# Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
 # __tableServiceUri with the Function's managed identity.
 STORAGE_CONNECTION = "DataStorage"
@@ -18,8 +18,6 @@ STORAGE_CONNECTION = "DataStorage"
 class Settings:
     data_container: str = "gpt2-training-data"
     status_table: str = "pipelinestatus"
-    # EventGrid in Azure; LogsAndContainerScan (polling) with Azurite, which has no Event Grid.
-    blob_trigger_source: str = "LogsAndContainerScan"
     timer_schedule: str = "0 */1 * * * *"
     debounce_seconds: int = 60
     pipeline_backend: str = "local"  # local | aml

@@ -1,4 +1,4 @@
-"""Recording uploads under inputs/: from a blob trigger event, or by scanning for missed ones."""
+"""Following uploads under inputs/: from the storage account's blob events, or by scanning for missed ones."""
 from __future__ import annotations
 
 import hashlib
@@ -117,6 +117,31 @@ def delete(store: StatusStore, container: ContainerClient, name: str, now: datet
     except ResourceNotFoundError:
         pass  # already gone: removing the record is all that is left
     return remove(store, container, name, now)
+
+
+# Event Grid's subject for a blob event (Microsoft.Storage.BlobCreated / BlobDeleted, Event Grid schema).
+_SUBJECT = "/blobServices/default/containers/{container}/blobs/"
+CREATED, DELETED = "Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"
+
+
+def follow_event(store: StatusStore, container: ContainerClient, container_name: str, event_type: str, subject: str,
+                 now: datetime) -> str:
+    """One blob event: an upload under inputs/ is recorded (or reported as a problem, see record), a deleted
+    one marked removed. Events outside inputs/ are ignored; anything missed is found by the next scan."""
+    try:
+        name = input_name(subject.removeprefix(_SUBJECT.format(container=container_name)), container_name)
+    except ValueError as e:
+        log.info("ignoring %s for %s: %s", event_type, subject, e)
+        return "ignored"
+    if event_type == CREATED:
+        return record(store, container, name, now)
+    if event_type == DELETED:
+        # Events may arrive out of order: a name uploaded again since this delete stays recorded.
+        if container.get_blob_client(INPUTS + name).exists():
+            return record(store, container, name, now)
+        return remove(store, container, name, now)
+    log.info("ignoring event %s for %s", event_type, subject)
+    return "ignored"
 
 
 def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[str, str]:

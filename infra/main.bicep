@@ -187,8 +187,6 @@ var functionAppSettings = {
   DataStorage__tableServiceUri: storage.outputs.tableEndpoint
   DATA_CONTAINER: dataContainerName
   STATUS_TABLE: statusTableName
-  // Flex Consumption supports only the Event Grid source for blob triggers.
-  BLOB_TRIGGER_SOURCE: 'EventGrid'
   TIMER_SCHEDULE: timerSchedule
   DEBOUNCE_SECONDS: string(debounceSeconds)
   PIPELINE_BACKEND: 'aml'

@@ -14,7 +14,7 @@ from function_app import functions, run_states as rs, services
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, make_env
-from tests.function_index import indexed_functions
+from tests.function_index import blob_event, indexed_functions
 
 
 @pytest.fixture
@@ -25,10 +25,9 @@ def env(azurite_connection: str, monkeypatch: pytest.MonkeyPatch) -> ControlEnv:
     return env
 
 
-def _blob_event(env: ControlEnv, name: str) -> None:
-    """What the host does on a blob trigger: call the function with an InputStream."""
-    data = env.container.download_blob(f"inputs/{name}").readall()
-    functions.record_upload(func.blob.InputStream(data=data, name=f"{env.settings.data_container}/inputs/{name}", length=len(data)))
+def _blob_event(env: ControlEnv, name: str, event_type: str = "Microsoft.Storage.BlobCreated") -> None:
+    """What the host does on a blob event from Event Grid: call the function with the event."""
+    functions.follow_uploads(blob_event(env.settings.data_container, name, event_type))
 
 
 async def _through_the_host(method: str, path: str, body: bytes = b"") -> func.HttpResponse:
@@ -46,6 +45,21 @@ def test_blob_events_record_uploads_idempotently(env: ControlEnv) -> None:
     _blob_event(env, "a.pdf")  # at-least-once delivery: the same event again
     docs = TestClient(api).get("/api/documents").json()["documents"]
     assert [(d["name"], d["state"]) for d in docs] == [("a.pdf", "waiting for the next run")]
+
+
+def test_blob_deleted_events_mark_the_document_removed(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.upload("b.pdf", b"%PDF-1.4 b")
+    _blob_event(env, "a.pdf")
+    _blob_event(env, "b.pdf")
+    env.container.delete_blob("inputs/a.pdf")
+    _blob_event(env, "a.pdf", "Microsoft.Storage.BlobDeleted")
+    env.upload("b.pdf", b"%PDF-1.4 b again")  # deleted and uploaded again: the late delete event changes nothing
+    _blob_event(env, "b.pdf", "Microsoft.Storage.BlobDeleted")
+    docs = TestClient(api).get("/api/documents").json()["documents"]
+    assert [(d["name"], d["version"]) for d in docs] == [("b.pdf", 2)]
+    functions.follow_uploads(blob_event("other-container", "c.pdf"))  # not ours: ignored
+    assert env.store.document_names() == ["b.pdf"]
 
 
 def test_timer_advances_runs_and_the_api_reports_them(env: ControlEnv) -> None:
