@@ -56,6 +56,25 @@ class Settings:
     # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
     # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
     snapshot_retention: int = 5
+    # Limits, each reported by name when hit (preprocess.py / train.py options of the same names): text kept
+    # per document (longer is cut), per snapshot (documents past it are left out), characters of text per
+    # byte of PDF (more is a decompression bomb: no text); training steps and seconds (0 = no limit).
+    preprocess_max_document_chars: int = 10_000_000
+    preprocess_max_corpus_chars: int = 200_000_000
+    preprocess_max_chars_per_byte: int = 100
+    train_max_steps: int = 0
+    train_max_wall_s: int = 0
+
+    def preprocess_limits(self) -> dict[str, int]:
+        """The preprocess component's limit inputs."""
+        return {"max_document_chars": self.preprocess_max_document_chars,
+                "max_corpus_chars": self.preprocess_max_corpus_chars,
+                "max_chars_per_byte": self.preprocess_max_chars_per_byte}
+
+    def train_limits(self) -> dict[str, int]:
+        """The train component's limit inputs that are set (0 = unset: no limit)."""
+        return {name: value for name, value in (("max_steps", self.train_max_steps),
+                                                ("max_wall_s", self.train_max_wall_s)) if value}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

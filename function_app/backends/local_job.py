@@ -32,6 +32,7 @@ class JobSpec:
     run_id: str
     container: str
     processed_dir: str  # persistent across jobs, like AML's read-write mount of processed/
+    preprocess_inputs: dict = field(default_factory=dict)
     train_inputs: dict = field(default_factory=dict)
     evaluate_inputs: dict = field(default_factory=dict)
 
@@ -149,7 +150,8 @@ def run(job_dir: Path) -> None:
             drop_deleted(container, PROCESSED, processed)
         download_tree(container, PROCESSED, processed, only_missing=True)
         log.info("%d documents from %s/%s (%d skipped)", count, spec.container, INPUTS, len(skipped))
-        run_step(job_dir, "preprocess", {"documents": str(documents)}, {"processed": str(processed)}, env)
+        run_step(job_dir, "preprocess", {"documents": str(documents), **spec.preprocess_inputs},
+                 {"processed": str(processed)}, env)
         log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
 
         set_state(job_dir, "Training")
