@@ -8,18 +8,15 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
-from function_app import manifests, run_states as rs, services
+from function_app import manifests, run_states as rs
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.control_env import ControlEnv, make_env
+from tests.control_env import ControlEnv, api_env  # noqa: F401 - fixture
 
 
 @pytest.fixture
-def env(azurite_connection: str, monkeypatch: pytest.MonkeyPatch) -> ControlEnv:  # noqa: F811
-    env = make_env(azurite_connection, debounce_seconds=0, local_api_key="s3cret")
-    svc = services.Services(env.settings, env.store, env.container, env.backend, env.orchestrator)
-    monkeypatch.setattr(services, "get", lambda: svc)
-    return env
+def env(api_env: ControlEnv) -> ControlEnv:
+    return api_env
 
 
 KEY = {"x-functions-key": "s3cret"}
