@@ -148,13 +148,16 @@ def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[
     """Follow inputs/: record every blob whose name and ETag are not in the table yet (missed events),
     and mark removed the recorded ones no longer there (deleted or renamed elsewhere)."""
     known = store.known_blobs()
-    problems = {p["name"] for p in store.problems()}
+    problems = {p["name"]: p["etag"] for p in store.problems()}
     outcomes, listed = {}, set()
     for props in container.list_blobs(name_starts_with=INPUTS):
-        name = props.name.removeprefix(INPUTS)
+        name, etag = props.name.removeprefix(INPUTS), props.etag.strip('"')
         listed.add(name)
-        if name and known.get(name) != props.etag.strip('"'):
-            outcomes[name] = record(store, container, name, now, props.etag.strip('"'))
+        if not name or known.get(name) == etag:
+            continue
+        if problems.get(name) == etag and unusable_name(name):
+            continue  # reported already; only a rename (a new blob) can change that
+        outcomes[name] = record(store, container, name, now, etag)
     for name in sorted(known.keys() - listed):
         try:
             # Listed before an upload the trigger recorded meanwhile? Only a blob really gone is removed.
@@ -162,6 +165,6 @@ def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[
                 outcomes[name] = remove(store, container, name, now)
         except Exception:  # noqa: BLE001 - retried by the next scan; the others go on
             log.exception("could not mark %s removed", name)
-    for name in problems - listed:
+    for name in problems.keys() - listed:
         store.clear_problem(name)
     return outcomes

@@ -36,9 +36,13 @@ async def _through_the_host(method: str, path: str, body: bytes = b"") -> func.H
     return await http(request, context)
 
 
-def test_blob_events_record_uploads_idempotently(env: ControlEnv) -> None:
+def test_blob_events_record_uploads_idempotently(env: ControlEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.upload("a.pdf", b"%PDF-1.4 a")
+    downloads = []
+    real_download = env.container.download_blob
+    monkeypatch.setattr(env.container, "download_blob", lambda name, **kw: downloads.append(name) or real_download(name, **kw))
     _blob_event(env, "a.pdf")
+    assert downloads == ["inputs/a.pdf"]  # the event brings no bytes; one streamed read hashes the blob
     _blob_event(env, "a.pdf")  # at-least-once delivery: the same event again
     docs = TestClient(api).get("/api/documents").json()["documents"]
     assert [(d["name"], d["state"]) for d in docs] == [("a.pdf", "waiting for the next run")]
