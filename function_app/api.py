@@ -131,7 +131,9 @@ def list_documents(svc: services.Services = Depends(get_services)) -> dict:
 def delete_document(name: str, svc: services.Services = Depends(get_services)) -> dict:
     """Delete the upload inputs/<name>: no later run trains on it, and its cached text is purged."""
     if name not in svc.store.known_blobs() and name not in {p["name"] for p in svc.store.problems()}:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {name!r} in inputs/; GET /api/documents lists them")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no document {name!r} in inputs/; GET /api/documents lists them"
+        )
     uploads.delete(svc.store, svc.container, name, datetime.now(timezone.utc))
     return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 

@@ -50,7 +50,7 @@ def unusable_name(name: str) -> str | None:
     segments = name.split("/")
     if any(s in ("", ".", "..") for s in segments):
         return (
-            f"its name has an empty, '.' or '..' path segment, which could point outside the input folder; "
+            "its name has an empty, '.' or '..' path segment, which could point outside the input folder; "
             "rename the blob (e.g. to inputs/<name>.pdf)"
         )
     longest = max(segments, key=lambda s: len(s.encode("utf-8")))

@@ -94,7 +94,9 @@ class _Progress:
         )
 
 
-def _resolve(files: list[InputFile], cache: ExtractionCache, limits: Limits, progress: _Progress) -> dict[str, _Resolved]:
+def _resolve(
+    files: list[InputFile], cache: ExtractionCache, limits: Limits, progress: _Progress
+) -> dict[str, _Resolved]:
     """Each file's result by name: known now (not a PDF, cached) or pending extraction.
 
     Files with the same content share one _Resolved, so identical uploads are extracted once.

@@ -63,7 +63,9 @@ def inside(target: Path, relative: str) -> Path | None:
     return path if path != root and path.is_relative_to(root) else None
 
 
-def download_tree(container: ContainerClient, prefix: str, target: Path, only_missing: bool) -> tuple[int, dict[str, str]]:
+def download_tree(
+    container: ContainerClient, prefix: str, target: Path, only_missing: bool
+) -> tuple[int, dict[str, str]]:
     """Copy every blob under `prefix` into `target`. One blob at a time: a blob that cannot be copied
     (a name that leaves the folder, a failing read) is skipped and returned with the reason."""
     count, skipped = 0, {}
