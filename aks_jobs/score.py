@@ -1,59 +1,72 @@
-"""AML scoring script (azmlinfsrv): init() loads the model from AZUREML_MODEL_DIR, run() generates text.
+"""AML scoring script (azmlinfsrv): init() loads the model from AZUREML_MODEL_DIR, run() answers one request.
 
 The server calls run() from many threads at once (gunicorn --threads, see function_app/backends/scoring_server.py);
-each hands its request to one batcher that decodes the requests waiting at that moment in one batched loop.
+each validates its own request, then follows its tokens while one engine thread decodes every running request
+together (continuous batching, lm.batcher). What each request gets is decided in lm.scoring_service.
 
 POST /score {"prompt": "Once upon" | [..], "max_new_tokens": 50, "temperature": 0.7, "top_k": 50,
-             "top_p": 0.95, "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": true, "seed": 7}
+             "top_p": 0.95, "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": true, "seed": 7,
+             "stop": ["\\n"], "history": ["earlier turn", ...], "stream": false}
 -> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version"}, "usage": {...}, "parameters": {...}}
--> 400 {"message": "...", "field": "<the bad field>"} for any client mistake.
+-> 200 text/event-stream with "stream": true: `data: {"index", "prompt", "sequence", "text"}` per piece of text,
+   then `event: done` with the JSON answer above
+-> 400 {"message": "...", "field": "<the bad field>"} for any client mistake
+-> 503 with Retry-After when the server is full or the answer missed its deadline.
 """
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
-from functools import partial
+from collections.abc import Callable
 
 # azmlinfsrv loads this file by path, so its folder is not importable unless we add it.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import flask  # noqa: E402
 from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: E402
 
-from lm.batcher import Batcher  # noqa: E402
-from lm.generation import (MAX_SEQUENCES, Completion, GenerationRequest, RequestError, generate,  # noqa: E402
-                           parse_request)
-from lm.serving_model import ServingModel, load_serving_model  # noqa: E402
+from lm.scoring_service import ScoringService  # noqa: E402
+from lm.serving_limits import ServingLimits  # noqa: E402
+from lm.serving_model import cached_forward, load_serving_model  # noqa: E402
 
 # A child of the server's own logger, so lines reach its configured handlers (the root logger has none).
 logger = logging.getLogger("azmlinfsrv.score")
 
-_served: ServingModel | None = None
-_batcher: Batcher[GenerationRequest, Completion] | None = None
+_service: ScoringService | None = None
 
 
 def init() -> None:
-    global _served, _batcher
-    _served = load_serving_model()
-    _batcher = Batcher(partial(generate, _served.model, _served.tokenizer),
-                       rows_of=lambda request: request.rows, max_rows=MAX_SEQUENCES)
-    logger.info("serving %s version %s from %s on %s", _served.name, _served.version, _served.folder,
-                _served.model.device)
+    global _service
+    served = load_serving_model()
+    limits = ServingLimits.for_device(served.model.device.type)
+    _service = ScoringService(served, cached_forward(served, limits.max_rows), limits)
+    logger.info("serving %s version %s from %s on %s with %s", served.name, served.version, served.folder,
+                served.model.device, limits)
 
 
-def run(raw: str) -> AMLResponse:
+def run(raw: str) -> flask.Response:
     """`raw` is the request body as text: azmlinfsrv decodes it as UTF-8 and passes it unparsed."""
-    try:
-        request = parse_request(raw)
-        completion = _batcher.submit(request)
-    except RequestError as err:
-        logger.info("rejected request: %s", err)
-        return AMLResponse(err.to_json(), 400, json_str=True)
-    # Anything else propagates (to every request of a failed batch): azmlinfsrv logs the traceback and answers
-    # 500; the batcher and the worker keep serving.
-    return AMLResponse({
-        "generations": completion.generations,
-        "model": {"name": _served.name, "version": _served.version},
-        "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
-        "parameters": request.parameters(),
-    }, 200, json_str=True)
+    reply = _service.reply(raw, _client_gone_check())
+    if reply.events is not None:
+        return flask.Response(reply.events, status=reply.status, headers=reply.headers,
+                              mimetype="text/event-stream")
+    return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)
+
+
+def _client_gone_check() -> Callable[[], bool]:
+    """Whether the client has closed its connection: gunicorn hands the socket to the app in the WSGI environ."""
+    sock = flask.request.environ.get("gunicorn.socket") if flask.has_request_context() else None
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""  # b"": the peer closed
+        except BlockingIOError:
+            return False  # open, nothing sent: the client is waiting
+        except OSError:
+            return True
+
+    return gone

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from function_app.backends.scoring_server import server_env
+from function_app.backends.scoring_server import local_server_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPT = REPO_ROOT / "aks_jobs" / "score.py"
@@ -41,8 +41,8 @@ def running_scoring_server(model_dir: Path | str, port: int | None = None, *,
     port = port or free_port()
     azmlinfsrv = Path(sys.executable).parent / "azmlinfsrv"
     process_env = {**os.environ,
-                  # Parallel test servers would all share gunicorn's default $HOME/.gunicorn/gunicorn.ctl.
-                  **server_env("--no-control-socket"),
+                  # Loopback only; parallel test servers must not share $HOME/.gunicorn/gunicorn.ctl.
+                  **local_server_env(),
                   **(env or {}),
                   # The server reads a config.json from its app root: keep that root away from model folders.
                   "AML_APP_ROOT": str(REPO_ROOT)}

@@ -155,10 +155,13 @@ def test_deployment_serves_the_registered_model_with_score_py():
     # A custom image must still tell AML where azmlinfsrv listens (declared in aks_jobs/environment.yml).
     assert spec["environment"]["inference_config"]["scoring_route"] == {"port": 5001, "path": "/score"}
     assert (spec["instance_type"], spec["instance_count"]) == ("cpu-small", 1)
-    # One threaded server process: concurrent requests reach it together and share decode batches.
+    # One threaded server process: concurrent requests reach it together and share decode steps; it takes 48
+    # at once (threads to spare for the probes) and answers within the endpoint's timeout. It must listen on
+    # every interface in its container (no loopback config), unlike local servers.
     assert spec["environment_variables"] == {"MODEL_NAME": "gpt2-pdf", "MODEL_VERSION": "12", "WORKER_COUNT": "1",
-                                             "GUNICORN_CMD_ARGS": "--threads 32"}
-    assert spec["request_settings"] == {"request_timeout_ms": 60000, "max_concurrent_requests_per_instance": 32}
+                                             "GUNICORN_CMD_ARGS": "--threads 64", "SCORING_MAX_REQUESTS": "48",
+                                             "SCORING_REQUEST_TIMEOUT_S": "55"}
+    assert spec["request_settings"] == {"request_timeout_ms": 60000, "max_concurrent_requests_per_instance": 48}
     assert spec["liveness_probe"]["initial_delay"] == 60 and spec["liveness_probe"]["failure_threshold"] == 30
     assert spec["readiness_probe"]["initial_delay"] == 30
     assert spec["tags"] == {"run_id": "run-7", "model_name": "gpt2-pdf", "model_version": "12"}

@@ -1,22 +1,23 @@
-"""Concurrent requests share decode batches (in-process and through the real azmlinfsrv), and each still gets
-exactly its own answer: its settings, its count of generations, its error."""
+"""Continuous batching: requests join the running batch at the next step and leave when done, each still gets
+exactly its own answer (settings, seeds, errors), and the engine is bounded (in-process and through the real
+azmlinfsrv)."""
 from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from lm.batcher import Batcher
-from lm.generation import MAX_SEQUENCES, Completion, GenerationRequest, RequestError, generate, parse_request
+from lm.batcher import Engine, Job, JobFailed, Overloaded
+from lm.decoding import ContinuousDecoder
+from lm.generation import RowText, completion, eos_ids, generate, prepare
+from lm.kv_forward import Gpt2CachedForward
+from lm.scoring_request import parse_request
 from lm.serving_model import ServingModel, load_serving_model
+from gated_forward import GatedForward
 from scoring_server import running_scoring_server
 from tiny_model import make_tiny_model
 
@@ -33,98 +34,125 @@ def served(tiny_model_dir) -> ServingModel:
     return load_serving_model({"AZUREML_MODEL_DIR": str(tiny_model_dir)})
 
 
-def request(prompt: str | list[str], **settings) -> GenerationRequest:
+def request(prompt: str | list[str], **settings):
     return parse_request(json.dumps({"prompt": prompt, "max_new_tokens": 8, **settings}))
 
 
-class HeldBatches:
-    """generate() on the real model, each batch recorded; the first waits until the test releases it, so the
-    test decides what queues up meanwhile (no reliance on timing)."""
-
-    def __init__(self, run: Callable[[list[GenerationRequest]], list]) -> None:
-        self.run = run
-        self.batches: list[list[GenerationRequest]] = []
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, requests: list[GenerationRequest]) -> list:
-        self.batches.append(requests)
-        self.started.set()
-        assert self.release.wait(timeout=60), "the test never released the first batch"
-        return self.run(requests)
+def engine_for(served: ServingModel, slots: int = 8, max_requests: int = 8, **gate) -> tuple[Engine, GatedForward]:
+    gated = GatedForward(Gpt2CachedForward(served.model, slots), **gate)
+    return Engine(ContinuousDecoder(gated, eos_ids(served.model)), max_requests=max_requests), gated
 
 
-def queue_behind_a_held_batch(batcher: Batcher, held: HeldBatches, requests: list[GenerationRequest],
-                              pool: ThreadPoolExecutor) -> list[Future]:
-    """Submit `requests` from threads while a first request's batch is held, then let everything run."""
-    first = pool.submit(batcher.submit, request("x"))
-    assert held.started.wait(timeout=60)
-    futures = [pool.submit(batcher.submit, r) for r in requests]
-    deadline = time.monotonic() + 60
-    while batcher.waiting < len(requests):  # every thread has queued its request
-        assert time.monotonic() < deadline, f"only {batcher.waiting} of {len(requests)} requests queued"
-        time.sleep(0.01)
-    held.release.set()
-    assert isinstance(first.result(timeout=60), Completion)
-    return futures
+def texts_of(served: ServingModel, job: Job, prepared) -> list[list[str]]:
+    """Read a job's tokens to the end, as a request's thread does."""
+    rows = [RowText(served.tokenizer, prepared.request.stop) for _ in prepared.rows]
+    for row, token, finished in job.tokens(timeout_s=60):
+        rows[row].add(token)
+        if finished:
+            rows[row].finish()
+    return completion(prepared, rows).generations
 
 
-def test_concurrent_requests_share_one_batch_and_get_their_own_answers(served):
-    held = HeldBatches(partial(generate, served.model, served.tokenizer))
-    batcher = Batcher(held, rows_of=lambda r: r.rows, max_rows=MAX_SEQUENCES)
-    requests = [request(PROMPTS, seed=1, num_return_sequences=3),
-                request("Diogo is", do_sample=False, max_new_tokens=12, repetition_penalty=1.3),
-                request(PROMPTS[1], seed=2, top_k=0, top_p=0.8, temperature=1.4, max_new_tokens=20),
-                request(PROMPTS * 4, seed=3, num_return_sequences=2, top_k=1)]
-    with ThreadPoolExecutor(len(requests) + 1) as pool:
-        answers = [future.result(timeout=120) for future in queue_behind_a_held_batch(batcher, held, requests, pool)]
-
-    assert batcher.batches == 2 and [len(batch) for batch in held.batches] == [1, len(requests)]
-    for req, answer in zip(requests, answers):
-        assert [len(texts) for texts in answer.generations] == [req.num_return_sequences] * len(req.prompts)
-        assert answer.generations == generate(served.model, served.tokenizer, [req])[0].generations  # as alone
-
-
-def test_an_error_reaches_only_its_request(served):
-    held = HeldBatches(partial(generate, served.model, served.tokenizer))
-    batcher = Batcher(held, rows_of=lambda r: r.rows, max_rows=MAX_SEQUENCES)
-    requests = [request("Diogo is", seed=5), request(["ok", "fox " * 200]), request(PROMPTS, do_sample=False)]
-    with ThreadPoolExecutor(len(requests) + 1) as pool:
-        good, too_long, also_good = queue_behind_a_held_batch(batcher, held, requests, pool)
-        assert isinstance(good.result(timeout=120), Completion)
-        assert isinstance(too_long.exception(timeout=120), RequestError)
-        assert too_long.exception().field == "prompt[1]"
-        assert len(also_good.result(timeout=120).generations) == 2
-    assert batcher.batches == 2
+def test_a_request_joins_the_running_batch_and_leaves_when_done(served):
+    engine, gated = engine_for(served)
+    long = prepare(served.tokenizer, request(PROMPTS[0], do_sample=False, max_new_tokens=30), 128)
+    short = prepare(served.tokenizer, request(PROMPTS, seed=4, num_return_sequences=2, max_new_tokens=5), 128)
+    long_job = engine.submit(long.rows)
+    gated.go.release(3)
+    gated.wait_for_steps(4)  # the 4th step waits, its rows fixed
+    short_job = engine.submit(short.rows)  # arrives while the long one runs
+    gated.go.release(1000)
+    for job, prepared in ((short_job, short), (long_job, long)):
+        alone = generate(served.model, served.tokenizer, [prepared.request])[0].generations
+        assert texts_of(served, job, prepared) == alone
+    # Alone, then with the four short rows for their 4 fed steps (the 5th token needs no forward), then alone
+    # again: the short request neither waited for the long one nor kept it waiting.
+    assert gated.step_rows == [1] * 4 + [5] * 4 + [1] * (29 - 8)
 
 
-def test_an_unexpected_failure_fails_its_batch_and_the_batcher_serves_on(served):
-    def fails_on_boom(requests: list[GenerationRequest]) -> list:
-        if any("boom" in r.prompts for r in requests):
-            raise RuntimeError("decoding broke")
-        return generate(served.model, served.tokenizer, requests)
+def test_a_seeded_request_gives_the_same_text_alone_or_joining_any_batch(served):
+    seeded = request(PROMPTS, seed=7, num_return_sequences=3, max_new_tokens=20, temperature=1.2, top_k=0,
+                     top_p=0.9, repetition_penalty=1.2)
+    alone = generate(served.model, served.tokenizer, [seeded])[0].generations
+    engine, gated = engine_for(served, slots=12)
+    neighbour = prepare(served.tokenizer, request("The quick brown fox " * 3, seed=1, max_new_tokens=40), 128)
+    neighbour_job = engine.submit(neighbour.rows)
+    gated.go.release(5)
+    gated.wait_for_steps(6)
+    prepared = prepare(served.tokenizer, seeded, 128)
+    job = engine.submit(prepared.rows)
+    gated.go.release(1000)
+    assert texts_of(served, job, prepared) == alone
+    texts_of(served, neighbour_job, neighbour)
 
-    held = HeldBatches(fails_on_boom)
-    batcher = Batcher(held, rows_of=lambda r: r.rows, max_rows=MAX_SEQUENCES)
-    with ThreadPoolExecutor(3) as pool:
-        futures = queue_behind_a_held_batch(batcher, held, [request("boom"), request("Diogo is")], pool)
-        for future in futures:
-            assert isinstance(future.exception(timeout=120), RuntimeError)
-    assert isinstance(batcher.submit(request("Diogo is")), Completion)
-    assert batcher.batches == 3
+
+def test_queued_requests_wait_for_free_slots_in_arrival_order_and_the_queue_is_bounded(served):
+    engine, gated = engine_for(served, slots=4, max_requests=3)
+    first = prepare(served.tokenizer, request(PROMPTS, do_sample=False, max_new_tokens=10), 128)  # 2 slots
+    three = prepare(served.tokenizer, request(PROMPTS[0], seed=1, num_return_sequences=3), 128)  # 3 slots
+    one = prepare(served.tokenizer, request("x", do_sample=False, max_new_tokens=3), 128)  # would fit now
+    jobs = [engine.submit(first.rows), engine.submit(three.rows), engine.submit(one.rows)]
+    with pytest.raises(Overloaded):
+        engine.submit(one.rows)
+    gated.go.release(1000)
+    for job, prepared in zip(jobs, (first, three, one)):
+        texts_of(served, job, prepared)
+    # The 3-slot request waits for the first to finish; the 1-slot one does not overtake it.
+    assert gated.step_rows[:9] == [2] * 9 and max(gated.step_rows[9:]) == 4
+    assert engine.in_flight == 0
+    engine.submit(one.rows)  # room again
 
 
-def test_batches_hold_at_most_max_rows_in_arrival_order(served):
-    held = HeldBatches(partial(generate, served.model, served.tokenizer))
-    batcher = Batcher(held, rows_of=lambda r: r.rows, max_rows=MAX_SEQUENCES)
-    forty, thirty, twenty = (request(["fox"] * prompts, num_return_sequences=sequences, max_new_tokens=2)
-                             for prompts, sequences in ((20, 2), (10, 3), (20, 1)))
-    with ThreadPoolExecutor(4) as pool:
-        futures = queue_behind_a_held_batch(batcher, held, [forty, thirty, twenty], pool)
-        answers = [future.result(timeout=120).generations for future in futures]
-    assert [sum(len(texts) for texts in generations) for generations in answers] == [40, 30, 20]
-    # 40 + 30 rows exceed 64: the thirty waits for the next batch, and the twenty goes with it, not before it.
-    assert [[r.rows for r in batch] for batch in held.batches] == [[1], [40], [30, 20]]
+def test_a_cancelled_request_is_dropped_at_the_next_step(served):
+    engine, gated = engine_for(served)
+    gone = prepare(served.tokenizer, request(PROMPTS[0], do_sample=False, max_new_tokens=100), 128)
+    staying = prepare(served.tokenizer, request(PROMPTS[1], do_sample=False, max_new_tokens=12), 128)
+    gone_job = engine.submit(gone.rows)
+    gated.go.release(2)
+    gated.wait_for_steps(3)
+    gone_job.cancel()
+    staying_job = engine.submit(staying.rows)
+    gated.go.release(1000)
+    assert texts_of(served, staying_job, staying) == \
+        generate(served.model, served.tokenizer, [staying.request])[0].generations
+    assert len(gated.step_rows) <= 3 + 12 and engine.in_flight == 0  # the cancelled one ran no further
+
+
+def test_a_request_that_fails_to_start_fails_alone(served):
+    bad = prepare(served.tokenizer, request("boom", do_sample=False), 128)
+    engine, gated = engine_for(served, fail_prefill=bad.rows[0].prompt)
+    good = prepare(served.tokenizer, request(PROMPTS, seed=3), 128)
+    bad_job, good_job = engine.submit(bad.rows), engine.submit(good.rows)
+    gated.go.release(1000)
+    with pytest.raises(JobFailed, match="breaks the model"):
+        list(bad_job.tokens(timeout_s=60))
+    assert texts_of(served, good_job, good) == generate(served.model, served.tokenizer, [good.request])[0].generations
+
+
+def test_a_failing_step_fails_the_running_requests_and_the_engine_serves_on(served):
+    engine, gated = engine_for(served)
+    running = prepare(served.tokenizer, request(PROMPTS, seed=3), 128)
+    job = engine.submit(running.rows)
+    gated.fail_step = True
+    gated.go.release(1)
+    with pytest.raises(JobFailed, match="broke mid-step"):
+        list(job.tokens(timeout_s=60))
+    gated.fail_step = False
+    gated.go.release(1000)
+    assert texts_of(served, engine.submit(running.rows), running) == \
+        generate(served.model, served.tokenizer, [running.request])[0].generations
+
+
+def test_the_cache_is_static_and_steps_read_only_the_positions_reached(served):
+    forward = Gpt2CachedForward(served.model, slots=3)
+    buffers = [cache.data_ptr() for cache in (*forward.keys, *forward.values)]
+    decoder = ContinuousDecoder(forward, eos_ids(served.model))
+    prepared = prepare(served.tokenizer, request(PROMPTS + ["x"], do_sample=False, max_new_tokens=6), 128)
+    decoder.add(prepared.rows)
+    while decoder.running:
+        decoder.step()
+    assert [cache.data_ptr() for cache in (*forward.keys, *forward.values)] == buffers
+    assert forward.keys[0].shape == (3, served.model.config.n_head, 128, served.model.config.n_embd // 2)
 
 
 @pytest.mark.slow

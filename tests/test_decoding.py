@@ -11,7 +11,8 @@ from transformers.generation.logits_process import (RepetitionPenaltyLogitsProce
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
 from lm.decoding import Row, Settings, draw, penalize, warp
-from lm.generation import Completion, RequestError, generate, parse_request
+from lm.generation import Completion, generate
+from lm.scoring_request import RequestError, parse_request
 from lm.serving_model import ServingModel, load_serving_model
 from tiny_model import make_tiny_model
 

@@ -9,14 +9,17 @@ import httpx
 import pytest
 
 import score
-from lm.generation import MAX_PROMPTS, MAX_SEED, RequestError, parse_request
+from lm.scoring_request import MAX_SEED, RequestError, parse_request
+from lm.serving_limits import ServingLimits
 from lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
+from score_script import call, init_score
 from scoring_server import ScoringServerError, running_scoring_server
 from tiny_model import make_tiny_model
 
 DESIGN_DEFAULTS = {"max_new_tokens": 50, "temperature": 0.7, "top_k": 50, "top_p": 0.95,
-                   "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": True}
+                   "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": True, "stop": []}
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the"]  # different lengths: left padding matters
+CPU = ServingLimits.for_device("cpu")  # the tests' server runs on the CPU
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +29,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AZUREML_MODEL_DIR", str(tiny_model_dir))
-        score.init()
-    return score._served
-
-
-def call(body) -> tuple[int, dict]:
-    response = score.run(body if isinstance(body, str) else json.dumps(body))
-    return response.status_code, json.loads(response.get_data())
+    return init_score(tiny_model_dir)
 
 
 BAD_REQUESTS = [
@@ -49,12 +44,12 @@ BAD_REQUESTS = [
     ({"prompt": 5}, "prompt"),
     ({"prompt": {"text": "hi"}}, "prompt"),
     ({"prompt": []}, "prompt"),
-    ({"prompt": ["x"] * (MAX_PROMPTS + 1)}, "prompt"),
+    ({"prompt": ["x"] * (CPU.max_prompts + 1)}, "prompt"),
     ({"prompt": ["ok", 3]}, "prompt[1]"),
     ({"prompt": ["ok", ""]}, "prompt[1]"),
     ({"prompt": "hi", "max_tokens": 5}, "max_tokens"),
     ({"prompt": "hi", "max_new_tokens": 0}, "max_new_tokens"),
-    ({"prompt": "hi", "max_new_tokens": 513}, "max_new_tokens"),
+    ({"prompt": "hi", "max_new_tokens": CPU.max_new_tokens + 1}, "max_new_tokens"),
     ({"prompt": "hi", "max_new_tokens": True}, "max_new_tokens"),
     ({"prompt": "hi", "max_new_tokens": "5"}, "max_new_tokens"),
     ({"prompt": "hi", "max_new_tokens": 5.0}, "max_new_tokens"),
@@ -76,10 +71,10 @@ BAD_REQUESTS = [
     ({"prompt": "hi", "repetition_penalty": 1e-300}, "repetition_penalty"),
     ({"prompt": "hi", "repetition_penalty": 11}, "repetition_penalty"),
     ({"prompt": "hi", "num_return_sequences": 0}, "num_return_sequences"),
-    ({"prompt": "hi", "num_return_sequences": 9}, "num_return_sequences"),
+    ({"prompt": "hi", "num_return_sequences": CPU.max_return_sequences + 1}, "num_return_sequences"),
     ({"prompt": "hi", "num_return_sequences": True}, "num_return_sequences"),
     ({"prompt": "hi", "num_return_sequences": 2, "do_sample": False}, "num_return_sequences"),
-    ({"prompt": ["x"] * 30, "num_return_sequences": 3}, "num_return_sequences"),
+    ({"prompt": ["x"] * CPU.max_prompts, "num_return_sequences": 3}, "num_return_sequences"),
     ({"prompt": "hi", "do_sample": "yes"}, "do_sample"),
     ({"prompt": "hi", "do_sample": 1}, "do_sample"),
     ({"prompt": "hi", "seed": -1}, "seed"),
@@ -156,10 +151,10 @@ def test_single_prompt_response(served):
 
 
 def test_list_prompts_with_several_sequences_run_in_one_batch(served):
-    batches = score._batcher.batches
+    steps = score._service.engine.steps
     status, answer = call({"prompt": PROMPTS, "num_return_sequences": 3, "max_new_tokens": 8, "seed": 1})
     assert status == 200
-    assert score._batcher.batches == batches + 1
+    assert score._service.engine.steps - steps <= 8  # the six sequences advanced together
     assert [len(texts) for texts in answer["generations"]] == [3, 3]
     assert len(set(answer["generations"][0])) > 1  # each sequence draws its own numbers
     prompt_tokens = sum(len(served.tokenizer(p)["input_ids"]) for p in PROMPTS)
@@ -266,7 +261,7 @@ def test_real_azmlinfsrv_serves_good_and_rejects_bad_requests(tiny_model_dir, tm
         assert [len(texts) for texts in first.json()["generations"]] == [2, 2]
 
         for body, field in [("not json", "body"), ('{"prompt": "hi", "max_new_tokens": true}', "max_new_tokens"),
-                            ('{"prompt": "hi", "stream": true}', "stream"),
+                            ('{"prompt": "hi", "stream": "yes"}', "stream"),
                             (json.dumps({"prompt": "fox " * 200}), "prompt")]:
             bad = http.post("/score", content=body, headers={"Content-Type": "application/json"})
             assert bad.status_code == 400, bad.text

@@ -1,11 +1,12 @@
 """Batched autoregressive decoding where every row brings its own settings (nanoGPT-style, readable in one sitting).
 
-One prefill over the left-padded prompts, then one KV-cached forward per new token for the whole batch. Each
+Continuous batching: each row is prefilled into its own slot of a static KV cache (lm.kv_forward) when it
+joins, then one forward per step advances every running row by a token; a row leaves when done. Each
 row is processed like Hugging Face's generate() with that row's settings alone: repetition penalty, then (when
 sampling) temperature, top-k and top-p, then argmax or a draw. Draws use the row's own uniform numbers by
 inverse CDF, so a sampled row depends only on its prompt, settings and numbers, never on its batch
-neighbours. (The logits themselves may still differ in the last bits with the batch's shape, so in bf16 a
-near-tie can flip a token; in float32 that is vanishingly rare.)
+neighbours or the step it joined at. (The logits themselves may still differ in the last bits with the batch's
+shape, so in bf16 a near-tie can flip a token; in float32 that is vanishingly rare.)
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
+
+from lm.kv_forward import CachedForward, Gpt2CachedForward
 
 
 @dataclass(frozen=True)
@@ -110,67 +113,108 @@ def next_tokens(logits: torch.Tensor, seen: torch.Tensor, settings: Settings,
     return torch.where(settings.do_sample, draw(values, ids, uniforms), greedy)
 
 
-@torch.inference_mode()
-def decode(model: PreTrainedModel, rows: Sequence[Row], *, pad_token_id: int,
-           eos_token_ids: Collection[int]) -> list[list[int]]:
-    """The new tokens of every row: up to and including its first EOS, at most its max_new_tokens.
+class ContinuousDecoder:
+    """Rows join between steps (prefilled into a free cache slot) and leave when done; each step() advances
+    every running row by one token. Not thread-safe: one thread owns it (lm.batcher.Engine)."""
 
-    Every prompt plus its max_new_tokens must fit the model's context (the caller checks).
-    """
-    device = model.device
-    count, width = len(rows), max(len(row.prompt) for row in rows)
-    vocab = model.config.vocab_size
-    settings = Settings(rows, vocab, device)
-    limits = torch.tensor([row.max_new_tokens for row in rows], device=device)
-    steps = max(row.max_new_tokens for row in rows)
-    uniforms = torch.zeros(count, steps)
-    for i, row in enumerate(rows):
-        if row.do_sample:
-            uniforms[i, :row.max_new_tokens] = row.uniforms
-    uniforms = uniforms.to(device)
-    eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+    def __init__(self, forward: CachedForward, eos_token_ids: Collection[int]) -> None:
+        self.forward = forward
+        self.eos = frozenset(eos_token_ids)
+        slots, vocab, device = forward.slots, forward.vocab_size, forward.device
+        self.rows: list[Row | None] = [None] * slots
+        self.generated = [0] * slots  # new tokens so far, per slot
+        self.positions = [0] * slots  # position of the last token fed, per slot
+        self.logits = torch.zeros((slots, vocab), dtype=torch.float32, device=device)
+        self.seen = torch.zeros((slots, vocab), dtype=torch.bool, device=device)
+        self._settings: Settings | None = None  # for rows[:_settings_for]; rebuilt when rows join or leave
+        self._settings_for = 0
 
-    # Left padding: every prompt ends in the last column, where the first new token is predicted.
-    tokens = torch.full((count, width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((count, width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, width - len(row.prompt):] = torch.tensor(row.prompt)
-        mask[i, width - len(row.prompt):] = 1
-    tokens, mask = tokens.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each prompt starts at position 0, as when alone
-    # Tokens seen per row for the repetition penalty; padding goes to an extra column that is dropped.
-    seen = torch.zeros((count, vocab + 1), dtype=torch.bool, device=device)
-    seen.scatter_(1, tokens.masked_fill(mask == 0, vocab), True)
-    seen = seen[:, :vocab]
+    @property
+    def free_slots(self) -> int:
+        return self.rows.count(None)
 
-    cache = DynamicCache(config=model.config)
-    logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
-    position = positions[:, -1]
-    last_position = model.config.max_position_embeddings - 1
-    generated = torch.full((count, steps), pad_token_id, dtype=torch.long, device=device)
-    done = torch.zeros(count, dtype=torch.bool, device=device)
-    rows_index = torch.arange(count, device=device)
-    for step in range(steps):
-        token = next_tokens(logits, seen, settings, uniforms[:, step]).masked_fill(done, pad_token_id)
-        generated[:, step] = token
-        seen[rows_index, token] = True
-        done |= torch.isin(token, eos) | (limits <= step + 1)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, mask.new_ones((count, 1))], dim=-1)
-        # Finished rows keep being fed padding until the batch ends; clamping keeps their (unused) positions
-        # inside the model's position table when other rows run longer.
-        position = (position + 1).clamp(max=last_position)
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
-                       past_key_values=cache, use_cache=True).logits[:, -1].float()
+    @property
+    def running(self) -> bool:
+        return any(row is not None for row in self.rows)
 
-    stops = set(eos_token_ids)
-    return [_until_eos(tokens[:row.max_new_tokens], stops) for tokens, row in zip(generated.tolist(), rows)]
+    def add(self, rows: Sequence[Row]) -> list[int]:
+        """Prefill `rows` into the lowest free slots (a prompt repeated in `rows` is run once); return the slots.
+
+        Every prompt plus its max_new_tokens must fit the model's context (the caller checks)."""
+        free = [slot for slot, row in enumerate(self.rows) if row is None]
+        if len(rows) > len(free):
+            raise ValueError(f"{len(rows)} rows do not fit the {len(free)} free slots")
+        prefilled: dict[tuple[int, ...], int] = {}
+        slots = free[:len(rows)]
+        try:
+            for slot, row in zip(slots, rows):
+                key = tuple(row.prompt)
+                if key in prefilled:
+                    self.forward.copy_slot(prefilled[key], slot, len(key))
+                    self.logits[slot] = self.logits[prefilled[key]]
+                else:
+                    self.logits[slot] = self.forward.prefill(slot, torch.tensor(row.prompt, dtype=torch.long))
+                    prefilled[key] = slot
+                self.seen[slot] = False
+                self.seen[slot, torch.tensor(row.prompt, device=self.seen.device)] = True
+                self.rows[slot], self.generated[slot], self.positions[slot] = row, 0, len(row.prompt) - 1
+        except Exception:
+            for slot in slots:  # all or nothing: a failed prefill leaves no half-added rows running
+                self.rows[slot] = None
+            raise
+        finally:
+            self._settings = None
+        return slots
+
+    def remove(self, slot: int) -> None:
+        self.rows[slot] = None
+        self._settings = None
+
+    def step(self) -> list[tuple[int, int, bool]]:
+        """Choose every running row's next token; feed the rows that go on. Returns (slot, token, finished)."""
+        active = [slot for slot, row in enumerate(self.rows) if row is not None]
+        if not active:
+            return []
+        high = active[-1] + 1
+        rows = self.rows[:high]
+        if self._settings is None or self._settings_for != high:
+            self._settings = Settings([row or _IDLE for row in rows], self.forward.vocab_size, self.forward.device)
+            self._settings_for = high
+        uniforms = torch.tensor([float(row.uniforms[self.generated[slot]]) if row is not None and row.do_sample
+                                 else 0.0 for slot, row in enumerate(rows)], device=self.forward.device)
+        tokens = next_tokens(self.logits[:high], self.seen[:high], self._settings, uniforms)
+        self.seen[torch.arange(high, device=tokens.device), tokens] = True
+        chosen = tokens.tolist()
+        out = []
+        for slot in active:
+            row, token = self.rows[slot], chosen[slot]
+            self.generated[slot] += 1
+            finished = token in self.eos or self.generated[slot] >= row.max_new_tokens
+            out.append((slot, token, finished))
+            if finished:
+                self.remove(slot)
+        going_on = [slot for slot in active if self.rows[slot] is not None]
+        if going_on:
+            high = going_on[-1] + 1
+            for slot in going_on:
+                self.positions[slot] += 1
+            # Idle slots below `high` are fed their stale token at position 0 of their own (unused) cache rows.
+            positions = torch.tensor([self.positions[slot] if self.rows[slot] is not None else 0
+                                      for slot in range(high)], device=self.forward.device)
+            self.logits[:high] = self.forward.step(tokens[:high], positions)
+        return out
 
 
-def _until_eos(tokens: list[int], stops: set[int]) -> list[int]:
-    for i, token in enumerate(tokens):
-        if token in stops:
-            return tokens[: i + 1]
-    return tokens
+_IDLE = Row(prompt=[0], max_new_tokens=1)  # neutral greedy settings for an empty slot
+
+
+def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int]) -> list[list[int]]:
+    """The new tokens of every row, decoded together: up to and including its first EOS, at most its
+    max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks)."""
+    decoder = ContinuousDecoder(Gpt2CachedForward(model, len(rows)), eos_token_ids)
+    decoder.add(rows)
+    new_tokens: list[list[int]] = [[] for _ in rows]
+    while decoder.running:
+        for slot, token, _ in decoder.step():
+            new_tokens[slot].append(token)
+    return new_tokens

@@ -1,65 +1,30 @@
-"""Scoring requests: parse and validate the JSON body; answer a batch of requests with one decode loop."""
+"""A scoring request's own work, on its own thread: tokenize and fit it into the model's window (prepare), then
+turn the engine's tokens into text (Follower): stop sequences, streamed pieces, the final Completion.
+
+Nothing here runs on the engine's thread, so a request whose text cannot be encoded or decoded fails alone.
+"""
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm.decoding import Row, decode
+from lm.scoring_request import RequestError, ScoreRequest
 
-# Limits keep one request within a predictable time and memory budget on one GPU (or a CPU pod).
-MAX_PROMPTS = 32
-MAX_NEW_TOKENS = 512
-MAX_RETURN_SEQUENCES = 8
-MAX_SEQUENCES = 64  # prompts x num_return_sequences: the most rows of one decode batch (see lm.batcher)
-# Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
-# them to inf and sampling fails.
-TEMPERATURE_RANGE = (0.01, 2.0)
-REPETITION_PENALTY_RANGE = (0.1, 10.0)
-MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
-
-
-class RequestError(ValueError):
-    """A client mistake in a scoring request; the server answers HTTP 400 naming `field`."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"'{field}' {message}")
-        self.field = field
-
-    def to_json(self) -> dict[str, str]:
-        return {"message": str(self), "field": self.field}
+TURN_SEPARATOR = "\n"  # between earlier turns and the prompt in multi-turn mode
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """One validated request. Defaults are the original design's pipeline() settings."""
+class Prepared:
+    """A request tokenized and fitted: one Row per sequence, num_return_sequences per prompt, side by side."""
 
-    prompts: tuple[str, ...]
-    prompt_is_list: bool = False
-    max_new_tokens: int = 50
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.0
-    num_return_sequences: int = 1
-    do_sample: bool = True
-    seed: int = 0
-
-    def parameters(self) -> dict[str, Any]:
-        """The effective generation settings, echoed to the client so any answer can be reproduced."""
-        settings = asdict(self)
-        del settings["prompts"], settings["prompt_is_list"]
-        return settings
-
-    @property
-    def rows(self) -> int:
-        """Sequences this request adds to a decode batch."""
-        return len(self.prompts) * self.num_return_sequences
+    request: ScoreRequest
+    rows: list[Row]
+    prompt_tokens: int
+    history_turns: int  # earlier turns that fit the window (the newest ones)
 
 
 @dataclass(frozen=True)
@@ -67,91 +32,41 @@ class Completion:
     generations: list[list[str]]  # per prompt, num_return_sequences continuations (prompt text not repeated)
     prompt_tokens: int
     completion_tokens: int
+    history_turns: int = 0
 
 
-_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-           "num_return_sequences", "do_sample", "seed")
+def prepare(tokenizer: PreTrainedTokenizerBase, request: ScoreRequest, context: int) -> Prepared:
+    """Raise RequestError naming the prompt that does not fit `context` tokens with max_new_tokens."""
+    if request.max_new_tokens >= context:
+        raise RequestError("max_new_tokens", f"must be below the model's context of {context} tokens, "
+                                             f"got {request.max_new_tokens}")
+    try:
+        prompts = tokenizer(list(request.prompts))["input_ids"]
+        turns = tokenizer([turn + TURN_SEPARATOR for turn in request.history])["input_ids"] if request.history else []
+    except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is this request's problem only
+        raise RequestError("prompt", f"could not be tokenized: {err}") from None
+    for i, ids in enumerate(prompts):
+        name = f"prompt[{i}]" if request.prompt_is_list else "prompt"
+        if not ids:
+            raise RequestError(name, "encodes to no tokens; send some text")
+        if len(ids) + request.max_new_tokens > context:
+            raise RequestError(name, f"is {len(ids)} tokens; with max_new_tokens={request.max_new_tokens} that "
+                                     f"exceeds the model's context of {context} tokens: shorten the prompt "
+                                     f"or lower max_new_tokens")
+    kept = 0
+    if turns:  # newest turns first while they fit; the oldest are dropped
+        room = context - request.max_new_tokens - len(prompts[0])
+        for ids in reversed(turns):
+            if len(ids) > room:
+                break
+            room -= len(ids)
+            kept += 1
+        prompts = [[token for ids in turns[len(turns) - kept:] for token in ids] + prompts[0]]
+    return Prepared(request=request, rows=_rows(request, prompts), prompt_tokens=sum(map(len, prompts)),
+                    history_turns=kept)
 
 
-def parse_request(raw: str | bytes) -> GenerationRequest:
-    """Validate a request body; raise RequestError naming the first bad field.
-
-    JSON null for an optional field means "use the default". A missing seed gets a fresh random one.
-    """
-    body = _decode(raw)
-    unknown = sorted(set(body) - set(_FIELDS))
-    if unknown:
-        raise RequestError(unknown[0], f"is not a known field (unknown: {', '.join(unknown)}); "
-                                       f"allowed fields: {', '.join(_FIELDS)}")
-    prompts, prompt_is_list = _prompts(body.get("prompt"))
-    defaults = GenerationRequest  # dataclass defaults are class attributes
-    do_sample = _boolean("do_sample", body.get("do_sample"), defaults.do_sample)
-    num_return_sequences = _integer("num_return_sequences", body.get("num_return_sequences"),
-                                    defaults.num_return_sequences, 1, MAX_RETURN_SEQUENCES)
-    if not do_sample and num_return_sequences > 1:
-        raise RequestError("num_return_sequences", "must be 1 when do_sample is false: greedy decoding "
-                                                   "gives one sequence per prompt")
-    if len(prompts) * num_return_sequences > MAX_SEQUENCES:
-        raise RequestError("num_return_sequences", f"times the number of prompts ({len(prompts)}) must be at "
-                                                   f"most {MAX_SEQUENCES}; send fewer prompts or sequences")
-    seed = _integer("seed", body.get("seed"), None, 0, MAX_SEED)
-    return GenerationRequest(
-        prompts=prompts,
-        prompt_is_list=prompt_is_list,
-        max_new_tokens=_integer("max_new_tokens", body.get("max_new_tokens"), defaults.max_new_tokens,
-                                1, MAX_NEW_TOKENS),
-        temperature=_number("temperature", body.get("temperature"), defaults.temperature, *TEMPERATURE_RANGE),
-        top_k=_integer("top_k", body.get("top_k"), defaults.top_k, 0, None),
-        top_p=_number("top_p", body.get("top_p"), defaults.top_p, 0.0, 1.0, low_included=False),
-        repetition_penalty=_number("repetition_penalty", body.get("repetition_penalty"),
-                                   defaults.repetition_penalty, *REPETITION_PENALTY_RANGE),
-        num_return_sequences=num_return_sequences,
-        do_sample=do_sample,
-        seed=secrets.randbelow(MAX_SEED + 1) if seed is None else seed,
-    )
-
-
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-             requests: Sequence[GenerationRequest]) -> list[Completion | RequestError]:
-    """Answer several requests with ONE batched decode loop, each as if it had run alone.
-
-    A request whose prompts do not fit the model's context gets its RequestError; the others still run.
-    Sampled rows draw from a generator seeded with their request's seed, so a seeded request gives the same
-    text whatever it shares a batch with. The tokenizer needs a pad token (see lm.serving_model).
-    """
-    context = model.config.max_position_embeddings
-    encoded: list[list[list[int]] | RequestError] = []
-    for request in requests:
-        try:
-            encoded.append(_encode(tokenizer, request, context))
-        except RequestError as err:
-            encoded.append(err)
-    rows = [row for request, prompts in zip(requests, encoded) if not isinstance(prompts, RequestError)
-            for row in _rows(request, prompts)]
-    new_tokens = iter(decode(model, rows, pad_token_id=tokenizer.pad_token_id, eos_token_ids=_eos_ids(model))
-                      if rows else [])
-
-    answers: list[Completion | RequestError] = []
-    for request, prompts in zip(requests, encoded):
-        if isinstance(prompts, RequestError):
-            answers.append(prompts)
-            continue
-        tokens = [[next(new_tokens) for _ in range(request.num_return_sequences)] for _ in prompts]
-        answers.append(Completion(
-            generations=[[tokenizer.decode(ids, skip_special_tokens=True) for ids in per_prompt]
-                         for per_prompt in tokens],
-            prompt_tokens=sum(len(ids) for ids in prompts),
-            completion_tokens=sum(len(ids) for per_prompt in tokens for ids in per_prompt)))
-    return answers
-
-
-def _encode(tokenizer: PreTrainedTokenizerBase, request: GenerationRequest, context: int) -> list[list[int]]:
-    prompts = tokenizer(list(request.prompts))["input_ids"]
-    _check_fits_context(request, [len(ids) for ids in prompts], context)
-    return prompts
-
-
-def _rows(request: GenerationRequest, prompts: list[list[int]]) -> list[Row]:
+def _rows(request: ScoreRequest, prompts: list[list[int]]) -> list[Row]:
     """num_return_sequences rows per prompt, next to each other; sampled rows get their uniform numbers."""
     uniforms: torch.Tensor | None = None
     if request.do_sample:
@@ -165,101 +80,80 @@ def _rows(request: GenerationRequest, prompts: list[list[int]]) -> list[Row]:
             for i, prompt in enumerate(repeated)]
 
 
-def _decode(raw: str | bytes) -> dict[str, Any]:
-    if isinstance(raw, bytes):
+@dataclass
+class RowText:
+    """One sequence's text as its tokens arrive; it ends before the first stop sequence."""
+
+    tokenizer: PreTrainedTokenizerBase
+    stop: Sequence[str]
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    sent: int = 0  # characters already handed out as pieces
+    done: bool = False
+
+    def add(self, token: int) -> str:
+        """Take a token; return the text that is now final (a piece to stream). Sets `done` at a stop sequence."""
+        self.ids.append(token)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        found = [index for index in (self.text.find(stop) for stop in self.stop) if index >= 0]
+        if found:
+            self.text, self.done = self.text[:min(found)], True
+            return self.finish()
+        # Held back: a partial UTF-8 character, and what may still become the start of a stop sequence.
+        end = len(self.text) - (max(map(len, self.stop)) - 1 if self.stop else 0)
+        while end > self.sent and self.text[end - 1] == "\ufffd":
+            end -= 1
+        return self._piece(end)
+
+    def finish(self) -> str:
+        self.done = True
+        return self._piece(len(self.text))
+
+    def _piece(self, end: int) -> str:
+        if end <= self.sent:
+            return ""
+        piece, self.sent = self.text[self.sent:end], end
+        return piece
+
+
+def completion(prepared: Prepared, texts: Sequence[RowText]) -> Completion:
+    per_prompt = prepared.request.num_return_sequences
+    return Completion(
+        generations=[[row.text for row in texts[i:i + per_prompt]] for i in range(0, len(texts), per_prompt)],
+        prompt_tokens=prepared.prompt_tokens,
+        completion_tokens=sum(len(row.ids) for row in texts),
+        history_turns=prepared.history_turns)
+
+
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+             requests: Sequence[ScoreRequest]) -> list[Completion | RequestError]:
+    """Answer several requests with one decode loop, each as if it had run alone (no server, no threads).
+
+    A request that does not fit the model's context gets its RequestError; the others still run.
+    """
+    prepared: list[Prepared | RequestError] = []
+    for request in requests:
         try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise RequestError("body", f"is not UTF-8 text: {err}") from None
-    if not raw.strip():
-        # azmlinfsrv passes "" when Content-Type is form-encoded (curl -d's default): the form parser took it.
-        raise RequestError("body", 'is empty; send a JSON object such as {"prompt": "Once upon"} '
-                                   "with Content-Type: application/json")
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise RequestError("body", f'is not valid JSON ({err}); send an object like {{"prompt": "Once upon"}}') \
-            from None
-    if not isinstance(body, dict):
-        raise RequestError("body", f'must be a JSON object like {{"prompt": "Once upon"}}, got {_kind(body)}')
-    return body
+            prepared.append(prepare(tokenizer, request, model.config.n_positions))
+        except RequestError as err:
+            prepared.append(err)
+    rows = [row for item in prepared if isinstance(item, Prepared) for row in item.rows]
+    new_tokens = iter(decode(model, rows, eos_token_ids=eos_ids(model)) if rows else [])
+    answers: list[Completion | RequestError] = []
+    for item in prepared:
+        if isinstance(item, RequestError):
+            answers.append(item)
+            continue
+        texts = [RowText(tokenizer, item.request.stop) for _ in item.rows]
+        for text in texts:
+            for token in next(new_tokens):
+                if not text.done:
+                    text.add(token)
+        answers.append(completion(item, texts))
+    return answers
 
 
-def _prompts(value: Any) -> tuple[tuple[str, ...], bool]:
-    if value is None:
-        raise RequestError("prompt", 'is required: a non-empty string or a list of them, e.g. {"prompt": "Once upon"}')
-    if isinstance(value, str):
-        return (_prompt_text("prompt", value),), False
-    if not isinstance(value, list):
-        raise RequestError("prompt", f"must be a string or a list of strings, got {_kind(value)}")
-    if not 1 <= len(value) <= MAX_PROMPTS:
-        raise RequestError("prompt", f"must hold 1 to {MAX_PROMPTS} prompts, got {len(value)}")
-    return tuple(_prompt_text(f"prompt[{i}]", item) for i, item in enumerate(value)), True
-
-
-def _prompt_text(field: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise RequestError(field, f"must be a string, got {_kind(value)}")
-    if not value.strip():
-        raise RequestError(field, "must not be empty or only whitespace")
-    return value
-
-
-def _integer(field: str, value: Any, default: int | None, low: int, high: int | None) -> int | None:
-    if value is None:
-        return default
-    # bool is a subclass of int in Python, but true/false is not a count.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(field, f"must be an integer, got {_kind(value)}")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise RequestError(field, f"must be {bounds}, got {value}")
-    return value
-
-
-def _number(field: str, value: Any, default: float, low: float, high: float, *,
-            low_included: bool = True) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(field, f"must be a number, got {_kind(value)}")
-    above_low = value >= low if low_included else value > low
-    if not (above_low and value <= high):  # also rejects NaN, which Python's json accepts
-        bounds = f"between {low} and {high}" if low_included else f"greater than {low} and at most {high}"
-        raise RequestError(field, f"must be {bounds}, got {value}")
-    return float(value)
-
-
-def _boolean(field: str, value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise RequestError(field, f"must be true or false, got {_kind(value)}")
-    return value
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "an object", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _check_fits_context(request: GenerationRequest, prompt_lengths: list[int], context: int) -> None:
-    if request.max_new_tokens >= context:
-        raise RequestError("max_new_tokens", f"must be below the model's context of {context} tokens, "
-                                             f"got {request.max_new_tokens}")
-    for i, length in enumerate(prompt_lengths):
-        field = f"prompt[{i}]" if request.prompt_is_list else "prompt"
-        if length == 0:
-            raise RequestError(field, "encodes to no tokens; send some text")
-        if length + request.max_new_tokens > context:
-            raise RequestError(field, f"is {length} tokens; with max_new_tokens={request.max_new_tokens} that "
-                                      f"exceeds the model's context of {context} tokens: shorten the prompt "
-                                      f"or lower max_new_tokens")
-
-
-def _eos_ids(model: PreTrainedModel) -> set[int]:
+def eos_ids(model: PreTrainedModel) -> set[int]:
     eos = model.generation_config.eos_token_id
     if eos is None:
         return set()

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lm.kv_forward import CachedForward, Gpt2CachedForward
+
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
 
 
@@ -85,3 +87,12 @@ def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 ships without one
     name, version = model_identity(model_root, env)
     return ServingModel(model=model, tokenizer=tokenizer, name=name, version=version, folder=folder)
+
+
+def cached_forward(served: ServingModel, slots: int) -> CachedForward:
+    """How the served model runs a decode step over its KV cache of `slots` sequences.
+
+    The one place to plug in another way of running the weights (int8, another runtime): return anything with
+    lm.kv_forward.CachedForward's methods; batching, sampling, seeds, stop sequences and streaming stay as they are.
+    """
+    return Gpt2CachedForward(served.model, slots)

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from function_app.backends.scoring_server import server_env
+from function_app.backends.scoring_server import local_server_env
 from function_app.settings import child_env
 
 SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "aks_jobs" / "score.py"
@@ -40,8 +40,8 @@ def main(name: str, version: str, model_dir: str, port: str) -> None:
             "MODEL_VERSION": version,
             # The server reads config.json from its app root: keep that away from the model folder.
             "AML_APP_ROOT": str(SCORE_SCRIPT.parent),
-            # Two local servers must not share gunicorn's default control socket in $HOME.
-            **server_env("--no-control-socket"),
+            # Loopback only, and no control socket shared between local servers.
+            **local_server_env(),
         }
     )
     argv = [str(server), "--entry_script", str(SCORE_SCRIPT), "--port", port]

@@ -1,0 +1,103 @@
+"""GPT-2's forward pass over a static, preallocated KV cache with one slot per running sequence.
+
+Continuous batching needs each row of the batch at its own position: a row joins at any step (its prompt is
+prefilled into its slot) and leaves when done (its slot is reused). Keys and values live in fixed buffers
+[slots, heads, context, head_dim] per layer, written in place, never concatenated, so memory is fixed at start
+and a decode step has static shapes (what a CUDA graph needs later).
+
+This is the seam for other ways of running the model (int8 weights, another runtime): anything with the
+`CachedForward` methods below can be handed to lm.decoding.ContinuousDecoder. `Gpt2CachedForward` calls the
+model's own modules (c_attn, c_proj, mlp, layer norms), so modules swapped in place (e.g. quantized linear
+layers) are used as they are.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+
+class CachedForward(Protocol):
+    slots: int  # rows the cache holds
+    context: int  # positions per row
+    vocab_size: int
+    device: torch.device
+
+    def prefill(self, slot: int, prompt: torch.Tensor) -> torch.Tensor:
+        """Fill `slot` with the prompt's keys and values (positions 0..len-1); return the last position's logits
+        [vocab] in float32."""
+
+    def copy_slot(self, source: int, target: int, length: int) -> None:
+        """Give `target` the first `length` cached positions of `source` (several sequences of one prompt)."""
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Feed tokens[i] at positions[i] to slot i for slots 0..len(tokens)-1; return their logits [n, vocab]
+        in float32. Slots that are idle get any token and position; their answers are ignored."""
+
+
+class Gpt2CachedForward:
+    """CachedForward for Hugging Face GPT2LMHeadModel (eval mode, no dropout)."""
+
+    def __init__(self, model: PreTrainedModel, slots: int) -> None:
+        config = model.config
+        if config.model_type != "gpt2" or config.scale_attn_by_inverse_layer_idx or config.reorder_and_upcast_attn:
+            raise ValueError(f"Gpt2CachedForward runs plain GPT-2 only, not {config.model_type} with these options")
+        self.model, self.slots = model, slots
+        self.context, self.vocab_size = config.n_positions, config.vocab_size
+        self.device = model.device
+        self.heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scale = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
+        dtype = next(model.parameters()).dtype
+        shape = (slots, self.heads, self.context, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(config.n_layer)]
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [n, t, embd] -> [n, heads, t, head_dim]
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+        gpt = self.model.transformer
+        hidden = gpt.wte(tokens) + gpt.wpe(positions)
+        for layer, block in enumerate(gpt.h):
+            query, key, value = block.attn.c_attn(block.ln_1(hidden)).split(self.model.config.n_embd, dim=-1)
+            attended = attend(layer, self._heads(query), self._heads(key), self._heads(value))
+            hidden = hidden + block.attn.c_proj(attended.transpose(1, 2).reshape(hidden.shape))
+            hidden = hidden + block.mlp(block.ln_2(hidden))
+        return self.model.lm_head(gpt.ln_f(hidden[:, -1])).float()
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, prompt: torch.Tensor) -> torch.Tensor:
+        length = prompt.shape[0]
+
+        def attend(layer, query, key, value):
+            self.keys[layer][slot, :, :length] = key[0]
+            self.values[layer][slot, :, :length] = value[0]
+            return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=self.scale)
+
+        positions = torch.arange(length, device=self.device)[None]
+        return self._run(prompt.to(self.device)[None], positions, attend)[0]
+
+    @torch.inference_mode()
+    def copy_slot(self, source: int, target: int, length: int) -> None:
+        for cache in (*self.keys, *self.values):
+            cache[target, :, :length] = cache[source, :, :length]
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        rows = tokens.shape[0]
+        # Attention reads only the positions any row has reached; each row sees its own first `position + 1`.
+        window = int(positions.max()) + 1
+        visible = (torch.arange(window, device=self.device)[None] <= positions[:, None])[:, None, None]
+        row_index = torch.arange(rows, device=self.device)
+
+        def attend(layer, query, key, value):
+            keys, values = self.keys[layer], self.values[layer]
+            keys[row_index, :, positions] = key[:, :, 0]
+            values[row_index, :, positions] = value[:, :, 0]
+            return F.scaled_dot_product_attention(query, keys[:rows, :, :window], values[:rows, :, :window],
+                                                  attn_mask=visible, scale=self.scale)
+
+        return self._run(tokens[:, None], positions[:, None], attend)
