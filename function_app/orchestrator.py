@@ -60,20 +60,26 @@ class Orchestrator:
     # ---- entry points ----------------------------------------------------------------------
     def tick(self, now: datetime) -> Run | None:
         """Record missed uploads, start a run if due, advance the active run. Returns that run."""
-        uploads.scan(self.store, self.container, now)
+        try:
+            uploads.scan(self.store, self.container, now)
+        except Exception:  # noqa: BLE001 - storage unreachable: the active run still advances
+            log.exception("scan of inputs/ failed; retried on the next tick")
         run = self._active_run(now)
         if run is None and self.store.pending_documents():
             run = self._start_run(now, trigger="uploads")
         if run is not None:
             self._advance(run, now)
+        if run is None or run.state in rs.TERMINAL:
+            self._prune_snapshots()
         return run
 
     def request_retrain(self, now: datetime) -> Run:
         """A run over every document even though nothing new arrived (submitted on the next tick)."""
         if self.store.current().active_run_id:
             raise RunActive(self.store.current().active_run_id)
+        uploads.scan(self.store, self.container, now)  # deletes made since the last tick count too
         if not self.store.document_names():
-            raise NoDocuments("inputs/ holds no recorded document; upload a PDF first")
+            raise NoDocuments("inputs/ holds no document to train on; upload a PDF first")
         run = self._start_run(now, trigger="manual")
         if run is None:
             raise RunActive(self.store.current().active_run_id)
@@ -97,6 +103,8 @@ class Orchestrator:
             else None,
             "scoring_url": current.scoring_url or None,
             "pending_documents": len(self.store.pending_documents()),
+            # Blobs under inputs/ that could not be recorded, each with the reason and what to do.
+            "problem_documents": self.store.problems(),
             "updated_at": current.updated_at or None,
         }
 
@@ -321,9 +329,24 @@ class Orchestrator:
         self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}",
                   self._serving(run, now, previous))
 
+    def _prune_snapshots(self) -> None:
+        """Retention: the newest SNAPSHOT_RETENTION snapshots and the serving model's stay, the rest go."""
+        if self.settings.snapshot_retention <= 0:
+            return
+        try:
+            deleted = manifests.prune_snapshots(
+                self.container, self.settings.snapshot_retention, {self.store.current().serving_snapshot}
+            )
+        except Exception:  # noqa: BLE001 - retried on the next tick
+            log.exception("could not prune old snapshots")
+            return
+        if deleted:
+            log.info("retention: deleted snapshots %s", ", ".join(deleted))
+
     def _serving(self, run: Run, now: datetime, previous: str) -> dict[str, str]:
         """The state-table fields that say which model a Deployed run left serving."""
         return {
+            "serving_snapshot": run.snapshot,
             "serving_model_name": run.model_name,
             "serving_model_version": run.model_version,
             "serving_deployment": run.deployment,
