@@ -123,8 +123,10 @@ def make_heavy_pdf(path: Path, megabytes: float) -> Path:
     which makes it slow and memory hungry: the tool for tripping the time and memory limits.
     """
     path = _prepare(path)
-    operator = b"BT /F1 10 Tf 72 700 Td (All work and no play makes Jack a dull boy.) Tj ET\n"
-    content = zlib.compress(operator * int(megabytes * 2**20 / len(operator)), 6)
+    # Each line below the last: pdfium drops text drawn over identical text (it keeps text off the page).
+    operator = b"(All work and no play makes Jack a dull boy.) Tj 0 -12 Td\n"
+    lines = operator * int(megabytes * 2**20 / len(operator))
+    content = zlib.compress(b"BT /F1 10 Tf 72 700 Td\n" + lines + b"ET\n", 6)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -182,4 +184,11 @@ def make_shifted_pdf(path: Path, pages: list[str]) -> Path:
     data = path.read_bytes()
     end_of_header = data.index(b"\n") + 1
     path.write_bytes(data[:end_of_header] + b"% a line that moves every object\n" + data[end_of_header:])
+    return path
+
+
+def make_rootless_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF whose trailer lost its /Root entry: pdfium refuses it, pypdf finds the catalog anyway."""
+    path = make_text_pdf(path, pages)
+    path.write_bytes(path.read_bytes().replace(b"/Root", b"/Rxxx"))
     return path

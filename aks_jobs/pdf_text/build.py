@@ -228,6 +228,7 @@ def _entries_and_texts(
                 messages=messages,
                 cached=result.cached,
                 seconds=round(result.seconds if first else 0.0, 3),
+                engine=extraction.engine,
             )
         )
     return entries, texts

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pdf_text.clean import clean_document
-from pdf_text.extract import PdfPages, UnreadablePdf, read_pdf_pages
+from pdf_text.extract import UnreadablePdf, read_pdf_pages
+from pdf_text.pages import PdfPages
 from pdf_text.language import check_english
 
 Status = Literal["ok", "warning", "error"]
@@ -29,6 +30,7 @@ class Extraction:
     messages: list[str] = field(default_factory=list)
     cacheable: bool = True
     limited: bool = False
+    engine: str = ""  # "pdfium" or "pypdf": which one read the text ("" when none did)
 
     def note(self, message: str) -> None:
         self.messages.append(message)
@@ -68,10 +70,10 @@ def _page_list(numbers: list[int]) -> str:
     return listed + (", ..." if len(numbers) > MAX_LISTED_PAGES else "")
 
 
-def process_pdf(path: Path) -> Extraction:
+def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
     """Extract, clean and check one PDF. Never raises for a bad file (MemoryError excepted)."""
     try:
-        raw = read_pdf_pages(path)
+        raw = read_pdf_pages(path, pdfium)
     except UnreadablePdf as exc:
         return Extraction.failed(str(exc), cacheable=True)
     except MemoryError:
@@ -82,7 +84,7 @@ def process_pdf(path: Path) -> Extraction:
             "it with the file. The other documents are not affected.",
             cacheable=False,
         )
-    result = Extraction(pages=len(raw.texts), text=clean_document(raw.texts))
+    result = Extraction(pages=len(raw.texts), text=clean_document(raw.texts), engine=raw.engine)
     for note in raw.notes:
         result.note(note)
     if result.pages == 0:

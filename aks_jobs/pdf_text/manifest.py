@@ -23,6 +23,7 @@ class DocumentEntry:
     messages: list[str]
     cached: bool
     seconds: float
+    engine: str = ""  # the PDF engine that read the text: "pdfium", "pypdf", "pdfium+pypdf" ("" if none)
 
 
 def documents_digest(entries: list[DocumentEntry]) -> str:
