@@ -23,6 +23,7 @@ _INVISIBLE = ("Cc", "Cf", "Cs", "Co")  # control, format, lone surrogate, privat
 _MAYBE_INVISIBLE = re.compile(r"[^\t\n\x20-\x7e\u00a0-\u00ac\u00ae-\u05ff]")
 _SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, thin spaces, ...)
 _BLANK_LINE_RUNS = re.compile(r"\n{3,}")
+_LINE_EDGE_SPACE = re.compile(r" ?\n ?")  # after spaces are collapsed, at most one each side of a newline
 # A word broken at a line end with a hyphen (ASCII, U+2010 or a soft hyphen turned hyphen below).
 _HYPHEN_BREAK = re.compile(r"([^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=([^\W\d_]))")
 # Numbers short enough to be page numbers; longer digit runs are ids, phone numbers and the like.
@@ -63,8 +64,9 @@ def collapse_whitespace(text: str) -> str:
 
     A single blank line is a paragraph break and is kept; leading/trailing blank lines go.
     """
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return _BLANK_LINE_RUNS.sub("\n\n", "\n".join(lines)).strip("\n")
+    # Whole-text substitutions: one regex call per page rather than one per line (a third of cleaning).
+    text = _LINE_EDGE_SPACE.sub("\n", _SPACES.sub(" ", text)).strip(" ")
+    return _BLANK_LINE_RUNS.sub("\n\n", text).strip("\n")
 
 
 def join_hyphenated_words(text: str) -> str:
