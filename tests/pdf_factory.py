@@ -192,3 +192,25 @@ def make_rootless_pdf(path: Path, pages: list[str]) -> Path:
     path = make_text_pdf(path, pages)
     path.write_bytes(path.read_bytes().replace(b"/Root", b"/Rxxx"))
     return path
+
+
+def make_scanned_text_pdf(path: Path, lines: list[str]) -> Path:
+    """One page whose only content is an image of `lines` of text (what a scanner produces): no text layer."""
+    from PIL import Image, ImageDraw, ImageFont  # only the OCR tests need it
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    path = _prepare(path)
+    # Vera ships with reportlab, so every machine that runs the tests has this font.
+    font = ImageFont.truetype(TTFont("Vera", "Vera.ttf").face.filename, 48)
+    image = Image.new("L", (2400, 200 + 90 * len(lines)), 255)  # ~300 dpi across an A4 width
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((120, 100 + 90 * number), line, font=font, fill=0)
+    pdf = canvas.Canvas(str(path), pagesize=A4, invariant=1)
+    width = A4[0] - 2 * 36
+    pdf.drawImage(ImageReader(image), 36, A4[1] - 72 - width * image.height / image.width, width=width,
+                  height=width * image.height / image.width)
+    pdf.showPage()
+    pdf.save()
+    return path

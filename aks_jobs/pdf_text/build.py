@@ -229,6 +229,7 @@ def _entries_and_texts(
                 cached=result.cached,
                 seconds=round(result.seconds if first else 0.0, 3),
                 engine=extraction.engine,
+                ocr_pages=extraction.ocr_pages,
             )
         )
     return entries, texts

@@ -4,7 +4,7 @@ those limits: a document that timed out is not extracted again (for the full tim
 and raising the limit extracts it again.
 
 An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's and
-pdfium's versions and the source of the modules that shape the text, so changing the cleaner invalidates
+pdfium's versions, Tesseract's (or its absence) and the source of the modules that shape the text, so changing the cleaner invalidates
 every entry without anyone remembering to bump a number.
 """
 from __future__ import annotations
@@ -19,17 +19,19 @@ from pathlib import Path
 import pypdf
 import pypdfium2.version
 
-from pdf_text import clean, document, extract, language, pages, pdfium_pages
+from pdf_text import clean, document, extract, language, ocr, pages, pdfium_pages
 from pdf_text.document import Extraction
 from pdf_text.isolate import Limits
 
 log = logging.getLogger(__name__)
-_TEXT_SHAPING_MODULES = (extract, pdfium_pages, pages, clean, language, document)
+_TEXT_SHAPING_MODULES = (extract, pdfium_pages, ocr, pages, clean, language, document)
 
 
 @cache
 def extraction_version() -> str:
     engines = f"pypdf {pypdf.__version__}\npypdfium2 {pypdfium2.version.PYPDFIUM_INFO} {pypdfium2.version.PDFIUM_INFO}\n"
+    # With or without Tesseract (and which) gives different text for scans: installing it re-extracts them.
+    engines += f"tesseract {ocr.tesseract_version()}\n"
     digest = hashlib.sha256(engines.encode())
     for module in _TEXT_SHAPING_MODULES:
         digest.update(Path(module.__file__).read_bytes())

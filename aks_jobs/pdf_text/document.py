@@ -31,6 +31,7 @@ class Extraction:
     cacheable: bool = True
     limited: bool = False
     engine: str = ""  # "pdfium" or "pypdf": which one read the text ("" when none did)
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text Tesseract read
 
     def note(self, message: str) -> None:
         self.messages.append(message)
@@ -59,6 +60,8 @@ class Extraction:
         return cls(**data)
 
 
+_NO_TESSERACT = "Tesseract is not installed where preprocessing ran; the job image has it"
+
 # Enough of pypdf's repair notes to explain a document without flooding the manifest.
 MAX_REPAIRS_SHOWN = 3
 # Page lists in messages stop here; a 500-page scan needs no 500 numbers to be understood.
@@ -84,9 +87,16 @@ def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
             "it with the file. The other documents are not affected.",
             cacheable=False,
         )
-    result = Extraction(pages=len(raw.texts), text=clean_document(raw.texts), engine=raw.engine)
+    result = Extraction(
+        pages=len(raw.texts), text=clean_document(raw.texts), engine=raw.engine, ocr_pages=raw.ocr_pages
+    )
     for note in raw.notes:
         result.note(note)
+    if raw.ocr_pages:
+        result.note(
+            f"page(s) {_page_list(raw.ocr_pages)} have no text layer: their text was read by OCR (Tesseract), "
+            "which can misread words; a PDF with a text layer gives exact text."
+        )
     if result.pages == 0:
         result.fail("the PDF has no pages, so there is nothing to extract; check that it opens in a PDF viewer.")
     elif not result.text:
@@ -114,9 +124,16 @@ def _no_text_message(raw: PdfPages) -> str:
             f"corrupt PDF: {cause} and no page gave text; open it in a PDF viewer, save or export it as a new "
             "PDF and upload that."
         )
+    if raw.ocr_tried:
+        return (
+            f"no extractable text on any of its {len(raw.texts)} page(s), even with OCR: its pages hold no legible "
+            "text (blank, drawings or photos, or a scan too faint or small to read); check the PDF, rescan it at "
+            "300 dpi or more, or export it with a text layer."
+        )
     return (
         f"no extractable text on any of its {len(raw.texts)} page(s): it is probably scanned or image-only, "
-        "and OCR is not supported; run OCR on it (or export it with a text layer) and upload it again."
+        f"and OCR is not available ({_NO_TESSERACT}); run OCR on it (or export it with a text layer) and upload it "
+        "again."
     )
 
 
@@ -140,9 +157,10 @@ def _check_content(raw: PdfPages, result: Extraction) -> None:
     elif raw.repairs:
         result.note(f"{_repairs(raw)}.")
     elif unexplained and len(unexplained) >= EMPTY_PAGE_SHARE * len(raw.texts):
+        why = "OCR found no legible text on them either" if raw.ocr_tried else f"OCR is not available ({_NO_TESSERACT})"
         result.warn(
             f"{len(unexplained)} of {len(raw.texts)} pages have no text (page(s) {_page_list(unexplained)}): "
-            "scanned images, probably; OCR is not supported, so their content is missing from the snapshot."
+            f"scanned images, probably; {why}, so their content is missing from the snapshot."
         )
     language = check_english(result.text)
     if not language.mostly_english:

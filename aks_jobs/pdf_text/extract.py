@@ -17,6 +17,7 @@ from pathlib import Path
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
+from pdf_text.ocr import ocr_pages, tesseract
 from pdf_text.pages import PdfPages
 from pdf_text.pdfium_pages import PdfiumCannotOpen, read_with_pdfium
 
@@ -150,7 +151,23 @@ def read_pdf_pages(path: Path, pdfium: bool = True) -> PdfPages:
     empty = {number for number, text in enumerate(pages.texts, start=1) if not text.strip()}
     if empty:
         _fill_from_pypdf(data, pages, empty)
+        _fill_by_ocr(data, pages)
     return pages
+
+
+def _fill_by_ocr(data: bytes, pages: PdfPages) -> None:
+    """Pages still without text (and not broken) read by Tesseract from pdfium's rendering, if installed."""
+    binary = tesseract()
+    empty = [n for n, text in enumerate(pages.texts, start=1) if not text.strip() and n not in pages.failed_pages]
+    if binary is None or not empty:
+        return
+    pages.ocr_tried = True
+    texts, errors = ocr_pages(data, empty, binary)
+    for number, text in texts.items():
+        if text.strip():
+            pages.texts[number - 1] = text
+            pages.ocr_pages.append(number)
+    pages.failed_pages.update({number: f"OCR failed: {error}" for number, error in errors.items()})
 
 
 def _fill_from_pypdf(data: bytes, pages: PdfPages, numbers: set[int]) -> None:

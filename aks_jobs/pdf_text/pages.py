@@ -15,4 +15,6 @@ class PdfPages:
     notes: list[str] = field(default_factory=list)  # things worth knowing that are not problems
     repairs: list[str] = field(default_factory=list)  # what pypdf reported fixing, each once
     engine: Engine = "pypdf"
+    ocr_tried: bool = False  # Tesseract was there and read the pages that had no text
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text came from OCR
 

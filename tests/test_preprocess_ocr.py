@@ -1,0 +1,64 @@
+"""OCR of pages without a text layer: pdfium renders them, Tesseract (Debian's tesseract-ocr, installed by
+`make test`'s set-up and in the job image) reads them, inside the isolated worker and its time limit."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pdf_factory import ENGLISH_TEXT, make_scanned_text_pdf, make_text_pdf
+from pdf_text.build import Options, build_snapshot
+
+SENTENCE = ["The harbour master keeps the blue lantern", "in the third drawer of the oak desk."]
+
+
+def _entries(result):
+    return {entry.name: entry for entry in result.entries}
+
+
+def test_an_image_only_pdf_is_read_by_ocr_into_the_snapshot(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE)
+    make_text_pdf(inputs / "typed.pdf", [ENGLISH_TEXT])
+    result = build_snapshot(inputs, tmp_path / "out", options=Options(workers=2))
+    entries = _entries(result)
+    scan = entries["scan.pdf"]
+    assert scan.status == "ok" and scan.ocr_pages == [1] and scan.engine == "pdfium"
+    assert any("read by OCR (Tesseract)" in message for message in scan.messages)
+    assert entries["typed.pdf"].ocr_pages == []
+    # Cleaned like any text: Tesseract's blank line between the two lines is a paragraph break at most.
+    text = " ".join(result.snapshot.text.read_text().split())
+    assert " ".join(SENTENCE) in text
+
+
+def test_without_tesseract_a_scan_keeps_the_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # the workers are forked: they see this PATH
+    inputs = tmp_path / "inputs"
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE)
+    make_text_pdf(inputs / "typed.pdf", [ENGLISH_TEXT])
+    entries = _entries(build_snapshot(inputs, tmp_path / "out", options=Options(workers=1)))
+    assert entries["scan.pdf"].status == "error" and entries["scan.pdf"].ocr_pages == []
+    message = entries["scan.pdf"].messages[0]
+    assert "no extractable text" in message and "OCR is not available" in message and "Tesseract" in message
+    assert entries["typed.pdf"].status == "ok"
+
+
+def _tesseracts() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "tesseract"
+            and "stdin" in (p.info["cmdline"] or [])]
+
+
+def test_ocr_runs_under_the_worker_time_limit_and_dies_with_its_worker(tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs"
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE * 20)  # several seconds of OCR
+    before = {p.pid for p in _tesseracts()}
+    # 2 s: past pdfium's rendering, so Tesseract is running when the worker is killed.
+    result = build_snapshot(inputs, tmp_path / "out", options=Options(timeout_s=2, workers=1))
+    scan = _entries(result)["scan.pdf"]
+    assert scan.status == "error" and "time limit of 2 s" in scan.messages[0]
+    deadline = time.monotonic() + 1  # SIGKILL from the kernel is immediate; its OCR alone would take seconds
+    while [p for p in _tesseracts() if p.pid not in before] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in _tesseracts() if p.pid not in before], "Tesseract outlived its killed worker"
