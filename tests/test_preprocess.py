@@ -70,7 +70,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Run:
     make_image_only_pdf(inputs / "scanned.pdf")
     make_text_pdf(inputs / "portuguese.pdf", [PORTUGUESE_TEXT, PORTUGUESE_TEXT])
     make_text_pdf(inputs / "german.pdf", [GERMAN_TEXT])
-    (inputs / "notes.txt").write_text("meeting notes\n")
+    (inputs / "notes.rtf").write_text("{\\rtf1 meeting notes}\n")  # .txt and .md are read: test_preprocess_text.py
     make_text_pdf(inputs / "renamed.bin", [ENGLISH_TEXT])
     return run_build(inputs, tmp_path_factory.mktemp("processed"))
 
@@ -139,7 +139,7 @@ def test_totals_add_up(corpus: Run) -> None:
         ("scanned.pdf", "error", ["no extractable text", "even with OCR", "drawings or photos", "rescan it"]),
         ("portuguese.pdf", "warning", ["mostly not English", "GPT-2 is an English model", "The text is kept"]),
         ("german.pdf", "warning", ["mostly not English"]),
-        ("notes.txt", "error", ["not a PDF", "plain text", "convert it to PDF"]),
+        ("notes.rtf", "error", ["not a document this step reads", "an RTF document", "convert it to PDF"]),
         ("renamed.bin", "error", ["is a PDF but its name does not end in .pdf", "rename it"]),
     ],
 )

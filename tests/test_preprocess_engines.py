@@ -124,13 +124,13 @@ def test_a_pdfium_crash_kills_only_its_worker_and_pypdf_reads_that_document(tmp_
 def test_a_document_that_crashes_every_engine_gets_a_clear_error_and_the_others_carry_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pdf_text.isolate.process_pdf
+    real = pdf_text.isolate.process_document
 
     def aborting(path: Path, pdfium: bool = True):
         _abort_on_marker(path.read_bytes())
         return real(path, pdfium)
 
-    monkeypatch.setattr(pdf_text.isolate, "process_pdf", aborting)
+    monkeypatch.setattr(pdf_text.isolate, "process_document", aborting)
     result = build_snapshot(_inputs(tmp_path / "inputs"), tmp_path / "out", options=Options(workers=2))
     entries = {entry.name: entry for entry in result.entries}
     crashed = entries["crash.pdf"]

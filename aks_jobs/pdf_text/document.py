@@ -1,4 +1,4 @@
-"""One PDF -> its cleaned text, page count, status and the messages that explain the status.
+"""One document (PDF, or .txt/.md) -> its cleaned text, page count, status and the messages that explain it.
 
 This is the unit of work that runs in an isolated worker and whose result is cached by sha256.
 """
@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pdf_text.clean import clean_document
 from pdf_text.extract import UnreadablePdf, read_pdf_pages
 from pdf_text.pages import PdfPages
+from pdf_text.text_file import NotText, decode_text, is_text_name
 from pdf_text.language import check_english
 
 Status = Literal["ok", "warning", "error"]
@@ -71,6 +72,31 @@ MAX_LISTED_PAGES = 10
 def _page_list(numbers: list[int]) -> str:
     listed = ", ".join(map(str, numbers[:MAX_LISTED_PAGES]))
     return listed + (", ..." if len(numbers) > MAX_LISTED_PAGES else "")
+
+
+def process_document(path: Path, pdfium: bool = True) -> Extraction:
+    """Extract, clean and check one uploaded document, by the kind its name says."""
+    return process_text(path) if is_text_name(path.name) else process_pdf(path, pdfium)
+
+
+def process_text(path: Path) -> Extraction:
+    """A .txt/.md file: decoded (encoding detected), cleaned like PDF text, checked for language."""
+    data = path.read_bytes()
+    if not data:
+        return Extraction.failed("empty file (0 bytes): the upload did not finish or the source was empty; "
+                                 "upload the file again.", cacheable=True)
+    try:
+        text, encoding = decode_text(data)
+    except NotText as exc:
+        return Extraction.failed(str(exc), cacheable=True)
+    result = Extraction(text=clean_document([text]), engine="text")
+    if encoding not in ("utf-8", "utf-8-sig", "ascii"):
+        result.note(f"decoded as {encoding} (detected; not UTF-8); if characters look wrong, save it as UTF-8.")
+    if not result.text:
+        result.fail("no text: the file holds only whitespace or invisible characters; check its content.")
+    else:
+        _check_language(result)
+    return result
 
 
 def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
@@ -162,6 +188,10 @@ def _check_content(raw: PdfPages, result: Extraction) -> None:
             f"{len(unexplained)} of {len(raw.texts)} pages have no text (page(s) {_page_list(unexplained)}): "
             f"scanned images, probably; {why}, so their content is missing from the snapshot."
         )
+    _check_language(result)
+
+
+def _check_language(result: Extraction) -> None:
     language = check_english(result.text)
     if not language.mostly_english:
         result.warn(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdf_text.extract import HEADER_WINDOW
+from pdf_text.text_file import is_text_name
 
 _CHUNK = 1 << 20
 
@@ -23,6 +24,16 @@ class InputFile:
     @property
     def is_pdf_name(self) -> bool:
         return self.name.lower().endswith(".pdf")
+
+    @property
+    def is_text_name(self) -> bool:
+        return is_text_name(self.name)
+
+    @property
+    def extract_key(self) -> str:
+        """Names this content read as this kind (cache entry, shared extraction): the same bytes named
+        .pdf and .txt are read differently."""
+        return f"{self.sha256}.text" if self.is_text_name else self.sha256
 
 
 def hash_file(path: Path) -> tuple[str, bytes]:

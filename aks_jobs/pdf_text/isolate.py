@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from pdf_text.document import Extraction, process_pdf
+from pdf_text.document import Extraction, process_document
 
 # Exit status of a worker that hit its memory limit (MemoryError), chosen to differ from Python's own.
 MEMORY_EXIT_CODE = 86
@@ -78,7 +78,7 @@ def _serve(conn: Connection, memory_mb: int, inherited: list[Connection]) -> Non
     try:
         while (task := conn.recv()) is not None:
             path, pdfium = task
-            conn.send(process_pdf(Path(path), pdfium))
+            conn.send(process_document(Path(path), pdfium))
     except MemoryError:
         # The heap may be fragmented or nearly full: report by exit status, which needs no memory.
         os._exit(MEMORY_EXIT_CODE)
