@@ -4,7 +4,10 @@ The server calls run() from many threads at once (gunicorn --threads, see functi
 each hands its request to one batcher that decodes the requests waiting at that moment in one batched loop.
 
 POST /score {"prompt": "Once upon" | [..], "max_new_tokens": 50, "temperature": 0.7, "top_k": 50,
-             "top_p": 0.95, "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": true, "seed": 7}
+             "top_p": 0.95, "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": true, "seed": 7,
+             "format": "completion" | "instruction", "input": "..." (instruction only)}
+  "format": "instruction" asks each prompt as an instruction in the template the model was trained on
+  (lm/prompt_format.py) and answers with the response alone.
 -> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version"}, "usage": {...}, "parameters": {...}}
 -> 400 {"message": "...", "field": "<the bad field>"} for any client mistake.
 """

@@ -11,6 +11,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm.decoding import Row, decode
+from lm.prompt_format import instruction_prompt, response_only
 
 # Limits keep one request within a predictable time and memory budget on one GPU (or a CPU pod).
 MAX_PROMPTS = 32
@@ -49,6 +50,10 @@ class GenerationRequest:
     num_return_sequences: int = 1
     do_sample: bool = True
     seed: int = 0
+    # "instruction": each prompt is an instruction, asked in the template the model was trained on
+    # (lm.prompt_format) with `input` as its Input section; the answer is the response alone.
+    format: str = "completion"
+    input: str = ""
 
     def parameters(self) -> dict[str, Any]:
         """The effective generation settings, echoed to the client so any answer can be reproduced."""
@@ -70,7 +75,8 @@ class Completion:
 
 
 _FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-           "num_return_sequences", "do_sample", "seed")
+           "num_return_sequences", "do_sample", "seed", "format", "input")
+FORMATS = ("completion", "instruction")
 
 
 def parse_request(raw: str | bytes) -> GenerationRequest:
@@ -95,7 +101,12 @@ def parse_request(raw: str | bytes) -> GenerationRequest:
         raise RequestError("num_return_sequences", f"times the number of prompts ({len(prompts)}) must be at "
                                                    f"most {MAX_SEQUENCES}; send fewer prompts or sequences")
     seed = _integer("seed", body.get("seed"), None, 0, MAX_SEED)
+    format_, input_text = _format(body.get("format"), body.get("input"))
+    if format_ == "instruction":
+        prompts = tuple(instruction_prompt(prompt, input_text) for prompt in prompts)
     return GenerationRequest(
+        format=format_,
+        input=input_text,
         prompts=prompts,
         prompt_is_list=prompt_is_list,
         max_new_tokens=_integer("max_new_tokens", body.get("max_new_tokens"), defaults.max_new_tokens,
@@ -137,8 +148,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             answers.append(prompts)
             continue
         tokens = [[next(new_tokens) for _ in range(request.num_return_sequences)] for _ in prompts]
+        finish = response_only if request.format == "instruction" else str
         answers.append(Completion(
-            generations=[[tokenizer.decode(ids, skip_special_tokens=True) for ids in per_prompt]
+            generations=[[finish(tokenizer.decode(ids, skip_special_tokens=True)) for ids in per_prompt]
                          for per_prompt in tokens],
             prompt_tokens=sum(len(ids) for ids in prompts),
             completion_tokens=sum(len(ids) for per_prompt in tokens for ids in per_prompt)))
@@ -195,6 +207,19 @@ def _prompts(value: Any) -> tuple[tuple[str, ...], bool]:
     if not 1 <= len(value) <= MAX_PROMPTS:
         raise RequestError("prompt", f"must hold 1 to {MAX_PROMPTS} prompts, got {len(value)}")
     return tuple(_prompt_text(f"prompt[{i}]", item) for i, item in enumerate(value)), True
+
+
+def _format(value: Any, input_text: Any) -> tuple[str, str]:
+    format_ = "completion" if value is None else value
+    if format_ not in FORMATS:
+        raise RequestError("format", f"must be one of {', '.join(FORMATS)}, got {json.dumps(value)}")
+    if input_text is None:
+        return format_, ""
+    if format_ != "instruction":
+        raise RequestError("input", 'is only for "format": "instruction" (the Input section of an instruction)')
+    if not isinstance(input_text, str):
+        raise RequestError("input", f"must be a string, got {_kind(input_text)}")
+    return format_, input_text.strip()
 
 
 def _prompt_text(field: str, value: Any) -> str:

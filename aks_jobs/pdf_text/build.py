@@ -72,8 +72,9 @@ def _not_extracted(item: InputFile) -> Extraction:
         message = "this is a PDF but its name does not end in .pdf, so it was not extracted: rename it to *.pdf."
     else:
         message = (
-            f"not a document this step reads (only *.pdf, *.txt and *.md files are; this looks like "
-            f"{describe_content(item.head)}): convert it to PDF or plain text and upload that, or remove it."
+            f"not a document this step reads (only *.pdf, *.txt, *.md, and *.jsonl/*.json instruction files are; "
+            f"this looks like {describe_content(item.head)}): convert it to PDF or plain text and upload that, or "
+            "remove it."
         )
     return Extraction.failed(message, cacheable=False)
 
@@ -104,7 +105,7 @@ def _resolve(
     by_sha: dict[str, _Resolved] = {}
     resolved: dict[str, _Resolved] = {}
     for item in files:
-        if item.read_error or not (item.is_pdf_name or item.is_text_name):
+        if item.read_error or item.kind is None:
             result = _Resolved(_not_extracted(item), names=[item.name])
         elif item.extract_key in by_sha:
             result = by_sha[item.extract_key]
@@ -230,6 +231,7 @@ def _entries_and_texts(
                 seconds=round(result.seconds if first else 0.0, 3),
                 engine=extraction.engine,
                 ocr_pages=extraction.ocr_pages,
+                records=extraction.records,
             )
         )
     return entries, texts

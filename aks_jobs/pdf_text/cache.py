@@ -19,12 +19,15 @@ from pathlib import Path
 import pypdf
 import pypdfium2.version
 
-from pdf_text import clean, document, extract, language, ocr, pages, pdfium_pages, text_file
+from lm import prompt_format
+from pdf_text import clean, document, extract, instructions, language, ocr, pages, pdfium_pages, text_file
 from pdf_text.document import Extraction
 from pdf_text.isolate import Limits
 
 log = logging.getLogger(__name__)
-_TEXT_SHAPING_MODULES = (extract, pdfium_pages, ocr, text_file, pages, clean, language, document)
+_TEXT_SHAPING_MODULES = (
+    extract, pdfium_pages, ocr, text_file, instructions, prompt_format, pages, clean, language, document
+)
 
 
 @cache

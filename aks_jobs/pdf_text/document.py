@@ -4,12 +4,14 @@ This is the unit of work that runs in an isolated worker and whose result is cac
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pdf_text.clean import clean_document
 from pdf_text.extract import UnreadablePdf, read_pdf_pages
+from pdf_text.instructions import MAX_LISTED_RECORDS, is_instruction_name, parse_instructions
 from pdf_text.pages import PdfPages
 from pdf_text.text_file import NotText, decode_text, is_text_name
 from pdf_text.language import check_english
@@ -33,6 +35,7 @@ class Extraction:
     limited: bool = False
     engine: str = ""  # "pdfium" or "pypdf": which one read the text ("" when none did)
     ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text Tesseract read
+    records: int = 0  # instruction files: the records that became training examples
 
     def note(self, message: str) -> None:
         self.messages.append(message)
@@ -76,19 +79,54 @@ def _page_list(numbers: list[int]) -> str:
 
 def process_document(path: Path, pdfium: bool = True) -> Extraction:
     """Extract, clean and check one uploaded document, by the kind its name says."""
+    if is_instruction_name(path.name):
+        return process_instructions(path)
     return process_text(path) if is_text_name(path.name) else process_pdf(path, pdfium)
 
 
-def process_text(path: Path) -> Extraction:
-    """A .txt/.md file: decoded (encoding detected), cleaned like PDF text, checked for language."""
+def _read_text(path: Path) -> tuple[str, str] | Extraction:
+    """(text, encoding) of a text-based upload, or the Extraction saying why there is none."""
     data = path.read_bytes()
     if not data:
         return Extraction.failed("empty file (0 bytes): the upload did not finish or the source was empty; "
                                  "upload the file again.", cacheable=True)
     try:
-        text, encoding = decode_text(data)
+        return decode_text(data)
     except NotText as exc:
         return Extraction.failed(str(exc), cacheable=True)
+
+
+def process_instructions(path: Path) -> Extraction:
+    """A .jsonl/.json file of instruction records: each good record one training example, bad ones listed."""
+    read = _read_text(path)
+    if isinstance(read, Extraction):
+        return read
+    try:
+        parsed = parse_instructions(read[0], json_lines=path.name.lower().endswith(".jsonl"))
+    except json.JSONDecodeError as exc:
+        return Extraction.failed(
+            f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): a .json upload holds a list of "
+            "records, a .jsonl upload one JSON record per line; fix the file and upload it again.", cacheable=True)
+    result = Extraction(text="".join(parsed.examples), engine="instructions", records=len(parsed.examples))
+    if parsed.bad:
+        listed = "; ".join(f"line {line}: {reason}" for line, reason in parsed.bad[:MAX_LISTED_RECORDS])
+        more = f" (+{len(parsed.bad) - MAX_LISTED_RECORDS} more)" if len(parsed.bad) > MAX_LISTED_RECORDS else ""
+        summary = f"{len(parsed.bad)} of {len(parsed.bad) + len(parsed.examples)} record(s) left out: {listed}{more}"
+        if parsed.examples:
+            result.warn(f"{summary}. The other records are used; fix these lines to train on them too.")
+        else:
+            result.fail(f"{summary}. No record is usable; fix the file and upload it again.")
+    elif not parsed.examples:
+        result.fail("no records: the file holds no instruction records; add some and upload it again.")
+    return result
+
+
+def process_text(path: Path) -> Extraction:
+    """A .txt/.md file: decoded (encoding detected), cleaned like PDF text, checked for language."""
+    read = _read_text(path)
+    if isinstance(read, Extraction):
+        return read
+    text, encoding = read
     result = Extraction(text=clean_document([text]), engine="text")
     if encoding not in ("utf-8", "utf-8-sig", "ascii"):
         result.note(f"decoded as {encoding} (detected; not UTF-8); if characters look wrong, save it as UTF-8.")

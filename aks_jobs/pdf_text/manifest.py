@@ -24,7 +24,8 @@ class DocumentEntry:
     cached: bool
     seconds: float
     ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text was read by OCR
-    engine: str = ""  # the PDF engine that read the text: "pdfium", "pypdf", "pdfium+pypdf", "text" ("" if none)
+    records: int = 0  # instruction files (.jsonl/.json): records used as training examples
+    engine: str = ""  # the PDF engine that read the text: "pdfium", "pypdf", "pdfium+pypdf", "text", "instructions" ("" if none)
 
 
 def documents_digest(entries: list[DocumentEntry]) -> str:
