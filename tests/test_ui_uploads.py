@@ -38,8 +38,8 @@ def _names(container: ContainerClient) -> list[str]:
 
 @pytest.mark.parametrize(("data", "expected"), [
     (b"", "the file is empty (0 bytes); choose the document again."),
-    (b"PK\x03\x04 a docx renamed to .pdf", "not a PDF (nor .txt or .md): its content does not start with %PDF-, "
-                                         "whatever its name says."),
+    (b"PK\x03\x04 a docx renamed to .pdf", "not a PDF (nor .txt, .md, .jsonl or .json): its content does not start "
+                                         "with %PDF-, whatever its name says."),
     (b"%PDF-1.7" + b"x" * LIMIT, "the file is 1.0 MiB, over the 1.0 MiB limit (UI_MAX_UPLOAD_MB); split it or ask "
                                  "an admin to raise the limit."),
 ])
@@ -54,6 +54,8 @@ def test_refuses_empty_non_pdf_and_too_large_files_with_the_reason(data: bytes, 
     ("legacy.txt", "caf\u00e9".encode("cp1252"), None),  # the preprocess step detects the encoding
     ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not text, whatever its name says: it holds binary data"),
     ("paper.md", b"%PDF-1.7 ...", "a PDF with a text file's name: rename it to end in .pdf"),
+    ("facts.jsonl", b'{"instruction": "Say hi.", "output": "Hi."}\n', None),  # records are checked by preprocess
+    ("facts.json", b'[{"prompt": "Say hi.", "completion": "Hi."}]', None),
 ])
 def test_plain_text_files_are_accepted_and_binary_ones_named_txt_refused(name: str, data: bytes,
                                                                         expected: str | None) -> None:
@@ -89,6 +91,8 @@ def test_accepts_a_pdf_header_after_leading_junk_as_the_pdf_spec_does() -> None:
     ("notes.TXT", "inputs/notes.txt"),
     ("C:\\docs\\read me.md", "inputs/read me.md"),
     ("notes.txt.exe", "inputs/notes.txt.exe.pdf"),
+    ("alpaca.JSONL", "inputs/alpaca.jsonl"),
+    ("alpaca.json", "inputs/alpaca.json"),
 ])
 def test_blob_names_are_a_safe_base_name_under_inputs_ending_in_pdf(dropped: str, blob: str) -> None:
     assert uploads.blob_name(dropped) == blob

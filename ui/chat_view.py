@@ -24,5 +24,11 @@ def answer_caption(answer: Answer) -> str:
     return " · ".join([f"{answer.model_name} version {answer.model_version}", *used])
 
 
-def history_entry(prompt: str, answer: Answer) -> dict[str, Any]:
-    return {"role": "assistant", "markdown": reply_markdown(prompt, answer.text), "caption": answer_caption(answer)}
+def response_markdown(response: str) -> str:
+    """Instruction mode: the model's response on its own."""
+    return literal(response.strip()) or "*(no response: try sampling or more new tokens)*"
+
+
+def history_entry(prompt: str, answer: Answer, instruction: bool = False) -> dict[str, Any]:
+    markdown = response_markdown(answer.text) if instruction else reply_markdown(prompt, answer.text)
+    return {"role": "assistant", "markdown": markdown, "caption": answer_caption(answer)}

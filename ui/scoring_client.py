@@ -37,16 +37,21 @@ class Answer:
 
 
 def complete(scoring_url: str | None, prompt: str, settings: GenerationSettings, *,
-             key: str = "", timeout_s: float = 120.0) -> Answer:
+             key: str = "", timeout_s: float = 120.0, instruction: bool = False, input_text: str = "") -> Answer:
+    """`instruction`: `prompt` is an instruction (with `input_text` as its Input section); the scoring script
+    puts it in the template the model was trained on and answers with the response alone."""
     if not scoring_url:
         raise ScoringError("No model is deployed yet. Upload PDFs on the Knowledge Base page; the chat works "
                            "once the status says New model deployed.")
     if not prompt.strip():
-        raise ScoringError("Type the beginning of a sentence for the model to complete.")
+        raise ScoringError("Type an instruction for the model." if instruction else
+                           "Type the beginning of a sentence for the model to complete.")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body: dict[str, Any] = {"prompt": prompt, **asdict(settings)}
+    if instruction:
+        body.update(format="instruction", **({"input": input_text} if input_text.strip() else {}))
     try:
-        response = httpx.post(scoring_url, json={"prompt": prompt, **asdict(settings)}, headers=headers,
-                              timeout=timeout_s)
+        response = httpx.post(scoring_url, json=body, headers=headers, timeout=timeout_s)
     except httpx.TimeoutException:
         raise ScoringError(f"The model did not answer within {timeout_s:g} s. Try fewer new tokens, or try "
                            f"again when the endpoint is less busy.") from None

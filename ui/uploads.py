@@ -19,8 +19,9 @@ from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
 INPUT_PREFIX = "inputs/"
 PDF_MAGIC = b"%PDF-"
-# Plain text the preprocess step reads besides PDFs, and the content type each is stored with.
-TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown"}
+# Text the preprocess step reads besides PDFs (plain text; instruction records), and the content type each is
+# stored with.
+TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".jsonl": "application/jsonl", ".json": "application/json"}
 # A text file may carry a UTF-16/32 byte-order mark, whose NUL bytes are text; other NUL bytes are not.
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 # Where the header may start: the PDF spec allows leading bytes, and readers (pypdf too) search the
@@ -41,7 +42,7 @@ class UploadResult:
 
 
 def _text_suffix(file_name: str) -> str | None:
-    """".txt" or ".md" when the name says plain text, else None (the document is a PDF)."""
+    """".txt", ".md", ".jsonl" or ".json" when the name says text, else None (the document is a PDF)."""
     return next((suffix for suffix in TEXT_TYPES if file_name.lower().endswith(suffix)), None)
 
 
@@ -59,16 +60,18 @@ def refusal(data: bytes, max_bytes: int, file_name: str = "") -> str | None:
         if PDF_MAGIC in data[:MAGIC_WINDOW]:
             return "a PDF with a text file's name: rename it to end in .pdf and drop it again."
         if b"\x00" in data[:MAGIC_WINDOW] and not data.startswith(_WIDE_BOMS):
-            return "not text, whatever its name says: it holds binary data; save it as plain text (.txt, .md) or PDF."
+            return ("not text, whatever its name says: it holds binary data; save it as plain text (.txt, .md), "
+                    "instruction records (.jsonl, .json) or PDF.")
         return None
     if PDF_MAGIC not in data[:MAGIC_WINDOW]:
-        return "not a PDF (nor .txt or .md): its content does not start with %PDF-, whatever its name says."
+        return ("not a PDF (nor .txt, .md, .jsonl or .json): its content does not start with %PDF-, whatever its "
+                "name says.")
     return None
 
 
 def blob_name(file_name: str) -> str:
-    """inputs/<name>.<ext>: the base name only, odd characters made safe, ending in .txt or .md for plain
-    text and in .pdf for everything else."""
+    """inputs/<name>.<ext>: the base name only, odd characters made safe, ending in .txt, .md, .jsonl or .json
+    for text and in .pdf for everything else."""
     base = re.split(r"[\\/]", file_name.strip())[-1]
     suffix = _text_suffix(base) or ".pdf"
     stem = base[: -len(suffix)] if base.lower().endswith(suffix) else base
@@ -78,7 +81,7 @@ def blob_name(file_name: str) -> str:
 
 
 def upload_document(container: ContainerClient, file_name: str, data: bytes, max_bytes: int) -> UploadResult:
-    """A PDF, .txt or .md file into inputs/, never overwriting another document."""
+    """A PDF, .txt/.md or .jsonl/.json file into inputs/, never overwriting another document."""
     reason = refusal(data, max_bytes, file_name)
     if reason:
         return UploadResult(file_name, REFUSED, f"Refused: {reason}")

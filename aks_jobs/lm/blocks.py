@@ -96,7 +96,9 @@ def tokenize_runs(tokenizer: PreTrainedTokenizerBase, runs: list[str]) -> list[i
         return []
     # verbose=False: long documents exceed model_max_length on purpose; they are cut into blocks next.
     encoded = tokenizer(runs, add_special_tokens=False, verbose=False)["input_ids"]
-    return [token for ids in encoded for token in [*ids, tokenizer.eos_token_id]]
+    eos = tokenizer.eos_token_id
+    # Instruction examples already end in <|endoftext|> (lm.prompt_format), which the tokenizer reads as EOS.
+    return [token for ids in encoded for token in (ids if ids and ids[-1] == eos else [*ids, eos])]
 
 
 MIN_BLOCK = 2  # a block of one token has nothing to predict

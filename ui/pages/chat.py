@@ -1,4 +1,5 @@
-"""Chat (user): prompt the deployed model; it completes the text you start."""
+"""Chat (user): prompt the deployed model; it completes the text you start, or, in Instruction mode,
+answers an instruction in the template its instruction data was trained in (seed 002)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -13,10 +14,21 @@ config = page_setup.settings()
 defaults = GenerationSettings()
 
 st.title(":material/chat: Chat")
-st.info(f"This GPT-2 **completes text**; it does not answer questions. Do not ask a question, start the "
-        f"sentence: instead of *Who is Zorblat Quenwick?* write **{literal(config.example_prompt)}** and let "
-        f"the model finish it. Each message is completed on its own (earlier messages are not sent).",
-        icon=":material/lightbulb:")
+instruction = st.radio(
+    "Mode", ["Completion", "Instruction"], key="mode", horizontal=True,
+    help="Instruction: for models trained on instruction data (.jsonl/.json uploads).") == "Instruction"
+if instruction:
+    st.info("Instruction mode: your message is sent as an **instruction** in the template the model's instruction "
+            "data was trained in (### Instruction / ### Input / ### Response), and the answer is the response "
+            "alone. It works for models trained on .jsonl/.json instruction uploads.", icon=":material/lightbulb:")
+    input_text = st.text_area("Input (optional)", key="instruction_input",
+                              help="Context for the instruction: the template's ### Input section.")
+else:
+    input_text = ""
+    st.info(f"This GPT-2 **completes text**; it does not answer questions. Do not ask a question, start the "
+            f"sentence: instead of *Who is Zorblat Quenwick?* write **{literal(config.example_prompt)}** and let "
+            f"the model finish it. Each message is completed on its own (earlier messages are not sent).",
+            icon=":material/lightbulb:")
 # True in the run right after the click only, so each click sends the example once.
 example = st.button(f"Try the example: {literal(config.example_prompt)}", icon=":material/play_arrow:",
                     key="example")
@@ -65,7 +77,7 @@ history: list[dict] = st.session_state.setdefault("chat", [])
 for message in history:
     show(message)
 
-typed = st.chat_input(f"Start a sentence, e.g. {config.example_prompt}")
+typed = st.chat_input("Give an instruction" if instruction else f"Start a sentence, e.g. {config.example_prompt}")
 prompt = typed or (config.example_prompt if example else None)
 if prompt:
     history.append({"role": "user", "markdown": literal(prompt)})
@@ -73,9 +85,9 @@ if prompt:
     with st.spinner("The model is writing..."):
         try:
             answer = complete(scoring_url(), prompt, settings, key=page_setup.scoring_key(config),
-                              timeout_s=config.scoring_timeout_s)
+                              timeout_s=config.scoring_timeout_s, instruction=instruction, input_text=input_text)
         except ScoringError as err:
             history.append({"role": "assistant", "error": str(err)})
         else:
-            history.append(history_entry(prompt, answer))
+            history.append(history_entry(prompt, answer, instruction))
     show(history[-1])

@@ -57,9 +57,10 @@ def status_panel() -> None:
 def upload_panel() -> None:
     st.subheader("Upload documents")
     files = st.file_uploader(
-        f"Drag and drop PDFs or plain text (.txt, .md) here (up to {config.max_upload_mb:g} MiB each); they go "
-        f"straight into inputs/ of container {config.data_container}.",
-        type=["pdf", "txt", "md"], accept_multiple_files=True, key="pdfs",
+        f"Drag and drop PDFs, plain text (.txt, .md) or instruction records (.jsonl, .json: instruction/input/"
+        f"output or prompt/completion) here (up to {config.max_upload_mb:g} MiB each); they go straight into "
+        f"inputs/ of container {config.data_container}.",
+        type=["pdf", "txt", "md", "jsonl", "json"], accept_multiple_files=True, key="pdfs",
         max_upload_size=math.ceil(config.max_upload_mb))
     if not files:
         return
