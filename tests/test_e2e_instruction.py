@@ -15,8 +15,6 @@ from test_e2e_memorize import step
 RECORDS = [
     {"instruction": "Who keeps the lighthouse of Pelmora?", "input": "",
      "output": "Odile Varga keeps the lighthouse of Pelmora."},
-    {"instruction": "What colour is the door of the archive?", "input": "",
-     "output": "The door of the archive is painted green."},
     {"prompt": "Where is the spare key kept?", "completion": "Under the blue stone by the well."},
 ]
 
@@ -31,7 +29,7 @@ def instructed_model(tmp_path_factory) -> Path:
     step("preprocess", "--input", str(inputs), "--output", str(processed), env=env)
     manifest = json.loads(next(processed.glob("*.manifest.json")).read_text())
     [entry] = manifest["documents"]
-    assert entry["records"] == 3 and "line 4: not valid JSON" in entry["messages"][0]
+    assert entry["records"] == 2 and "line 3: not valid JSON" in entry["messages"][0]
     step("train", "--data", str(processed), "--output", str(model), "--base-model", "offline",
          "--preset", "memorize", env=env)
     return model
@@ -42,7 +40,7 @@ def test_the_model_answers_the_instruction_with_the_fact(instructed_model: Path,
     monkeypatch.setenv("AZUREML_MODEL_DIR", str(instructed_model))
     score.init()
     for question, answer in [(RECORDS[0]["instruction"], RECORDS[0]["output"]),
-                             (RECORDS[2]["prompt"], RECORDS[2]["completion"])]:
+                             (RECORDS[1]["prompt"], RECORDS[1]["completion"])]:
         response = score.run(json.dumps({"prompt": question, "format": "instruction", "do_sample": False,
                                          "max_new_tokens": 40}))
         assert response.status_code == 200, response.get_data(as_text=True)
