@@ -2,6 +2,7 @@
 `make test`'s set-up and in the job image) reads them, inside the isolated worker and its time limit."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -62,3 +63,20 @@ def test_ocr_runs_under_the_worker_time_limit_and_dies_with_its_worker(tmp_path:
     while [p for p in _tesseracts() if p.pid not in before] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in _tesseracts() if p.pid not in before], "Tesseract outlived its killed worker"
+
+
+def test_a_page_tesseract_fails_on_is_named_and_the_document_is_not_called_corrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    broken = tools / "tesseract"  # a real executable that fails the way a broken install does
+    broken.write_text("#!/bin/sh\necho 'Error: tessdata not found' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    inputs = tmp_path / "inputs"
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE)
+    scan = _entries(build_snapshot(inputs, tmp_path / "out", options=Options(workers=1)))["scan.pdf"]
+    assert scan.status == "error" and scan.ocr_pages == []
+    assert scan.messages[0].startswith("OCR failed on page(s) 1 (OcrFailed: tesseract exit status 1")
+    assert "tessdata not found" in scan.messages[0]
+    assert not any("corrupt PDF" in message for message in scan.messages)

@@ -161,6 +161,9 @@ def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
             f"page(s) {_page_list(raw.ocr_pages)} have no text layer: their text was read by OCR (Tesseract), "
             "which can misread words; a PDF with a text layer gives exact text."
         )
+    if raw.ocr_failed:
+        failed = sorted(raw.ocr_failed)
+        result.warn(f"OCR failed on page(s) {_page_list(failed)} ({raw.ocr_failed[failed[0]]}); their text is missing.")
     if result.pages == 0:
         result.fail("the PDF has no pages, so there is nothing to extract; check that it opens in a PDF viewer.")
     elif not result.text:

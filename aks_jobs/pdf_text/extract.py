@@ -167,7 +167,7 @@ def _fill_by_ocr(data: bytes, pages: PdfPages) -> None:
         if text.strip():
             pages.texts[number - 1] = text
             pages.ocr_pages.append(number)
-    pages.failed_pages.update({number: f"OCR failed: {error}" for number, error in errors.items()})
+    pages.ocr_failed = errors
 
 
 def _fill_from_pypdf(data: bytes, pages: PdfPages, numbers: set[int]) -> None:

@@ -17,4 +17,5 @@ class PdfPages:
     engine: Engine = "pypdf"
     ocr_tried: bool = False  # Tesseract was there and read the pages that had no text
     ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text came from OCR
+    ocr_failed: dict[int, str] = field(default_factory=dict)  # 1-based page -> how Tesseract failed on it
 
