@@ -1,6 +1,7 @@
 """Instruction data end to end, through each step's own command line: a .jsonl file with a made-up fact ->
 preprocess -> train (memorize preset, offline base) -> the scoring script answers the instruction with the fact
-when asked in instruction mode (the template of lm/prompt_format.py)."""
+when asked in instruction mode (the template of lm/prompt_format.py); trained with the loss on every token and
+on the responses only."""
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def instructed_model(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=[[], ["--response-only-loss"]], ids=["loss-on-all", "loss-on-responses"])
+def instructed_model(tmp_path_factory, request) -> Path:
     work = tmp_path_factory.mktemp("instruct")
     inputs, processed, model = work / "inputs", work / "processed", work / "model"
     inputs.mkdir()
@@ -31,7 +32,7 @@ def instructed_model(tmp_path_factory) -> Path:
     [entry] = manifest["documents"]
     assert entry["records"] == 2 and "line 3: not valid JSON" in entry["messages"][0]
     step("train", "--data", str(processed), "--output", str(model), "--base-model", "offline",
-         "--preset", "memorize", env=env)
+         "--preset", "memorize", *request.param, env=env)
     return model
 
 
