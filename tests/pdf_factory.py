@@ -194,8 +194,8 @@ def make_rootless_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
-def make_scanned_text_pdf(path: Path, lines: list[str]) -> Path:
-    """One page whose only content is an image of `lines` of text (what a scanner produces): no text layer."""
+def make_scanned_text_pdf(path: Path, lines: list[str], pages: int = 1) -> Path:
+    """Pages whose only content is an image of `lines` of text (what a scanner produces): no text layer."""
     from PIL import Image, ImageDraw, ImageFont  # only the OCR tests need it
     from reportlab.lib.utils import ImageReader
     from reportlab.pdfbase.ttfonts import TTFont
@@ -209,8 +209,9 @@ def make_scanned_text_pdf(path: Path, lines: list[str]) -> Path:
         draw.text((120, 100 + 90 * number), line, font=font, fill=0)
     pdf = canvas.Canvas(str(path), pagesize=A4, invariant=1)
     width = A4[0] - 2 * 36
-    pdf.drawImage(ImageReader(image), 36, A4[1] - 72 - width * image.height / image.width, width=width,
-                  height=width * image.height / image.width)
-    pdf.showPage()
+    for _ in range(pages):
+        pdf.drawImage(ImageReader(image), 36, A4[1] - 72 - width * image.height / image.width, width=width,
+                      height=width * image.height / image.width)
+        pdf.showPage()
     pdf.save()
     return path

@@ -84,7 +84,8 @@ def test_manifest_has_the_contract_fields(corpus: Run) -> None:
     created = manifest["created_utc"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created)
     assert stamp == created[:10].replace("-", "") + "_" + created[11:19].replace(":", "")
-    fields = {"name", "sha256", "bytes", "pages", "chars", "status", "messages", "cached", "seconds", "engine", "ocr_pages"}
+    fields = {"name", "sha256", "bytes", "pages", "chars", "status", "messages", "cached", "seconds", "engine",
+              "ocr_pages", "records"}
     assert all(set(entry) == fields for entry in manifest["documents"])
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -51,18 +53,49 @@ def _tesseracts() -> list[psutil.Process]:
             and "stdin" in (p.info["cmdline"] or [])]
 
 
-def test_ocr_runs_under_the_worker_time_limit_and_dies_with_its_worker(tmp_path: Path) -> None:
+def test_ocr_runs_under_the_worker_time_limit(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
-    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE * 20)  # several seconds of OCR
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE * 18, pages=3)  # ~2 s of OCR a page
+    make_text_pdf(inputs / "typed.pdf", [ENGLISH_TEXT])
+    entries = _entries(build_snapshot(inputs, tmp_path / "out", options=Options(timeout_s=1, workers=1)))
+    assert entries["scan.pdf"].status == "error" and "time limit of 1 s" in entries["scan.pdf"].messages[0]
+    assert entries["typed.pdf"].status == "ok"
+
+
+def test_tesseract_dies_with_its_worker(tmp_path: Path) -> None:
+    # What the time limit does to a worker mid-OCR (SIGKILL), done at the moment Tesseract is surely running.
+    inputs = tmp_path / "inputs"
+    make_scanned_text_pdf(inputs / "scan.pdf", SENTENCE * 18, pages=3)
     before = {p.pid for p in _tesseracts()}
-    # 2 s: past pdfium's rendering, so Tesseract is running when the worker is killed.
-    result = build_snapshot(inputs, tmp_path / "out", options=Options(timeout_s=2, workers=1))
-    scan = _entries(result)["scan.pdf"]
-    assert scan.status == "error" and "time limit of 2 s" in scan.messages[0]
-    deadline = time.monotonic() + 1  # SIGKILL from the kernel is immediate; its OCR alone would take seconds
-    while [p for p in _tesseracts() if p.pid not in before] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [p for p in _tesseracts() if p.pid not in before], "Tesseract outlived its killed worker"
+    killed: list[psutil.Process] = []
+
+    def kill_the_worker_under_tesseract() -> None:
+        deadline = time.monotonic() + 60
+        while not (found := [p for p in _tesseracts() if p.pid not in before]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Until it has read its image and is recognising (an image cut short would end it on its own).
+        while found[0].cpu_times().user < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed.extend(found)
+        os.kill(found[0].ppid(), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker_under_tesseract)
+    killer.start()
+    result = build_snapshot(inputs, tmp_path / "out", options=Options(timeout_s=60, workers=1))
+    killer.join()
+    assert "killed by the system" in _entries(result)["scan.pdf"].messages[0]
+    [tesseract] = killed
+    # The kernel kills it with its parent (PR_SET_PDEATHSIG); on its own it would finish the page (seconds).
+    assert _gone(tesseract, within_s=0.3), "Tesseract outlived its killed worker"
+
+
+def _gone(process: psutil.Process, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def test_a_page_tesseract_fails_on_is_named_and_the_document_is_not_called_corrupt(
