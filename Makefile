@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup chromium test demo down bench bench-preprocess bench-train bench-loss bench-serve bench-serve-load clean
+.PHONY: setup chromium tesseract test demo down bench bench-preprocess bench-train bench-loss bench-serve bench-serve-load clean
 
 # Re-install only when a requirements file changes.
 $(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt
@@ -29,7 +29,11 @@ chromium:
 
 setup: $(VENV)/.installed .venv-infra/.installed node_modules/.installed
 
-test: setup chromium
+# OCR for scanned PDFs (aks_jobs/pdf_text/ocr.py) calls Debian's Tesseract, as the job image does.
+tesseract:
+	@command -v tesseract >/dev/null || (apt-get update -qq && apt-get install -y -qq tesseract-ocr tesseract-ocr-eng)
+
+test: setup chromium tesseract
 	$(BIN)/pytest
 
 demo: setup

@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"evaluate and checkpoint every epoch, end with the best; {preset_help('best_epoch')}")
     parser.add_argument("--line-blocks", action=argparse.BooleanOptionalAction,
                         help=f"overlapping training blocks, one starting at every line; {preset_help('line_blocks')}")
+    parser.add_argument("--response-only-loss", action=argparse.BooleanOptionalAction,
+                        help="instruction data (.jsonl/.json uploads): the loss covers the response tokens only, not "
+                             "the instruction and input (default: off, every token)")
     parser.add_argument("--experiment", default="gpt2-pdf", help="MLflow experiment name")
     return parser.parse_args(argv)
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, key) for key in (
         "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
-        "eval_fraction", "seed", "max_steps", "max_wall_s", "best_epoch", "line_blocks")}
+        "eval_fraction", "seed", "max_steps", "max_wall_s", "best_epoch", "line_blocks", "response_only_loss")}
     request = TrainRequest(data=args.data, output=args.output, base_model=args.base_model, preset=args.preset,
                            overrides=overrides, experiment=args.experiment)
     try:

@@ -123,8 +123,10 @@ def make_heavy_pdf(path: Path, megabytes: float) -> Path:
     which makes it slow and memory hungry: the tool for tripping the time and memory limits.
     """
     path = _prepare(path)
-    operator = b"BT /F1 10 Tf 72 700 Td (All work and no play makes Jack a dull boy.) Tj ET\n"
-    content = zlib.compress(operator * int(megabytes * 2**20 / len(operator)), 6)
+    # Each line below the last: pdfium drops text drawn over identical text (it keeps text off the page).
+    operator = b"(All work and no play makes Jack a dull boy.) Tj 0 -12 Td\n"
+    lines = operator * int(megabytes * 2**20 / len(operator))
+    content = zlib.compress(b"BT /F1 10 Tf 72 700 Td\n" + lines + b"ET\n", 6)
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
@@ -182,4 +184,34 @@ def make_shifted_pdf(path: Path, pages: list[str]) -> Path:
     data = path.read_bytes()
     end_of_header = data.index(b"\n") + 1
     path.write_bytes(data[:end_of_header] + b"% a line that moves every object\n" + data[end_of_header:])
+    return path
+
+
+def make_rootless_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF whose trailer lost its /Root entry: pdfium refuses it, pypdf finds the catalog anyway."""
+    path = make_text_pdf(path, pages)
+    path.write_bytes(path.read_bytes().replace(b"/Root", b"/Rxxx"))
+    return path
+
+
+def make_scanned_text_pdf(path: Path, lines: list[str], pages: int = 1) -> Path:
+    """Pages whose only content is an image of `lines` of text (what a scanner produces): no text layer."""
+    from PIL import Image, ImageDraw, ImageFont  # only the OCR tests need it
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    path = _prepare(path)
+    # Vera ships with reportlab, so every machine that runs the tests has this font.
+    font = ImageFont.truetype(TTFont("Vera", "Vera.ttf").face.filename, 48)
+    image = Image.new("L", (2400, 200 + 90 * len(lines)), 255)  # ~300 dpi across an A4 width
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((120, 100 + 90 * number), line, font=font, fill=0)
+    pdf = canvas.Canvas(str(path), pagesize=A4, invariant=1)
+    width = A4[0] - 2 * 36
+    for _ in range(pages):
+        pdf.drawImage(ImageReader(image), 36, A4[1] - 72 - width * image.height / image.width, width=width,
+                      height=width * image.height / image.width)
+        pdf.showPage()
+    pdf.save()
     return path

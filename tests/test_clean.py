@@ -1,7 +1,11 @@
 """Each cleaning rule on its own, then the whole per-document cleaner, then the English check."""
 from __future__ import annotations
 
+import re
 import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pdf_factory import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
 from pdf_text.clean import (
@@ -162,3 +166,12 @@ def test_every_invisible_character_is_dropped_and_every_visible_one_kept() -> No
     )
     assert drop_control_characters(everything) == expected
     assert drop_control_characters("private \U000f0001use and tag \U000e0041end") == "private use and tag end"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab \t\n\r\x0b\x1c\x1f\u00a0\u2009\u3000"))))
+def test_collapse_whitespace_is_the_line_by_line_definition(text: str) -> None:
+    # The definition: each line's whitespace runs become one space and the line is stripped; blank-line
+    # runs shrink to one; no blank lines at either end. The function does it on the whole text at once.
+    lines = [re.sub(r"[^\S\n]+", " ", line).strip() for line in text.split("\n")]
+    assert collapse_whitespace(text) == re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")

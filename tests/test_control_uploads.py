@@ -84,3 +84,13 @@ def test_rows_written_under_the_old_key_layout_are_read_and_moved(env: ControlEn
 
     [row] = env.store.table.query_entities("PartitionKey eq 'blob'")
     assert row["name"] == "team/q3 report?.pdf" and len(row["RowKey"]) == 64 and row["version"] == 2
+
+
+def test_text_uploads_are_recorded_by_the_scan_and_the_blob_event(env: ControlEnv) -> None:
+    # The control plane records every blob under inputs/; which kinds give text is the preprocess step's call.
+    env.upload("notes.txt", b"Plain notes.")
+    env.upload("handbook/intro.md", b"# Intro")
+    assert uploads.scan(env.store, env.container, NOW) == {"notes.txt": "new_content", "handbook/intro.md": "new_content"}
+    env.upload("later.txt", b"Arrived after the scan.")
+    assert uploads.record(env.store, env.container, "later.txt", NOW) == "new_content"
+    assert sorted(env.store.document_names()) == ["handbook/intro.md", "later.txt", "notes.txt"]

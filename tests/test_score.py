@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 import score
+from lm.prompt_format import SECTION_START, instruction_prompt
 from lm.scoring_request import MAX_SEED, RequestError, parse_request
 from lm.serving_limits import ServingLimits
 from lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
@@ -17,7 +18,8 @@ from scoring_server import ScoringServerError, running_scoring_server
 from tiny_model import make_tiny_model
 
 DESIGN_DEFAULTS = {"max_new_tokens": 50, "temperature": 0.7, "top_k": 50, "top_p": 0.95,
-                   "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": True, "stop": []}
+                   "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": True, "stop": [],
+                   "format": "completion", "input": ""}
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the"]  # different lengths: left padding matters
 CPU = ServingLimits.for_device("cpu")  # the tests' server runs on the CPU
 
@@ -286,3 +288,26 @@ def test_server_that_cannot_load_its_model_fails_fast_with_the_reason(tmp_path):
     with pytest.raises(ScoringServerError, match="no config.json"):
         with running_scoring_server(tmp_path):
             pass
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"prompt": "hi", "format": "chat"}, "format"),
+    ({"prompt": "hi", "input": "context"}, "input"),  # an Input section needs the instruction format
+    ({"prompt": "hi", "format": "instruction", "input": 3}, "input"),
+    ({"prompt": "hi", "format": "instruction", "history": ["earlier"]}, "history"),
+])
+def test_bad_instruction_requests_name_the_field(body, field):
+    with pytest.raises(RequestError) as caught:
+        parse_request(json.dumps(body))
+    assert caught.value.field == field
+
+
+def test_instruction_format_asks_in_the_training_template_and_answers_with_the_response(served):
+    request = parse_request(json.dumps({"prompt": "Name the keeper.", "format": "instruction", "input": "Pier 4"}))
+    assert request.prompt_texts == (instruction_prompt("Name the keeper.", "Pier 4"),)
+    assert request.stop_sequences[-1] == SECTION_START  # decoding ends where another section would start
+    status, answer = call({"prompt": "Name the keeper.", "format": "instruction", "max_new_tokens": 20,
+                           "do_sample": False})
+    assert status == 200 and answer["parameters"]["format"] == "instruction"
+    [[text]] = answer["generations"]
+    assert "### " not in text and text == text.strip()

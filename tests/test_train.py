@@ -18,6 +18,7 @@ from lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line
 from lm.corpus import CorpusError, load_corpus
 from lm.loss_curve import MAX_POINTS, loss_curve
 from lm.perplexity import score_texts, windows
+from lm.prompt_format import RESPONSE_HEADER, training_example
 from lm.recipe import hyperparameters
 from lm.training import checkpoint_dir
 from tiny_model import make_tiny_model
@@ -348,3 +349,33 @@ def test_training_stops_at_the_wall_time_and_step_limits_and_says_so(tmp_path: P
     assert stepped.returncode == 0, stepped.stderr[-3000:]
     summary = json.loads((tmp_path / "stepped" / "train_summary.json").read_text())
     assert summary["steps"] == 2 and "limit of 2 optimizer steps" in summary["stopped_early"]
+
+
+def test_response_only_loss_covers_each_response_and_its_end_and_nothing_of_the_prompts() -> None:
+    examples = [training_example("Who keeps the lighthouse?", "", "Odile Varga keeps it."),
+                training_example("Translate.", "Good morning", "Bonjour.")]
+    pdf_text = "Plain document text from a PDF, trained on in full."
+    tokenizer = train_tokenizer(examples + [pdf_text], vocab_size=300)
+    header = tokenizer(RESPONSE_HEADER, add_special_tokens=False)["input_ids"]
+    collate = BlockCollator(tokenizer.pad_token_id, response_header=header, eos_token_id=tokenizer.eos_token_id)
+    instruction_ids = tokenizer("".join(examples), add_special_tokens=False)["input_ids"]
+    pdf_ids = tokenizer(pdf_text, add_special_tokens=False)["input_ids"]
+    middle = instruction_ids[len(instruction_ids) // 2:]  # a block that starts inside the second example
+    batch = collate([{"input_ids": instruction_ids}, {"input_ids": pdf_ids}, {"input_ids": middle}])
+
+    def trained(row: int, ids: list[int]) -> str:
+        kept = [token for token, label in zip(ids, batch["labels"][row].tolist()) if label != -100]
+        return tokenizer.decode(kept)
+
+    assert trained(0, instruction_ids) == "Odile Varga keeps it.<|endoftext|>Bonjour.<|endoftext|>"
+    assert trained(1, pdf_ids) == pdf_text
+    assert trained(2, middle) == "Bonjour.<|endoftext|>"
+    # Without the option every real token is trained on, as before.
+    plain = BlockCollator(tokenizer.pad_token_id)([{"input_ids": instruction_ids}])
+    assert (plain["labels"][0] != -100).all()
+
+
+def test_response_only_loss_is_a_train_option_off_by_default() -> None:
+    assert train_step.parse_args(["--data", "d", "--output", "o"]).response_only_loss is None
+    assert train_step.parse_args(["--data", "d", "--output", "o", "--response-only-loss"]).response_only_loss is True
+    assert hyperparameters("default", "pretrained", {}).response_only_loss is False

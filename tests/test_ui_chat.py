@@ -230,3 +230,25 @@ def test_endpoint_errors_are_readable(monkeypatch: pytest.MonkeyPatch, failing_u
     at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=failing_url + path)
     _, assistant = _send(at, PROMPT)
     assert plain(assistant.error[0].value) == message.format(url=failing_url)
+
+
+def test_instruction_mode_asks_in_the_training_template_and_shows_the_response(
+        monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane, scoring_url: str) -> None:  # noqa: F811
+    at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
+    at.radio(key="mode").set_value("Instruction").run()
+    [hint] = [plain(i.value) for i in at.info]
+    assert "Instruction mode" in hint and "### Instruction / ### Input / ### Response" in hint
+    at.toggle(key="do_sample").set_value(False)
+    at.slider(key="max_new_tokens").set_value(8)
+    at.text_area(key="instruction_input").set_value("Pier 4")
+    user, assistant = _send(at, "Name the keeper.")
+    # What the UI shows is what the scoring script answers for that instruction: the template is built there
+    # (lm/prompt_format.py), never in the UI.
+    expected = httpx.post(scoring_url, json={"prompt": "Name the keeper.", "format": "instruction",
+                                             "input": "Pier 4", "max_new_tokens": 8, "do_sample": False,
+                                             "temperature": 0.7, "top_k": 50, "top_p": 0.95,
+                                             "repetition_penalty": 1.0}).json()["generations"][0][0]
+    assert plain(user.markdown[0].value) == "Name the keeper."
+    shown = plain(assistant.markdown[0].value)
+    assert shown == (expected.strip() or "(no response: try sampling or more new tokens)")
+    assert "format=instruction" in assistant.caption[0].value and "input=Pier 4" in assistant.caption[0].value

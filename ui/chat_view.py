@@ -29,9 +29,14 @@ def answer_caption(answer: Answer) -> str:
     return " · ".join([f"{answer.model_name} version {answer.model_version}", *used])
 
 
-def history_entry(prompt: str, answer: Answer) -> dict[str, Any]:
-    return {"role": "assistant", "markdowns": [reply_markdown(prompt, text) for text in answer.texts],
-            "caption": answer_caption(answer)}
+def response_markdown(response: str) -> str:
+    """Instruction mode: the model's response on its own."""
+    return literal(response.strip()) or "*(no response: try sampling or more new tokens)*"
+
+
+def history_entry(prompt: str, answer: Answer, instruction: bool = False) -> dict[str, Any]:
+    shown = [response_markdown(text) if instruction else reply_markdown(prompt, text) for text in answer.texts]
+    return {"role": "assistant", "markdowns": shown, "caption": answer_caption(answer)}
 
 
 def conversation_turn(prompt: str, answer: Answer) -> str:

@@ -55,19 +55,25 @@ class Piece:
 
 
 def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *, history: Sequence[str] = (),
-           key: str = "", timeout_s: float = 120.0) -> Iterator[Piece | Answer]:
+           instruction: bool = False, input_text: str = "", key: str = "",
+           timeout_s: float = 120.0) -> Iterator[Piece | Answer]:
     """Pieces of text as the model writes them (Server-Sent Events), then the whole Answer.
 
     `history`: earlier turns, oldest first, sent as context; the server keeps the newest that fit the model.
+    `instruction`: `prompt` is an instruction (`input_text` its Input section); the scoring script puts it in
+    the template the model was trained on and answers with the response alone.
     An endpoint that answers with plain JSON (no streaming) gives just the Answer.
     """
     if not scoring_url:
         raise ScoringError("No model is deployed yet. Upload PDFs on the Knowledge Base page; the chat works "
                            "once the status says New model deployed.")
     if not prompt.strip():
-        raise ScoringError("Type the beginning of a sentence for the model to complete.")
+        raise ScoringError("Type an instruction for the model." if instruction else
+                           "Type the beginning of a sentence for the model to complete.")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"prompt": prompt, **asdict(settings), "stream": True, **({"history": list(history)} if history else {})}
+    if instruction:
+        body.update(format="instruction", **({"input": input_text} if input_text.strip() else {}))
     try:
         with httpx.stream("POST", scoring_url, json=body, headers=headers, timeout=timeout_s) as response:
             if response.status_code >= 400:

@@ -1,7 +1,7 @@
 """Check a dropped file and put it into inputs/ of the data container without ever losing a document.
 
 Same name, same bytes: nothing is written (the document is already there; no new run is started).
-Same name, different bytes: the new file is kept BESIDE the old one as <stem>-<sha256[:12]>.pdf. The
+Same name, different bytes: the new file is kept BESIDE the old one as <stem>-<sha256[:12]>.<ext>. The
 control plane records documents by name + ETag + sha256, snapshots are traceable to exact documents,
 and the system never modifies inputs/: silently replacing a PDF would drop its text from the next model
 without anyone deciding so. The suffix comes from the content, so re-dropping that file is again a no-op.
@@ -19,6 +19,11 @@ from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
 INPUT_PREFIX = "inputs/"
 PDF_MAGIC = b"%PDF-"
+# Text the preprocess step reads besides PDFs (plain text; instruction records), and the content type each is
+# stored with.
+TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".jsonl": "application/jsonl", ".json": "application/json"}
+# A text file may carry a UTF-16/32 byte-order mark, whose NUL bytes are text; other NUL bytes are not.
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 # Where the header may start: the PDF spec allows leading bytes, and readers (pypdf too) search the
 # first kilobyte for it.
 MAGIC_WINDOW = 1024
@@ -36,29 +41,48 @@ class UploadResult:
     blob_name: str | None = None  # where the document is in the container
 
 
-def refusal(data: bytes, max_bytes: int) -> str | None:
-    """Why these bytes cannot be a training document, or None when they can."""
+def _text_suffix(file_name: str) -> str | None:
+    """".txt", ".md", ".jsonl" or ".json" when the name says text, else None (the document is a PDF)."""
+    return next((suffix for suffix in TEXT_TYPES if file_name.lower().endswith(suffix)), None)
+
+
+def refusal(data: bytes, max_bytes: int, file_name: str = "") -> str | None:
+    """Why these bytes cannot be a training document, or None when they can.
+
+    The preprocess step detects a text file's encoding and explains what it cannot read; here only what
+    is plainly wrong is refused: binary bytes under a text name, non-PDF bytes under any other name."""
     if not data:
-        return "the file is empty (0 bytes); choose the PDF again."
+        return "the file is empty (0 bytes); choose the document again."
     if len(data) > max_bytes:
         return (f"the file is {_mib(len(data))}, over the {_mib(max_bytes)} limit (UI_MAX_UPLOAD_MB); "
                 f"split it or ask an admin to raise the limit.")
+    if _text_suffix(file_name):
+        if PDF_MAGIC in data[:MAGIC_WINDOW]:
+            return "a PDF with a text file's name: rename it to end in .pdf and drop it again."
+        if b"\x00" in data[:MAGIC_WINDOW] and not data.startswith(_WIDE_BOMS):
+            return ("not text, whatever its name says: it holds binary data; save it as plain text (.txt, .md), "
+                    "instruction records (.jsonl, .json) or PDF.")
+        return None
     if PDF_MAGIC not in data[:MAGIC_WINDOW]:
-        return "not a PDF: its content does not start with %PDF-, whatever its name says."
+        return ("not a PDF (nor .txt, .md, .jsonl or .json): its content does not start with %PDF-, whatever its "
+                "name says.")
     return None
 
 
 def blob_name(file_name: str) -> str:
-    """inputs/<name>.pdf: the base name only, odd characters made safe, always ending in .pdf."""
+    """inputs/<name>.<ext>: the base name only, odd characters made safe, ending in .txt, .md, .jsonl or .json
+    for text and in .pdf for everything else."""
     base = re.split(r"[\\/]", file_name.strip())[-1]
-    stem = base[:-4] if base.lower().endswith(".pdf") else base
+    suffix = _text_suffix(base) or ".pdf"
+    stem = base[: -len(suffix)] if base.lower().endswith(suffix) else base
     # Control characters, '#' and '?' break blob URLs; runs of them collapse to one underscore.
     stem = re.sub(r"[\x00-\x1f\x7f#?%]+", "_", stem).strip(" .") or "document"
-    return f"{INPUT_PREFIX}{stem}.pdf"
+    return f"{INPUT_PREFIX}{stem}{suffix}"
 
 
-def upload_pdf(container: ContainerClient, file_name: str, data: bytes, max_bytes: int) -> UploadResult:
-    reason = refusal(data, max_bytes)
+def upload_document(container: ContainerClient, file_name: str, data: bytes, max_bytes: int) -> UploadResult:
+    """A PDF, .txt/.md or .jsonl/.json file into inputs/, never overwriting another document."""
+    reason = refusal(data, max_bytes, file_name)
     if reason:
         return UploadResult(file_name, REFUSED, f"Refused: {reason}")
     sha256 = hashlib.sha256(data).hexdigest()
@@ -69,7 +93,8 @@ def upload_pdf(container: ContainerClient, file_name: str, data: bytes, max_byte
         if _stored_sha256(container.get_blob_client(wanted)) == sha256:
             return UploadResult(file_name, DUPLICATE, f"Already in the knowledge base as {wanted} (same content); "
                                                       f"nothing uploaded.", wanted)
-        beside = f"{wanted[:-4]}-{sha256[:12]}.pdf"
+        stem, dot, suffix = wanted.rpartition(".")
+        beside = f"{stem}-{sha256[:12]}{dot}{suffix}"
         if _create(container.get_blob_client(beside), data, sha256, file_name):
             return UploadResult(file_name, RENAMED, f"A different file is already named {wanted}; kept both: this "
                                                     f"one is {beside}.", beside)
@@ -88,12 +113,16 @@ def _create(blob: BlobClient, data: bytes, sha256: str, file_name: str) -> bool:
     """Write the blob only if no blob has that name; False when one already does."""
     try:
         blob.upload_blob(data, overwrite=False,
-                         content_settings=ContentSettings(content_type="application/pdf"),
+                         content_settings=ContentSettings(content_type=_content_type(blob.blob_name)),
                          metadata={SHA256_METADATA: sha256, "uploaded_by": "web-ui",
                                    "original_name": _ascii(file_name)})
     except ResourceExistsError:
         return False
     return True
+
+
+def _content_type(name: str) -> str:
+    return TEXT_TYPES.get("." + name.rpartition(".")[2].lower(), "application/pdf")
 
 
 def _stored_sha256(blob: BlobClient) -> str:

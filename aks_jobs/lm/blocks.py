@@ -96,7 +96,9 @@ def tokenize_runs(tokenizer: PreTrainedTokenizerBase, runs: list[str]) -> list[i
         return []
     # verbose=False: long documents exceed model_max_length on purpose; they are cut into blocks next.
     encoded = tokenizer(runs, add_special_tokens=False, verbose=False)["input_ids"]
-    return [token for ids in encoded for token in [*ids, tokenizer.eos_token_id]]
+    eos = tokenizer.eos_token_id
+    # Instruction examples already end in <|endoftext|> (lm.prompt_format), which the tokenizer reads as EOS.
+    return [token for ids in encoded for token in (ids if ids and ids[-1] == eos else [*ids, eos])]
 
 
 MIN_BLOCK = 2  # a block of one token has nothing to predict
@@ -167,15 +169,42 @@ class BlockDataset(Dataset):
         return {"input_ids": self.blocks[index]}
 
 
+def response_tokens(ids: list[int], header: list[int], eos: int) -> list[bool]:
+    """Which tokens of a block the loss covers when it covers instruction responses only.
+
+    An instruction example is prompt, response header (lm.prompt_format), response, EOS: the prompt and the
+    header are left out, the response and its EOS kept. Tokens before the block's first marker belong to
+    whatever that marker ends (a header ends a prompt, an EOS a response); text without markers (PDF text,
+    or the middle of a long response) is all kept.
+    """
+    keep = [True] * len(ids)
+    start = 0  # first token of the current stretch
+    index = 0
+    while index < len(ids):
+        if ids[index:index + len(header)] == header:
+            end = index + len(header)
+            keep[start:end] = [False] * (end - start)  # the prompt up to here, and the header itself
+            start = index = end
+        elif ids[index] == eos:
+            start = index = index + 1  # a response (kept) ended; the next example's prompt starts here
+        else:
+            index += 1
+    return keep
+
+
 class BlockCollator:
     """Pad a batch of blocks to its longest; padding is masked out of attention and loss.
 
     Not DataCollatorForLanguageModeling: with pad == EOS (GPT-2) it would also mask every real EOS,
-    so the model would never learn where a document ends.
+    so the model would never learn where a document ends. With `response_header` (the tokens of
+    lm.prompt_format.RESPONSE_HEADER) the loss covers instruction responses only (see response_tokens).
     """
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, response_header: list[int] | None = None,
+                 eos_token_id: int | None = None) -> None:
         self.pad_token_id = pad_token_id
+        self.response_header = response_header
+        self.eos_token_id = eos_token_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(feature["input_ids"]) for feature in features)
@@ -186,4 +215,8 @@ class BlockCollator:
             input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, :len(ids)] = 1
         labels = input_ids.masked_fill(attention_mask == 0, -100)
+        if self.response_header:
+            for row, feature in enumerate(features):
+                keep = response_tokens(feature["input_ids"], self.response_header, self.eos_token_id)
+                labels[row, :len(keep)].masked_fill_(~torch.tensor(keep), -100)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

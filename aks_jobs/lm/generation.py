@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm.decoding import Row, decode
+from lm.prompt_format import response_only
 from lm.scoring_request import RequestError, ScoreRequest
 
 TURN_SEPARATOR = "\n"  # between earlier turns and the prompt in multi-turn mode
@@ -41,7 +42,7 @@ def prepare(tokenizer: PreTrainedTokenizerBase, request: ScoreRequest, context: 
         raise RequestError("max_new_tokens", f"must be below the model's context of {context} tokens, "
                                              f"got {request.max_new_tokens}")
     try:
-        prompts = tokenizer(list(request.prompts))["input_ids"]
+        prompts = tokenizer(list(request.prompt_texts))["input_ids"]
         turns = tokenizer([turn + TURN_SEPARATOR for turn in request.history])["input_ids"] if request.history else []
     except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is this request's problem only
         raise RequestError("prompt", f"could not be tokenized: {err}") from None
@@ -118,8 +119,9 @@ class RowText:
 
 def completion(prepared: Prepared, texts: Sequence[RowText]) -> Completion:
     per_prompt = prepared.request.num_return_sequences
+    finish = response_only if prepared.request.format == "instruction" else str
     return Completion(
-        generations=[[row.text for row in texts[i:i + per_prompt]] for i in range(0, len(texts), per_prompt)],
+        generations=[[finish(row.text) for row in texts[i:i + per_prompt]] for i in range(0, len(texts), per_prompt)],
         prompt_tokens=prepared.prompt_tokens,
         completion_tokens=sum(len(row.ids) for row in texts),
         history_turns=prepared.history_turns)
@@ -144,7 +146,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         if isinstance(item, RequestError):
             answers.append(item)
             continue
-        texts = [RowText(tokenizer, item.request.stop) for _ in item.rows]
+        texts = [RowText(tokenizer, item.request.stop_sequences) for _ in item.rows]
         for text in texts:
             for token in next(new_tokens):
                 if not text.done:

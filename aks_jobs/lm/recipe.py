@@ -44,7 +44,7 @@ FROM_SCRATCH = {
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }
 COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, max_wall_s=None, block_size=None, micro_batch=None,
-              compile="auto")
+              compile="auto", response_only_loss=False)
 PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
 
@@ -65,6 +65,7 @@ class Hyperparameters:
     line_blocks: bool  # overlapping training blocks starting at every line (see blocks.line_blocks)
     micro_batch: int | None  # blocks per forward pass; None: the largest that fits (execution_plan.py)
     compile: CompileMode  # torch.compile: auto = on GPU for long runs only
+    response_only_loss: bool  # instruction examples: loss on response tokens only (blocks.response_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
+from lm.prompt_format import SECTION_START, instruction_prompt
 from lm.serving_limits import ServingLimits
 
 MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
@@ -73,6 +74,10 @@ class ScoreRequest(BaseModel):
     stop: tuple[Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)], ...] = \
         Field((), max_length=MAX_STOP_SEQUENCES)
     stream: StrictBool = False
+    # "instruction": each prompt is an instruction, asked in the template the model was trained on
+    # (lm.prompt_format) with `input` as its Input section; the answer is the response alone.
+    format: Literal["completion", "instruction"] = "completion"
+    input: Text = ""
 
     @field_validator("prompts", "history")
     @classmethod
@@ -88,6 +93,14 @@ class ScoreRequest(BaseModel):
                                  f"are accepted (the model reads about 4 characters per token)")
         return texts
 
+    @field_validator("input")
+    @classmethod
+    def _input_within_limits(cls, text: str, info: ValidationInfo) -> str:
+        limit = _limits(info).max_prompt_chars
+        if len(text) > limit:
+            raise ValueError(f"is {len(text):,} characters; at most {limit:,} are accepted")
+        return text.strip()
+
     @field_validator("max_new_tokens", "num_return_sequences")
     @classmethod
     def _within_device_limits(cls, value: int, info: ValidationInfo) -> int:
@@ -101,6 +114,10 @@ class ScoreRequest(BaseModel):
         if not self.do_sample and self.num_return_sequences > 1:
             raise RequestError("num_return_sequences", "must be 1 when do_sample is false: greedy decoding "
                                                        "gives one sequence per prompt")
+        if self.input and self.format != "instruction":
+            raise RequestError("input", 'is only for "format": "instruction" (the Input section of an instruction)')
+        if self.history and self.format == "instruction":
+            raise RequestError("history", 'goes with "format": "completion"; an instruction is answered on its own')
         if self.history and self.prompt_is_list:
             raise RequestError("history", "goes with a single prompt string, not a list of prompts")
         limit = _limits(info).max_request_rows
@@ -112,6 +129,18 @@ class ScoreRequest(BaseModel):
     def parameters(self) -> dict[str, Any]:
         """The effective generation settings, echoed to the client so any answer can be reproduced."""
         return self.model_dump(mode="json", exclude={"prompts", "prompt_is_list", "history", "stream"})
+
+    @property
+    def prompt_texts(self) -> tuple[str, ...]:
+        """What the model is given: the prompts, or in instruction format each one in the template."""
+        if self.format == "instruction":
+            return tuple(instruction_prompt(prompt, self.input) for prompt in self.prompts)
+        return self.prompts
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...]:
+        """The client's stop sequences; an instruction's response also ends where another section starts."""
+        return (*self.stop, SECTION_START) if self.format == "instruction" else self.stop
 
     @property
     def rows(self) -> int:

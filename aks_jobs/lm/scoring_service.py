@@ -60,7 +60,7 @@ class ScoringService:
             job = self.engine.submit(prepared.rows)
         except Overloaded as err:
             return self._busy(f"the server is full ({err})")
-        texts = [RowText(self.served.tokenizer, request.stop) for _ in prepared.rows]
+        texts = [RowText(self.served.tokenizer, request.stop_sequences) for _ in prepared.rows]
         pieces = self._pieces(job, texts, deadline, client_gone)
         if request.stream:
             return Reply(200, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

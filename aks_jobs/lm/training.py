@@ -28,6 +28,7 @@ from lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, tri
 from lm.fused_loss import fused_loss
 from lm.loss_curve import loss_curve
 from lm.perplexity import score_texts
+from lm.prompt_format import RESPONSE_HEADER
 from lm.recipe import (
     COMMON,
     Hyperparameters,
@@ -147,6 +148,14 @@ def write_outputs(output: Path, base: BaseModel, trainer: Trainer, summary: dict
     (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _response_only(tokenizer: PreTrainedTokenizerBase, hp: Hyperparameters) -> dict[str, Any]:
+    """BlockCollator settings that restrict the loss to instruction responses, when asked for."""
+    if not hp.response_only_loss:
+        return {}
+    header = tokenizer(RESPONSE_HEADER, add_special_tokens=False)["input_ids"]
+    return {"response_header": header, "eos_token_id": tokenizer.eos_token_id}
+
+
 def train(request: TrainRequest) -> dict[str, Any] | None:
     """Train and write the outputs; return the summary on rank 0 (None on the other ranks)."""
     started = time.perf_counter()
@@ -172,7 +181,7 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     wall = WallClockLimit(hp.max_wall_s) if hp.max_wall_s else None
     trainer = Trainer(model=base.model, args=args, train_dataset=BlockDataset(blocks.train),
                       eval_dataset=BlockDataset(blocks.eval), processing_class=base.tokenizer,
-                      data_collator=BlockCollator(base.tokenizer.pad_token_id),
+                      data_collator=BlockCollator(base.tokenizer.pad_token_id, **_response_only(base.tokenizer, hp)),
                       callbacks=[StepMetrics(), *([wall] if wall else [])])
     main = trainer.is_world_process_zero()
     try:

@@ -1,4 +1,4 @@
-"""A folder of uploaded documents -> one snapshot of their text plus its manifest.
+"""A folder of uploaded documents (PDFs, .txt/.md text) -> one snapshot of their text plus its manifest.
 
 Documents already extracted by the same code are taken from the cache (by sha256), the rest are
 extracted in isolated workers; every document, readable or not, gets a manifest entry.
@@ -72,8 +72,9 @@ def _not_extracted(item: InputFile) -> Extraction:
         message = "this is a PDF but its name does not end in .pdf, so it was not extracted: rename it to *.pdf."
     else:
         message = (
-            f"not a PDF (only *.pdf files are extracted; this looks like {describe_content(item.head)}): "
-            "convert it to PDF and upload that, or remove it from the input folder."
+            f"not a document this step reads (only *.pdf, *.txt, *.md, and *.jsonl/*.json instruction files are; "
+            f"this looks like {describe_content(item.head)}): convert it to PDF or plain text and upload that, or "
+            "remove it."
         )
     return Extraction.failed(message, cacheable=False)
 
@@ -104,20 +105,20 @@ def _resolve(
     by_sha: dict[str, _Resolved] = {}
     resolved: dict[str, _Resolved] = {}
     for item in files:
-        if item.read_error or not item.is_pdf_name:
+        if item.read_error or item.kind is None:
             result = _Resolved(_not_extracted(item), names=[item.name])
-        elif item.sha256 in by_sha:
-            result = by_sha[item.sha256]
+        elif item.extract_key in by_sha:
+            result = by_sha[item.extract_key]
             result.names.append(item.name)
         else:
             lookup_started = time.perf_counter()
-            cached = cache.get(item.sha256, limits)
+            cached = cache.get(item.extract_key, limits)
             if cached is None:
                 result = _Resolved(Extraction(), names=[item.name], pending=True)
             else:
                 seconds = time.perf_counter() - lookup_started
                 result = _Resolved(cached, cached=True, seconds=seconds, names=[item.name])
-            by_sha[item.sha256] = result
+            by_sha[item.extract_key] = result
         resolved[item.name] = result
         if not result.pending:  # pending ones are reported when their extraction ends
             progress(item.name, result)
@@ -139,9 +140,9 @@ def build_snapshot(
     pending: dict[str, InputFile] = {}
     for item in files:
         if resolved[item.name].pending:
-            pending.setdefault(item.sha256, item)
+            pending.setdefault(item.extract_key, item)
     largest_first = sorted(pending.values(), key=lambda item: -item.bytes)
-    tasks = [Task(key=item.sha256, path=item.path) for item in largest_first]
+    tasks = [Task(key=item.extract_key, path=item.path) for item in largest_first]
     workers = min(choose_workers(options.workers, options.memory_mb), max(1, len(tasks)))
     if tasks:
         log.info(
@@ -228,6 +229,9 @@ def _entries_and_texts(
                 messages=messages,
                 cached=result.cached,
                 seconds=round(result.seconds if first else 0.0, 3),
+                engine=extraction.engine,
+                ocr_pages=extraction.ocr_pages,
+                records=extraction.records,
             )
         )
     return entries, texts

@@ -3,8 +3,8 @@ CACHE/<sha256>.<limits>.json for an outcome of the time or memory limit (a timeo
 those limits: a document that timed out is not extracted again (for the full timeout) every run,
 and raising the limit extracts it again.
 
-An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's
-version and the source of the modules that shape the text, so changing the cleaner invalidates
+An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's and
+pdfium's versions, Tesseract's (or its absence) and the source of the modules that shape the text, so changing the cleaner invalidates
 every entry without anyone remembering to bump a number.
 """
 from __future__ import annotations
@@ -17,18 +17,25 @@ from functools import cache
 from pathlib import Path
 
 import pypdf
+import pypdfium2.version
 
-from pdf_text import clean, document, extract, language
+from lm import prompt_format
+from pdf_text import clean, document, extract, instructions, language, ocr, pages, pdfium_pages, text_file
 from pdf_text.document import Extraction
 from pdf_text.isolate import Limits
 
 log = logging.getLogger(__name__)
-_TEXT_SHAPING_MODULES = (extract, clean, language, document)
+_TEXT_SHAPING_MODULES = (
+    extract, pdfium_pages, ocr, text_file, instructions, prompt_format, pages, clean, language, document
+)
 
 
 @cache
 def extraction_version() -> str:
-    digest = hashlib.sha256(f"pypdf {pypdf.__version__}\n".encode())
+    engines = f"pypdf {pypdf.__version__}\npypdfium2 {pypdfium2.version.PYPDFIUM_INFO} {pypdfium2.version.PDFIUM_INFO}\n"
+    # With or without Tesseract (and which) gives different text for scans: installing it re-extracts them.
+    engines += f"tesseract {ocr.tesseract_version()}\n"
+    digest = hashlib.sha256(engines.encode())
     for module in _TEXT_SHAPING_MODULES:
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]

@@ -21,10 +21,16 @@ _INVISIBLE = ("Cc", "Cf", "Cs", "Co")  # control, format, lone surrogate, privat
 # Characters that cannot be invisible ones: ASCII printables, \n, \t and Latin..Hebrew (checked in
 # tests). Only the rest is looked up, which keeps English text fast.
 _MAYBE_INVISIBLE = re.compile(r"[^\t\n\x20-\x7e\u00a0-\u00ac\u00ae-\u05ff]")
-_SPACES = re.compile(r"[^\S\n]+")  # any whitespace except newline (tabs, NBSP, thin spaces, ...)
+# Any whitespace but newline (tabs, NBSP, thin spaces, ...; str.isspace's set, spelled out: the class
+# [^\S\n] costs a Unicode lookup per character). Lone spaces are left alone: nothing to replace.
+_WHITESPACE = "\t\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACES = re.compile(f" [{_WHITESPACE}]+|[{_WHITESPACE.replace(' ', '')}][{_WHITESPACE}]*")
 _BLANK_LINE_RUNS = re.compile(r"\n{3,}")
+_LINE_EDGE_SPACE = re.compile(r" ?\n ?")  # after spaces are collapsed, at most one each side of a newline
 # A word broken at a line end with a hyphen (ASCII, U+2010 or a soft hyphen turned hyphen below).
-_HYPHEN_BREAK = re.compile(r"([^\W\d_])[-\u2010][ \t]*\n[ \t]*(?=([^\W\d_]))")
+# The hyphen comes first and the letter before it is a lookbehind, so the scan looks for hyphens (rare)
+# rather than testing every letter: 7x faster.
+_HYPHEN_BREAK = re.compile(r"[-\u2010](?<=[^\W\d_].)[ \t]*\n[ \t]*(?=([^\W\d_]))")
 # Numbers short enough to be page numbers; longer digit runs are ids, phone numbers and the like.
 _NUMBERS = re.compile(r"(?<!\d)\d{1,5}(?!\d)")
 
@@ -63,8 +69,9 @@ def collapse_whitespace(text: str) -> str:
 
     A single blank line is a paragraph break and is kept; leading/trailing blank lines go.
     """
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    return _BLANK_LINE_RUNS.sub("\n\n", "\n".join(lines)).strip("\n")
+    # Whole-text substitutions: one regex call per page rather than one per line (a third of cleaning).
+    text = _LINE_EDGE_SPACE.sub("\n", _SPACES.sub(" ", text)).strip(" ")
+    return _BLANK_LINE_RUNS.sub("\n\n", text).strip("\n")
 
 
 def join_hyphenated_words(text: str) -> str:
@@ -75,8 +82,7 @@ def join_hyphenated_words(text: str) -> str:
     """
 
     def join(match: re.Match[str]) -> str:
-        before, after = match.group(1), match.group(2)
-        return before if after.islower() else before + "-"
+        return "" if match.group(1).islower() else "-"
 
     return _HYPHEN_BREAK.sub(join, text)
 

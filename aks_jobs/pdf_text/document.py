@@ -1,15 +1,19 @@
-"""One PDF -> its cleaned text, page count, status and the messages that explain the status.
+"""One document (PDF, or .txt/.md) -> its cleaned text, page count, status and the messages that explain it.
 
 This is the unit of work that runs in an isolated worker and whose result is cached by sha256.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pdf_text.clean import clean_document
-from pdf_text.extract import PdfPages, UnreadablePdf, read_pdf_pages
+from pdf_text.extract import UnreadablePdf, read_pdf_pages
+from pdf_text.instructions import MAX_LISTED_RECORDS, is_instruction_name, parse_instructions
+from pdf_text.pages import PdfPages
+from pdf_text.text_file import NotText, decode_text, is_text_name
 from pdf_text.language import check_english
 
 Status = Literal["ok", "warning", "error"]
@@ -29,6 +33,9 @@ class Extraction:
     messages: list[str] = field(default_factory=list)
     cacheable: bool = True
     limited: bool = False
+    engine: str = ""  # "pdfium" or "pypdf": which one read the text ("" when none did)
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text Tesseract read
+    records: int = 0  # instruction files: the records that became training examples
 
     def note(self, message: str) -> None:
         self.messages.append(message)
@@ -57,6 +64,8 @@ class Extraction:
         return cls(**data)
 
 
+_NO_TESSERACT = "Tesseract is not installed where preprocessing ran; the job image has it"
+
 # Enough of pypdf's repair notes to explain a document without flooding the manifest.
 MAX_REPAIRS_SHOWN = 3
 # Page lists in messages stop here; a 500-page scan needs no 500 numbers to be understood.
@@ -68,10 +77,70 @@ def _page_list(numbers: list[int]) -> str:
     return listed + (", ..." if len(numbers) > MAX_LISTED_PAGES else "")
 
 
-def process_pdf(path: Path) -> Extraction:
+def process_document(path: Path, pdfium: bool = True) -> Extraction:
+    """Extract, clean and check one uploaded document, by the kind its name says."""
+    if is_instruction_name(path.name):
+        return process_instructions(path)
+    return process_text(path) if is_text_name(path.name) else process_pdf(path, pdfium)
+
+
+def _read_text(path: Path) -> tuple[str, str] | Extraction:
+    """(text, encoding) of a text-based upload, or the Extraction saying why there is none."""
+    data = path.read_bytes()
+    if not data:
+        return Extraction.failed("empty file (0 bytes): the upload did not finish or the source was empty; "
+                                 "upload the file again.", cacheable=True)
+    try:
+        return decode_text(data)
+    except NotText as exc:
+        return Extraction.failed(str(exc), cacheable=True)
+
+
+def process_instructions(path: Path) -> Extraction:
+    """A .jsonl/.json file of instruction records: each good record one training example, bad ones listed."""
+    read = _read_text(path)
+    if isinstance(read, Extraction):
+        return read
+    try:
+        parsed = parse_instructions(read[0], json_lines=path.name.lower().endswith(".jsonl"))
+    except json.JSONDecodeError as exc:
+        return Extraction.failed(
+            f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): a .json upload holds a list of "
+            "records, a .jsonl upload one JSON record per line; fix the file and upload it again.", cacheable=True)
+    result = Extraction(text="".join(parsed.examples), engine="instructions", records=len(parsed.examples))
+    if parsed.bad:
+        listed = "; ".join(f"line {line}: {reason}" for line, reason in parsed.bad[:MAX_LISTED_RECORDS])
+        more = f" (+{len(parsed.bad) - MAX_LISTED_RECORDS} more)" if len(parsed.bad) > MAX_LISTED_RECORDS else ""
+        summary = f"{len(parsed.bad)} of {len(parsed.bad) + len(parsed.examples)} record(s) left out: {listed}{more}"
+        if parsed.examples:
+            result.warn(f"{summary}. The other records are used; fix these lines to train on them too.")
+        else:
+            result.fail(f"{summary}. No record is usable; fix the file and upload it again.")
+    elif not parsed.examples:
+        result.fail("no records: the file holds no instruction records; add some and upload it again.")
+    return result
+
+
+def process_text(path: Path) -> Extraction:
+    """A .txt/.md file: decoded (encoding detected), cleaned like PDF text, checked for language."""
+    read = _read_text(path)
+    if isinstance(read, Extraction):
+        return read
+    text, encoding = read
+    result = Extraction(text=clean_document([text]), engine="text")
+    if encoding not in ("utf-8", "utf-8-sig", "ascii"):
+        result.note(f"decoded as {encoding} (detected; not UTF-8); if characters look wrong, save it as UTF-8.")
+    if not result.text:
+        result.fail("no text: the file holds only whitespace or invisible characters; check its content.")
+    else:
+        _check_language(result)
+    return result
+
+
+def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
     """Extract, clean and check one PDF. Never raises for a bad file (MemoryError excepted)."""
     try:
-        raw = read_pdf_pages(path)
+        raw = read_pdf_pages(path, pdfium)
     except UnreadablePdf as exc:
         return Extraction.failed(str(exc), cacheable=True)
     except MemoryError:
@@ -82,9 +151,19 @@ def process_pdf(path: Path) -> Extraction:
             "it with the file. The other documents are not affected.",
             cacheable=False,
         )
-    result = Extraction(pages=len(raw.texts), text=clean_document(raw.texts))
+    result = Extraction(
+        pages=len(raw.texts), text=clean_document(raw.texts), engine=raw.engine, ocr_pages=raw.ocr_pages
+    )
     for note in raw.notes:
         result.note(note)
+    if raw.ocr_pages:
+        result.note(
+            f"page(s) {_page_list(raw.ocr_pages)} have no text layer: their text was read by OCR (Tesseract), "
+            "which can misread words; a PDF with a text layer gives exact text."
+        )
+    if raw.ocr_failed:
+        failed = sorted(raw.ocr_failed)
+        result.warn(f"OCR failed on page(s) {_page_list(failed)} ({raw.ocr_failed[failed[0]]}); their text is missing.")
     if result.pages == 0:
         result.fail("the PDF has no pages, so there is nothing to extract; check that it opens in a PDF viewer.")
     elif not result.text:
@@ -112,9 +191,16 @@ def _no_text_message(raw: PdfPages) -> str:
             f"corrupt PDF: {cause} and no page gave text; open it in a PDF viewer, save or export it as a new "
             "PDF and upload that."
         )
+    if raw.ocr_tried:
+        return (
+            f"no extractable text on any of its {len(raw.texts)} page(s), even with OCR: its pages hold no legible "
+            "text (blank, drawings or photos, or a scan too faint or small to read); check the PDF, rescan it at "
+            "300 dpi or more, or export it with a text layer."
+        )
     return (
         f"no extractable text on any of its {len(raw.texts)} page(s): it is probably scanned or image-only, "
-        "and OCR is not supported; run OCR on it (or export it with a text layer) and upload it again."
+        f"and OCR is not available ({_NO_TESSERACT}); run OCR on it (or export it with a text layer) and upload it "
+        "again."
     )
 
 
@@ -138,10 +224,15 @@ def _check_content(raw: PdfPages, result: Extraction) -> None:
     elif raw.repairs:
         result.note(f"{_repairs(raw)}.")
     elif unexplained and len(unexplained) >= EMPTY_PAGE_SHARE * len(raw.texts):
+        why = "OCR found no legible text on them either" if raw.ocr_tried else f"OCR is not available ({_NO_TESSERACT})"
         result.warn(
             f"{len(unexplained)} of {len(raw.texts)} pages have no text (page(s) {_page_list(unexplained)}): "
-            "scanned images, probably; OCR is not supported, so their content is missing from the snapshot."
+            f"scanned images, probably; {why}, so their content is missing from the snapshot."
         )
+    _check_language(result)
+
+
+def _check_language(result: Extraction) -> None:
     language = check_english(result.text)
     if not language.mostly_english:
         result.warn(

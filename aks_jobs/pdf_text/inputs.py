@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdf_text.extract import HEADER_WINDOW
+from pdf_text.instructions import is_instruction_name
+from pdf_text.text_file import is_text_name
 
 _CHUNK = 1 << 20
 
@@ -23,6 +25,19 @@ class InputFile:
     @property
     def is_pdf_name(self) -> bool:
         return self.name.lower().endswith(".pdf")
+
+    @property
+    def kind(self) -> str | None:
+        """How the preprocess step reads it: "pdf", "text" (.txt, .md), "instructions" (.jsonl, .json), or None."""
+        if self.is_pdf_name:
+            return "pdf"
+        return "text" if is_text_name(self.name) else "instructions" if is_instruction_name(self.name) else None
+
+    @property
+    def extract_key(self) -> str:
+        """Names this content read as this kind (cache entry, shared extraction): the same bytes named
+        .pdf and .txt are read differently."""
+        return self.sha256 if self.kind == "pdf" else f"{self.sha256}.{self.kind}"
 
 
 def hash_file(path: Path) -> tuple[str, bytes]:

@@ -1,4 +1,5 @@
-"""Run extractions in worker processes that can be stopped: pypdf has no timeout of its own.
+"""Run extractions in worker processes that can be stopped and may crash: pypdf has no timeout of its
+own, and pdfium is C++ code that can abort or segfault on a hostile file.
 
 Each worker is a forked process whose address space (RLIMIT_AS) may grow by at most --memory-mb
 beyond what it inherited: a parent with large libraries mapped (torch, a test session) must not
@@ -17,14 +18,14 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import psutil
 
-from pdf_text.document import Extraction, process_pdf
+from pdf_text.document import Extraction, process_document
 
 # Exit status of a worker that hit its memory limit (MemoryError), chosen to differ from Python's own.
 MEMORY_EXIT_CODE = 86
@@ -47,6 +48,7 @@ class Limits:
 class Task:
     key: str  # the caller's name for the document; echoed back with its result
     path: Path
+    pdfium: bool = True  # False: pypdf only, the retry after pdfium's worker died on this document
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Outcome:
     task: Task
     extraction: Extraction
     seconds: float
+    died: bool = False  # the worker crashed or was killed while on this document (not a timeout)
 
 
 def _limit_address_space(memory_mb: int) -> None:
@@ -73,8 +76,9 @@ def _serve(conn: Connection, memory_mb: int, inherited: list[Connection]) -> Non
     _limit_address_space(memory_mb)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops workers
     try:
-        while (path := conn.recv()) is not None:
-            conn.send(process_pdf(Path(path)))
+        while (task := conn.recv()) is not None:
+            path, pdfium = task
+            conn.send(process_document(Path(path), pdfium))
     except MemoryError:
         # The heap may be fragmented or nearly full: report by exit status, which needs no memory.
         os._exit(MEMORY_EXIT_CODE)
@@ -101,13 +105,14 @@ class _Worker:
     def assign(self, task: Task) -> None:
         self.task, self.started = task, time.monotonic()
         self.deadline = self.started + self.limits.timeout_s
-        self.conn.send(str(task.path))
+        self.conn.send((str(task.path), task.pdfium))
 
     def poll(self) -> Outcome | None:
         """The current task's outcome if there is one now. A worker that failed is no longer usable."""
         assert self.task is not None
         now = time.monotonic()
         extraction: Extraction | None = None
+        died = False
         if self.conn.poll():
             try:
                 extraction = self.conn.recv()
@@ -122,6 +127,7 @@ class _Worker:
             extraction = Extraction.failed(_death_message(self.process.exitcode, self.limits), cacheable=memory)
             extraction.limited = memory
             self.usable = False
+            died = True
         elif extraction is None and now >= self.deadline:
             self.kill()
             extraction = Extraction.failed(_timeout_message(self.limits), cacheable=True)
@@ -129,7 +135,7 @@ class _Worker:
             self.usable = False
         if extraction is None:
             return None
-        outcome = Outcome(self.task, extraction, now - self.started)
+        outcome = Outcome(self.task, extraction, now - self.started, died)
         self.task = None
         return outcome
 
@@ -163,8 +169,9 @@ def _death_message(exitcode: int | None, limits: Limits) -> str:
         )
     cause = f"signal {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit status {exitcode}"
     return (
-        f"the extraction process crashed ({cause}), a pypdf bug or a hostile file; open the PDF in a viewer, "
-        "save or export it as a new PDF and upload that. The other documents are not affected."
+        f"the extraction process crashed ({cause}): the PDF engine (pdfium or pypdf) failed on this file, a "
+        "hostile or broken PDF; open it in a PDF viewer, save or export it as a new PDF and upload that. The "
+        "other documents are not affected."
     )
 
 
@@ -175,10 +182,30 @@ def _timeout_message(limits: Limits) -> str:
     )
 
 
+# Deaths that are the engine's own failure (retried with pypdf); SIGKILL and SIGTERM come from outside.
+_CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+
+
+def _is_crash(exitcode: int | None) -> bool:
+    return exitcode == MEMORY_EXIT_CODE or (exitcode is not None and -exitcode in _CRASH_SIGNALS)
+
+
+def _after_crash(crash: Outcome, retry: Outcome) -> Outcome:
+    """The document's outcome once pypdf retried it after pdfium's worker died."""
+    if retry.extraction.status == "error":  # pypdf's reason (e.g. the memory limit) is the one to act on
+        retry.extraction.note(f"pdfium failed on it first: {crash.extraction.messages[0]}")
+    else:
+        retry.extraction.warn(f"read with pypdf: pdfium failed on it first ({crash.extraction.messages[0]})")
+        # Whether pdfium crashes may depend on the limits and the machine: try it again next run.
+        retry.extraction.cacheable = False
+    return replace(retry, seconds=crash.seconds + retry.seconds)
+
+
 def extract_isolated(tasks: list[Task], limits: Limits, workers: int) -> Iterator[Outcome]:
     """Yield one Outcome per task, in completion order, running at most `workers` at once."""
     context = multiprocessing.get_context("fork")  # workers inherit the imported pypdf: no start-up cost
     pending = deque(tasks)
+    crashes: dict[str, Outcome] = {}  # task key -> pdfium's worker dying on it
     pool: list[_Worker] = []
     try:
         while pending or any(worker.task for worker in pool):
@@ -199,6 +226,14 @@ def extract_isolated(tasks: list[Task], limits: Limits, workers: int) -> Iterato
                     continue
                 if not worker.usable:  # replaced on demand by the loop above
                     pool.remove(worker)
+                if outcome.died and outcome.task.pdfium and _is_crash(worker.process.exitcode):
+                    # pdfium is C++: an abort or segfault (or its reaction to the memory limit) kills the
+                    # worker. pypdf may still read the document; if it cannot, the crash is what is reported.
+                    crashes[outcome.task.key] = outcome
+                    pending.appendleft(replace(outcome.task, pdfium=False))
+                    continue
+                if (crash := crashes.pop(outcome.task.key, None)) is not None:
+                    outcome = _after_crash(crash, outcome)
                 yield outcome
     finally:
         for worker in pool:  # only usable workers remain in the pool

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pdf_text.document import Status
@@ -23,6 +23,9 @@ class DocumentEntry:
     messages: list[str]
     cached: bool
     seconds: float
+    ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text was read by OCR
+    records: int = 0  # instruction files (.jsonl/.json): records used as training examples
+    engine: str = ""  # the PDF engine that read the text: "pdfium", "pypdf", "pdfium+pypdf", "text", "instructions" ("" if none)
 
 
 def documents_digest(entries: list[DocumentEntry]) -> str:

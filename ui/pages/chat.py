@@ -1,11 +1,12 @@
-"""Chat (user): prompt the deployed model; it completes the text you start."""
+"""Chat (user): prompt the deployed model; it completes the text you start, or, in Instruction mode,
+answers an instruction in the template its instruction data was trained in (seed 002)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from ui import page_setup
 from ui.api_client import ApiError
-from ui.chat_view import conversation_turn, history_entry, reply_markdown
+from ui.chat_view import conversation_turn, history_entry, reply_markdown, response_markdown
 from ui.markdown_text import literal
 from ui.scoring_client import GenerationSettings, Piece, ScoringError, stream
 
@@ -13,13 +14,25 @@ config = page_setup.settings()
 defaults = GenerationSettings()
 
 st.title(":material/chat: Chat")
-multi_turn = st.session_state.get("multi_turn", False)
-st.info(f"This GPT-2 **completes text**; it does not answer questions. Do not ask a question, start the "
-        f"sentence: instead of *Who is Zorblat Quenwick?* write **{literal(config.example_prompt)}** and let "
-        f"the model finish it. "
-        + ("Earlier messages are sent as context, the oldest dropped first when they no longer fit the model."
-           if multi_turn else "Each message is completed on its own (earlier messages are not sent)."),
-        icon=":material/lightbulb:")
+instruction = st.radio(
+    "Mode", ["Completion", "Instruction"], key="mode", horizontal=True,
+    help="Instruction: for models trained on instruction data (.jsonl/.json uploads).") == "Instruction"
+# An instruction is answered on its own; earlier turns go with completions only.
+multi_turn = st.session_state.get("multi_turn", False) and not instruction
+if instruction:
+    st.info("Instruction mode: your message is sent as an **instruction** in the template the model's instruction "
+            "data was trained in (### Instruction / ### Input / ### Response), and the answer is the response "
+            "alone. It works for models trained on .jsonl/.json instruction uploads.", icon=":material/lightbulb:")
+    input_text = st.text_area("Input (optional)", key="instruction_input",
+                              help="Context for the instruction: the template's ### Input section.")
+else:
+    input_text = ""
+    st.info(f"This GPT-2 **completes text**; it does not answer questions. Do not ask a question, start the "
+            f"sentence: instead of *Who is Zorblat Quenwick?* write **{literal(config.example_prompt)}** and let "
+            f"the model finish it. "
+            + ("Earlier messages are sent as context, the oldest dropped first when they no longer fit the model."
+               if multi_turn else "Each message is completed on its own (earlier messages are not sent)."),
+            icon=":material/lightbulb:")
 # True in the run right after the click only, so each click sends the example once.
 example = st.button(f"Try the example: {literal(config.example_prompt)}", icon=":material/play_arrow:",
                     key="example")
@@ -47,8 +60,9 @@ with st.sidebar:
         if sample else 1,
         stop=(stop,) if stop else (),
     )
-    st.toggle("Remember the conversation", False, key="multi_turn",
-              help="Send earlier messages as context; the oldest are dropped when they no longer fit the model.")
+    st.toggle("Remember the conversation", False, key="multi_turn", disabled=instruction,
+              help="Send earlier messages as context; the oldest are dropped when they no longer fit the model "
+                   "(completion mode).")
     if st.button("Clear chat", icon=":material/delete_sweep:", key="clear"):
         st.session_state["chat"] = []
         st.session_state["turns"] = []
@@ -87,15 +101,18 @@ def answer(prompt: str) -> dict:
     texts = [""] * settings.num_return_sequences
     try:
         context = st.session_state.setdefault("turns", []) if multi_turn else []
-        for item in stream(scoring_url(), prompt, settings, history=context, key=page_setup.scoring_key(config),
+        for item in stream(scoring_url(), prompt, settings, history=context, instruction=instruction,
+                           input_text=input_text, key=page_setup.scoring_key(config),
                            timeout_s=config.scoring_timeout_s):
             if isinstance(item, Piece):
                 texts[item.sequence] += item.text
+                shown = [response_markdown(text) if instruction else reply_markdown(prompt, text) for text in texts]
                 with live.container():
-                    render({"markdowns": [reply_markdown(prompt, text) + " ▍" for text in texts]})
+                    render({"markdowns": [markdown + " ▍" for markdown in shown]})
             else:
-                st.session_state.setdefault("turns", []).append(conversation_turn(prompt, item))
-                entry = history_entry(prompt, item)
+                if not instruction:
+                    st.session_state.setdefault("turns", []).append(conversation_turn(prompt, item))
+                entry = history_entry(prompt, item, instruction)
     except ScoringError as err:
         entry = {"role": "assistant", "error": str(err)}
     with live.container():
@@ -107,7 +124,7 @@ history: list[dict] = st.session_state.setdefault("chat", [])
 for message in history:
     show(message)
 
-typed = st.chat_input(f"Start a sentence, e.g. {config.example_prompt}")
+typed = st.chat_input("Give an instruction" if instruction else f"Start a sentence, e.g. {config.example_prompt}")
 prompt = typed or (config.example_prompt if example else None)
 if prompt:
     history.append({"role": "user", "markdown": literal(prompt)})

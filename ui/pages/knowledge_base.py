@@ -55,11 +55,12 @@ def status_panel() -> None:
 
 
 def upload_panel() -> None:
-    st.subheader("Upload PDFs")
+    st.subheader("Upload documents")
     files = st.file_uploader(
-        f"Drag and drop PDFs here (up to {config.max_upload_mb:g} MiB each); they go straight into "
+        f"Drag and drop PDFs, plain text (.txt, .md) or instruction records (.jsonl, .json: instruction/input/"
+        f"output or prompt/completion) here (up to {config.max_upload_mb:g} MiB each); they go straight into "
         f"inputs/ of container {config.data_container}.",
-        type="pdf", accept_multiple_files=True, key="pdfs",
+        type=["pdf", "txt", "md", "jsonl", "json"], accept_multiple_files=True, key="pdfs",
         max_upload_size=math.ceil(config.max_upload_mb))
     if not files:
         return
@@ -74,7 +75,7 @@ def upload_panel() -> None:
             return
         with st.spinner(f"Uploading {len(waiting)} file(s)..."):
             for f in waiting:
-                results[f.file_id] = uploads.upload_pdf(container, f.name, f.getvalue(), config.max_upload_bytes)
+                results[f.file_id] = uploads.upload_document(container, f.name, f.getvalue(), config.max_upload_bytes)
     for f in files:
         result = results[f.file_id]
         _RESULT_BOX[result.outcome](f"**{literal(result.file_name)}**: {literal(result.message)}")
