@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import manifests, run_states as rs, uploads
+from function_app import deadlines, document_retries, manifests, reconcile, run_states as rs, uploads
 from function_app.backends.base import Deployment, PermanentBackendError, PipelineBackend, TransientBackendError
 from function_app.settings import Settings
 from function_app.status_store import Run, StatusStore
@@ -31,6 +31,10 @@ class RunActive(Exception):
 
 class NoDocuments(Exception):
     """Nothing to train on."""
+
+
+class NoActiveRun(Exception):
+    """Nothing to cancel."""
 
 
 class _RollBack(Exception):
@@ -59,14 +63,44 @@ class Orchestrator:
 
     # ---- entry points ----------------------------------------------------------------------
     def tick(self, now: datetime) -> Run | None:
-        """Record missed uploads, start a run if due, advance the active run. Returns that run."""
-        uploads.scan(self.store, self.container, now)
+        """Record missed uploads, start a run if due, advance the active run, make the table's serving
+        deployment and the backend's traffic agree, prune old runs. Returns the active run.
+
+        Each phase stands alone: an error in one (storage or backend unreachable) is logged and the
+        others still run; a tick never raises, the next one picks up from what the table says."""
+        self._phase("scan for uploads", uploads.scan, self.store, self.container, now)
+        run = self._phase("advance the active run", self._advance_active, now)
+        self._phase("reconcile the serving deployment", self._reconcile, now)
+        self._phase("prune old runs", self._prune_runs)
+        return run
+
+    def _phase(self, what: str, call, *args):
+        try:
+            return call(*args)
+        except Exception:  # noqa: BLE001 - one failing phase must not stop the others or the timer
+            log.exception("tick: could not %s; the next tick tries again", what)
+            return None
+
+    def _advance_active(self, now: datetime) -> Run | None:
         run = self._active_run(now)
-        if run is None and self.store.pending_documents():
+        if run is None and self._due_documents(now):
             run = self._start_run(now, trigger="uploads")
         if run is not None:
             self._advance(run, now)
         return run
+
+    def _due_documents(self, now: datetime) -> list[dict]:
+        """Pending documents that may start a run now (new ones, and failed ones whose backoff is over)."""
+        return [d for d in self.store.pending_documents() if document_retries.due(d, now, self.settings)]
+
+    def request_cancel(self, now: datetime) -> Run:
+        """Stop the active run: its job is cancelled (or its candidate rolled back) by a tick run now."""
+        run_id = self.store.current().active_run_id
+        if not run_id:
+            raise NoActiveRun("no run is active; nothing to cancel")
+        self.store.request_cancel(run_id, now)
+        self.tick(now)
+        return self.store.get_run(run_id) or Run(id=run_id, state=rs.PENDING, created_at=_iso(now))
 
     def request_retrain(self, now: datetime) -> Run:
         """A run over every document even though nothing new arrived (submitted on the next tick)."""
@@ -96,7 +130,8 @@ class Orchestrator:
             if current.serving_model_version
             else None,
             "scoring_url": current.scoring_url or None,
-            "pending_documents": len(self.store.pending_documents()),
+            "pending_documents": len(pending := self.store.pending_documents()),
+            "failed_documents": sum(document_retries.gave_up(d, self.settings) for d in pending),
             "updated_at": current.updated_at or None,
         }
 
@@ -114,6 +149,7 @@ class Orchestrator:
                 current = self.store.current()
                 replaced = current.serving_deployment if current.serving_deployment != run.deployment else ""
                 serving = self._serving(run, now, replaced or current.previous_deployment)
+            self._settle_documents(run, now)
             self.store.finish_active(run, now, serving)
             return None
         return run
@@ -141,7 +177,18 @@ class Orchestrator:
         if state in (rs.FAILED, rs.ROLLED_BACK):
             run.error = detail
         self._transition(run, state, now, detail)
+        self._settle_documents(run, now)
         self.store.finish_active(run, now, serving)
+
+    def _settle_documents(self, run: Run, now: datetime) -> None:
+        """Documents count as trained only when their run ended Deployed or Rejected; otherwise they wait
+        again, with backoff. Before the slot is released, so a lost write is redone by the next tick."""
+        if document_retries.ended_well(run.state):
+            self.store.mark_trained_by(run.id, run.new_contents)
+        else:
+            reason = f"run {run.id} {run.state}: {run.error}"
+            self.store.give_back(run.id, run.new_contents, reason,
+                                 lambda attempts: document_retries.retry_at(attempts, now, self.settings))
 
     def _advance(self, run: Run, now: datetime) -> None:
         """Take as many steps as are ready now (e.g. Completed -> Deploying -> begin deploy)."""
@@ -152,6 +199,10 @@ class Orchestrator:
             **{s: self._follow_job for s in rs.JOB_RUNNING},
         }
         while run.state not in rs.TERMINAL:
+            stop = self._stop_reason(run, now)
+            if stop:
+                self._stop(run, now, stop)
+                return
             retry_at = run.retry.get("next_attempt_at")
             if retry_at and now < _time(retry_at):
                 return
@@ -168,6 +219,20 @@ class Orchestrator:
             self.store.save_run(run)
             if run.state == before:
                 return
+
+    def _stop_reason(self, run: Run, now: datetime) -> str | None:
+        if self.store.current().cancel_run_id == run.id:
+            return "cancelled through the API (POST /api/runs/active/cancel)"
+        return deadlines.overdue(run, now, self.settings)
+
+    def _stop(self, run: Run, now: datetime, reason: str) -> None:
+        """Cancel the run's job, or roll its candidate back, and end it with the reason."""
+        if run.state in (rs.DEPLOYING, rs.SMOKE_TEST):
+            self._roll_back(run, now, reason)
+            return
+        if run.job_id:
+            self._best_effort(run, now, f"cancel job {run.job_id}", self.backend.cancel_job, run.job_id, reason)
+        self._end(run, rs.FAILED, now, reason)
 
     def _retry_later(self, run: Run, now: datetime, error: Exception) -> None:
         kind = "transient" if isinstance(error, TransientBackendError) else type(error).__name__
@@ -190,9 +255,15 @@ class Orchestrator:
             self._end(run, rs.FAILED, now, reason)
 
     def _roll_back(self, run: Run, now: datetime, reason: str) -> None:
-        """Remove the candidate only: traffic never moved to it, the serving deployment and its rollback
-        target stay. (Both backends refuse to delete a deployment that takes traffic.)"""
+        """Give the traffic back to the serving deployment if the candidate holds it (a shift that took
+        effect but reported an error), then remove the candidate; the serving deployment and its
+        rollback target stay. (Both backends refuse to delete a deployment that takes traffic.)"""
         if run.deployment:
+            traffic = self._best_effort(run, now, "read the traffic", self.backend.traffic) or {}
+            serving = self.store.current().serving_deployment
+            if traffic.get(run.deployment) and serving and serving != run.deployment:
+                # If this fails, reconciliation on the next ticks shifts it back.
+                self._best_effort(run, now, f"give the traffic back to {serving}", self.backend.shift_traffic, serving)
             # If this fails the candidate stays at 0% traffic; the next promotion removes it.
             self._best_effort(run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment)
         self._end(run, rs.ROLLED_BACK, now, reason)
@@ -210,20 +281,25 @@ class Orchestrator:
     # ---- steps -----------------------------------------------------------------------------
     def _submit_when_settled(self, run: Run, now: datetime) -> None:
         pending = self.store.pending_documents()
-        if run.trigger != "manual" and pending:
-            last_upload = max(_time(d["last_uploaded_at"]) for d in pending)
-            if now - last_upload < timedelta(seconds=self.settings.debounce_seconds):
-                return  # uploads still arriving: the run will include them
+        due = [d for d in pending if document_retries.due(d, now, self.settings)]
+        if run.trigger != "manual" and due:
+            last_upload = max(_time(d["last_uploaded_at"]) for d in due)
+            settling = now - last_upload < timedelta(seconds=self.settings.debounce_seconds)
+            waited_enough = now - _time(run.created_at) >= timedelta(seconds=self.settings.debounce_max_wait_seconds)
+            if settling and not waited_enough:
+                return  # uploads still arriving: the run will include them (up to DEBOUNCE_MAX_WAIT_SECONDS)
         names = self.store.document_names()
         if not names:
             raise PermanentBackendError("inputs/ holds no recorded document; upload a PDF and retrain")
-        job_id = self.backend.submit(run.id)
-        run.job_id = job_id
+        # Every untrained content the job will see, saved before the submit: however the run ends
+        # (even a refused submit), these are the documents it settles.
         run.documents = names
         run.new_documents = sorted(n for d in pending for n in d["names"])
+        run.new_contents = sorted(d["sha256"] for d in pending)
+        self.store.save_run(run)
+        job_id = self.backend.submit(run.id)
+        run.job_id = job_id
         self._transition(run, rs.SUBMITTED, now, f"job {job_id} over {len(names)} documents")
-        # After the job id is saved: a crash here leaves these pending, i.e. one extra run, never a lost upload.
-        self.store.mark_trained_by(run.id, [d["sha256"] for d in pending])
 
     def _follow_job(self, run: Run, now: datetime) -> None:
         status = self.backend.job_status(run.job_id)
@@ -328,5 +404,19 @@ class Orchestrator:
             "serving_model_version": run.model_version,
             "serving_deployment": run.deployment,
             "previous_deployment": previous,
+            "serving_run_id": run.id,
             "scoring_url": self._best_effort(run, now, "read the scoring URL", self.backend.scoring_url) or "",
         }
+
+    # ---- every tick --------------------------------------------------------------------------
+    def _reconcile(self, now: datetime) -> None:
+        def in_rollout(current) -> bool:
+            run = self.store.get_run(current.active_run_id) if current.active_run_id else None
+            return run is not None and run.state in (rs.DEPLOYING, rs.SMOKE_TEST, rs.DEPLOYED)
+
+        reconcile.reconcile(self.store, self.backend, now, in_rollout)
+
+    def _prune_runs(self) -> None:
+        current = self.store.current()
+        protect = {current.active_run_id, current.last_run_id, current.serving_run_id}
+        self.store.prune_runs(self.settings.keep_runs, protect)

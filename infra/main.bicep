@@ -63,6 +63,14 @@ param trainEpochs string = ''
 param smokePrompt string = 'The documents say that'
 param maxTransientRetries int = 6
 param deployTimeoutSeconds int = 1800
+param debounceMaxWaitSeconds int = 900
+param queuedTimeoutSeconds int = 3600
+param preprocessTimeoutSeconds int = 3600
+param trainTimeoutSeconds int = 43200
+param evaluateTimeoutSeconds int = 3600
+param documentRetrySeconds int = 300
+param documentMaxAttempts int = 3
+param keepRuns int = 200
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -206,6 +214,14 @@ var functionAppSettings = {
   AML_ENDPOINT_NAME: endpointName
   MAX_TRANSIENT_RETRIES: string(maxTransientRetries)
   DEPLOY_TIMEOUT_SECONDS: string(deployTimeoutSeconds)
+  DEBOUNCE_MAX_WAIT_SECONDS: string(debounceMaxWaitSeconds)
+  QUEUED_TIMEOUT_SECONDS: string(queuedTimeoutSeconds)
+  PREPROCESS_TIMEOUT_SECONDS: string(preprocessTimeoutSeconds)
+  TRAIN_TIMEOUT_SECONDS: string(trainTimeoutSeconds)
+  EVALUATE_TIMEOUT_SECONDS: string(evaluateTimeoutSeconds)
+  DOCUMENT_RETRY_SECONDS: string(documentRetrySeconds)
+  DOCUMENT_MAX_ATTEMPTS: string(documentMaxAttempts)
+  KEEP_RUNS: string(keepRuns)
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''

@@ -1,4 +1,4 @@
-"""Client of the control plane's HTTP API (function_app): status, runs, documents, retrain.
+"""Client of the control plane's HTTP API (function_app): status, runs, documents, retrain, cancel.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
@@ -35,6 +35,9 @@ class ControlPlaneClient:
 
     def retrain(self) -> dict[str, Any]:
         return self._request("POST", "/api/retrain")
+
+    def cancel_run(self) -> dict[str, Any]:
+        return self._request("POST", "/api/runs/active/cancel")
 
     def _request(self, method: str, path: str) -> Any:
         url = self.base_url + path
