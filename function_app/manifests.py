@@ -34,3 +34,34 @@ def newest_manifest(container: ContainerClient, since: datetime) -> dict | None:
     if not names or names[-1].removeprefix(_PREFIX) < stamp:
         return None
     return json.loads(container.download_blob(names[-1]).readall())
+
+
+# preprocess's default cache folder (--cache unset): OUTPUT/cache/<sha256>[.<limits>].json.
+CACHE = PROCESSED + "cache/"
+
+
+def purge_cached_extraction(container: ContainerClient, sha256: str) -> int:
+    """Delete every cached extraction of this content (its text must not outlive the document)."""
+    names = [b.name for b in container.list_blobs(name_starts_with=CACHE + sha256)]
+    for name in names:
+        container.delete_blob(name)
+    return len(names)
+
+
+def prune_snapshots(container: ContainerClient, keep: int, also_keep: set[str]) -> list[str]:
+    """Delete all but the newest `keep` snapshots (text and manifest) and those named in `also_keep`
+    (e.g. the one the serving model was trained on). Returns the snapshots deleted."""
+    stems = sorted({b.name.removesuffix(_SUFFIX).removesuffix(".txt")
+                    for b in container.list_blobs(name_starts_with=_PREFIX)})
+    kept = set(stems[-keep:] if keep > 0 else stems) | {PROCESSED + s.removesuffix(".txt") for s in also_keep if s}
+    deleted = []
+    for stem in stems:
+        if stem in kept:
+            continue
+        for name in (stem + ".txt", stem + _SUFFIX):
+            try:
+                container.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
+        deleted.append(stem.removeprefix(PROCESSED) + ".txt")
+    return deleted

@@ -64,7 +64,7 @@ class Orchestrator:
     # ---- entry points ----------------------------------------------------------------------
     def tick(self, now: datetime) -> Run | None:
         """Record missed uploads, start a run if due, advance the active run, make the table's serving
-        deployment and the backend's traffic agree, prune old runs. Returns the active run.
+        deployment and the backend's traffic agree, prune old runs and snapshots. Returns the active run.
 
         Each phase stands alone: an error in one (storage or backend unreachable) is logged and the
         others still run; a tick never raises, the next one picks up from what the table says."""
@@ -72,6 +72,8 @@ class Orchestrator:
         run = self._phase("advance the active run", self._advance_active, now)
         self._phase("reconcile the serving deployment", self._reconcile, now)
         self._phase("prune old runs", self._prune_runs)
+        if run is None or run.state in rs.TERMINAL:  # a run in flight may still need its snapshot
+            self._phase("prune old snapshots", self._prune_snapshots)
         return run
 
     def _phase(self, what: str, call, *args):
@@ -106,8 +108,9 @@ class Orchestrator:
         """A run over every document even though nothing new arrived (submitted on the next tick)."""
         if self.store.current().active_run_id:
             raise RunActive(self.store.current().active_run_id)
+        uploads.scan(self.store, self.container, now)  # deletes made since the last tick count too
         if not self.store.document_names():
-            raise NoDocuments("inputs/ holds no recorded document; upload a PDF first")
+            raise NoDocuments("inputs/ holds no document to train on; upload a PDF first")
         run = self._start_run(now, trigger="manual")
         if run is None:
             raise RunActive(self.store.current().active_run_id)
@@ -132,6 +135,8 @@ class Orchestrator:
             "scoring_url": current.scoring_url or None,
             "pending_documents": len(pending := self.store.pending_documents()),
             "failed_documents": sum(document_retries.gave_up(d, self.settings) for d in pending),
+            # Blobs under inputs/ that could not be recorded, each with the reason and what to do.
+            "problem_documents": self.store.problems(),
             "updated_at": current.updated_at or None,
         }
 
@@ -397,9 +402,24 @@ class Orchestrator:
         self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}",
                   self._serving(run, now, previous))
 
+    def _prune_snapshots(self) -> None:
+        """Retention: the newest SNAPSHOT_RETENTION snapshots and the serving model's stay, the rest go."""
+        if self.settings.snapshot_retention <= 0:
+            return
+        try:
+            deleted = manifests.prune_snapshots(
+                self.container, self.settings.snapshot_retention, {self.store.current().serving_snapshot}
+            )
+        except Exception:  # noqa: BLE001 - retried on the next tick
+            log.exception("could not prune old snapshots")
+            return
+        if deleted:
+            log.info("retention: deleted snapshots %s", ", ".join(deleted))
+
     def _serving(self, run: Run, now: datetime, previous: str) -> dict[str, str]:
         """The state-table fields that say which model a Deployed run left serving."""
         return {
+            "serving_snapshot": run.snapshot,
             "serving_model_name": run.model_name,
             "serving_model_version": run.model_version,
             "serving_deployment": run.deployment,

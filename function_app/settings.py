@@ -69,6 +69,9 @@ class Settings:
     document_max_attempts: int = 3
     # Run history kept in the status table: the newest N (the active and the serving run always stay).
     keep_runs: int = 200
+    # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
+    # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
+    snapshot_retention: int = 5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

@@ -1,8 +1,10 @@
 """The status Table: uploaded documents, runs and the one current-state row the UI reads.
 
-One table, four partitions:
+One table, five partitions:
 - `blob`     one row per blob name under inputs/ (the name index): ETag, sha256, upload time, and the
-             preprocess outcome for that file (status, messages) once a run has extracted it.
+             preprocess outcome for that file (status, messages) once a run has extracted it. RowKey is
+             the sha256 of the name (any valid blob name fits; keys hold 1 KiB), the name a property.
+             A deleted or renamed blob keeps its row with `removed_at` set (no run covers it again).
 - `document` one row per distinct CONTENT (RowKey = sha256) with every name it was uploaded under.
              Same content under two names is one document, so it is trained on once and never
              triggers a run of its own. `run_id` is the first run that trained on this content and
@@ -11,12 +13,15 @@ One table, four partitions:
              next run may take them and why the last one did not.
 - `run`      one row per run (state machine, every transition with its time); the newest KEEP_RUNS
              are kept (plus the active and the serving run).
+- `problem`  one row per blob under inputs/ that could not be recorded (unusable name, unreadable
+             bytes), with the reason, so it is reported instead of stopping anything; keyed like `blob`.
 - `state`    the single `current` row: the active run (claimed with an ETag condition so two
              Function instances cannot both start one), the last outcome, the serving model.
 Writes are MERGE upserts; read-modify-write of shared rows uses ETag conditions and retries.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -27,7 +32,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-BLOB, DOCUMENT, RUN, STATE = "blob", "document", "run", "state"
+BLOB, DOCUMENT, RUN, STATE, PROBLEM = "blob", "document", "run", "state", "problem"
 CURRENT = "current"
 # A Table string property holds 64 KiB (32K UTF-16 chars); keep JSON lists well below.
 _MAX_JSON_CHARS = 30_000
@@ -35,8 +40,18 @@ _ETAG_ATTEMPTS = 20
 
 
 def _key(name: str) -> str:
-    # RowKeys may not contain / \ # ?; percent-encoding keeps them readable and reversible.
+    """RowKey of a blob name: its sha256. Keys hold at most 1 KiB and no / \\ # ? or control characters,
+    while a blob name may have 1024 characters of any script; 64 hex digits always fit."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+def _legacy_key(name: str) -> str:
+    # Rows written before names were hashed: the percent-encoded name.
     return quote(name, safe="")
+
+
+def _name(entity: dict) -> str:
+    return entity.get("name") or unquote(entity["RowKey"])
 
 
 def _iso(t: datetime) -> str:
@@ -125,6 +140,7 @@ class Current:
     previous_deployment: str = ""  # kept at 0% traffic as the rollback target
     serving_run_id: str = ""  # the run whose model serves (kept when old runs are pruned)
     cancel_run_id: str = ""  # a cancel asked for through the API, carried out by the next tick
+    serving_snapshot: str = ""  # the snapshot the serving model was trained on (kept by retention)
     scoring_url: str = ""
     updated_at: str = ""
 
@@ -184,9 +200,20 @@ class StatusStore:
         raise RuntimeError(f"status table row {pk}/{rk} kept changing under {_ETAG_ATTEMPTS} attempts")
 
     # ---- documents -------------------------------------------------------------------------
+    def _blob_row(self, name: str) -> dict | None:
+        return self._get(BLOB, _key(name)) or self._get(BLOB, _legacy_key(name))
+
+    def _write_blob(self, name: str, existing: dict | None, values: dict) -> None:
+        self._merge(BLOB, _key(name), {"name": name, **values})
+        if existing is not None and existing["RowKey"] != _key(name):  # a legacy row: now rewritten
+            self.table.delete_entity(BLOB, existing["RowKey"])
+
+    def _present_blobs(self) -> list[dict]:
+        return [e for e in self._query(BLOB) if not e.get("removed_at")]
+
     def known_blobs(self) -> dict[str, str]:
-        """Blob name -> ETag for every upload recorded so far."""
-        return {unquote(e["RowKey"]): e["etag"] for e in self._query(BLOB)}
+        """Blob name -> ETag for every upload recorded so far and still present."""
+        return {_name(e): e["etag"] for e in self._present_blobs()}
 
     def record_upload(self, blob: UploadedBlob, now: datetime) -> str:
         """Record one upload; idempotent. Returns what it was:
@@ -196,19 +223,22 @@ class StatusStore:
         known_content    a new name for content already recorded: added to that document, no new run
         new_content      content never seen (a new file, or a name overwritten with new bytes)
         """
-        existing = self._get(BLOB, _key(blob.name))
-        if existing and existing["etag"] == blob.etag:
+        existing = self._blob_row(blob.name)
+        removed = bool(existing and existing.get("removed_at"))
+        if existing and not removed and existing["etag"] == blob.etag:
             return "duplicate"
-        if existing and existing["sha256"] == blob.sha256:
-            self._merge(BLOB, _key(blob.name), {"etag": blob.etag, "recorded_at": _iso(now)})
+        if existing and not removed and existing["sha256"] == blob.sha256:
+            self._write_blob(blob.name, existing, {"etag": blob.etag, "recorded_at": _iso(now)})
             return "same_content"
         outcome = self._add_name(blob)
-        if existing:  # the name now holds other bytes: the old content loses this name
+        if existing and not removed:  # the name now holds other bytes: the old content loses this name
             self._remove_name(existing["sha256"], blob.name)
+        # Each new content under a name is a new version of that document.
+        version = int(existing.get("version", 1)) + (existing["sha256"] != blob.sha256) if existing else 1
         # Written last: it is the idempotency marker, so a crash before it just redoes the above.
-        self._merge(
-            BLOB,
-            _key(blob.name),
+        self._write_blob(
+            blob.name,
+            existing,
             {
                 "etag": blob.etag,
                 "sha256": blob.sha256,
@@ -218,9 +248,21 @@ class StatusStore:
                 "status": "",
                 "messages": "[]",
                 "snapshot": "",
+                "removed_at": "",
+                "version": version,
             },
         )
         return outcome
+
+    def mark_removed(self, name: str, now: datetime) -> str | None:
+        """The blob `name` is gone from inputs/ (deleted or renamed): no later run covers it. Returns the
+        sha256 whose content no name holds any more (its extraction cache entry can go), else None."""
+        existing = self._blob_row(name)
+        if existing is None or existing.get("removed_at"):
+            return None
+        left = self._remove_name(existing["sha256"], name)
+        self._write_blob(name, existing, {"removed_at": _iso(now)})
+        return existing["sha256"] if left == [] else None
 
     def _add_name(self, blob: UploadedBlob) -> str:
         outcome = {}
@@ -248,16 +290,20 @@ class StatusStore:
         self._update_if_unchanged(DOCUMENT, blob.sha256, change)
         return outcome["v"]
 
-    def _remove_name(self, sha256: str, name: str) -> None:
+    def _remove_name(self, sha256: str, name: str) -> list[str] | None:
+        """Drop `name` from the content's names; returns the names left (None if no such content)."""
+        left = {}
+
         def change(entity: dict | None) -> dict | None:
             if entity is None:
                 return None
-            names = [n for n in json.loads(entity["names"]) if n != name]
+            names = left["v"] = [n for n in json.loads(entity["names"]) if n != name]
             # With no name left the content is gone from inputs/; forget that it was trained on (and
             # its failed attempts), so that uploading it again counts as new.
             return {"names": json.dumps(names), **({} if names else {"run_id": "", **_NO_ATTEMPTS})}
 
         self._update_if_unchanged(DOCUMENT, sha256, change)
+        return left.get("v")
 
     def pending_documents(self) -> list[dict]:
         """Documents (content) in inputs/ no run has trained on yet: names, last_uploaded_at, and the
@@ -294,17 +340,18 @@ class StatusStore:
             self._update_if_unchanged(DOCUMENT, sha, change)
 
     def document_names(self) -> list[str]:
-        """Every name in inputs/ recorded so far (what a run submitted now will cover)."""
-        return sorted(unquote(e["RowKey"]) for e in self._query(BLOB))
+        """Every name in inputs/ recorded so far and not removed (what a run submitted now will cover)."""
+        return sorted(_name(e) for e in self._present_blobs())
 
     def record_extraction(self, manifest: dict) -> None:
         """Per-file outcome of preprocess (manifest documents: name, status, messages) on the blob rows."""
         for doc in manifest.get("documents", []):
-            if self._get(BLOB, _key(doc["name"])) is None:
+            existing = self._blob_row(doc["name"])
+            if existing is None:
                 continue  # a file in inputs/ that no event or scan has reached yet
-            self._merge(
-                BLOB,
-                _key(doc["name"]),
+            self._write_blob(
+                doc["name"],
+                existing,
                 {
                     "status": doc.get("status", ""),
                     "messages": _capped_json(list(doc.get("messages", []))),
@@ -315,20 +362,22 @@ class StatusStore:
             )
 
     def documents(self) -> list[dict]:
-        """Every upload with its content's document row, for the API."""
+        """Every upload still present with its content's document row, for the API."""
         contents = {e["RowKey"]: e for e in self._query(DOCUMENT)}
         out = []
-        for e in self._query(BLOB):
+        for e in self._present_blobs():
             doc = contents.get(e["sha256"], {})
+            name = _name(e)
             out.append(
                 {
-                    "name": unquote(e["RowKey"]),
+                    "name": name,
                     "etag": e["etag"],
                     "sha256": e["sha256"],
+                    "version": int(e.get("version", 1)),
                     "bytes": e.get("size", 0),
                     "uploaded_at": e["uploaded_at"],
                     "recorded_at": e["recorded_at"],
-                    "same_content_as": [n for n in json.loads(doc.get("names", "[]")) if n != unquote(e["RowKey"])],
+                    "same_content_as": [n for n in json.loads(doc.get("names", "[]")) if n != name],
                     "trained_by_run": doc.get("run_id", ""),
                     **{k: doc.get(k) or v for k, v in _NO_ATTEMPTS.items()},
                     "extraction": e.get("status", ""),
@@ -340,6 +389,19 @@ class StatusStore:
                 }
             )
         return sorted(out, key=lambda d: d["uploaded_at"])
+
+    # ---- blobs that could not be recorded ----------------------------------------------------
+    def record_problem(self, name: str, etag: str, reason: str, now: datetime) -> None:
+        """`name` under inputs/ could not be recorded; kept with the reason until it is or the blob goes."""
+        self._merge(PROBLEM, _key(name), {"name": name, "etag": etag, "reason": reason, "seen_at": _iso(now)})
+
+    def clear_problem(self, name: str) -> None:
+        self.table.delete_entity(PROBLEM, _key(name))  # no error when the row is absent
+
+    def problems(self) -> list[dict]:
+        """Blobs under inputs/ that could not be recorded: name, reason, when last tried."""
+        rows = [{"name": e["name"], "reason": e["reason"], "seen_at": e["seen_at"]} for e in self._query(PROBLEM)]
+        return sorted(rows, key=lambda p: p["name"])
 
     # ---- runs ------------------------------------------------------------------------------
     def save_run(self, run: Run) -> None:

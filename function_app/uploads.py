@@ -8,6 +8,7 @@ from datetime import datetime
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
+from function_app import manifests
 from function_app.status_store import StatusStore, UploadedBlob
 
 INPUTS = "inputs/"
@@ -39,22 +40,94 @@ def read_upload(container: ContainerClient, name: str) -> UploadedBlob | None:
     )
 
 
-def record(store: StatusStore, container: ContainerClient, name: str, now: datetime) -> str:
-    upload = read_upload(container, name)
-    if upload is None:
-        log.warning("upload %s vanished before it could be recorded", name)
-        return "missing"
-    outcome = store.record_upload(upload, now)
+# Longest file name (one path segment) Linux file systems take, in UTF-8 bytes: the local job and AML's
+# mount of inputs/ both turn each blob into a file, so a longer segment could never be extracted.
+MAX_SEGMENT_BYTES = 255
+
+
+def unusable_name(name: str) -> str | None:
+    """Why a blob name under inputs/ cannot become a file in the job's input folder (None if it can)."""
+    segments = name.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        return (
+            f"its name has an empty, '.' or '..' path segment, which could point outside the input folder; "
+            "rename the blob (e.g. to inputs/<name>.pdf)"
+        )
+    longest = max(segments, key=lambda s: len(s.encode("utf-8")))
+    if len(longest.encode("utf-8")) > MAX_SEGMENT_BYTES:
+        return (
+            f"a part of its name is {len(longest.encode('utf-8'))} bytes in UTF-8, over the {MAX_SEGMENT_BYTES} a "
+            "file name may have, so it cannot be extracted; rename the blob to a shorter name"
+        )
+    return None
+
+
+class Unrecordable(Exception):
+    """A blob that cannot be recorded as a document; the message says why and what to do."""
+
+
+def _unreadable(error: Exception) -> str:
+    code = getattr(error, "error_code", None)  # storage's own code, e.g. BlobArchived
+    first_line = (str(error).splitlines() or [""])[0]
+    return (
+        f"could not be read or recorded ({type(error).__name__}{f' {code}' if code else ''}: {first_line}); "
+        "tried again every minute. If the blob is in the Archive tier, rehydrate it to Hot or Cool."
+    )
+
+
+def record(store: StatusStore, container: ContainerClient, name: str, now: datetime, etag: str = "") -> str:
+    """Record one upload. Never raises for this blob's sake: a blob that cannot be recorded (unusable name,
+    unreadable bytes, a failing write) is kept as a problem with the reason, and retried by the next scan."""
+    try:
+        reason = unusable_name(name)
+        if reason:
+            raise Unrecordable(reason)
+        upload = read_upload(container, name)
+        if upload is None:
+            log.warning("upload %s vanished before it could be recorded", name)
+            return "missing"
+        outcome = store.record_upload(upload, now)
+    except Exception as e:  # noqa: BLE001 - one blob must never stop the others (or the tick)
+        reason = str(e) if isinstance(e, Unrecordable) else _unreadable(e)
+        log.warning("upload %s not recorded: %s", name, reason)
+        try:
+            store.record_problem(name, etag, reason, now)
+        except Exception:  # noqa: BLE001 - the log above still says it
+            log.exception("could not record the problem with upload %s", name)
+        return "problem"
+    store.clear_problem(name)
     log.info("upload %s (sha256 %s): %s", name, upload.sha256[:12], outcome)
     return outcome
 
 
+def remove(store: StatusStore, container: ContainerClient, name: str, now: datetime) -> str:
+    """The blob `name` left inputs/: mark it removed and purge its content's extraction cache entry
+    once no other name holds that content (so its text leaves storage with the next snapshots)."""
+    store.clear_problem(name)
+    gone = store.mark_removed(name, now)
+    if gone:
+        manifests.purge_cached_extraction(container, gone)
+    return "removed"
+
+
 def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[str, str]:
-    """Record every blob under inputs/ whose name and ETag are not in the table yet (missed events)."""
+    """Follow inputs/: record every blob whose name and ETag are not in the table yet (missed events),
+    and mark removed the recorded ones no longer there (deleted or renamed elsewhere)."""
     known = store.known_blobs()
-    outcomes = {}
+    problems = {p["name"] for p in store.problems()}
+    outcomes, listed = {}, set()
     for props in container.list_blobs(name_starts_with=INPUTS):
         name = props.name.removeprefix(INPUTS)
+        listed.add(name)
         if name and known.get(name) != props.etag.strip('"'):
-            outcomes[name] = record(store, container, name, now)
+            outcomes[name] = record(store, container, name, now, props.etag.strip('"'))
+    for name in sorted(known.keys() - listed):
+        try:
+            # Listed before an upload the trigger recorded meanwhile? Only a blob really gone is removed.
+            if not container.get_blob_client(INPUTS + name).exists():
+                outcomes[name] = remove(store, container, name, now)
+        except Exception:  # noqa: BLE001 - retried by the next scan; the others go on
+            log.exception("could not mark %s removed", name)
+    for name in problems - listed:
+        store.clear_problem(name)
     return outcomes

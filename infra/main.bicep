@@ -71,6 +71,8 @@ param evaluateTimeoutSeconds int = 3600
 param documentRetrySeconds int = 300
 param documentMaxAttempts int = 3
 param keepRuns int = 200
+@description('Text snapshots kept in processed/ (plus the serving model\'s); older ones are deleted. 0 keeps all.')
+param snapshotRetention int = 5
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -222,6 +224,7 @@ var functionAppSettings = {
   DOCUMENT_RETRY_SECONDS: string(documentRetrySeconds)
   DOCUMENT_MAX_ATTEMPTS: string(documentMaxAttempts)
   KEEP_RUNS: string(keepRuns)
+  SNAPSHOT_RETENTION: string(snapshotRetention)
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''
