@@ -1,7 +1,8 @@
 """Preprocess step: a folder of uploaded PDFs -> a new, immutable text snapshot and its manifest.
 
     python aks_jobs/preprocess.py --input INPUTS --output PROCESSED [--cache DIR] [--timeout-s 120]
-                                  [--memory-mb 2048] [--workers 0]
+                                  [--memory-mb 2048] [--workers 0] [--max-document-chars N]
+                                  [--max-corpus-chars N] [--max-chars-per-byte F]
 
 Writes PROCESSED/combined_data_<UTC yyyymmdd_HHMMSS>.txt and PROCESSED/combined_data_<same>.manifest.json
 (never overwriting one), logs one line per document to stderr and prints a summary table.
@@ -50,6 +51,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="documents extracted at once; 0 = one per available CPU within the container's CPU and memory "
         "limits (default: %(default)s)",
     )
+    defaults = Options()
+    parser.add_argument(
+        "--max-document-chars", type=bounded(int, above=0), default=defaults.max_document_chars, metavar="N",
+        help="text kept per document; a longer text is cut with a warning (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-corpus-chars", type=bounded(int, above=0), default=defaults.max_corpus_chars, metavar="N",
+        help="text in one snapshot; documents that would pass it are left out with an error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-chars-per-byte", type=bounded(float, above=0), default=defaults.max_chars_per_byte, metavar="F",
+        help="characters of text per byte of PDF; a document over it (a decompression bomb) gives no text "
+        "(default: %(default)g)",
+    )
     args = parser.parse_args(argv)
     if not args.input.is_dir():
         parser.error(f"--input {args.input} is not a folder: pass the folder that holds the uploaded PDFs")
@@ -59,7 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    options = Options(timeout_s=args.timeout_s, memory_mb=args.memory_mb, workers=args.workers)
+    options = Options(
+        timeout_s=args.timeout_s, memory_mb=args.memory_mb, workers=args.workers,
+        max_document_chars=args.max_document_chars, max_corpus_chars=args.max_corpus_chars,
+        max_chars_per_byte=args.max_chars_per_byte,
+    )
     result = build_snapshot(args.input, args.output, args.cache, options)
     print(format_summary(result))
     if not result.has_text:

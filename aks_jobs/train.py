@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of passages held out (default 0.05); 0 trains and evaluates on everything")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-steps", type=bounded(int, above=0), help="stop after this many optimizer steps")
+    parser.add_argument("--max-wall-s", type=bounded(float, above=0), metavar="SECONDS",
+                        help="stop training after this many seconds of it; the summary says where it stopped")
     parser.add_argument("--best-epoch", action=argparse.BooleanOptionalAction,
                         help=f"evaluate and checkpoint every epoch, end with the best; {preset_help('best_epoch')}")
     parser.add_argument("--line-blocks", action=argparse.BooleanOptionalAction,
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, key) for key in (
         "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
-        "eval_fraction", "seed", "max_steps", "best_epoch", "line_blocks")}
+        "eval_fraction", "seed", "max_steps", "max_wall_s", "best_epoch", "line_blocks")}
     request = TrainRequest(data=args.data, output=args.output, base_model=args.base_model, preset=args.preset,
                            overrides=overrides, experiment=args.experiment)
     try:

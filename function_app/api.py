@@ -6,16 +6,20 @@ is also the host's default routePrefix, so URLs are the same under both.
 
 Auth: in Azure the host checks the function key before a request reaches this app (auth level
 FUNCTION). Under uvicorn there is no host, so POST /api/retrain checks LOCAL_API_KEY itself
-(header x-functions-key, as in Azure) or, with no key configured, accepts only this machine.
+(header x-functions-key, as in Azure) or, with no key configured, accepts only this machine, and from
+it only requests no other web site can make a browser send: a POST must carry a JSON body (a cross-site
+form or fetch cannot without a CORS preflight, which this API never grants) and neither Origin nor
+Sec-Fetch-Site may name another site.
 """
 from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 
-from function_app import document_retries, services
+from function_app import document_retries, services, uploads
 from function_app.orchestrator import NoActiveRun, NoDocuments, RunActive
 from function_app.status_store import Run
 
@@ -46,6 +50,26 @@ def require_caller_allowed(request: Request, svc: services.Services = Depends(ge
     elif request.client is None or request.client.host not in _LOOPBACK:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "without LOCAL_API_KEY set, only requests from this machine may change state"
+        )
+    else:
+        _refuse_cross_site(request)
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """Loopback is not proof of intent: any page open in this machine's browser can send requests here."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if (fetch_site and fetch_site not in ("same-origin", "none")) or (
+        origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"cross-site request refused (Origin {origin!r}, Sec-Fetch-Site {fetch_site!r}): without LOCAL_API_KEY "
+            "only the UI and local scripts may change state",
+        )
+    if request.method == "POST" and request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send a JSON body (Content-Type: application/json), e.g. {}"
         )
 
 
@@ -122,10 +146,20 @@ def list_documents(svc: services.Services = Depends(get_services)) -> dict:
         first = doc.pop("trained_by_run")
         doc["first_run"] = {"id": first, "state": states.get(first)} if first else None
         doc["active_run"] = active.id if doc["state"] == document_retries.IN_RUN else None
-        for internal in ("last_attempt_run",):
-            doc.pop(internal, None)
+        doc.pop("last_attempt_run", None)  # bookkeeping of give_back, not for readers
         documents.append(doc)
     return {"documents": documents}
+
+
+@api.delete("/api/documents/{name:path}", dependencies=[Depends(require_caller_allowed)])
+def delete_document(name: str, svc: services.Services = Depends(get_services)) -> dict:
+    """Delete the upload inputs/<name>: no later run trains on it, and its cached text is purged."""
+    if name not in svc.store.known_blobs() and name not in {p["name"] for p in svc.store.problems()}:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no document {name!r} in inputs/; GET /api/documents lists them"
+        )
+    uploads.delete(svc.store, svc.container, name, datetime.now(timezone.utc))
+    return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 
 
 @api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_caller_allowed)])

@@ -1,7 +1,10 @@
 """The Azure Functions (Python v2 model): wiring only; the work is in uploads and orchestrator.
 
-- record_upload: blob trigger on <container>/inputs/{name} (Event Grid source in Azure, polling with
-  Azurite) -> records the upload, idempotently (triggers are at-least-once).
+- follow_uploads: Event Grid trigger for the storage account's BlobCreated / BlobDeleted events under
+  <container>/inputs/ -> records the upload (one streamed read to hash it) or marks it removed,
+  idempotently (delivery is at-least-once). Not a blob trigger: that hands the worker the whole blob
+  (func.InputStream) before the function runs. Without Event Grid (Azurite) the timer's scan follows
+  inputs/ instead.
 - advance_pipeline: timer on %TIMER_SCHEDULE% -> Orchestrator.tick.
 - http_app_func: the FastAPI app (function_app.api) behind the host's HTTP trigger.
 """
@@ -14,36 +17,16 @@ import azure.functions as func
 
 from function_app import services, uploads
 from function_app.api import api
-from function_app.settings import STORAGE_CONNECTION, Settings, setting_name
-
-_settings = Settings.from_env()
-
-
-def _blob_source(settings: Settings) -> func.BlobSource:
-    try:
-        return func.BlobSource(settings.blob_trigger_source)
-    except ValueError:
-        allowed = ", ".join(s.value for s in func.BlobSource)
-        raise ValueError(
-            f"{setting_name('blob_trigger_source')}={settings.blob_trigger_source!r} is not a blob trigger source; "
-            f"use one of {allowed}"
-        ) from None
-
 
 app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.FUNCTION)
 
 
-@app.function_name("record_upload")
-@app.blob_trigger(
-    arg_name="blob",
-    path=f"{_settings.data_container}/inputs/{{name}}",
-    connection=STORAGE_CONNECTION,
-    source=_blob_source(_settings),
-)
-def record_upload(blob: func.InputStream) -> None:
+@app.function_name("follow_uploads")
+@app.event_grid_trigger(arg_name="event")
+def follow_uploads(event: func.EventGridEvent) -> None:
     svc = services.get()
-    name = uploads.input_name(blob.name, svc.settings.data_container)
-    uploads.record(svc.store, svc.container, name, datetime.now(timezone.utc))
+    uploads.follow_event(svc.store, svc.container, svc.settings.data_container, event.event_type, event.subject,
+                         datetime.now(timezone.utc))
 
 
 @app.function_name("advance_pipeline")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-# Storage connection used by the blob trigger and by our own clients. Locally a connection string
+# Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
 # __tableServiceUri with the Function's managed identity.
 STORAGE_CONNECTION = "DataStorage"
@@ -18,8 +18,6 @@ STORAGE_CONNECTION = "DataStorage"
 class Settings:
     data_container: str = "gpt2-training-data"
     status_table: str = "pipelinestatus"
-    # EventGrid in Azure; LogsAndContainerScan (polling) with Azurite, which has no Event Grid.
-    blob_trigger_source: str = "LogsAndContainerScan"
     timer_schedule: str = "0 */1 * * * *"
     debounce_seconds: int = 60
     pipeline_backend: str = "local"  # local | aml
@@ -72,6 +70,25 @@ class Settings:
     # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
     # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
     snapshot_retention: int = 5
+    # Limits, each reported by name when hit (preprocess.py / train.py options of the same names): text kept
+    # per document (longer is cut), per snapshot (documents past it are left out), characters of text per
+    # byte of PDF (more is a decompression bomb: no text); training steps and seconds (0 = no limit).
+    preprocess_max_document_chars: int = 10_000_000
+    preprocess_max_corpus_chars: int = 200_000_000
+    preprocess_max_chars_per_byte: int = 100
+    train_max_steps: int = 0
+    train_max_wall_s: int = 0
+
+    def preprocess_limits(self) -> dict[str, int]:
+        """The preprocess component's limit inputs."""
+        return {"max_document_chars": self.preprocess_max_document_chars,
+                "max_corpus_chars": self.preprocess_max_corpus_chars,
+                "max_chars_per_byte": self.preprocess_max_chars_per_byte}
+
+    def train_limits(self) -> dict[str, int]:
+        """The train component's limit inputs that are set (0 = unset: no limit)."""
+        return {name: value for name, value in (("max_steps", self.train_max_steps),
+                                                ("max_wall_s", self.train_max_wall_s)) if value}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":

@@ -201,7 +201,12 @@ class StatusStore:
 
     # ---- documents -------------------------------------------------------------------------
     def _blob_row(self, name: str) -> dict | None:
-        return self._get(BLOB, _key(name)) or self._get(BLOB, _legacy_key(name))
+        row = self._get(BLOB, _key(name))
+        legacy = _legacy_key(name)
+        # A legacy row exists only if its key fitted (1 KiB of UTF-16); a longer key is refused, not missing.
+        if row is None and len(legacy) <= 512:
+            row = self._get(BLOB, legacy)
+        return row
 
     def _write_blob(self, name: str, existing: dict | None, values: dict) -> None:
         self._merge(BLOB, _key(name), {"name": name, **values})
@@ -400,7 +405,8 @@ class StatusStore:
 
     def problems(self) -> list[dict]:
         """Blobs under inputs/ that could not be recorded: name, reason, when last tried."""
-        rows = [{"name": e["name"], "reason": e["reason"], "seen_at": e["seen_at"]} for e in self._query(PROBLEM)]
+        rows = [{"name": e["name"], "etag": e["etag"], "reason": e["reason"], "seen_at": e["seen_at"]}
+                for e in self._query(PROBLEM)]
         return sorted(rows, key=lambda p: p["name"])
 
     # ---- runs ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Recording uploads under inputs/: from a blob trigger event, or by scanning for missed ones."""
+"""Following uploads under inputs/: from the storage account's blob events, or by scanning for missed ones."""
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +50,7 @@ def unusable_name(name: str) -> str | None:
     segments = name.split("/")
     if any(s in ("", ".", "..") for s in segments):
         return (
-            f"its name has an empty, '.' or '..' path segment, which could point outside the input folder; "
+            "its name has an empty, '.' or '..' path segment, which could point outside the input folder; "
             "rename the blob (e.g. to inputs/<name>.pdf)"
         )
     longest = max(segments, key=lambda s: len(s.encode("utf-8")))
@@ -110,17 +110,54 @@ def remove(store: StatusStore, container: ContainerClient, name: str, now: datet
     return "removed"
 
 
+def delete(store: StatusStore, container: ContainerClient, name: str, now: datetime) -> str:
+    """Delete the upload itself (the API's and UI's delete), then forget it as a removal made elsewhere."""
+    try:
+        container.delete_blob(INPUTS + name)
+    except ResourceNotFoundError:
+        pass  # already gone: removing the record is all that is left
+    return remove(store, container, name, now)
+
+
+# Event Grid's subject for a blob event (Microsoft.Storage.BlobCreated / BlobDeleted, Event Grid schema).
+_SUBJECT = "/blobServices/default/containers/{container}/blobs/"
+CREATED, DELETED = "Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"
+
+
+def follow_event(store: StatusStore, container: ContainerClient, container_name: str, event_type: str, subject: str,
+                 now: datetime) -> str:
+    """One blob event: an upload under inputs/ is recorded (or reported as a problem, see record), a deleted
+    one marked removed. Events outside inputs/ are ignored; anything missed is found by the next scan."""
+    try:
+        name = input_name(subject.removeprefix(_SUBJECT.format(container=container_name)), container_name)
+    except ValueError as e:
+        log.info("ignoring %s for %s: %s", event_type, subject, e)
+        return "ignored"
+    if event_type == CREATED:
+        return record(store, container, name, now)
+    if event_type == DELETED:
+        # Events may arrive out of order: a name uploaded again since this delete stays recorded.
+        if container.get_blob_client(INPUTS + name).exists():
+            return record(store, container, name, now)
+        return remove(store, container, name, now)
+    log.info("ignoring event %s for %s", event_type, subject)
+    return "ignored"
+
+
 def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[str, str]:
     """Follow inputs/: record every blob whose name and ETag are not in the table yet (missed events),
     and mark removed the recorded ones no longer there (deleted or renamed elsewhere)."""
     known = store.known_blobs()
-    problems = {p["name"] for p in store.problems()}
+    problems = {p["name"]: p["etag"] for p in store.problems()}
     outcomes, listed = {}, set()
     for props in container.list_blobs(name_starts_with=INPUTS):
-        name = props.name.removeprefix(INPUTS)
+        name, etag = props.name.removeprefix(INPUTS), props.etag.strip('"')
         listed.add(name)
-        if name and known.get(name) != props.etag.strip('"'):
-            outcomes[name] = record(store, container, name, now, props.etag.strip('"'))
+        if not name or known.get(name) == etag:
+            continue
+        if problems.get(name) == etag and unusable_name(name):
+            continue  # reported already; only a rename (a new blob) can change that
+        outcomes[name] = record(store, container, name, now, etag)
     for name in sorted(known.keys() - listed):
         try:
             # Listed before an upload the trigger recorded meanwhile? Only a blob really gone is removed.
@@ -128,6 +165,6 @@ def scan(store: StatusStore, container: ContainerClient, now: datetime) -> dict[
                 outcomes[name] = remove(store, container, name, now)
         except Exception:  # noqa: BLE001 - retried by the next scan; the others go on
             log.exception("could not mark %s removed", name)
-    for name in problems - listed:
+    for name in problems.keys() - listed:
         store.clear_problem(name)
     return outcomes

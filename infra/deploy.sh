@@ -6,8 +6,8 @@
 #   environment  AML environment gpt2-pdf-jobs (what azureml:gpt2-pdf-jobs@latest resolves to)
 #   k8s          AML instance types on the cluster (az aks get-credentials + kubectl apply)
 #   function     the Function app code (func azure functionapp publish)
-#   events       Event Grid subscription: BlobCreated under inputs/ -> blob extension webhook
-#                (needs the blobs_extension key, which exists only after publish)
+#   events       Event Grid subscription: BlobCreated/BlobDeleted under inputs/ -> the Event Grid trigger's
+#                webhook (needs the eventgrid_extension key, which exists only after publish)
 # Every step is idempotent; rerun the script (or some steps with --steps) after any change.
 # Guide: docs/deploy.md.
 set -euo pipefail
@@ -27,7 +27,7 @@ Usage: infra/deploy.sh -g RESOURCE_GROUP [-l LOCATION] [options]
 
 Other environment: DEPLOYMENT_NAME (gpt2-pdf), IMAGE_REPOSITORY (gpt2-pdf-jobs), TORCH_INDEX_URL (build
 arg, see aks_jobs/Dockerfile), DEPLOYER_PRINCIPAL_ID / DEPLOYER_PRINCIPAL_TYPE (default: the signed-in
-az identity), BLOB_FUNCTION_NAME (default: the app's only blob-triggered function),
+az identity), BLOB_FUNCTION_NAME (default: the app's only Event Grid-triggered function),
 EVENT_SUBSCRIPTION_NAME (inputs-blob-created).
 EOF
 }
@@ -197,10 +197,10 @@ step_function() {
   (cd "$REPO_ROOT" && func azure functionapp publish "$app" --python --build remote)
 }
 
-blobs_extension_key() {
+eventgrid_extension_key() {
   local key
   key="$(az functionapp keys list --resource-group "$RESOURCE_GROUP" --name "$1" \
-    --query systemKeys.blobs_extension --output tsv)"
+    --query systemKeys.eventgrid_extension --output tsv)"
   [[ -n "$key" ]] && printf '%s' "$key"
 }
 
@@ -216,19 +216,19 @@ step_events() {
   if [[ -z "$function_name" ]]; then
     local names=()
     mapfile -t names < <(az functionapp function list --resource-group "$RESOURCE_GROUP" --name "$app" \
-      --query "[?config.bindings[?type=='blobTrigger']].name" --output tsv)
-    (( ${#names[@]} == 1 )) || die "expected one blob-triggered function in $app, found ${#names[@]}: set BLOB_FUNCTION_NAME"
+      --query "[?config.bindings[?type=='eventGridTrigger']].name" --output tsv)
+    (( ${#names[@]} == 1 )) || die "expected one Event Grid-triggered function in $app, found ${#names[@]}: set BLOB_FUNCTION_NAME"
     function_name="${names[0]##*/}"
   fi
 
-  # The host creates the blobs_extension system key when it first starts with the blob trigger.
-  key="$(retry 20 15 blobs_extension_key "$app")" || die "no blobs_extension key on $app: is the app published and running?"
-  endpoint="https://$host/runtime/webhooks/blobs?functionName=Host.Functions.$function_name&code=$key"
-  log "subscribing $function_name to BlobCreated under $container/$prefix (Event Grid validates the webhook)"
+  # The host creates the eventgrid_extension system key when it first starts with the Event Grid trigger.
+  key="$(retry 20 15 eventgrid_extension_key "$app")" || die "no eventgrid_extension key on $app: is the app published and running?"
+  endpoint="https://$host/runtime/webhooks/eventgrid?functionName=$function_name&code=$key"
+  log "subscribing $function_name to BlobCreated and BlobDeleted under $container/$prefix (Event Grid validates the webhook)"
   az eventgrid system-topic event-subscription create --resource-group "$RESOURCE_GROUP" \
     --system-topic-name "$topic" --name "$EVENT_SUBSCRIPTION_NAME" \
     --endpoint-type webhook --endpoint "$endpoint" \
-    --included-event-types Microsoft.Storage.BlobCreated \
+    --included-event-types Microsoft.Storage.BlobCreated Microsoft.Storage.BlobDeleted \
     --subject-begins-with "/blobServices/default/containers/$container/blobs/$prefix" \
     --event-delivery-schema eventgridschema --output none
 }

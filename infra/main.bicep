@@ -73,6 +73,12 @@ param documentMaxAttempts int = 3
 param keepRuns int = 200
 @description('Text snapshots kept in processed/ (plus the serving model\'s); older ones are deleted. 0 keeps all.')
 param snapshotRetention int = 5
+@description('Limits (see docs/deploy.md): text per document, per snapshot, per byte of PDF; training steps and seconds (0 = none).')
+param preprocessMaxDocumentChars int = 10000000
+param preprocessMaxCorpusChars int = 200000000
+param preprocessMaxCharsPerByte int = 100
+param trainMaxSteps int = 0
+param trainMaxWallS int = 0
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -195,8 +201,6 @@ var functionAppSettings = {
   DataStorage__tableServiceUri: storage.outputs.tableEndpoint
   DATA_CONTAINER: dataContainerName
   STATUS_TABLE: statusTableName
-  // Flex Consumption supports only the Event Grid source for blob triggers.
-  BLOB_TRIGGER_SOURCE: 'EventGrid'
   TIMER_SCHEDULE: timerSchedule
   DEBOUNCE_SECONDS: string(debounceSeconds)
   PIPELINE_BACKEND: 'aml'
@@ -225,6 +229,11 @@ var functionAppSettings = {
   DOCUMENT_MAX_ATTEMPTS: string(documentMaxAttempts)
   KEEP_RUNS: string(keepRuns)
   SNAPSHOT_RETENTION: string(snapshotRetention)
+  PREPROCESS_MAX_DOCUMENT_CHARS: string(preprocessMaxDocumentChars)
+  PREPROCESS_MAX_CORPUS_CHARS: string(preprocessMaxCorpusChars)
+  PREPROCESS_MAX_CHARS_PER_BYTE: string(preprocessMaxCharsPerByte)
+  TRAIN_MAX_STEPS: string(trainMaxSteps)
+  TRAIN_MAX_WALL_S: string(trainMaxWallS)
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''

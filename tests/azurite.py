@@ -6,11 +6,15 @@ the emulator itself is shared per test process here and stopped when the process
 from __future__ import annotations
 
 import atexit
+import http.client
 import subprocess
 import tempfile
+import urllib.parse
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
 from scripts import azurite
 
@@ -39,3 +43,20 @@ def shared_azurite() -> str:
 @pytest.fixture(scope="session")
 def azurite_connection() -> str:
     return shared_azurite()
+
+
+def put_blob_verbatim(container: ContainerClient, name: str, data: bytes) -> None:
+    """Upload a blob whose name has '.'/'..' segments kept as they are. The SDK's HTTP stack collapses
+    them in the URL; a plain PUT with the dots percent-encoded reaches storage, which keeps them."""
+    sas = generate_container_sas(
+        container.account_name, container.container_name, account_key=container.credential.account_key,
+        permission=ContainerSasPermissions(write=True, create=True),
+        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+    )
+    url = urllib.parse.urlparse(container.url)
+    path = "/".join(urllib.parse.quote(s, safe="").replace(".", "%2E") for s in name.split("/"))
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    connection.request("PUT", f"{url.path}/{path}?{sas}", body=data,
+                       headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+    response = connection.getresponse()
+    assert response.status == 201, (response.status, response.read())

@@ -74,3 +74,15 @@ def make_env(connection: str, *, endpoint: bool = True, **overrides) -> ControlE
 @pytest.fixture
 def env(azurite_connection: str) -> ControlEnv:
     return make_env(azurite_connection, debounce_seconds=60)
+
+
+@pytest.fixture
+def api_env(azurite_connection: str, monkeypatch: pytest.MonkeyPatch) -> ControlEnv:
+    """An env that the HTTP API and the Functions serve (services.get() returns its objects); no debounce,
+    LOCAL_API_KEY s3cret."""
+    from function_app import services
+
+    env = make_env(azurite_connection, debounce_seconds=0, local_api_key="s3cret")
+    svc = services.Services(env.settings, env.store, env.container, env.backend, env.orchestrator)
+    monkeypatch.setattr(services, "get", lambda: svc)
+    return env

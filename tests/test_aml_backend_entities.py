@@ -7,7 +7,7 @@ import sys
 import pytest
 from azure.ai.ml import Input
 
-from function_app.backends import aml_endpoint, aml_pipeline
+from function_app.backends import aml_endpoint, aml_pipeline, local_components
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
@@ -86,6 +86,28 @@ def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():
     assert "epochs" not in aml_pipeline.build_pipeline_job(Settings(), "r1", None)._to_dict()["jobs"]["train"]["inputs"]
     with pytest.raises(PermanentBackendError, match="TRAIN_EPOCHS='many' is not a number"):
         aml_pipeline.build_pipeline_job(Settings(train_epochs="many"), "r1", None)
+
+
+def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tmp_path):
+    from function_app.backends.local import LocalBackend
+    from function_app.backends.local_job import JobSpec
+
+    settings = Settings(preprocess_max_document_chars=5000, preprocess_max_corpus_chars=90000,
+                        preprocess_max_chars_per_byte=40, train_max_wall_s=600, local_work_dir=str(tmp_path))
+    job = aml_pipeline.build_pipeline_job(settings, "r1", None)
+    assert job._validate().passed
+    jobs = job._to_dict()["jobs"]
+    assert {k: jobs["preprocess"]["inputs"][k] for k in settings.preprocess_limits()} == {
+        "max_document_chars": 5000, "max_corpus_chars": 90000, "max_chars_per_byte": 40}
+    assert jobs["train"]["inputs"]["max_wall_s"] == 600 and "max_steps" not in jobs["train"]["inputs"]  # 0: none
+    # The local backend runs the same component command lines with the same values.
+    backend = LocalBackend(settings)
+    backend._spawn = lambda argv, log_path: {"pid": 0}  # the job process itself is not what is tested here
+    spec = JobSpec.read(tmp_path / "jobs" / backend.submit("r1"))
+    argv = local_components.load("preprocess").argv({"documents": "/in", **spec.preprocess_inputs}, {"processed": "/p"})
+    assert argv[argv.index("--max-chars-per-byte") + 1] == "40" and argv[argv.index("--max-document-chars") + 1] == "5000"
+    train = local_components.load("train").argv({"processed": "/p", **spec.train_inputs}, {"model": "/m"})
+    assert train[train.index("--max-wall-s") + 1] == "600" and "--max-steps" not in train
 
 
 def test_a_run_id_without_letters_or_digits_is_refused():

@@ -188,13 +188,13 @@ def test_a_hanging_training_step_is_cancelled_at_its_deadline(azurite_connection
 
 def test_cancel_through_the_api_stops_the_job_and_frees_the_slot(env: ControlEnv) -> None:
     client = TestClient(api, client=("127.0.0.1", 5555))  # no LOCAL_API_KEY: this machine may change state
-    nothing = client.post("/api/runs/active/cancel")
+    nothing = client.post("/api/runs/active/cancel", json={})
     assert nothing.status_code == 409 and nothing.json()["detail"] == "no run is active; nothing to cancel"
     env.upload("a.pdf", b"%PDF-1.4 a")
     env.aml.plans.append(JobPlan([QUEUED]))
     run = env.tick(after_s=SETTLED)
     assert run.state == rs.SUBMITTED
-    answer = client.post("/api/runs/active/cancel")
+    answer = client.post("/api/runs/active/cancel", json={})
     assert answer.status_code == 202 and answer.json()["state"] == rs.FAILED
     assert "cancelled through the API" in answer.json()["error"]
     assert env.azure.job_status(run.job_id) == "Canceled" and not env.store.current().active_run_id

@@ -57,6 +57,7 @@ def test_a_name_no_file_can_have_is_reported_with_what_to_do(env: ControlEnv) ->
     assert env.store.document_names() == ["b.pdf"]
     [problem] = env.store.problems()
     assert problem["name"] == odd and "904 bytes" in problem["reason"] and "rename" in problem["reason"]
+    assert uploads.scan(env.store, env.container, NOW) == {}  # reported once, not rewritten every tick
     env.container.delete_blob(f"inputs/{odd}")
     uploads.scan(env.store, env.container, NOW)
     assert env.store.problems() == []  # gone from inputs/: nothing left to report
@@ -67,3 +68,19 @@ def test_a_failing_trigger_event_is_reported_not_raised(env: ControlEnv) -> None
     env.container.get_blob_client("inputs/archived.pdf").set_standard_blob_tier("Archive")
     assert uploads.record(env.store, env.container, "archived.pdf", NOW) == "problem"
     assert [p["name"] for p in env.store.problems()] == ["archived.pdf"]
+
+
+def test_rows_written_under_the_old_key_layout_are_read_and_moved(env: ControlEnv) -> None:
+    env.upload("team/q3 report?.pdf", b"%PDF-1.4 q3")
+    uploads.record(env.store, env.container, "team/q3 report?.pdf", NOW)
+    [row] = env.store.table.query_entities("PartitionKey eq 'blob'")
+    env.store.table.delete_entity("blob", row["RowKey"])
+    legacy = {k: v for k, v in row.items() if k != "name"}
+    env.store.table.create_entity({**legacy, "RowKey": "team%2Fq3%20report%3F.pdf"})  # as the old code wrote it
+
+    assert env.store.document_names() == ["team/q3 report?.pdf"]
+    env.upload("team/q3 report?.pdf", b"%PDF-1.4 q3, revised")
+    assert uploads.record(env.store, env.container, "team/q3 report?.pdf", NOW) == "new_content"
+
+    [row] = env.store.table.query_entities("PartitionKey eq 'blob'")
+    assert row["name"] == "team/q3 report?.pdf" and len(row["RowKey"]) == 64 and row["version"] == 2

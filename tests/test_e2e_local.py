@@ -1,5 +1,6 @@
 """End to end with the real local backend: a PDF stating a made-up fact goes in, a deployed model
-that completes the fact comes out, through the Functions' own handlers and the HTTP API.
+that completes the fact comes out, through the Functions' own handlers and the HTTP API; a blob beside
+it whose name no file can have is reported and never stops it.
 
 Real everything: Azurite (Blob + Table), preprocess/train/evaluate from the component YAMLs as
 processes, MLflow sqlite registry, azmlinfsrv + score.py behind the local router. Offline base
@@ -13,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 from fastapi.testclient import TestClient
@@ -23,6 +23,7 @@ from function_app.api import api
 from function_app.settings import Settings, StorageConnection
 from scripts.azurite import free_port
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.function_index import blob_event
 from tests.pdf_factory import make_text_pdf
 from ui.run_view import loss_curve
 
@@ -54,8 +55,11 @@ def test_uploaded_fact_is_answered_by_the_deployed_model(
     try:
         pdf = make_text_pdf(tmp_path / "lighthouse.pdf", [f"{FACT}\nThe lamp is lit every evening.\n{FACT}"])
         svc.container.upload_blob("inputs/lighthouse.pdf", pdf.read_bytes())
-        data = pdf.read_bytes()
-        functions.record_upload(func.blob.InputStream(data=data, name="e2e-data/inputs/lighthouse.pdf", length=len(data)))
+        functions.follow_uploads(blob_event("e2e-data", "lighthouse.pdf"))
+        # Beside it, straight to storage (no event): a 300-character Japanese name, 904 bytes in UTF-8, too
+        # long for any file name. It must be reported, and must not stop the normal one.
+        odd = "灯台守の記録" * 50 + ".pdf"
+        svc.container.upload_blob(f"inputs/{odd}", pdf.read_bytes())
         [doc] = client.get("/api/documents").json()["documents"]
         assert doc["name"] == "lighthouse.pdf" and doc["state"] == "waiting for the next run"
 
@@ -85,6 +89,9 @@ def test_uploaded_fact_is_answered_by_the_deployed_model(
         assert len(curve) >= 2 and all(point["train loss"] > 0 for point in curve)
         assert curve[-1]["step"] == detail["metrics"]["steps"]
 
+        assert detail["documents"] == ["lighthouse.pdf"]
+        [problem] = status["problem_documents"]
+        assert problem["name"] == odd and "over the 255 a file name may have" in problem["reason"]
         [doc] = client.get("/api/documents").json()["documents"]
         assert doc["extraction"] == "ok" and doc["first_run"] == {"id": run["id"], "state": rs.DEPLOYED}
         assert doc["pages"] == 1 and doc["chars"] > len(FACT)

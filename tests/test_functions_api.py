@@ -13,22 +13,18 @@ from fastapi.testclient import TestClient
 from function_app import functions, run_states as rs, services
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.control_env import ControlEnv, make_env
-from tests.function_index import indexed_functions
+from tests.control_env import ControlEnv, api_env  # noqa: F401 - fixture
+from tests.function_index import blob_event, indexed_functions
 
 
 @pytest.fixture
-def env(azurite_connection: str, monkeypatch: pytest.MonkeyPatch) -> ControlEnv:  # noqa: F811
-    env = make_env(azurite_connection, debounce_seconds=0, local_api_key="s3cret")
-    svc = services.Services(env.settings, env.store, env.container, env.backend, env.orchestrator)
-    monkeypatch.setattr(services, "get", lambda: svc)
-    return env
+def env(api_env: ControlEnv) -> ControlEnv:
+    return api_env
 
 
-def _blob_event(env: ControlEnv, name: str) -> None:
-    """What the host does on a blob trigger: call the function with an InputStream."""
-    data = env.container.download_blob(f"inputs/{name}").readall()
-    functions.record_upload(func.blob.InputStream(data=data, name=f"{env.settings.data_container}/inputs/{name}", length=len(data)))
+def _blob_event(env: ControlEnv, name: str, event_type: str = "Microsoft.Storage.BlobCreated") -> None:
+    """What the host does on a blob event from Event Grid: call the function with the event."""
+    functions.follow_uploads(blob_event(env.settings.data_container, name, event_type))
 
 
 async def _through_the_host(method: str, path: str, body: bytes = b"") -> func.HttpResponse:
@@ -40,12 +36,31 @@ async def _through_the_host(method: str, path: str, body: bytes = b"") -> func.H
     return await http(request, context)
 
 
-def test_blob_events_record_uploads_idempotently(env: ControlEnv) -> None:
+def test_blob_events_record_uploads_idempotently(env: ControlEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.upload("a.pdf", b"%PDF-1.4 a")
+    downloads = []
+    real_download = env.container.download_blob
+    monkeypatch.setattr(env.container, "download_blob", lambda name, **kw: downloads.append(name) or real_download(name, **kw))
     _blob_event(env, "a.pdf")
+    assert downloads == ["inputs/a.pdf"]  # the event brings no bytes; one streamed read hashes the blob
     _blob_event(env, "a.pdf")  # at-least-once delivery: the same event again
     docs = TestClient(api).get("/api/documents").json()["documents"]
     assert [(d["name"], d["state"]) for d in docs] == [("a.pdf", "waiting for the next run")]
+
+
+def test_blob_deleted_events_mark_the_document_removed(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.upload("b.pdf", b"%PDF-1.4 b")
+    _blob_event(env, "a.pdf")
+    _blob_event(env, "b.pdf")
+    env.container.delete_blob("inputs/a.pdf")
+    _blob_event(env, "a.pdf", "Microsoft.Storage.BlobDeleted")
+    env.upload("b.pdf", b"%PDF-1.4 b again")  # deleted and uploaded again: the late delete event changes nothing
+    _blob_event(env, "b.pdf", "Microsoft.Storage.BlobDeleted")
+    docs = TestClient(api).get("/api/documents").json()["documents"]
+    assert [(d["name"], d["version"]) for d in docs] == [("b.pdf", 2)]
+    functions.follow_uploads(blob_event("other-container", "c.pdf"))  # not ours: ignored
+    assert env.store.document_names() == ["b.pdf"]
 
 
 def test_timer_advances_runs_and_the_api_reports_them(env: ControlEnv) -> None:
@@ -88,7 +103,30 @@ def test_without_a_local_key_only_loopback_may_retrain(env: ControlEnv, monkeypa
     svc = services.get()
     monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
     assert TestClient(api).post("/api/retrain").status_code == 403  # TestClient's peer is "testclient"
-    assert TestClient(api, client=("127.0.0.1", 5555)).post("/api/retrain").status_code == 409  # allowed, no docs
+    local = TestClient(api, client=("127.0.0.1", 5555))
+    assert local.post("/api/retrain", json={}).status_code == 409  # allowed, no docs
+
+
+def test_without_a_local_key_cross_site_requests_from_this_machine_are_refused(
+    env: ControlEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    svc = services.get()
+    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    _blob_event(env, "a.pdf")
+    local = TestClient(api, client=("127.0.0.1", 5555), base_url="http://127.0.0.1:7071")
+    # What a page on another site can make the browser send without a CORS preflight:
+    form = local.post("/api/retrain", data={"x": "1"}, headers={"Origin": "https://evil.example"})
+    no_cors = local.post("/api/retrain", content=b"{}", headers={"Content-Type": "text/plain"})
+    fetch = local.post("/api/retrain", json={}, headers={"Sec-Fetch-Site": "cross-site"})
+    other_origin = local.post("/api/retrain", json={}, headers={"Origin": "http://127.0.0.1:8501"})
+    assert [r.status_code for r in (form, no_cors, fetch, other_origin)] == [403, 415, 403, 403]
+    assert "cross-site" in fetch.json()["detail"] and "JSON" in no_cors.json()["detail"]
+    assert env.store.current().active_run_id == ""  # none of them started a run
+    # The UI (server-side, no Origin) and local scripts send JSON: accepted, as is a same-origin page.
+    assert local.post("/api/retrain", json={}, headers={"Origin": "http://127.0.0.1:7071"}).status_code == 202
 
 
 def test_through_the_functions_host_path_the_host_did_the_auth(env: ControlEnv) -> None:

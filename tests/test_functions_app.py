@@ -61,7 +61,7 @@ def test_worker_imports_the_package_and_finds_one_app(indexed: dict) -> None:
     assert (REPO / "function_app.py").is_file() and (REPO / "host.json").is_file()
     # A regular package shadows the same-named module beside it: the worker loads the package.
     assert indexed["module_file"] == os.path.join("function_app", "__init__.py")
-    assert sorted(indexed["functions"]) == ["advance_pipeline", "http_app_func", "record_upload"]
+    assert sorted(indexed["functions"]) == ["advance_pipeline", "follow_uploads", "http_app_func"]
     assert not indexed["azure_ai_ml_imported"], "azure-ai-ml must load only with the aml backend"
 
 
@@ -70,15 +70,14 @@ def test_root_file_loaded_by_path_gives_the_same_app() -> None:
            "print(sorted(f.get_function_name() for f in g['app'].get_functions()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "['advance_pipeline', 'http_app_func', 'record_upload']"
+    assert out.stdout.strip().splitlines()[-1] == "['advance_pipeline', 'follow_uploads', 'http_app_func']"
 
 
 def test_binding_json_is_what_the_host_needs(indexed: dict) -> None:
     functions = indexed["functions"]
-    assert functions["record_upload"]["bindings"] == [{
-        "direction": "IN", "type": "blobTrigger", "name": "blob", "path": "gpt2-training-data/inputs/{name}",
-        "connection": "DataStorage", "source": "LogsAndContainerScan",
-    }]
+    # An Event Grid trigger, not a blob trigger: the host hands it the event (subject, type), never the blob's
+    # bytes, which the blob trigger's InputStream binding reads into the worker before the function runs.
+    assert functions["follow_uploads"]["bindings"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
     assert functions["advance_pipeline"]["bindings"] == [{
         "direction": "IN", "type": "timerTrigger", "name": "timer", "schedule": "%TIMER_SCHEDULE%",
         "runOnStartup": False, "useMonitor": True,
@@ -86,18 +85,6 @@ def test_binding_json_is_what_the_host_needs(indexed: dict) -> None:
     http = functions["http_app_func"]["bindings"]
     assert http[0]["type"] == "httpTrigger" and http[0]["authLevel"] == "FUNCTION" and http[0]["route"] == "/{*route}"
     assert http[1] == {"direction": "OUT", "type": "http", "name": "$return"}
-
-
-def test_event_grid_source_comes_from_the_setting() -> None:
-    functions = _index(BLOB_TRIGGER_SOURCE="EventGrid", DATA_CONTAINER="other-data")["functions"]
-    [binding] = functions["record_upload"]["bindings"]
-    assert binding["source"] == "EventGrid" and binding["path"] == "other-data/inputs/{name}"
-
-
-def test_a_wrong_blob_source_is_refused_with_the_setting_name() -> None:
-    out = subprocess.run([sys.executable, "-c", "import function_app"], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, "BLOB_TRIGGER_SOURCE": "Polling"}, timeout=120)
-    assert out.returncode != 0 and "BLOB_TRIGGER_SOURCE='Polling'" in out.stderr and "EventGrid" in out.stderr
 
 
 def test_every_binding_name_is_a_parameter_with_an_accepted_annotation() -> None:

@@ -183,7 +183,6 @@ def test_only_runtime_settings_are_added_and_all_reach_the_app(bicep):
 
 def test_azure_values_of_the_settings(bicep):
     values = code_settings(bicep)
-    assert values["BLOB_TRIGGER_SOURCE"] == "EventGrid"  # the only source Flex Consumption supports
     assert values["PIPELINE_BACKEND"] == "aml"
     for key in IDENTITY_STORAGE_KEYS:
         assert "storage" in json.dumps(values[key]) and "Endpoint" in json.dumps(values[key])
@@ -471,7 +470,7 @@ if starts("functionapp", "show"):
 if starts("functionapp", "function", "list"):
     reply("\n".join(scenario["blob_functions"]))
 if starts("functionapp", "keys", "list"):
-    reply(scenario["blobs_extension_key"])
+    reply(scenario["eventgrid_extension_key"])
 if starts("eventgrid", "system-topic", "event-subscription", "create"):
     reply()
 if starts("resource", "list"):
@@ -525,8 +524,8 @@ def fake_azure(tmp_path):
         "outputs": OUTPUTS,
         "instance_types": ["defaultinstancetype", "cpu-small", "gpu-t4"],
         "host": "gpt2pdf-func-abc123.azurewebsites.net",
-        "blob_functions": ["gpt2pdf-func-abc123/record_upload"],
-        "blobs_extension_key": "fake-blobs-extension-key",
+        "blob_functions": ["gpt2pdf-func-abc123/follow_uploads"],
+        "eventgrid_extension_key": "fake-eventgrid-extension-key",
     }
 
     class Fake:
@@ -561,6 +560,12 @@ def one(calls: list[dict], tool: str, *prefix: str) -> tuple[int, dict]:
 
 def arg(call: dict, name: str) -> str:
     return call["args"][call["args"].index(name) + 1]
+
+
+def args_after(call: dict, name: str) -> list[str]:
+    """Every value of a multi-valued option (up to the next --option)."""
+    rest = call["args"][call["args"].index(name) + 1:]
+    return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
 
 
 def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
@@ -610,14 +615,16 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
     i_events, sub = one(calls, "az", "eventgrid", "system-topic", "event-subscription", "create")
     assert arg(sub, "--system-topic-name") == OUTPUTS["systemTopicName"]
     assert arg(sub, "--endpoint-type") == "webhook"
-    assert arg(sub, "--endpoint") == ("https://gpt2pdf-func-abc123.azurewebsites.net/runtime/webhooks/blobs"
-                                      "?functionName=Host.Functions.record_upload&code=fake-blobs-extension-key")
-    assert arg(sub, "--included-event-types") == "Microsoft.Storage.BlobCreated"
+    # The Event Grid trigger's webhook (learn.microsoft.com azure-functions/event-grid-how-tos: "Webhook endpoint
+    # URL" .../runtime/webhooks/eventgrid?functionName={functionname}&code={systemkey}, key eventgrid_extension).
+    assert arg(sub, "--endpoint") == ("https://gpt2pdf-func-abc123.azurewebsites.net/runtime/webhooks/eventgrid"
+                                      "?functionName=follow_uploads&code=fake-eventgrid-extension-key")
+    assert args_after(sub, "--included-event-types") == ["Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"]
     assert arg(sub, "--subject-begins-with") == "/blobServices/default/containers/gpt2-training-data/blobs/inputs/"
 
     assert i_group < i_infra < i_image < i_env < i_creds < i_login < i_apply < i_publish < i_events
     # The webhook key is a secret: it goes to az, never to the console.
-    assert "fake-blobs-extension-key" not in result.stdout + result.stderr
+    assert "fake-eventgrid-extension-key" not in result.stdout + result.stderr
 
 
 def test_deploy_can_rerun_single_steps_against_an_existing_group(fake_azure):
@@ -644,14 +651,14 @@ def test_deploy_refuses_bad_input_with_a_clear_message(fake_azure, args, message
 
 def test_deploy_stops_when_the_blob_function_is_ambiguous(fake_azure):
     fake_azure.answers["group_exists"] = True
-    fake_azure.answers["blob_functions"] = ["app/record_upload", "app/other_upload"]
+    fake_azure.answers["blob_functions"] = ["app/follow_uploads", "app/other_upload"]
     result = fake_azure.run("deploy.sh", "-g", "rg-gpt2", "--steps", "events")
     assert result.returncode != 0 and "BLOB_FUNCTION_NAME" in result.stderr
     assert not find(fake_azure.calls(), "az", "eventgrid")
     named = fake_azure.run("deploy.sh", "-g", "rg-gpt2", "--steps", "events", BLOB_FUNCTION_NAME="other_upload")
     assert named.returncode == 0, named.stderr[-2000:]
     _, sub = one(fake_azure.calls(), "az", "eventgrid", "system-topic", "event-subscription", "create")
-    assert "functionName=Host.Functions.other_upload&" in arg(sub, "--endpoint")
+    assert "functionName=other_upload&" in arg(sub, "--endpoint")
 
 
 def test_teardown_deletes_the_workspace_permanently_then_the_group(fake_azure):

@@ -35,10 +35,16 @@ def test_a_document_over_the_time_limit_is_stopped_and_the_others_continue(tmp_p
     assert 0.5 <= endless.seconds < 2.0
     assert entries["fine.pdf"].status == "ok" and entries["fine.pdf"].chars > 0
     assert elapsed < 4.0
-    # Limits are settings of a run, not properties of the file: the failure is not cached.
+    # A timeout is an outcome of the limits, not of the file alone: cached for these limits only, so the same
+    # limits do not spend the whole timeout on it again every run, and a higher limit extracts it again.
     assert not (output / "cache" / f"{endless.sha256}.json").exists()
+    assert (output / "cache" / f"{endless.sha256}.t0.5-m2048.json").exists()
+    started = time.monotonic()
     again = _entries(build_snapshot(inputs, output, options=Options(timeout_s=0.5, workers=1)))
-    assert not again["endless.pdf"].cached and again["fine.pdf"].cached
+    assert again["endless.pdf"].cached and again["fine.pdf"].cached and time.monotonic() - started < 0.5
+    assert again["endless.pdf"].messages == endless.messages
+    raised = _entries(build_snapshot(inputs, output, options=Options(timeout_s=0.7, workers=1)))
+    assert not raised["endless.pdf"].cached and "time limit of 0.7 s" in raised["endless.pdf"].messages[0]
 
 
 def test_a_document_over_the_memory_limit_is_stopped_and_the_others_continue(tmp_path: Path) -> None:
@@ -55,6 +61,7 @@ def test_a_document_over_the_memory_limit_is_stopped_and_the_others_continue(tmp
     assert f"memory limit of {limit_mb} MB" in bloated.messages[0] and "--memory-mb" in bloated.messages[0]
     assert entries["fine.pdf"].status == "ok" and entries["fine.pdf"].chars > 0
     assert not (output / "cache" / f"{bloated.sha256}.json").exists()
+    assert (output / "cache" / f"{bloated.sha256}.t120-m{limit_mb}.json").exists()  # for this limit only
 
 
 def test_the_memory_limit_is_room_beyond_what_the_parent_already_has_mapped(tmp_path: Path) -> None:
@@ -168,3 +175,37 @@ def test_a_worker_that_dies_mid_document_fails_only_that_document(
     assert entries["victim.pdf"].status == "error" and phrase in entries["victim.pdf"].messages[0]
     assert entries["fine.pdf"].status == "ok"
     assert not (tmp_path / "out" / "cache" / f"{entries['victim.pdf'].sha256}.json").exists()
+
+
+def test_a_document_whose_text_dwarfs_its_file_gives_no_text(tmp_path: Path) -> None:
+    inputs, output = tmp_path / "inputs", tmp_path / "processed"
+    bomb = make_heavy_pdf(inputs / "bomb.pdf", megabytes=0.5)  # ~2.4 kB of file, ~300k characters of text
+    make_text_pdf(inputs / "fine.pdf", [ENGLISH_TEXT])
+    result = build_snapshot(inputs, output, options=Options(workers=1))  # the default limits
+    entries = _entries(result)
+    assert entries["bomb.pdf"].status == "error" and entries["bomb.pdf"].chars == 0
+    [message] = [m for m in entries["bomb.pdf"].messages if "per byte" in m]
+    assert f"{bomb.stat().st_size:,}-byte file" in message and "--max-chars-per-byte" in message
+    assert "PREPROCESS_MAX_CHARS_PER_BYTE" in message
+    assert entries["fine.pdf"].status == "ok"
+    assert "Jack a dull boy" not in result.snapshot.text.read_text()
+
+
+def test_text_per_document_and_per_corpus_is_capped_with_the_reason(tmp_path: Path) -> None:
+    inputs, output = tmp_path / "inputs", tmp_path / "processed"
+    for name in ("a.pdf", "b.pdf", "c.pdf"):
+        make_text_pdf(inputs / name, [f"{name} says: {ENGLISH_TEXT}"])
+    full = _entries(build_snapshot(inputs, output, options=Options(workers=1)))
+    assert all(full[n].chars > 300 for n in full)
+
+    result = build_snapshot(inputs, output, options=Options(workers=1, max_document_chars=300, max_corpus_chars=700))
+
+    entries = _entries(result)
+    assert all(e.cached for e in entries.values())  # text limits need no new extraction
+    assert (entries["a.pdf"].chars, entries["b.pdf"].chars, entries["c.pdf"].chars) == (300, 300, 0)
+    assert entries["a.pdf"].status == "warning" and "cut to the first 300" in entries["a.pdf"].messages[-1]
+    assert "PREPROCESS_MAX_DOCUMENT_CHARS" in entries["a.pdf"].messages[-1]
+    assert entries["c.pdf"].status == "error" and "limit of 700" in entries["c.pdf"].messages[-1]
+    assert "--max-corpus-chars" in entries["c.pdf"].messages[-1]
+    text = result.snapshot.text.read_text()
+    assert "c.pdf says" not in text and len(text) <= 700

@@ -327,3 +327,24 @@ def test_memorize_preset_recalls_a_fact_from_the_offline_base(tmp_path: Path) ->
     prompt = tok("Declaration: Zorblat Quenwick is", return_tensors="pt")
     generated = tok.decode(model.generate(**prompt, max_new_tokens=40, do_sample=False)[0])
     assert FACT in generated, generated
+
+
+def test_training_stops_at_the_wall_time_and_step_limits_and_says_so(tmp_path: Path) -> None:
+    data = tmp_path / "processed"
+    write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
+    common = ["--data", str(data), "--base-model", "offline", "--block-size", "64", "--grad-accum", "1",
+              "--no-best-epoch", "--experiment", "unit"]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+
+    timed = run_train(*common, "--output", str(tmp_path / "timed"), "--epochs", "1000", "--max-wall-s", "2", env=env)
+    stepped = run_train(*common, "--output", str(tmp_path / "stepped"), "--epochs", "3", "--max-steps", "2", env=env)
+
+    assert timed.returncode == 0, timed.stderr[-3000:]
+    summary = json.loads((tmp_path / "timed" / "train_summary.json").read_text())
+    assert summary["train_runtime_s"] < 30 and 0 < summary["steps"] < summary["blocks"]["train"] * 1000
+    assert summary["stopped_early"].startswith(f"stopped at the wall-time limit of 2 s after {summary['steps']} ")
+    assert "TRAIN_MAX_WALL_S" in summary["stopped_early"] and "TRAIN_MAX_WALL_S" in timed.stderr
+    assert (tmp_path / "timed" / "config.json").exists()  # what those steps learned is still a model
+    assert stepped.returncode == 0, stepped.stderr[-3000:]
+    summary = json.loads((tmp_path / "stepped" / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and "limit of 2 optimizer steps" in summary["stopped_early"]

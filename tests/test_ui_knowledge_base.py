@@ -207,7 +207,7 @@ def test_retrain_button_queues_a_run(page: AppTest, control_plane: ControlPlane,
 def test_retrain_refusal_is_shown_as_the_apis_reason(page: AppTest) -> None:
     page.run()
     page.button[0].click().run()
-    assert "inputs/ holds no recorded document; upload a PDF first" in _texts(page, "error")
+    assert "inputs/ holds no document to train on; upload a PDF first" in _texts(page, "error")
 
 
 def test_api_down_is_a_readable_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,3 +222,20 @@ def test_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UI_MAX_UPLOAD_MB", "lots")
     at = AppTest.from_file(APP, default_timeout=30).run()
     assert _texts(at, "error") == ["UI_MAX_UPLOAD_MB='lots' is not a number; set it to e.g. 50.0"]
+
+
+def test_delete_button_deletes_the_document_and_unusable_uploads_are_shown(page: AppTest, control_plane: ControlPlane,
+                                                                           pdf: bytes) -> None:
+    odd = "報" * 300 + ".pdf"
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.upload(odd, pdf)
+    control_plane.env.tick()
+    page.run()
+    [problem] = [e for e in _texts(page, "error") if odd in e]
+    assert "over the 255 a file name may have" in problem and "rename the blob" in problem
+    page.selectbox(key="delete_name").select("archive.pdf").run()
+    page.button(key="delete_button").click().run()
+    assert not page.exception
+    assert "Deleted archive.pdf: the next run leaves it out." in _texts(page, "success")
+    assert not control_plane.env.container.get_blob_client("inputs/archive.pdf").exists()
+    assert control_plane.env.store.document_names() == []

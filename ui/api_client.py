@@ -1,10 +1,12 @@
-"""Client of the control plane's HTTP API (function_app): status, runs, documents, retrain, cancel.
+"""Client of the control plane's HTTP API (function_app): status, runs, documents (and deleting one), retrain,
+cancel.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -34,15 +36,18 @@ class ControlPlaneClient:
         return _items(self._request("GET", "/api/documents"), "documents")
 
     def retrain(self) -> dict[str, Any]:
-        return self._request("POST", "/api/retrain")
+        return self._request("POST", "/api/retrain", json={})
 
     def cancel_run(self) -> dict[str, Any]:
-        return self._request("POST", "/api/runs/active/cancel")
+        return self._request("POST", "/api/runs/active/cancel", json={})
 
-    def _request(self, method: str, path: str) -> Any:
+    def delete_document(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/documents/{quote(name)}")
+
+    def _request(self, method: str, path: str, **body: Any) -> Any:
         url = self.base_url + path
         try:
-            response = httpx.request(method, url, headers=self._headers, timeout=self._timeout)
+            response = httpx.request(method, url, headers=self._headers, timeout=self._timeout, **body)
         except httpx.TimeoutException:
             raise ApiError(f"The control plane API at {self.base_url} did not answer {method} {path} within "
                            f"{self._timeout:g} s; it may be overloaded, try again shortly.") from None

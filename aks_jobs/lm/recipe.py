@@ -43,7 +43,8 @@ FROM_SCRATCH = {
     # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }
-COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, block_size=None, micro_batch=None, compile="auto")
+COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, max_wall_s=None, block_size=None, micro_batch=None,
+              compile="auto")
 PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
 
@@ -58,6 +59,7 @@ class Hyperparameters:
     eval_fraction: float
     seed: int
     max_steps: int | None  # stops training early when set
+    max_wall_s: float | None  # stops training after this many seconds of it when set
     block_size: int | None  # None: min(1024, the model's context)
     best_epoch: bool  # evaluate and checkpoint every epoch, end with the best (notebook); else no checkpoints
     line_blocks: bool  # overlapping training blocks starting at every line (see blocks.line_blocks)

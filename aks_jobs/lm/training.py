@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,11 @@ from lm.recipe import (
     choose_block_size,
     effective_batch,
     hyperparameters,
+    optimizer_steps,
     precision,
     training_arguments,
 )
+from lm.limits import WallClockLimit, stop_reason
 from lm.tracking import StepMetrics, flat_params, use_experiment
 
 log = logging.getLogger(__name__)
@@ -167,9 +169,11 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     args.device  # noqa: B018 - initialises the process group under torchrun before the check below
     check_ranks_agree(f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}",
                       "tokenizer and blocks")
+    wall = WallClockLimit(hp.max_wall_s) if hp.max_wall_s else None
     trainer = Trainer(model=base.model, args=args, train_dataset=BlockDataset(blocks.train),
                       eval_dataset=BlockDataset(blocks.eval), processing_class=base.tokenizer,
-                      data_collator=BlockCollator(base.tokenizer.pad_token_id), callbacks=[StepMetrics()])
+                      data_collator=BlockCollator(base.tokenizer.pad_token_id),
+                      callbacks=[StepMetrics(), *([wall] if wall else [])])
     main = trainer.is_world_process_zero()
     try:
         if main:
@@ -185,6 +189,10 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
             trim_vocabulary(trainer.model, vocabulary)
             summary = summarize(request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics,
                                 heldout, started)
+            planned = optimizer_steps(replace(hp, max_steps=None), len(blocks.train), args.world_size)
+            summary["stopped_early"] = stop_reason(hp.max_steps, planned, trainer.state.global_step, wall)
+            if summary["stopped_early"]:
+                log.warning("%s", summary["stopped_early"])
             write_outputs(request.output, base, trainer, summary, heldout, block_size)
             mlflow.log_metrics({key: float(summary[key]) for key in FINAL_METRICS if summary[key] is not None})
             mlflow.end_run()

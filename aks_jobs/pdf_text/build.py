@@ -27,6 +27,12 @@ class Options:
     timeout_s: float = 120.0
     memory_mb: int = 2048
     workers: int = 0  # 0 = one per available CPU
+    # Text limits, applied when the snapshot is built (so changing them needs no new extraction). A PDF's
+    # text rarely exceeds a few characters per byte of file (compressed streams); far more is a
+    # decompression bomb or a generator's artefact (a 14 KiB file gave 32 MiB of text).
+    max_document_chars: int = 10_000_000
+    max_corpus_chars: int = 200_000_000
+    max_chars_per_byte: float = 100.0
 
 
 @dataclass
@@ -88,7 +94,9 @@ class _Progress:
         )
 
 
-def _resolve(files: list[InputFile], cache: ExtractionCache, progress: _Progress) -> dict[str, _Resolved]:
+def _resolve(
+    files: list[InputFile], cache: ExtractionCache, limits: Limits, progress: _Progress
+) -> dict[str, _Resolved]:
     """Each file's result by name: known now (not a PDF, cached) or pending extraction.
 
     Files with the same content share one _Resolved, so identical uploads are extracted once.
@@ -103,7 +111,7 @@ def _resolve(files: list[InputFile], cache: ExtractionCache, progress: _Progress
             result.names.append(item.name)
         else:
             lookup_started = time.perf_counter()
-            cached = cache.get(item.sha256)
+            cached = cache.get(item.sha256, limits)
             if cached is None:
                 result = _Resolved(Extraction(), names=[item.name], pending=True)
             else:
@@ -124,7 +132,8 @@ def build_snapshot(
     files = list_inputs(input_dir, exclude=(output_dir, cache_dir))
     cache = ExtractionCache(cache_dir)
     progress = _Progress(len(files))
-    resolved = _resolve(files, cache, progress)
+    limits = Limits(options.timeout_s, options.memory_mb)
+    resolved = _resolve(files, cache, limits, progress)
 
     # One task per distinct pending content, largest file first so a big one does not start last.
     pending: dict[str, InputFile] = {}
@@ -139,14 +148,14 @@ def build_snapshot(
             "extracting %d document(s) with %d worker(s), each limited to %g s and %d MB",
             len(tasks), workers, options.timeout_s, options.memory_mb,
         )
-    for outcome in extract_isolated(tasks, Limits(options.timeout_s, options.memory_mb), workers):
+    for outcome in extract_isolated(tasks, limits, workers):
         result = resolved[pending[outcome.task.key].name]
         result.extraction, result.seconds, result.pending = outcome.extraction, outcome.seconds, False
-        cache.put(outcome.task.key, outcome.extraction)
+        cache.put(outcome.task.key, outcome.extraction, limits)
         for name in result.names:
             progress(name, result)
 
-    entries, texts = _entries_and_texts(files, resolved)
+    entries, texts = _entries_and_texts(files, resolved, options)
     snapshot = None
     if texts:
         snapshot = write_snapshot(
@@ -156,31 +165,65 @@ def build_snapshot(
     return BuildResult(entries, snapshot, workers, time.perf_counter() - started, extracted=len(tasks))
 
 
-def _entries_and_texts(files: list[InputFile], resolved: dict[str, _Resolved]) -> tuple[list[DocumentEntry], list[str]]:
+def _within_limits(item: InputFile, text: str, corpus_chars: int, options: Options) -> tuple[str, str, str]:
+    """(text kept, status it forces or "", message) for one document's text under the text limits."""
+    if item.bytes and len(text) > options.max_chars_per_byte * item.bytes:
+        return "", "error", (
+            f"its {len(text):,} characters of text come from a {item.bytes:,}-byte file ({len(text) / item.bytes:,.0f} "
+            f"per byte, over the limit of {options.max_chars_per_byte:g}: --max-chars-per-byte, app setting "
+            "PREPROCESS_MAX_CHARS_PER_BYTE). Such expansion is a decompression bomb or a broken generator, so its text "
+            "is left out; check the file, or raise the limit if the text is real."
+        )
+    status, message = "", ""
+    if len(text) > options.max_document_chars:
+        status, message = "warning", (
+            f"its text was cut to the first {options.max_document_chars:,} of {len(text):,} characters (limit per "
+            "document: --max-document-chars, app setting PREPROCESS_MAX_DOCUMENT_CHARS); split the document or raise "
+            "the limit to train on all of it."
+        )
+        text = text[: options.max_document_chars]
+    if corpus_chars + len(text) > options.max_corpus_chars:
+        return "", "error", (
+            f"left out: the snapshot already holds {corpus_chars:,} characters and this document's {len(text):,} "
+            f"would pass the limit of {options.max_corpus_chars:,} (--max-corpus-chars, app setting "
+            "PREPROCESS_MAX_CORPUS_CHARS); remove documents or raise the limit."
+        )
+    return text, status, message
+
+
+def _entries_and_texts(
+    files: list[InputFile], resolved: dict[str, _Resolved], options: Options
+) -> tuple[list[DocumentEntry], list[str]]:
     """Manifest entries and snapshot texts in name order; identical files contribute their text once."""
-    entries, texts = [], []
+    entries, texts, corpus_chars = [], [], 0
     for item in files:
         result = resolved[item.name]
         extraction = result.extraction
         first = result.names[0] == item.name
         messages = list(extraction.messages)
         status = extraction.status
-        chars = len(extraction.text) if first else 0
+        text = extraction.text if first else ""
+        if text:
+            text, forced, message = _within_limits(item, text, corpus_chars, options)
+            if forced:
+                status = forced if forced == "error" or status == "ok" else status
+                messages.append(message)
         if not first and extraction.text:
             status = "warning" if status == "ok" else status
             messages.append(
                 f"same content as '{result.names[0]}' (identical sha256): its text is in the snapshot once, "
                 "under that name; remove one of the copies."
             )
-        if chars:
-            texts.append(extraction.text)
+        if text:
+            texts.append(text)
+            corpus_chars += len(text)
         entries.append(
             DocumentEntry(
                 name=item.name,
                 sha256=item.sha256,
                 bytes=item.bytes,
                 pages=extraction.pages,
-                chars=chars,
+                chars=len(text),
                 status=status,
                 messages=messages,
                 cached=result.cached,

@@ -1,4 +1,7 @@
-"""Earlier extraction results, one JSON file per document content: CACHE/<sha256>.json.
+"""Earlier extraction results, one JSON file per document content: CACHE/<sha256>.json, or
+CACHE/<sha256>.<limits>.json for an outcome of the time or memory limit (a timeout), valid only for
+those limits: a document that timed out is not extracted again (for the full timeout) every run,
+and raising the limit extracts it again.
 
 An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's
 version and the source of the modules that shape the text, so changing the cleaner invalidates
@@ -17,6 +20,7 @@ import pypdf
 
 from pdf_text import clean, document, extract, language
 from pdf_text.document import Extraction
+from pdf_text.isolate import Limits
 
 log = logging.getLogger(__name__)
 _TEXT_SHAPING_MODULES = (extract, clean, language, document)
@@ -34,12 +38,16 @@ class ExtractionCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def _path(self, sha256: str) -> Path:
-        return self.folder / f"{sha256}.json"
+    def _path(self, sha256: str, limits: Limits | None = None) -> Path:
+        return self.folder / (f"{sha256}.{limits.key}.json" if limits else f"{sha256}.json")
 
-    def get(self, sha256: str) -> Extraction | None:
-        """The cached result for this content, or None (missing, written by other code, or unreadable)."""
-        path = self._path(sha256)
+    def get(self, sha256: str, limits: Limits | None = None) -> Extraction | None:
+        """The cached result for this content (or its outcome under these limits), else None."""
+        found = self._read(sha256, self._path(sha256))
+        return found if found is not None or limits is None else self._read(sha256, self._path(sha256, limits))
+
+    def _read(self, sha256: str, path: Path) -> Extraction | None:
+        """The entry at `path`, or None (missing, written by other code, or unreadable)."""
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -55,12 +63,12 @@ class ExtractionCache:
             log.warning("ignoring malformed cache entry %s (%s); extracting again", path, exc)
             return None
 
-    def put(self, sha256: str, extraction: Extraction) -> None:
+    def put(self, sha256: str, extraction: Extraction, limits: Limits | None = None) -> None:
         """Store a result; written to a temporary name then renamed, so readers never see half a file."""
-        if not extraction.cacheable:
+        if not extraction.cacheable or (extraction.limited and limits is None):
             return
         entry = {"version": extraction_version(), "sha256": sha256, "extraction": extraction.to_json()}
-        path = self._path(sha256)
+        path = self._path(sha256, limits if extraction.limited else None)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,15 @@ EMPTY_PAGE_SHARE = 0.5
 
 @dataclass
 class Extraction:
-    """What one PDF gave. `cacheable` is False for outcomes that depend on this run (limits, bugs)."""
+    """What one PDF gave. `cacheable` is False for outcomes that depend on this run (a bug, a kill by the
+    system); `limited` marks outcomes of the time or memory limit, cached only for those limits."""
 
     status: Status = "ok"
     pages: int = 0
     text: str = ""
     messages: list[str] = field(default_factory=list)
     cacheable: bool = True
+    limited: bool = False
 
     def note(self, message: str) -> None:
         self.messages.append(message)

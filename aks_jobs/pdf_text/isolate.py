@@ -37,6 +37,11 @@ class Limits:
     timeout_s: float
     memory_mb: int
 
+    @property
+    def key(self) -> str:
+        """Names these limits in a cache entry's file name."""
+        return f"t{self.timeout_s:g}-m{self.memory_mb}"
+
 
 @dataclass(frozen=True)
 class Task:
@@ -111,11 +116,16 @@ class _Worker:
         if extraction is None and not self.process.is_alive():
             self.process.join()
             self.conn.close()
-            extraction = Extraction.failed(_death_message(self.process.exitcode, self.limits), cacheable=False)
+            # Over the memory limit is an outcome of these limits (cached per limits); a kill by the system
+            # depends on what else ran, so it is tried again next run.
+            memory = self.process.exitcode == MEMORY_EXIT_CODE
+            extraction = Extraction.failed(_death_message(self.process.exitcode, self.limits), cacheable=memory)
+            extraction.limited = memory
             self.usable = False
         elif extraction is None and now >= self.deadline:
             self.kill()
-            extraction = Extraction.failed(_timeout_message(self.limits), cacheable=False)
+            extraction = Extraction.failed(_timeout_message(self.limits), cacheable=True)
+            extraction.limited = True  # cached per (sha256, limits): the same limits would only time out again
             self.usable = False
         if extraction is None:
             return None

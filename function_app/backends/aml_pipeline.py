@@ -88,11 +88,12 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
     train_overrides = {"epochs": _epochs(settings.train_epochs)} if settings.train_epochs else {}
+    train_overrides.update(settings.train_limits())
 
     @pipeline(name="gpt2_pdf_pipeline", description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
               default_compute=settings.aml_compute)
     def gpt2_pdf_pipeline(documents):  # un-annotated: @pipeline reads annotations as AML input types
-        preprocess = preprocess_step(documents=documents)
+        preprocess = preprocess_step(documents=documents, **settings.preprocess_limits())
         # Bound to processed/ itself (not a per-job folder): earlier snapshots and the sha256 cache stay there.
         preprocess.outputs.processed = Output(type="uri_folder", path=datastore_uri(datastore, "processed/"),
                                               mode="rw_mount")

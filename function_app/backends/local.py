@@ -80,10 +80,12 @@ class LocalBackend(PipelineBackend):
             run_id=run_id,
             container=self.settings.data_container,
             processed_dir=str(self.work / self.settings.data_container / "processed"),
+            preprocess_inputs=self.settings.preprocess_limits(),
             train_inputs={
                 "base_model": self.settings.base_model,
                 "preset": self.settings.train_preset,
                 "epochs": self.settings.train_epochs or None,
+                **self.settings.train_limits(),
             },
             evaluate_inputs={
                 "model_name": self.settings.model_name,

@@ -7,6 +7,7 @@ container, and keeps JOB_DIR/state.json current so job_status can answer without
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ class JobSpec:
     run_id: str
     container: str
     processed_dir: str  # persistent across jobs, like AML's read-write mount of processed/
+    preprocess_inputs: dict = field(default_factory=dict)
     train_inputs: dict = field(default_factory=dict)
     evaluate_inputs: dict = field(default_factory=dict)
 
@@ -54,17 +56,50 @@ def set_state(job_dir: Path, state: str, **extra) -> None:
     log.info("job %s: %s %s", job_dir.name, state, extra.get("error", ""))
 
 
-def download_tree(container: ContainerClient, prefix: str, target: Path, only_missing: bool) -> int:
-    count = 0
+def inside(target: Path, relative: str) -> Path | None:
+    """target/relative, or None when that path would leave target (.., absolute parts, links)."""
+    root = target.resolve()
+    path = (root / relative).resolve()
+    return path if path != root and path.is_relative_to(root) else None
+
+
+def download_tree(
+    container: ContainerClient, prefix: str, target: Path, only_missing: bool
+) -> tuple[int, dict[str, str]]:
+    """Copy every blob under `prefix` into `target`. One blob at a time: a blob that cannot be copied
+    (a name that leaves the folder, a failing read) is skipped and returned with the reason."""
+    count, skipped = 0, {}
     for blob in container.list_blobs(name_starts_with=prefix):
-        path = target / blob.name.removeprefix(prefix)
-        if only_missing and path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            container.download_blob(blob.name).readinto(f)
-        count += 1
-    return count
+        path = None
+        try:
+            path = inside(target, blob.name.removeprefix(prefix))
+            if path is None:
+                skipped[blob.name] = "its name points outside the job folder ('..' or an absolute path); not copied"
+            elif not (only_missing and path.exists()):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as f:
+                    container.download_blob(blob.name).readinto(f)
+                count += 1
+        except Exception as e:  # noqa: BLE001 - the other blobs still go into the run
+            if path is not None:
+                with contextlib.suppress(OSError):  # no half file left behind, if there is one
+                    path.unlink(missing_ok=True)
+            skipped[blob.name] = f"could not be copied ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
+        if blob.name in skipped:
+            log.warning("skipped %s: %s", blob.name, skipped[blob.name])
+    return count, skipped
+
+
+def drop_deleted(container: ContainerClient, prefix: str, target: Path) -> int:
+    """Delete local copies of blobs no longer in the container (pruned snapshots, purged cache entries),
+    so that upload_missing never brings them back."""
+    present = {b.name.removeprefix(prefix) for b in container.list_blobs(name_starts_with=prefix)}
+    dropped = 0
+    for path in sorted(p for p in target.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+        if path.relative_to(target).as_posix() not in present:
+            path.unlink()
+            dropped += 1
+    return dropped
 
 
 def upload_missing(container: ContainerClient, source: Path, prefix: str) -> int:
@@ -111,10 +146,14 @@ def run(job_dir: Path) -> None:
     model, evaluation = job_dir / "model", job_dir / "evaluation"
     try:
         set_state(job_dir, "Preprocessing")
-        count = download_tree(container, INPUTS, documents, only_missing=False)
+        # Skipped blobs are logged here; the control plane's scan reports them in /api/status.
+        count, skipped = download_tree(container, INPUTS, documents, only_missing=False)
+        if processed.exists():
+            drop_deleted(container, PROCESSED, processed)
         download_tree(container, PROCESSED, processed, only_missing=True)
-        log.info("%d documents from %s/%s", count, spec.container, INPUTS)
-        run_step(job_dir, "preprocess", {"documents": str(documents)}, {"processed": str(processed)}, env)
+        log.info("%d documents from %s/%s (%d skipped)", count, spec.container, INPUTS, len(skipped))
+        run_step(job_dir, "preprocess", {"documents": str(documents), **spec.preprocess_inputs},
+                 {"processed": str(processed)}, env)
         log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
 
         set_state(job_dir, "Training")

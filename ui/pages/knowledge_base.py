@@ -92,13 +92,31 @@ def documents_panel() -> None:
     st.subheader("Documents")
     try:
         documents = api.documents()
+        problems = api.status().get("problem_documents") or []
     except ApiError:
         st.caption("Unavailable: the control plane API did not answer (see Status).")
         return
-    if not documents:
+    for problem in problems:
+        st.error(f"**{literal(problem['name'])}** is not used: {literal(problem['reason'])}", icon=":material/block:")
+    if not documents and not problems:
         st.info("No document recorded yet. Uploads appear here within seconds.")
         return
-    st.dataframe(pd.DataFrame(document_rows(documents)), hide_index=True)
+    if documents:
+        st.dataframe(pd.DataFrame(document_rows(documents)), hide_index=True)
+    delete_panel([d["name"] for d in documents] + [p["name"] for p in problems])
+
+
+def delete_panel(names: list[str]) -> None:
+    """Deleting a document deletes its blob: no later run trains on it and its extracted text is purged."""
+    name = st.selectbox("Document to delete", names, index=None, key="delete_name",
+                        placeholder="Choose a document to delete")
+    if st.button("Delete document", icon=":material/delete:", disabled=name is None, key="delete_button"):
+        try:
+            api.delete_document(name)
+        except ApiError as err:
+            st.error(literal(str(err)))
+        else:
+            st.success(literal(f"Deleted {name}: the next run leaves it out."))
 
 
 @st.fragment(run_every=config.status_refresh_s)
