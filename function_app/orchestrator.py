@@ -120,6 +120,8 @@ class Orchestrator:
         current = self.store.current()
         active = self.store.get_run(current.active_run_id) if current.active_run_id else None
         last = self.store.get_run(current.last_run_id) if current.last_run_id else None
+        in_flight = set(active.new_contents) if active else set()
+        untrained = [(d, document_retries.gave_up(d, self.settings)) for d in self.store.pending_documents()]
         return {
             "state": rs.ui_status(active.state if active else None, current.last_run_state),
             "active_run": {"id": active.id, "step": active.state, "since": active.updated_at} if active else None,
@@ -133,8 +135,9 @@ class Orchestrator:
             if current.serving_model_version
             else None,
             "scoring_url": current.scoring_url or None,
-            "pending_documents": len(pending := self.store.pending_documents()),
-            "failed_documents": sum(document_retries.gave_up(d, self.settings) for d in pending),
+            # Untrained documents: waiting for a later run (not the active one's), or failed past the cap.
+            "pending_documents": sum(not failed and d["sha256"] not in in_flight for d, failed in untrained),
+            "failed_documents": sum(failed for _, failed in untrained),
             # Blobs under inputs/ that could not be recorded, each with the reason and what to do.
             "problem_documents": self.store.problems(),
             "updated_at": current.updated_at or None,
