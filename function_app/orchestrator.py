@@ -5,7 +5,9 @@ active, and moves the active run one or more steps along the state machine (run_
 the backend reports. Each step calls the backend briefly and returns; nothing here waits for long
 work. Transient backend errors are retried on later ticks with exponential backoff (recorded on the
 run); permanent ones end the run with the reason. The serving model is only ever touched by a
-promotion that passed its smoke test.
+promotion that passed its smoke test. The rules around that live in their own modules: deadlines
+per state (deadlines), when a failed run's documents are retried (document_retries), and making the
+table's serving deployment and the real traffic agree on every tick (reconcile).
 """
 from __future__ import annotations
 

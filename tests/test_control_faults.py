@@ -31,7 +31,7 @@ import pytest
 from azure.core.exceptions import ServiceResponseError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from function_app import run_states as rs, services, uploads
@@ -353,6 +353,8 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
             self.tables.delete_table(self.settings.status_table)
 
     def check_at_rest(self) -> None:
+        for run in self.other_store.runs():  # what the examples went through (--hypothesis-show-statistics)
+            event(f"a run ended {run.state}" + (f": {run.error.split(':')[0]}" if run.error else ""))
         current = self.other_store.current()
         assert not current.active_run_id
         serving = next((name for name, share in self.azure.traffic().items() if share == 100), "")
