@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from function_app.backends.local_job import download_tree, drop_deleted, upload_missing
+from function_app.backends import local_job
+from function_app.backends.local_job import download_tree
 from tests.azurite import azurite_connection, put_blob_verbatim  # noqa: F401 - session fixture
 
 
@@ -25,11 +26,12 @@ def test_a_blob_name_leading_out_of_the_job_folder_is_refused_and_the_others_cop
     assert "inputs/../../escaped.pdf" in [b.name for b in container.list_blobs()]
     target = tmp_path / "jobs" / "job-1" / "inputs"
 
-    count, skipped = download_tree(container, "inputs/", target, only_missing=False)
+    result = download_tree(container, "inputs/", target, only_missing=False)
 
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["jobs/job-1/inputs/a.pdf"]
+    count, skipped = result
     assert count == 1 and (target / "a.pdf").read_bytes() == b"%PDF-1.4 a"
     assert list(skipped) == ["inputs/../../escaped.pdf"] and "outside the job folder" in skipped["inputs/../../escaped.pdf"]
-    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["jobs/job-1/inputs/a.pdf"]
 
 
 def test_a_blob_that_cannot_become_a_file_is_skipped_with_the_reason(container: ContainerClient, tmp_path: Path) -> None:
@@ -48,10 +50,10 @@ def test_files_the_container_dropped_are_not_uploaded_again(container: Container
     (processed / "cache").mkdir(parents=True)
     (processed / "cache" / "abc.json").write_text("{}")
     (processed / "combined_data_20261123_120000.txt").write_text("old text")
-    upload_missing(container, processed, "processed/")
+    local_job.upload_missing(container, processed, "processed/")
     container.delete_blob("processed/cache/abc.json")  # purged: its document was removed
     container.delete_blob("processed/combined_data_20261123_120000.txt")  # pruned by retention
 
-    assert drop_deleted(container, "processed/", processed) == 2
-    assert upload_missing(container, processed, "processed/") == 0
+    assert local_job.drop_deleted(container, "processed/", processed) == 2
+    assert local_job.upload_missing(container, processed, "processed/") == 0
     assert list(container.list_blobs(name_starts_with="processed/")) == []

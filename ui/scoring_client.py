@@ -56,8 +56,9 @@ def complete(scoring_url: str | None, prompt: str, settings: GenerationSettings,
     if response.status_code == 400:
         raise ScoringError(f"The model refused the request: {error_detail(response)}")
     if response.status_code in (401, 403):
-        raise ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set SCORING_KEY "
-                           f"to the endpoint's key.")
+        raise ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set AML_SUBSCRIPTION_ID, "
+                           f"AML_RESOURCE_GROUP, AML_WORKSPACE and AML_ENDPOINT_NAME so the UI fetches tokens "
+                           f"with its identity, or SCORING_KEY to a current key or token.")
     if response.status_code == 404:
         raise ScoringError(f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
                            f"progress; check the Knowledge Base status.")

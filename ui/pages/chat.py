@@ -72,7 +72,7 @@ if prompt:
     show(history[-1])
     with st.spinner("The model is writing..."):
         try:
-            answer = complete(scoring_url(), prompt, settings, key=config.scoring_key,
+            answer = complete(scoring_url(), prompt, settings, key=page_setup.scoring_key(config),
                               timeout_s=config.scoring_timeout_s)
         except ScoringError as err:
             history.append({"role": "assistant", "error": str(err)})
