@@ -117,8 +117,9 @@ def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> 
     assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V1
     assert _sent(env, mark) == _rollout(second.id, V2, {V1: 0, V2: 100})
     # The second job's evaluate compares its candidate with the model serving when it was submitted.
+    # (as the folder of registered model gpt2-pdf:1, the uri_folder evaluate declares)
     assert env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"] == \
-        "azureml:gpt2-pdf:1"
+        "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/1/"
 
 
 def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
