@@ -40,5 +40,4 @@ def overdue(run: Run, now: datetime, settings: Settings) -> str | None:
     limit = getattr(settings, field)
     if since is None or now - since <= timedelta(seconds=limit):
         return None
-    return (f"deadline passed in {run.state}: {what} within {limit} s ({setting_name(field)}); "
-            f"the job was cancelled")
+    return f"deadline passed in {run.state}: {what} within {limit} s ({setting_name(field)})"

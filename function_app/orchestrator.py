@@ -241,7 +241,12 @@ class Orchestrator:
             self._roll_back(run, now, reason)
             return
         if run.job_id:
-            self._best_effort(run, now, f"cancel job {run.job_id}", self.backend.cancel_job, run.job_id, reason)
+            try:
+                self.backend.cancel_job(run.job_id, reason)
+                reason += f"; job {run.job_id} cancelled"
+            except Exception as e:  # noqa: BLE001 - the run ends regardless; the reason says what to do
+                log.warning("run %s: could not cancel job %s: %s", run.id, run.job_id, e)
+                reason += f"; cancelling job {run.job_id} failed ({e}): cancel it in the workspace"
         self._end(run, rs.FAILED, now, reason)
 
     def _retry_later(self, run: Run, now: datetime, error: Exception) -> None:

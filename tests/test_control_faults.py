@@ -32,7 +32,7 @@ import pytest
 from azure.core.exceptions import ServiceResponseError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
-from hypothesis import HealthCheck, event, settings, strategies as st
+from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from function_app import run_states as rs, services, uploads
@@ -341,7 +341,7 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
         for _ in range(80):
             self.tick(300)
             idle = idle + 1 if not self.other_store.current().active_run_id else 0
-            if idle == 4:
+            if idle == 3:  # 900 s with no run: past every backoff
                 return
         raise AssertionError(f"the control plane never came to rest; active run "
                              f"{self.other.store.get_run(self.other_store.current().active_run_id)}")
@@ -355,8 +355,6 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
             self.tables.delete_table(self.settings.status_table)
 
     def check_at_rest(self) -> None:
-        for run in self.other_store.runs():  # what the examples went through (--hypothesis-show-statistics)
-            event(f"a run ended {run.state}" + (f": {run.error.split(':')[0]}" if run.error else ""))
         current = self.other_store.current()
         assert not current.active_run_id
         serving = next((name for name, share in self.azure.traffic().items() if share == 100), "")
@@ -388,7 +386,7 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
 
 
 # Bounded and derandomized: the same examples on every CI run, a few minutes at most.
-FAULT_SETTINGS = settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", "40")), stateful_step_count=30,
+FAULT_SETTINGS = settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", "30")), stateful_step_count=30,
                           deadline=None, derandomize=True, database=None,
                           suppress_health_check=list(HealthCheck), print_blob=True)
 

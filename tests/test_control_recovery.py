@@ -167,7 +167,7 @@ def test_a_job_stuck_queued_is_cancelled_at_its_deadline_and_its_documents_retri
     env.aml.plans.append(JobPlan([QUEUED]))  # no GPU node can be had: the job never starts
     run = env.settle(SETTLED, ticks=60)
     assert run.state == rs.FAILED and "deadline passed in Submitted" in run.error
-    assert "QUEUED_TIMEOUT_SECONDS" in run.error
+    assert "QUEUED_TIMEOUT_SECONDS" in run.error and run.error.endswith(f"; job {run.job_id} cancelled")
     assert env.azure.last("jobs.begin_cancel").args == {"name": run.job_id}
     assert env.azure.job_status(run.job_id) == "Canceled"
     waited = datetime.fromisoformat(run.updated_at) - datetime.fromisoformat(run.transitions[1]["at"])
@@ -184,6 +184,16 @@ def test_a_hanging_training_step_is_cancelled_at_its_deadline(azurite_connection
     assert run.state == rs.FAILED and run.error.startswith("deadline passed in Training: training did not finish")
     assert rs.TRAINING in [t["state"] for t in run.transitions]
     assert env.azure.job_status(run.job_id) == "Canceled"
+
+
+def test_a_cancel_that_fails_still_ends_the_run_and_says_so(azurite_connection: str) -> None:  # noqa: F811
+    env = _env(azurite_connection, queued_timeout_seconds=600)
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.aml.plans.append(JobPlan([QUEUED]))
+    env.azure.fail_next("jobs.begin_cancel", http_error(503, "Service unavailable"))
+    run = env.settle(SETTLED)
+    assert run.state == rs.FAILED and f"cancelling job {run.job_id} failed" in run.error
+    assert "cancel it in the workspace" in run.error and not env.store.current().active_run_id
 
 
 def test_cancel_through_the_api_stops_the_job_and_frees_the_slot(env: ControlEnv) -> None:
