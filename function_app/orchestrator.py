@@ -20,7 +20,7 @@ from azure.storage.blob import ContainerClient
 from function_app import deadlines, document_retries, manifests, reconcile, run_states as rs, uploads
 from function_app.backends.base import Deployment, PermanentBackendError, PipelineBackend, TransientBackendError
 from function_app.settings import Settings
-from function_app.status_store import Run, StatusStore
+from function_app.status_store import Run, RunChanged, StatusStore
 
 log = logging.getLogger(__name__)
 _BACKOFF_FIRST_S = 10
@@ -90,7 +90,11 @@ class Orchestrator:
         if run is None and self._due_documents(now):
             run = self._start_run(now, trigger="uploads")
         if run is not None:
-            self._advance(run, now)
+            try:
+                self._advance(run, now)
+            except RunChanged as e:  # another instance moved it on meanwhile: its write stands
+                log.info("%s; leaving it to that instance this tick", e)
+                return self.store.get_run(run.id)
         return run
 
     def _due_documents(self, now: datetime) -> list[dict]:
@@ -220,6 +224,8 @@ class Orchestrator:
             try:
                 steps[run.state](run, now)
                 run.retry = {}
+            except RunChanged:
+                raise
             except PermanentBackendError as e:
                 self._give_up(run, now, str(e))
             except _RollBack as e:

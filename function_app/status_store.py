@@ -102,13 +102,14 @@ class Run:
     deploy_started_at: str = ""
     retry: dict = field(default_factory=dict)  # {attempts, next_attempt_at, last_error}
     events: list[dict] = field(default_factory=list)  # retries and other notes, with times
+    etag: str = field(default="", repr=False)  # of the row this copy was read from / last wrote; not stored
 
     _JSON = ("transitions", "documents", "new_documents", "new_contents", "metrics", "evaluation", "retry", "events")
 
     def to_entity(self) -> dict:
         entity = {"PartitionKey": RUN, "RowKey": self.id}
         for name, value in asdict(self).items():
-            if name == "id":
+            if name in ("id", "etag"):
                 continue
             if name in self._JSON:
                 entity[name] = _capped_json(value) if isinstance(value, list) else json.dumps(value)
@@ -123,10 +124,15 @@ class Run:
             if f.name in entity:
                 raw = entity[f.name]
                 values[f.name] = json.loads(raw) if f.name in cls._JSON else raw
-        return cls(**values)
+        return cls(**values, etag=entity.metadata.get("etag", "") if hasattr(entity, "metadata") else "")
 
     def to_api(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "etag"}
+
+
+@dataclass(frozen=True)
+class RunChanged(Exception):
+    """The run's row changed since this copy of it was read: another instance advanced it."""
 
 
 @dataclass(frozen=True)
@@ -411,7 +417,18 @@ class StatusStore:
 
     # ---- runs ------------------------------------------------------------------------------
     def save_run(self, run: Run) -> None:
-        self.table.upsert_entity(run.to_entity(), mode=UpdateMode.MERGE)
+        """Write the run, only over the row this copy was read from (ETag): two Function instances
+        advancing the same run, the slower one's stale copy must never overwrite what the other wrote
+        (e.g. turn an ended run back into a running one). Raises RunChanged then."""
+        try:
+            if run.etag:
+                written = self.table.update_entity(run.to_entity(), mode=UpdateMode.MERGE, etag=run.etag,
+                                                   match_condition=MatchConditions.IfNotModified)
+            else:
+                written = self.table.create_entity(run.to_entity())
+        except (ResourceModifiedError, ResourceExistsError) as e:
+            raise RunChanged(f"run {run.id} was changed by another instance") from e
+        run.etag = written.get("etag") or ""
 
     def get_run(self, run_id: str) -> Run | None:
         entity = self._get(RUN, run_id)
