@@ -130,7 +130,6 @@ class Run:
         return {k: v for k, v in asdict(self).items() if k != "etag"}
 
 
-@dataclass(frozen=True)
 class RunChanged(Exception):
     """The run's row changed since this copy of it was read: another instance advanced it."""
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from function_app import run_states as rs, services
 from function_app.api import api
-from function_app.status_store import UploadedBlob
+from function_app.status_store import RunChanged, UploadedBlob
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, make_env
 from tests.fakes.aml_service import QUEUED, JobPlan, failing
@@ -258,3 +258,21 @@ def test_documents_read_only_the_runs_they_name(env: ControlEnv, monkeypatch: py
     monkeypatch.setattr(env.store, "runs", lambda: pytest.fail("/api/documents loaded every run"))
     [doc] = _documents().values()
     assert doc["first_run"]["state"] == rs.DEPLOYED
+
+
+# ---- two timer ticks racing -----------------------------------------------------------------------------------
+def test_a_slower_instances_stale_run_never_overwrites_what_the_other_wrote(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.aml.plans.append(JobPlan([QUEUED]))
+    run = env.tick(after_s=SETTLED)
+    stale = env.store.get_run(run.id)  # what a slower instance read, still Submitted
+    assert _cancel() == rs.FAILED  # meanwhile the run ends (here: cancelled)
+    stale.state = rs.TRAINING
+    with pytest.raises(RunChanged):
+        env.store.save_run(stale)
+    assert env.store.get_run(run.id).state == rs.FAILED
+    assert [r.state for r in env.store.runs()] == [rs.FAILED]  # no run left looking active
+
+
+def _cancel() -> str:
+    return TestClient(api, client=("127.0.0.1", 5555)).post("/api/runs/active/cancel", json={}).json()["state"]
