@@ -281,9 +281,10 @@ def role_assignments(bicep) -> list[tuple[str, str, str]]:
     return found
 
 
-def test_the_function_identity_only_reads_blobs_of_the_data_account(bicep):
+def test_the_function_identity_writes_no_blob_of_the_data_account_and_deletes_only_documents_and_text(bicep):
     # The Functions host keeps its state in its own account, so the data account's roles stay least
-    # privilege: the control plane reads inputs/ and processed/, keeps the status table, and the blob
+    # privilege: the control plane reads inputs/ and processed/, deletes a document (inputs/) and its
+    # text (processed/: cache entries, snapshots past retention), keeps the status table, and the blob
     # extension writes its poison queue in the triggering blob's account (Azure/azure-sdk-for-net
     # Microsoft.Azure.WebJobs.Extensions.Storage.Blobs, BlobListenerFactory: "poison queue in the same
     # storage account as the triggering blob by default").
@@ -299,8 +300,20 @@ def test_the_function_identity_only_reads_blobs_of_the_data_account(bicep):
     function_roles = [(scope, role) for principal, scope, role in role_assignments(bicep)
                       if principal == "functionPrincipalId"]
     on_data = {role for scope, role in function_roles if "dataAccount" in scope}
-    assert on_data == {"roleIds.storageBlobDataReader", "roleIds.storageQueueDataContributor",
+    assert on_data == {"roleIds.storageBlobDataContributor", "roleIds.storageQueueDataContributor",
                        "roleIds.storageTableDataContributor"}, on_data
+    roles = bicep["infra/modules/roles.bicep"]
+    deleter = roles["resources"]["functionBlobDeleter"]["config"]["properties"]
+    assert deleter["condition"] == "functionDeleteCondition" and deleter["conditionVersion"] == "2.0"
+    condition = roles["variables"]["functionDeleteCondition"]["value"].replace("\\'", "'")
+    # Everything but write/add/delete passes; delete only under inputs/ and processed/; write and add never.
+    denied_unless, allowed = condition.split(") OR (", 1)
+    assert all(f"!(ActionMatches{{'${{{a}}}'}})" in denied_unless
+               for a in ("blobWriteAction", "blobAddAction", "blobDeleteAction"))
+    assert "blobWriteAction" not in allowed and "blobAddAction" not in allowed
+    assert "ActionMatches{'${blobDeleteAction}'} AND" in allowed
+    assert {"StringStartsWith '${inputsPrefix}'", "StringStartsWith '${processedPrefix}'"} == set(
+        re.findall(r"StringStartsWith '\$\{\w+\}'", allowed))
     on_host = {role for scope, role in function_roles if "hostAccount" in scope}
     assert "roleIds.storageBlobDataOwner" in on_host
 

@@ -1,8 +1,10 @@
 // Every role assignment of the deployment, in one place to review least privilege:
 //   Function app identity  - host account (its own, modules/hoststorage.bicep): Storage Blob Data Owner,
 //                            Queue and Table Data Contributor (host state, blob trigger receipts,
-//                            deployment package). Data account: Storage Blob Data Reader on the data
-//                            container (reads inputs/ and processed/, writes no blob), Storage Queue Data
+//                            deployment package). Data account: Storage Blob Data Contributor on the data
+//                            container with a condition that writes no blob and deletes only under inputs/
+//                            (a document deleted through the API) and processed/ (its cached text, snapshots
+//                            past SNAPSHOT_RETENTION); reads are not conditioned. Storage Queue Data
 //                            Contributor (the blob trigger's poison queue lives in the triggering blob's
 //                            account), Storage Table Data Contributor (status table); its App Insights: Monitoring Metrics Publisher
 //                            (Entra ID telemetry); the AML workspace: AzureML Data Scientist (submit
@@ -59,7 +61,6 @@ param deployerPrincipalType string
 
 var roleIds = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   networkContributor: '4d97b98b-1d4f-4787-a291-c67834d212e7'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
@@ -80,6 +81,9 @@ var blobAddAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/b
 var blobDeleteAction = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'
 var blobPathAttribute = '@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]'
 var computeWriteCondition = '((!(ActionMatches{\'${blobWriteAction}\'}) AND !(ActionMatches{\'${blobAddAction}\'}) AND !(ActionMatches{\'${blobDeleteAction}\'})) OR (${blobPathAttribute} StringStartsWith \'${processedPrefix}\') OR (${blobPathAttribute} StringStartsWith \'${runsPrefix}\'))'
+
+// The control plane writes no blob; it deletes documents (inputs/) and their text (processed/).
+var functionDeleteCondition = '((!(ActionMatches{\'${blobWriteAction}\'}) AND !(ActionMatches{\'${blobAddAction}\'}) AND !(ActionMatches{\'${blobDeleteAction}\'})) OR (ActionMatches{\'${blobDeleteAction}\'} AND (${blobPathAttribute} StringStartsWith \'${inputsPrefix}\' OR ${blobPathAttribute} StringStartsWith \'${processedPrefix}\')))'
 
 // The UI uploads (write, and the append of a resumed upload) only under inputs/ and never deletes.
 var uiWriteCondition = '((!(ActionMatches{\'${blobWriteAction}\'}) AND !(ActionMatches{\'${blobAddAction}\'}) AND !(ActionMatches{\'${blobDeleteAction}\'})) OR ((ActionMatches{\'${blobWriteAction}\'} OR ActionMatches{\'${blobAddAction}\'}) AND ${blobPathAttribute} StringStartsWith \'${inputsPrefix}\'))'
@@ -136,13 +140,16 @@ resource functionOnHostStorage 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }]
 
-resource functionBlobReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(dataAccount::blobService::dataContainer.id, functionPrincipalId, roleIds.storageBlobDataReader)
+resource functionBlobDeleter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dataAccount::blobService::dataContainer.id, functionPrincipalId, roleIds.storageBlobDataContributor)
   scope: dataAccount::blobService::dataContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.storageBlobDataContributor)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
+    description: 'The control plane reads the data container, writes no blob, deletes only under ${inputsPrefix} and ${processedPrefix}.'
+    condition: functionDeleteCondition
+    conditionVersion: '2.0'
   }
 }
 
