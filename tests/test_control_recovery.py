@@ -149,8 +149,8 @@ def test_steady_uploads_every_50s_still_start_a_run_within_the_max_wait(azurite_
         data = f"%PDF-1.4 upload {i}".encode()
         blob = env.container.get_blob_client(f"inputs/doc{i:02d}.pdf").upload_blob(data)
         # What the trigger records, with the upload time of this simulated clock (Azurite stamps real time).
-        env.store.record_upload(UploadedBlob(f"doc{i:02d}.pdf", blob["etag"].strip('"'), hashlib.sha256(data).hexdigest(),
-                                             len(data), now), now)
+        sha = hashlib.sha256(data).hexdigest()
+        env.store.record_upload(UploadedBlob(f"doc{i:02d}.pdf", blob["etag"].strip('"'), sha, len(data), now), now)
         run = env.orchestrator.tick(now + timedelta(seconds=1))
         if submitted_at is None and run is not None and run.state != rs.PENDING:
             submitted_at = now + timedelta(seconds=1)
@@ -161,7 +161,8 @@ def test_steady_uploads_every_50s_still_start_a_run_within_the_max_wait(azurite_
 
 
 # ---- 5: deadlines per state, and cancel -----------------------------------------------------------------------
-def test_a_job_stuck_queued_is_cancelled_at_its_deadline_and_its_documents_retried(azurite_connection: str) -> None:  # noqa: F811
+def test_a_job_stuck_queued_is_cancelled_at_its_deadline_and_its_documents_retried(
+        azurite_connection: str) -> None:  # noqa: F811
     env = _env(azurite_connection, queued_timeout_seconds=1800)
     env.upload("a.pdf", b"%PDF-1.4 a")
     env.aml.plans.append(JobPlan([QUEUED]))  # no GPU node can be had: the job never starts
