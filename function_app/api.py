@@ -17,10 +17,10 @@ import secrets
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 
-from function_app import services, uploads
-from function_app.orchestrator import NoDocuments, RunActive
+from function_app import document_retries, services, uploads
+from function_app.orchestrator import NoActiveRun, NoDocuments, RunActive
 from function_app.status_store import Run
 
 api = FastAPI(
@@ -103,8 +103,25 @@ def get_status(svc: services.Services = Depends(get_services)) -> dict:
 
 
 @api.get("/api/runs")
-def list_runs(svc: services.Services = Depends(get_services)) -> dict:
-    return {"runs": [_summary(r) for r in svc.store.runs()]}
+def list_runs(
+    limit: int = Query(50, ge=1, le=500, description="runs per page"),
+    before: str = Query("", description="the `next` of the previous page: runs older than this run id"),
+    svc: services.Services = Depends(get_services),
+) -> dict:
+    """Runs, newest first, a page at a time; `next` is the cursor of the following page (null at the end)."""
+    runs, cursor = svc.store.runs_page(limit, before)
+    return {"runs": [_summary(r) for r in runs], "next": cursor or None}
+
+
+@api.post("/api/runs/active/cancel", status_code=status.HTTP_202_ACCEPTED,
+          dependencies=[Depends(require_caller_allowed)])
+def cancel_active_run(svc: services.Services = Depends(get_services)) -> dict:
+    """Cancel the active run: its job is cancelled (or its candidate rolled back); the serving model stays."""
+    try:
+        run = svc.orchestrator.request_cancel(datetime.now(timezone.utc))
+    except NoActiveRun as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    return {"run": run.id, "state": run.state, "error": run.error or None}
 
 
 @api.get("/api/runs/{run_id}")
@@ -117,12 +134,19 @@ def get_run(run_id: str, svc: services.Services = Depends(get_services)) -> dict
 
 @api.get("/api/documents")
 def list_documents(svc: services.Services = Depends(get_services)) -> dict:
-    states = {r.id: r.state for r in svc.store.runs()}
+    current = svc.store.current()
+    active = svc.store.get_run(current.active_run_id) if current.active_run_id else None
+    in_flight = set(active.new_contents) if active else set()
+    docs = svc.store.documents()
+    # Only the runs the documents name, and only their state.
+    states = {run_id: svc.store.run_state(run_id) for run_id in {d["trained_by_run"] for d in docs} - {""}}
     documents = []
-    for doc in svc.store.documents():
+    for doc in docs:
+        doc["state"] = document_retries.state_of(doc, in_flight, svc.settings)
         first = doc.pop("trained_by_run")
-        doc["state"] = "included" if first else "waiting for the next run"
         doc["first_run"] = {"id": first, "state": states.get(first)} if first else None
+        doc["active_run"] = active.id if doc["state"] == document_retries.IN_RUN else None
+        doc.pop("last_attempt_run", None)  # bookkeeping of give_back, not for readers
         documents.append(doc)
     return {"documents": documents}
 

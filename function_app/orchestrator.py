@@ -5,7 +5,9 @@ active, and moves the active run one or more steps along the state machine (run_
 the backend reports. Each step calls the backend briefly and returns; nothing here waits for long
 work. Transient backend errors are retried on later ticks with exponential backoff (recorded on the
 run); permanent ones end the run with the reason. The serving model is only ever touched by a
-promotion that passed its smoke test.
+promotion that passed its smoke test. The rules around that live in their own modules: deadlines
+per state (deadlines), when a failed run's documents are retried (document_retries), and making the
+table's serving deployment and the real traffic agree on every tick (reconcile).
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import manifests, run_states as rs, uploads
+from function_app import deadlines, document_retries, manifests, reconcile, run_states as rs, uploads
 from function_app.backends.base import Deployment, PermanentBackendError, PipelineBackend, TransientBackendError
 from function_app.settings import Settings
-from function_app.status_store import Run, StatusStore
+from function_app.status_store import Run, RunChanged, StatusStore
 
 log = logging.getLogger(__name__)
 _BACKOFF_FIRST_S = 10
@@ -31,6 +33,10 @@ class RunActive(Exception):
 
 class NoDocuments(Exception):
     """Nothing to train on."""
+
+
+class NoActiveRun(Exception):
+    """Nothing to cancel."""
 
 
 class _RollBack(Exception):
@@ -59,19 +65,50 @@ class Orchestrator:
 
     # ---- entry points ----------------------------------------------------------------------
     def tick(self, now: datetime) -> Run | None:
-        """Record missed uploads, start a run if due, advance the active run. Returns that run."""
+        """Record missed uploads, start a run if due, advance the active run, make the table's serving
+        deployment and the backend's traffic agree, prune old runs and snapshots. Returns the active run.
+
+        Each phase stands alone: an error in one (storage or backend unreachable) is logged and the
+        others still run; a tick never raises, the next one picks up from what the table says."""
+        self._phase("scan for uploads", uploads.scan, self.store, self.container, now)
+        run = self._phase("advance the active run", self._advance_active, now)
+        self._phase("reconcile the serving deployment", self._reconcile, now)
+        self._phase("prune old runs", self._prune_runs)
+        if run is None or run.state in rs.TERMINAL:  # a run in flight may still need its snapshot
+            self._phase("prune old snapshots", self._prune_snapshots)
+        return run
+
+    def _phase(self, what: str, call, *args):
         try:
-            uploads.scan(self.store, self.container, now)
-        except Exception:  # noqa: BLE001 - storage unreachable: the active run still advances
-            log.exception("scan of inputs/ failed; retried on the next tick")
+            return call(*args)
+        except Exception:  # noqa: BLE001 - one failing phase must not stop the others or the timer
+            log.exception("tick: could not %s; the next tick tries again", what)
+            return None
+
+    def _advance_active(self, now: datetime) -> Run | None:
         run = self._active_run(now)
-        if run is None and self.store.pending_documents():
+        if run is None and self._due_documents(now):
             run = self._start_run(now, trigger="uploads")
         if run is not None:
-            self._advance(run, now)
-        if run is None or run.state in rs.TERMINAL:
-            self._prune_snapshots()
+            try:
+                self._advance(run, now)
+            except RunChanged as e:  # another instance moved it on meanwhile: its write stands
+                log.info("%s; leaving it to that instance this tick", e)
+                return self.store.get_run(run.id)
         return run
+
+    def _due_documents(self, now: datetime) -> list[dict]:
+        """Pending documents that may start a run now (new ones, and failed ones whose backoff is over)."""
+        return [d for d in self.store.pending_documents() if document_retries.due(d, now, self.settings)]
+
+    def request_cancel(self, now: datetime) -> Run:
+        """Stop the active run: its job is cancelled (or its candidate rolled back) by a tick run now."""
+        run_id = self.store.current().active_run_id
+        if not run_id:
+            raise NoActiveRun("no run is active; nothing to cancel")
+        self.store.request_cancel(run_id, now)
+        self.tick(now)
+        return self.store.get_run(run_id) or Run(id=run_id, state=rs.PENDING, created_at=_iso(now))
 
     def request_retrain(self, now: datetime) -> Run:
         """A run over every document even though nothing new arrived (submitted on the next tick)."""
@@ -89,6 +126,8 @@ class Orchestrator:
         current = self.store.current()
         active = self.store.get_run(current.active_run_id) if current.active_run_id else None
         last = self.store.get_run(current.last_run_id) if current.last_run_id else None
+        in_flight = set(active.new_contents) if active else set()
+        untrained = [(d, document_retries.gave_up(d, self.settings)) for d in self.store.pending_documents()]
         return {
             "state": rs.ui_status(active.state if active else None, current.last_run_state),
             "active_run": {"id": active.id, "step": active.state, "since": active.updated_at} if active else None,
@@ -102,7 +141,9 @@ class Orchestrator:
             if current.serving_model_version
             else None,
             "scoring_url": current.scoring_url or None,
-            "pending_documents": len(self.store.pending_documents()),
+            # Untrained documents: waiting for a later run (not the active one's), or failed past the cap.
+            "pending_documents": sum(not failed and d["sha256"] not in in_flight for d, failed in untrained),
+            "failed_documents": sum(failed for _, failed in untrained),
             # Blobs under inputs/ that could not be recorded, each with the reason and what to do.
             "problem_documents": self.store.problems(),
             "updated_at": current.updated_at or None,
@@ -122,6 +163,7 @@ class Orchestrator:
                 current = self.store.current()
                 replaced = current.serving_deployment if current.serving_deployment != run.deployment else ""
                 serving = self._serving(run, now, replaced or current.previous_deployment)
+            self._settle_documents(run, now)
             self.store.finish_active(run, now, serving)
             return None
         return run
@@ -149,7 +191,18 @@ class Orchestrator:
         if state in (rs.FAILED, rs.ROLLED_BACK):
             run.error = detail
         self._transition(run, state, now, detail)
+        self._settle_documents(run, now)
         self.store.finish_active(run, now, serving)
+
+    def _settle_documents(self, run: Run, now: datetime) -> None:
+        """Documents count as trained only when their run ended Deployed or Rejected; otherwise they wait
+        again, with backoff. Before the slot is released, so a lost write is redone by the next tick."""
+        if document_retries.ended_well(run.state):
+            self.store.mark_trained_by(run.id, run.new_contents)
+        else:
+            reason = f"run {run.id} {run.state}: {run.error}"
+            self.store.give_back(run.id, run.new_contents, reason,
+                                 lambda attempts: document_retries.retry_at(attempts, now, self.settings))
 
     def _advance(self, run: Run, now: datetime) -> None:
         """Take as many steps as are ready now (e.g. Completed -> Deploying -> begin deploy)."""
@@ -160,6 +213,10 @@ class Orchestrator:
             **{s: self._follow_job for s in rs.JOB_RUNNING},
         }
         while run.state not in rs.TERMINAL:
+            stop = self._stop_reason(run, now)
+            if stop:
+                self._stop(run, now, stop)
+                return
             retry_at = run.retry.get("next_attempt_at")
             if retry_at and now < _time(retry_at):
                 return
@@ -167,6 +224,8 @@ class Orchestrator:
             try:
                 steps[run.state](run, now)
                 run.retry = {}
+            except RunChanged:
+                raise
             except PermanentBackendError as e:
                 self._give_up(run, now, str(e))
             except _RollBack as e:
@@ -176,6 +235,25 @@ class Orchestrator:
             self.store.save_run(run)
             if run.state == before:
                 return
+
+    def _stop_reason(self, run: Run, now: datetime) -> str | None:
+        if self.store.current().cancel_run_id == run.id:
+            return "cancelled through the API (POST /api/runs/active/cancel)"
+        return deadlines.overdue(run, now, self.settings)
+
+    def _stop(self, run: Run, now: datetime, reason: str) -> None:
+        """Cancel the run's job, or roll its candidate back, and end it with the reason."""
+        if run.state in (rs.DEPLOYING, rs.SMOKE_TEST):
+            self._roll_back(run, now, reason)
+            return
+        if run.job_id:
+            try:
+                self.backend.cancel_job(run.job_id, reason)
+                reason += f"; job {run.job_id} cancelled"
+            except Exception as e:  # noqa: BLE001 - the run ends regardless; the reason says what to do
+                log.warning("run %s: could not cancel job %s: %s", run.id, run.job_id, e)
+                reason += f"; cancelling job {run.job_id} failed ({e}): cancel it in the workspace"
+        self._end(run, rs.FAILED, now, reason)
 
     def _retry_later(self, run: Run, now: datetime, error: Exception) -> None:
         kind = "transient" if isinstance(error, TransientBackendError) else type(error).__name__
@@ -198,9 +276,15 @@ class Orchestrator:
             self._end(run, rs.FAILED, now, reason)
 
     def _roll_back(self, run: Run, now: datetime, reason: str) -> None:
-        """Remove the candidate only: traffic never moved to it, the serving deployment and its rollback
-        target stay. (Both backends refuse to delete a deployment that takes traffic.)"""
+        """Give the traffic back to the serving deployment if the candidate holds it (a shift that took
+        effect but reported an error), then remove the candidate; the serving deployment and its
+        rollback target stay. (Both backends refuse to delete a deployment that takes traffic.)"""
         if run.deployment:
+            traffic = self._best_effort(run, now, "read the traffic", self.backend.traffic) or {}
+            serving = self.store.current().serving_deployment
+            if traffic.get(run.deployment) and serving and serving != run.deployment:
+                # If this fails, reconciliation on the next ticks shifts it back.
+                self._best_effort(run, now, f"give the traffic back to {serving}", self.backend.shift_traffic, serving)
             # If this fails the candidate stays at 0% traffic; the next promotion removes it.
             self._best_effort(run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment)
         self._end(run, rs.ROLLED_BACK, now, reason)
@@ -218,20 +302,25 @@ class Orchestrator:
     # ---- steps -----------------------------------------------------------------------------
     def _submit_when_settled(self, run: Run, now: datetime) -> None:
         pending = self.store.pending_documents()
-        if run.trigger != "manual" and pending:
-            last_upload = max(_time(d["last_uploaded_at"]) for d in pending)
-            if now - last_upload < timedelta(seconds=self.settings.debounce_seconds):
-                return  # uploads still arriving: the run will include them
+        due = [d for d in pending if document_retries.due(d, now, self.settings)]
+        if run.trigger != "manual" and due:
+            last_upload = max(_time(d["last_uploaded_at"]) for d in due)
+            settling = now - last_upload < timedelta(seconds=self.settings.debounce_seconds)
+            waited_enough = now - _time(run.created_at) >= timedelta(seconds=self.settings.debounce_max_wait_seconds)
+            if settling and not waited_enough:
+                return  # uploads still arriving: the run will include them (up to DEBOUNCE_MAX_WAIT_SECONDS)
         names = self.store.document_names()
         if not names:
             raise PermanentBackendError("inputs/ holds no recorded document; upload a PDF and retrain")
-        job_id = self.backend.submit(run.id)
-        run.job_id = job_id
+        # Every untrained content the job will see, saved before the submit: however the run ends
+        # (even a refused submit), these are the documents it settles.
         run.documents = names
         run.new_documents = sorted(n for d in pending for n in d["names"])
+        run.new_contents = sorted(d["sha256"] for d in pending)
+        self.store.save_run(run)
+        job_id = self.backend.submit(run.id)
+        run.job_id = job_id
         self._transition(run, rs.SUBMITTED, now, f"job {job_id} over {len(names)} documents")
-        # After the job id is saved: a crash here leaves these pending, i.e. one extra run, never a lost upload.
-        self.store.mark_trained_by(run.id, [d["sha256"] for d in pending])
 
     def _follow_job(self, run: Run, now: datetime) -> None:
         status = self.backend.job_status(run.job_id)
@@ -351,5 +440,19 @@ class Orchestrator:
             "serving_model_version": run.model_version,
             "serving_deployment": run.deployment,
             "previous_deployment": previous,
+            "serving_run_id": run.id,
             "scoring_url": self._best_effort(run, now, "read the scoring URL", self.backend.scoring_url) or "",
         }
+
+    # ---- every tick --------------------------------------------------------------------------
+    def _reconcile(self, now: datetime) -> None:
+        def in_rollout(current) -> bool:
+            run = self.store.get_run(current.active_run_id) if current.active_run_id else None
+            return run is not None and run.state in (rs.DEPLOYING, rs.SMOKE_TEST, rs.DEPLOYED)
+
+        reconcile.reconcile(self.store, self.backend, now, in_rollout)
+
+    def _prune_runs(self) -> None:
+        current = self.store.current()
+        protect = {current.active_run_id, current.last_run_id, current.serving_run_id}
+        self.store.prune_runs(self.settings.keep_runs, protect)

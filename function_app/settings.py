@@ -53,6 +53,20 @@ class Settings:
     # stays Creating this long.
     max_transient_retries: int = 6
     deploy_timeout_seconds: int = 1800
+    # A Pending run is submitted this long after it was created even while uploads keep arriving.
+    debounce_max_wait_seconds: int = 900
+    # Deadlines per state: a job still queued (Submitted) or in one step past these is cancelled and its
+    # run fails with the reason (deploy_timeout_seconds covers Deploying and SmokeTest).
+    queued_timeout_seconds: int = 3600
+    preprocess_timeout_seconds: int = 3600
+    train_timeout_seconds: int = 43200
+    evaluate_timeout_seconds: int = 3600
+    # Documents of a run that ended Failed or RolledBack wait this long (doubling per attempt) before the
+    # next run retries them; after this many attempts they are shown as failed until a retrain or upload.
+    document_retry_seconds: int = 300
+    document_max_attempts: int = 3
+    # Run history kept in the status table: the newest N (the active and the serving run always stay).
+    keep_runs: int = 200
     # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
     # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
     snapshot_retention: int = 5

@@ -7,9 +7,12 @@ One table, five partitions:
              A deleted or renamed blob keeps its row with `removed_at` set (no run covers it again).
 - `document` one row per distinct CONTENT (RowKey = sha256) with every name it was uploaded under.
              Same content under two names is one document, so it is trained on once and never
-             triggers a run of its own. `run_id` is the first run that trained on this content;
-             empty = pending (waiting for the next run).
-- `run`      one row per run (state machine, every transition with its time); never deleted.
+             triggers a run of its own. `run_id` is the first run that trained on this content and
+             ended Deployed or Rejected; empty = not trained yet. A run that ended Failed or
+             RolledBack gives its contents back: `attempts`, `retry_at` and `last_error` say when the
+             next run may take them and why the last one did not.
+- `run`      one row per run (state machine, every transition with its time); the newest KEEP_RUNS
+             are kept (plus the active and the serving run).
 - `problem`  one row per blob under inputs/ that could not be recorded (unusable name, unreadable
              bytes), with the reason, so it is reported instead of stopping anything; keyed like `blob`.
 - `state`    the single `current` row: the active run (claimed with an ETag condition so two
@@ -55,6 +58,10 @@ def _iso(t: datetime) -> str:
     return t.isoformat()
 
 
+# A document's failed attempts, as a content with none has them.
+_NO_ATTEMPTS = {"attempts": 0, "retry_at": "", "last_error": "", "last_attempt_run": ""}
+
+
 def _capped_json(items: list) -> str:
     """JSON of a list, cut (with a marker) if it would not fit in one Table property."""
     text = json.dumps(items)
@@ -85,6 +92,7 @@ class Run:
     transitions: list[dict] = field(default_factory=list)  # [{state, at, detail}]
     documents: list[str] = field(default_factory=list)  # names of every document the run covers
     new_documents: list[str] = field(default_factory=list)  # names whose content is new in this run
+    new_contents: list[str] = field(default_factory=list)  # sha256 of every content not trained before it
     metrics: dict = field(default_factory=dict)
     evaluation: dict = field(default_factory=dict)
     snapshot: str = ""
@@ -94,13 +102,14 @@ class Run:
     deploy_started_at: str = ""
     retry: dict = field(default_factory=dict)  # {attempts, next_attempt_at, last_error}
     events: list[dict] = field(default_factory=list)  # retries and other notes, with times
+    etag: str = field(default="", repr=False)  # of the row this copy was read from / last wrote; not stored
 
-    _JSON = ("transitions", "documents", "new_documents", "metrics", "evaluation", "retry", "events")
+    _JSON = ("transitions", "documents", "new_documents", "new_contents", "metrics", "evaluation", "retry", "events")
 
     def to_entity(self) -> dict:
         entity = {"PartitionKey": RUN, "RowKey": self.id}
         for name, value in asdict(self).items():
-            if name == "id":
+            if name in ("id", "etag"):
                 continue
             if name in self._JSON:
                 entity[name] = _capped_json(value) if isinstance(value, list) else json.dumps(value)
@@ -115,10 +124,14 @@ class Run:
             if f.name in entity:
                 raw = entity[f.name]
                 values[f.name] = json.loads(raw) if f.name in cls._JSON else raw
-        return cls(**values)
+        return cls(**values, etag=entity.metadata.get("etag", "") if hasattr(entity, "metadata") else "")
 
     def to_api(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "etag"}
+
+
+class RunChanged(Exception):
+    """The run's row changed since this copy of it was read: another instance advanced it."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,8 @@ class Current:
     serving_model_version: str = ""
     serving_deployment: str = ""
     previous_deployment: str = ""  # kept at 0% traffic as the rollback target
+    serving_run_id: str = ""  # the run whose model serves (kept when old runs are pruned)
+    cancel_run_id: str = ""  # a cancel asked for through the API, carried out by the next tick
     serving_snapshot: str = ""  # the snapshot the serving model was trained on (kept by retention)
     scoring_url: str = ""
     updated_at: str = ""
@@ -293,27 +308,46 @@ class StatusStore:
             if entity is None:
                 return None
             names = left["v"] = [n for n in json.loads(entity["names"]) if n != name]
-            # With no name left the content is gone from inputs/; forget that it was trained on,
-            # so that uploading it again counts as new.
-            return {"names": json.dumps(names), **({} if names else {"run_id": ""})}
+            # With no name left the content is gone from inputs/; forget that it was trained on (and
+            # its failed attempts), so that uploading it again counts as new.
+            return {"names": json.dumps(names), **({} if names else {"run_id": "", **_NO_ATTEMPTS})}
 
         self._update_if_unchanged(DOCUMENT, sha256, change)
         return left.get("v")
 
     def pending_documents(self) -> list[dict]:
-        """Documents (content) no run has trained on yet, each with names and last_uploaded_at."""
+        """Documents (content) in inputs/ no run has trained on yet: names, last_uploaded_at, and the
+        failed attempts so far (attempts, retry_at, last_error)."""
         rows = self._query(DOCUMENT, "run_id eq @empty", empty="")
         return [
-            {"sha256": e["RowKey"], "names": json.loads(e["names"]), "last_uploaded_at": e["last_uploaded_at"]}
+            {"sha256": e["RowKey"], "names": json.loads(e["names"]), "last_uploaded_at": e["last_uploaded_at"],
+             **{k: e.get(k) or v for k, v in _NO_ATTEMPTS.items()}}
             for e in rows
             if json.loads(e["names"])
         ]
 
     def mark_trained_by(self, run_id: str, sha256s: list[str]) -> None:
+        """The run ended Deployed or Rejected: its contents count as trained (idempotent)."""
         for sha in sha256s:
             self._update_if_unchanged(
-                DOCUMENT, sha, lambda e: None if e is None or e.get("run_id") else {"run_id": run_id}
+                DOCUMENT, sha,
+                lambda e: None if e is None or e.get("run_id") else {"run_id": run_id, **_NO_ATTEMPTS},
             )
+
+    def give_back(self, run_id: str, sha256s: list[str], reason: str, retry_at: Callable[[int], datetime]) -> None:
+        """The run ended Failed or RolledBack: its untrained contents wait again, one attempt more.
+
+        `retry_at(attempts)` is when the next run may take them. Counted once per run (idempotent)."""
+
+        def change(entity: dict | None) -> dict | None:
+            if entity is None or entity.get("run_id") or entity.get("last_attempt_run") == run_id:
+                return None
+            attempts = int(entity.get("attempts") or 0) + 1
+            return {"attempts": attempts, "retry_at": _iso(retry_at(attempts)), "last_error": reason[:2000],
+                    "last_attempt_run": run_id}
+
+        for sha in sha256s:
+            self._update_if_unchanged(DOCUMENT, sha, change)
 
     def document_names(self) -> list[str]:
         """Every name in inputs/ recorded so far and not removed (what a run submitted now will cover)."""
@@ -355,6 +389,7 @@ class StatusStore:
                     "recorded_at": e["recorded_at"],
                     "same_content_as": [n for n in json.loads(doc.get("names", "[]")) if n != name],
                     "trained_by_run": doc.get("run_id", ""),
+                    **{k: doc.get(k) or v for k, v in _NO_ATTEMPTS.items()},
                     "extraction": e.get("status", ""),
                     "messages": json.loads(e.get("messages", "[]")),
                     "snapshot": e.get("snapshot", ""),
@@ -381,7 +416,18 @@ class StatusStore:
 
     # ---- runs ------------------------------------------------------------------------------
     def save_run(self, run: Run) -> None:
-        self.table.upsert_entity(run.to_entity(), mode=UpdateMode.MERGE)
+        """Write the run, only over the row this copy was read from (ETag): two Function instances
+        advancing the same run, the slower one's stale copy must never overwrite what the other wrote
+        (e.g. turn an ended run back into a running one). Raises RunChanged then."""
+        try:
+            if run.etag:
+                written = self.table.update_entity(run.to_entity(), mode=UpdateMode.MERGE, etag=run.etag,
+                                                   match_condition=MatchConditions.IfNotModified)
+            else:
+                written = self.table.create_entity(run.to_entity())
+        except (ResourceModifiedError, ResourceExistsError) as e:
+            raise RunChanged(f"run {run.id} was changed by another instance") from e
+        run.etag = written.get("etag") or ""
 
     def get_run(self, run_id: str) -> Run | None:
         entity = self._get(RUN, run_id)
@@ -390,6 +436,32 @@ class StatusStore:
     def runs(self) -> list[Run]:
         """Every run, newest first."""
         return sorted((Run.from_entity(e) for e in self._query(RUN)), key=lambda r: r.created_at, reverse=True)
+
+    def run_state(self, run_id: str) -> str | None:
+        """Only the state of one run (None if there is no such run, e.g. pruned)."""
+        try:
+            return self.table.get_entity(RUN, run_id, select=["state"]).get("state")
+        except ResourceNotFoundError:
+            return None
+
+    def run_ids(self) -> list[str]:
+        """Every run id (they sort by creation time), newest first; only the keys are read."""
+        rows = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": RUN}, select=["RowKey"])
+        return sorted((e["RowKey"] for e in rows), reverse=True)
+
+    def runs_page(self, limit: int, before: str = "") -> tuple[list[Run], str]:
+        """Up to `limit` runs older than run id `before` (or the newest), newest first, and the cursor
+        for the next page ("" when there is none)."""
+        ids = [i for i in self.run_ids() if not before or i < before]
+        page = [run for run in (self.get_run(i) for i in ids[:limit]) if run is not None]
+        return page, (ids[limit - 1] if len(ids) > limit else "")
+
+    def prune_runs(self, keep: int, protect: set[str]) -> list[str]:
+        """Delete all but the newest `keep` runs, never one in `protect`; returns the ids deleted."""
+        doomed = [i for i in self.run_ids()[keep:] if i not in protect]
+        for run_id in doomed:
+            self.table.delete_entity(RUN, run_id)
+        return doomed
 
     # ---- current state ---------------------------------------------------------------------
     def current(self) -> Current:
@@ -419,3 +491,6 @@ class StatusStore:
 
     def set_serving(self, now: datetime, **serving: str) -> None:
         self._merge(STATE, CURRENT, {**serving, "updated_at": _iso(now)})
+
+    def request_cancel(self, run_id: str, now: datetime) -> None:
+        self._merge(STATE, CURRENT, {"cancel_run_id": run_id, "updated_at": _iso(now)})

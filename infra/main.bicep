@@ -67,6 +67,14 @@ param trainEpochs string = ''
 param smokePrompt string = 'The documents say that'
 param maxTransientRetries int = 6
 param deployTimeoutSeconds int = 1800
+param debounceMaxWaitSeconds int = 900
+param queuedTimeoutSeconds int = 3600
+param preprocessTimeoutSeconds int = 3600
+param trainTimeoutSeconds int = 43200
+param evaluateTimeoutSeconds int = 3600
+param documentRetrySeconds int = 300
+param documentMaxAttempts int = 3
+param keepRuns int = 200
 @description('Text snapshots kept in processed/ (plus the serving model\'s); older ones are deleted. 0 keeps all.')
 param snapshotRetention int = 5
 @description('Limits (see docs/deploy.md): text per document, per snapshot, per byte of PDF; training steps and seconds (0 = none).')
@@ -263,6 +271,14 @@ var functionAppSettings = {
   AML_ENDPOINT_NAME: endpointName
   MAX_TRANSIENT_RETRIES: string(maxTransientRetries)
   DEPLOY_TIMEOUT_SECONDS: string(deployTimeoutSeconds)
+  DEBOUNCE_MAX_WAIT_SECONDS: string(debounceMaxWaitSeconds)
+  QUEUED_TIMEOUT_SECONDS: string(queuedTimeoutSeconds)
+  PREPROCESS_TIMEOUT_SECONDS: string(preprocessTimeoutSeconds)
+  TRAIN_TIMEOUT_SECONDS: string(trainTimeoutSeconds)
+  EVALUATE_TIMEOUT_SECONDS: string(evaluateTimeoutSeconds)
+  DOCUMENT_RETRY_SECONDS: string(documentRetrySeconds)
+  DOCUMENT_MAX_ATTEMPTS: string(documentMaxAttempts)
+  KEEP_RUNS: string(keepRuns)
   SNAPSHOT_RETENTION: string(snapshotRetention)
   PREPROCESS_MAX_DOCUMENT_CHARS: string(preprocessMaxDocumentChars)
   PREPROCESS_MAX_CORPUS_CHARS: string(preprocessMaxCorpusChars)

@@ -1,4 +1,5 @@
-"""Client of the control plane's HTTP API (function_app): status, runs, documents (and deleting one), retrain.
+"""Client of the control plane's HTTP API (function_app): status, runs, documents (and deleting one), retrain,
+cancel.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
@@ -36,6 +37,9 @@ class ControlPlaneClient:
 
     def retrain(self) -> dict[str, Any]:
         return self._request("POST", "/api/retrain", json={})
+
+    def cancel_run(self) -> dict[str, Any]:
+        return self._request("POST", "/api/runs/active/cancel", json={})
 
     def delete_document(self, name: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/documents/{quote(name)}")

@@ -8,6 +8,8 @@ from ui.times import shown
 # Preprocess outcome per file (manifest status); empty until a run has extracted the file, when the
 # API's own state says whether a run includes it yet.
 _EXTRACTION = {"ok": "extracted", "warning": "extracted with warnings", "error": "not extracted"}
+# The API's states of a document whose run failed (function_app/document_retries.py).
+_NOT_TRAINED = ("failed", "waiting to retry")
 
 
 def document_rows(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -15,12 +17,15 @@ def document_rows(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for doc in documents:
         outcome = doc.get("extraction") or ""
         messages = "; ".join(doc.get("messages") or [])
+        # A run that failed with the document outranks how its text came out: it is not trained on yet.
+        failed = doc.get("state") in _NOT_TRAINED
+        errors = [messages if outcome == "error" else "", doc.get("last_error") if failed else ""]
         rows.append({
             "document": doc.get("name"),
-            "state": _EXTRACTION.get(outcome) or doc.get("state") or outcome,
+            "state": doc.get("state") if failed else _EXTRACTION.get(outcome) or doc.get("state") or outcome,
             "pages": doc.get("pages"),
             "warnings": messages if outcome == "warning" else "",
-            "errors": messages if outcome == "error" else "",
+            "errors": "; ".join(e for e in errors if e),
             "uploaded": shown(doc.get("uploaded_at")),
             "first run": _first_run(doc.get("first_run")),
             "same content as": ", ".join(doc.get("same_content_as") or []),

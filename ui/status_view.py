@@ -73,6 +73,10 @@ def summarize(status: dict[str, Any], run: dict[str, Any] | None, now: datetime)
     # While a run is Pending it is still gathering uploads: they belong to it, not to the next run.
     if pending and not (active and active.get("step") == "Pending"):
         details.append(f"{pending} uploaded document(s) waiting for the next run.")
+    failed = status.get("failed_documents")
+    if failed:
+        details.append(f"{failed} document(s) failed in every run that tried them (see Documents for the reason); "
+                       f"a retrain or a new upload includes them again.")
     return StatusSummary(state, headline, details)
 
 

@@ -73,6 +73,14 @@ class AmlBackend(PipelineBackend):
                 return JobStatus(state="Failed", error=self._failure(job, steps, statuses))
             return JobStatus(state=aml_pipeline.progress_state(statuses))
 
+    def cancel_job(self, job_id: str, reason: str) -> None:
+        with azure_errors(f"cancel pipeline job {job_id} ({reason})"):
+            job = self._ml.jobs.get(job_id)
+            if job.status in aml_pipeline.ENDED_STATUSES:
+                return
+            # Not waited for: AML stops the step pods on its own; a later job_status shows Canceled.
+            self._ml.jobs.begin_cancel(job_id)
+
     def _step_jobs(self, job_id: str) -> dict[str, Any]:
         # The SDK yields None for child jobs it cannot parse; ours carry the step name as display name.
         return {child.display_name: child for child in self._ml.jobs.list(parent_job_name=job_id)
@@ -205,6 +213,11 @@ class AmlBackend(PipelineBackend):
             found = [aml_endpoint.to_deployment(d, endpoint)
                      for d in self._ml.online_deployments.list(endpoint_name=self._endpoint_name)]
         return sorted(found, key=_version_order)
+
+    def traffic(self) -> dict[str, int]:
+        with azure_errors(f"read traffic of {self._endpoint_name}"):
+            endpoint = self._endpoint()
+        return {name: int(share) for name, share in (endpoint.traffic if endpoint else {}).items() if share}
 
     def scoring_url(self) -> str | None:
         with azure_errors(f"read endpoint {self._endpoint_name}"):

@@ -28,6 +28,7 @@ STEP_STATES = {"preprocess": "Preprocessing", "train": "Training", "evaluate": "
 # AML job statuses after which a job never runs again (Paused can be resumed, so it is not here).
 FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
 COMPLETED = "Completed"
+ENDED_STATUSES = FAILED_STATUSES | {COMPLETED}
 
 # Where the steps write in the data container: snapshots under processed/, each run's model and
 # evaluation under runs/<id>/. Jobs write through the compute's managed identity, whose role condition

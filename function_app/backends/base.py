@@ -52,6 +52,10 @@ class PipelineBackend(ABC):
         """Where the job is now."""
 
     @abstractmethod
+    def cancel_job(self, job_id: str, reason: str) -> None:
+        """Stop the job (its compute is freed); a job that has ended already is left as it is."""
+
+    @abstractmethod
     def begin_deploy(self, run_id: str, model_name: str, model_version: str) -> Deployment:
         """Create a new deployment of the registered model beside the current one, with 0% traffic."""
 
@@ -74,6 +78,10 @@ class PipelineBackend(ABC):
     @abstractmethod
     def deployments(self) -> list[Deployment]:
         """Every deployment of the endpoint with its traffic share."""
+
+    @abstractmethod
+    def traffic(self) -> dict[str, int]:
+        """The endpoint's real traffic split right now: deployment name -> percent (only shares above 0)."""
 
     @abstractmethod
     def scoring_url(self) -> str | None:

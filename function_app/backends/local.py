@@ -117,6 +117,14 @@ class LocalBackend(PipelineBackend):
             return JobStatus("Failed", error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
         return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, metrics=metrics)
 
+    def cancel_job(self, job_id: str, reason: str) -> None:
+        job_dir = self.work / "jobs" / job_id
+        state = _read_json(job_dir / "state.json")
+        if state is None or state["state"] not in _RUNNING:
+            return
+        kill(_read_json(job_dir / "process.json"))  # the runner's whole process group: its step too
+        set_state(job_dir, "Failed", error=f"cancelled: {reason}")
+
     # ---- deployments -----------------------------------------------------------------------
     def _model_dir(self, record: dict) -> str:
         # The layout AML mounts a registered model at: .../azureml-models/<name>/<version>
@@ -243,6 +251,10 @@ class LocalBackend(PipelineBackend):
         kill(record.get("process"))
         del state["deployments"][name]
         self._save(state)
+
+    def traffic(self) -> dict[str, int]:
+        serving = self._state()["traffic"]
+        return {serving: 100} if serving else {}
 
     def scoring_url(self) -> str | None:
         return f"http://127.0.0.1:{self.settings.local_router_port}/score" if self._state()["traffic"] else None

@@ -83,7 +83,8 @@ class AmlService:
         fake.on_call = self._moves_on
 
     def _moves_on(self, operation: str, args: dict) -> None:
-        if operation == "jobs.get" and args["name"] in self.fake.job_names():
+        if operation == "jobs.get" and args["name"] in self.fake.job_names() \
+                and self.fake.job_status(args["name"]) != "Canceled":
             self._job_moves_on(args["name"])
         elif operation == "online_endpoints.get" and self.fake.endpoint_state() == "Creating":
             self.fake.set_endpoint_state("Succeeded")

@@ -153,6 +153,9 @@ class RecordingMLClient:
         """Every pipeline job created, in order."""
         return list(self._jobs)
 
+    def job_status(self, name: str) -> str:
+        return self._jobs[name].status
+
     def traffic(self) -> dict[str, int]:
         return dict(self._endpoint.traffic) if self._endpoint else {}
 
@@ -231,6 +234,15 @@ class _Jobs:
         _raise(failure)
         job._status = "NotStarted"
         return job
+
+    def begin_cancel(self, name: str, **kwargs: Any) -> LROPoller:
+        failure = self._fake._record("jobs.begin_cancel", name=name, **kwargs)
+        job = self._job(name)
+        if job.status not in ENDED:  # the service cancels the pipeline and its running steps
+            job.status = "Canceled"
+            job.steps = {step: ("Canceled" if status not in ENDED else status) for step, status in job.steps.items()}
+        _raise(failure)
+        return _done(None)
 
     def get(self, name: str) -> _BaseJob:
         _raise(self._fake._record("jobs.get", name=name))

@@ -52,6 +52,13 @@ def status_panel() -> None:
             st.error(literal(str(err)))
         else:
             st.success(literal(f"Run {answer.get('run')} queued: {answer.get('detail', '')}."))
+    if summary.state == status_view.IN_PROGRESS and st.button("Cancel the active run", icon=":material/cancel:"):
+        try:
+            answer = api.cancel_run()
+        except ApiError as err:
+            st.error(literal(str(err)))
+        else:
+            st.warning(literal(f"Run {answer.get('run')} {answer.get('state')}: {answer.get('error') or ''}"))
 
 
 def upload_panel() -> None:
