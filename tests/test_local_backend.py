@@ -115,7 +115,7 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         url = backend.scoring_url()
         assert url == f"http://127.0.0.1:{settings.local_router_port}/score"
         answer, headers = _score(url)
-        assert answer["model"] == {"name": "gpt2-pdf", "version": "1"} and headers["azureml-model-deployment"] == "v1"
+        assert answer["model"] == {"name": "gpt2-pdf", "version": "1", "weights": "int8"} and headers["azureml-model-deployment"] == "v1"
 
         backend.begin_deploy("run2", "gpt2-pdf", "2")
         with pytest.raises(PermanentBackendError, match="no free port"):
