@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--n-embd", type=int, help="override the size's width (heads stay 64 wide)")
     parser.add_argument("--requests", type=int, default=64, help="requests at --clients concurrency")
     parser.add_argument("--latency-requests", type=int, default=10, help="requests one at a time, per path")
-    parser.add_argument("--clients", type=int, default=THREADS)
+    parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
     shape = dict(SIZES[args.model_size])
     shape["n_layer"] = args.n_layer or shape["n_layer"]

@@ -2,10 +2,13 @@
 fetched from a real MLflow registry, the stable router URL, stop/resume, and a failing job step."""
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from function_app.backends import local_components
 from function_app.backends.base import PermanentBackendError
 from function_app.backends.local import LocalBackend
 from function_app.backends.local_processes import alive
+from function_app.backends.local_router import Router
+from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings
 from scripts.azurite import free_port
 from tests.tiny_model import make_tiny_model
@@ -73,6 +78,12 @@ def _score(url: str, headers: dict | None = None) -> tuple[dict, dict]:
         return json.loads(r.read()), dict(r.headers)
 
 
+def _score_text(url: str, body: dict) -> str:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return r.read().decode()
+
+
 def _wait_ready(backend: LocalBackend, name: str, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while (state := backend.deployment(name).state) != "Ready":
@@ -115,7 +126,11 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         url = backend.scoring_url()
         assert url == f"http://127.0.0.1:{settings.local_router_port}/score"
         answer, headers = _score(url)
-        assert answer["model"] == {"name": "gpt2-pdf", "version": "1", "weights": "int8"} and headers["azureml-model-deployment"] == "v1"
+        assert answer["model"] == {"name": "gpt2-pdf", "version": "1", "weights": "int8"}  # CPU default
+        assert headers["azureml-model-deployment"] == "v1"
+        streamed = _score_text(url, {"prompt": "Diogo is", "max_new_tokens": 5, "do_sample": False, "stream": True})
+        pieces, done = streamed_answer(streamed)  # through the router: the same text as the JSON answer
+        assert pieces == answer["generations"][0] and done["generations"] == answer["generations"]
 
         backend.begin_deploy("run2", "gpt2-pdf", "2")
         with pytest.raises(PermanentBackendError, match="no free port"):
@@ -166,3 +181,44 @@ def test_a_failing_step_fails_the_job_with_its_log(tmp_path: Path, azurite_conne
 
 
 from tests.azurite import azurite_connection  # noqa: E402,F401 - session fixture
+
+
+def test_the_router_passes_server_sent_events_through_as_they_come(tmp_path: Path) -> None:
+    # The deployment sends its second event only once the client has received the first: a router that
+    # buffered the answer would never deliver either.
+    first_seen = threading.Event()
+
+    class Streaming(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self.wfile.write(b'data: {"index": 0, "text": "one"}\n\n')
+            self.wfile.flush()
+            first_seen.wait(timeout=20)
+            self.wfile.write(b'event: done\ndata: {"generations": [["one two"]]}\n\n')
+
+        def log_message(self, *args) -> None:
+            pass
+
+    deployment = ThreadingHTTPServer(("127.0.0.1", 0), Streaming)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"deployments": {"v1": {"port": deployment.server_address[1]}}, "traffic": "v1"}))
+    Router.state_file = state
+    router = ThreadingHTTPServer(("127.0.0.1", 0), Router)
+    for server in (deployment, router):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", router.server_address[1], timeout=30)
+        conn.request("POST", "/score", b'{"prompt": "x", "stream": true}', {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.getheader("Content-Type") == "text/event-stream"
+        assert answer.getheader("azureml-model-deployment") == "v1"
+        first = answer.fp.readline() + answer.fp.readline()
+        assert first == b'data: {"index": 0, "text": "one"}\n\n'
+        first_seen.set()
+        assert answer.read() == b'event: done\ndata: {"generations": [["one two"]]}\n\n'
+    finally:
+        router.shutdown()
+        deployment.shutdown()

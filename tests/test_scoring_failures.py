@@ -48,7 +48,7 @@ def call(body) -> tuple[int, dict]:
 
 
 def gated_service(served, **limits) -> tuple[ScoringService, GatedForward]:
-    settings = ServingLimits(**{"max_rows": 8, **limits})
+    settings = ServingLimits(**{"max_rows": 8, "max_request_rows": 8, **limits})
     gated = GatedForward(Gpt2CachedForward(served.model, settings.max_rows))
     return ScoringService(served, gated, settings), gated
 
@@ -155,7 +155,7 @@ def test_a_request_past_its_deadline_gets_503_and_its_work_is_dropped(served):
     late = service.reply(json.dumps({**GOOD, "max_new_tokens": 50}))  # no step runs until released
     assert late.status == 503 and "Retry-After" in late.headers and "0.5 s" in late.body["message"]
     gated.go.release(10_000)
-    ontime = ScoringService(served, gated, ServingLimits(max_rows=8))
+    ontime = ScoringService(served, gated, ServingLimits(max_rows=8, max_request_rows=8))
     assert ontime.reply(json.dumps(GOOD)).status == 200
     assert len(gated.step_rows) <= 2 + 11  # the late request ran at most the one step it was waiting in
 
@@ -185,7 +185,8 @@ def test_health_probe_answers_while_the_server_is_full_and_extra_requests_get_50
     model_root = tmp_path / "azureml-models" / "gpt2-pdf" / "3"
     shutil.copytree(tiny_model_dir, model_root / tiny_model_dir.name)
     long = {"prompt": "Diogo is", "max_new_tokens": 60, "num_return_sequences": 4, "seed": 1}
-    env = {"SCORING_MAX_ROWS": "4", "SCORING_MAX_REQUESTS": "8", "SCORING_REQUEST_TIMEOUT_S": "600"}
+    env = {"SCORING_MAX_ROWS": "4", "SCORING_MAX_REQUEST_ROWS": "4", "SCORING_MAX_REQUESTS": "8",
+           "SCORING_REQUEST_TIMEOUT_S": "600"}
     with running_scoring_server(model_root, env=env) as base_url, httpx.Client(base_url=base_url, timeout=600) \
             as http, ThreadPoolExecutor(24) as pool:
         # One request at a time fits the 4 slots: 8 are in flight for seconds, the others are refused at once.

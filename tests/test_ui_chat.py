@@ -3,6 +3,7 @@ model) found through the real control plane API, and a readable message for ever
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +21,8 @@ from tests.tiny_model import make_tiny_model
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
 from tests.ui_servers import serving
+from ui.chat_view import reply_markdown
+from ui.scoring_client import GenerationSettings, Piece, stream
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 PROMPT = "Declaration: the documents describe"
@@ -61,7 +64,8 @@ def test_hint_and_generation_settings_are_shown(monkeypatch: pytest.MonkeyPatch,
     assert "does not answer questions" in hint and "start the sentence" in hint
     assert "**Declaration: Zorblat Quenwick is**" in hint
     assert {s.label: s.value for s in at.sidebar.slider} == {
-        "Max new tokens": 50, "Temperature": 0.7, "Top-k": 50, "Top-p": 0.95, "Repetition penalty": 1.0}
+        "Max new tokens": 50, "Temperature": 0.7, "Top-k": 50, "Top-p": 0.95, "Repetition penalty": 1.0,
+        "Alternatives": 1}
     assert at.sidebar.toggle[0].value is True
 
 
@@ -90,6 +94,51 @@ def test_answer_comes_from_the_deployed_model_with_its_version(monkeypatch: pyte
     assert len(at.chat_message) == 0
 
 
+def test_answers_stream_piece_by_piece_and_end_as_the_whole_answer(scoring_url: str) -> None:
+    settings = GenerationSettings(do_sample=False, max_new_tokens=12)
+    items = list(stream(scoring_url, PROMPT, settings))
+    pieces, answer = items[:-1], items[-1]
+    assert len(pieces) > 1 and all(isinstance(piece, Piece) for piece in pieces)
+    assert "".join(piece.text for piece in pieces) == answer.text
+    assert answer.texts == httpx.post(scoring_url, json={"prompt": PROMPT, **asdict(settings)}).json()["generations"][0]
+
+
+def test_alternatives_side_by_side_and_a_stop_sequence(monkeypatch: pytest.MonkeyPatch, scoring_url: str) -> None:
+    at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=scoring_url)
+    at.slider(key="num_return_sequences").set_value(3)
+    _, assistant = _send(at, PROMPT)
+    assert len(assistant.columns) == 3 and len(assistant.markdown) == 3
+    assert all(plain(markdown.value).startswith(PROMPT) for markdown in assistant.markdown)
+    greedy = httpx.post(scoring_url, json={"prompt": PROMPT, "max_new_tokens": 20, "do_sample": False}).json()
+    stop = greedy["generations"][0][0][5:8]  # text the greedy answer writes: it must end just before it
+    at.toggle(key="do_sample").set_value(False)
+    at.slider(key="max_new_tokens").set_value(20)
+    at.text_input(key="stop").set_value(stop)
+    _, _, _, assistant = _send(at, PROMPT)
+    expected = greedy["generations"][0][0].split(stop)[0]
+    assert plain(assistant.markdown[0].value) == plain(reply_markdown(PROMPT, expected))
+
+
+def test_multi_turn_sends_earlier_turns_as_context(monkeypatch: pytest.MonkeyPatch, scoring_url: str) -> None:
+    at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=scoring_url)
+    at.toggle(key="multi_turn").set_value(True).run()
+    assert "Earlier messages are sent as context" in plain(at.info[0].value)
+    at.toggle(key="do_sample").set_value(False)
+    at.slider(key="max_new_tokens").set_value(5)
+    first = _send(at, "Diogo is")[1]
+    assert "earlier turn" not in first.caption[0].value
+    second = _send(at, "The quick brown fox")[3]
+    assert "1 earlier turn as context" in second.caption[0].value
+    # The context is what the first exchange completed: the model saw it before the new prompt.
+    first_text = plain(first.markdown[0].value).replace("**", "").replace(" ", "")
+    alone = httpx.post(scoring_url, json={"prompt": "The quick brown fox", "max_new_tokens": 5,
+                                          "do_sample": False}).json()
+    assert alone["usage"]["history_turns"] == 0 and first_text.startswith("Diogois")
+    at.button(key="clear").click().run()
+    third = _send(at, "The quick brown fox")[1]
+    assert "earlier turn" not in third.caption[0].value
+
+
 def test_no_model_deployed_yet(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
     at = _chat(monkeypatch, control_plane.url)
     _, assistant = _send(at, PROMPT)
@@ -99,10 +148,10 @@ def test_no_model_deployed_yet(monkeypatch: pytest.MonkeyPatch, control_plane: C
 def test_model_refusal_names_the_field(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane,  # noqa: F811
                                        scoring_url: str) -> None:
     at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
-    at.slider(key="max_new_tokens").set_value(512)  # more than the tiny model's 128-token context
+    at.slider(key="max_new_tokens").set_value(200)  # more than the tiny model's 128-token context
     _, assistant = _send(at, PROMPT)
     assert plain(assistant.error[0].value) == ("The model refused the request: 'max_new_tokens' must be below the "
-                                        "model's context of 128 tokens, got 512")
+                                               "model's context of 128 tokens, got 200")
 
 
 def test_endpoint_down(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
@@ -139,8 +188,8 @@ def test_endpoint_without_a_serving_deployment(monkeypatch: pytest.MonkeyPatch, 
     finally:
         server.shutdown()
     assert plain(assistant.error[0].value) == ("The endpoint is not serving a model right now (HTTP 503: no "
-                                               "deployment holds traffic yet). A deployment may be starting; try "
-                                               "again in a minute.")
+                                               "deployment holds traffic yet). A deployment may be starting or "
+                                               "busy; try again in a minute.")
 
 
 # A stand-in for failures the real server only shows under faults (a crashed worker, a proxy in front).

@@ -1,4 +1,5 @@
-"""How a chat exchange is shown: the model's continuation after the prompt, and what produced it."""
+"""How a chat exchange is shown: the model's continuation after the prompt (alternatives side by side), and what
+produced it."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,8 +7,8 @@ from typing import Any
 from ui.markdown_text import literal
 from ui.scoring_client import Answer
 
-# Echoed by the server but fixed by the UI (one continuation per prompt): not worth a place on screen.
-_NOT_SHOWN = {"num_return_sequences"}
+# Echoed by the server but shown otherwise (alternatives are the columns) or only when set.
+_NOT_SHOWN = {"num_return_sequences", "stop"}
 
 
 def reply_markdown(prompt: str, continuation: str) -> str:
@@ -21,8 +22,18 @@ def reply_markdown(prompt: str, continuation: str) -> str:
 def answer_caption(answer: Answer) -> str:
     """Which model answered and the exact settings it used (seed included), to reproduce the answer."""
     used = [f"{key}={value}" for key, value in answer.parameters.items() if key not in _NOT_SHOWN]
+    if answer.parameters.get("stop"):
+        used.append(f"stop={answer.parameters['stop']}")
+    if answer.history_turns:
+        used.append(f"{answer.history_turns} earlier turn{'s' if answer.history_turns > 1 else ''} as context")
     return " · ".join([f"{answer.model_name} version {answer.model_version}", *used])
 
 
 def history_entry(prompt: str, answer: Answer) -> dict[str, Any]:
-    return {"role": "assistant", "markdown": reply_markdown(prompt, answer.text), "caption": answer_caption(answer)}
+    return {"role": "assistant", "markdowns": [reply_markdown(prompt, text) for text in answer.texts],
+            "caption": answer_caption(answer)}
+
+
+def conversation_turn(prompt: str, answer: Answer) -> str:
+    """What an exchange contributes as context to the next ones in multi-turn mode: the completed text."""
+    return f"{prompt}{answer.text}"

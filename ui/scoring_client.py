@@ -1,9 +1,12 @@
-"""Ask the scoring endpoint (aks_jobs/score.py behind azmlinfsrv or an AML online endpoint) to complete a prompt.
+"""Ask the scoring endpoint (aks_jobs/score.py behind azmlinfsrv or an AML online endpoint) to complete a prompt,
+streamed piece by piece.
 
 Every failure becomes a ScoringError with a message for the person chatting, never a traceback.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,57 +29,120 @@ class GenerationSettings:
     top_p: float = 0.95
     repetition_penalty: float = 1.0
     do_sample: bool = True
+    num_return_sequences: int = 1  # alternatives, shown side by side
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these
 
 
 @dataclass(frozen=True)
 class Answer:
-    text: str  # the continuation only; the scoring script does not repeat the prompt
+    texts: list[str]  # the continuations only, one per alternative; the scoring script does not repeat the prompt
     model_name: str
     model_version: str
     parameters: dict[str, Any]  # what the server actually used (seed included), to reproduce the answer
+    history_turns: int = 0  # earlier turns the server fitted into the model's window
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
 
 
-def complete(scoring_url: str | None, prompt: str, settings: GenerationSettings, *,
-             key: str = "", timeout_s: float = 120.0) -> Answer:
+@dataclass(frozen=True)
+class Piece:
+    """Text the model just wrote for one alternative."""
+
+    sequence: int
+    text: str
+
+
+def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *, history: Sequence[str] = (),
+           key: str = "", timeout_s: float = 120.0) -> Iterator[Piece | Answer]:
+    """Pieces of text as the model writes them (Server-Sent Events), then the whole Answer.
+
+    `history`: earlier turns, oldest first, sent as context; the server keeps the newest that fit the model.
+    An endpoint that answers with plain JSON (no streaming) gives just the Answer.
+    """
     if not scoring_url:
         raise ScoringError("No model is deployed yet. Upload PDFs on the Knowledge Base page; the chat works "
                            "once the status says New model deployed.")
     if not prompt.strip():
         raise ScoringError("Type the beginning of a sentence for the model to complete.")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = {"prompt": prompt, **asdict(settings), "stream": True, **({"history": list(history)} if history else {})}
     try:
-        response = httpx.post(scoring_url, json={"prompt": prompt, **asdict(settings)}, headers=headers,
-                              timeout=timeout_s)
+        with httpx.stream("POST", scoring_url, json=body, headers=headers, timeout=timeout_s) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _refusal(scoring_url, response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                response.read()
+                yield _answer(response)
+                return
+            for event, data in _events(response.iter_lines()):
+                if event == "done":
+                    yield _answer_from(data)
+                    return
+                if event == "error":
+                    raise ScoringError(f"The model stopped before finishing: {data.get('message')}")
+                if data.get("prompt", 0) == 0:
+                    yield Piece(int(data.get("sequence", 0)), str(data.get("text", "")))
     except httpx.TimeoutException:
         raise ScoringError(f"The model did not answer within {timeout_s:g} s. Try fewer new tokens, or try "
                            f"again when the endpoint is less busy.") from None
     except httpx.HTTPError:
         raise ScoringError(f"The scoring endpoint at {scoring_url} is not answering (connection refused or "
                            f"host not found). It may be starting or down; try again in a minute.") from None
+    raise ScoringError("The answer stream ended before the answer was complete; try again.")
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event name, JSON data) per Server-Sent Event."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                try:
+                    yield event, json.loads("\n".join(data))
+                except ValueError:
+                    raise ScoringError("The scoring endpoint streamed something that is not an answer.") from None
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[len("event:"):].strip()
+        elif line.startswith("data:"):
+            data.append(line[len("data:"):].strip())
+
+
+def _refusal(scoring_url: str, response: httpx.Response) -> ScoringError:
     if response.status_code == 400:
-        raise ScoringError(f"The model refused the request: {error_detail(response)}")
+        return ScoringError(f"The model refused the request: {error_detail(response)}")
     if response.status_code in (401, 403):
-        raise ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set SCORING_KEY "
-                           f"to the endpoint's key.")
+        return ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set SCORING_KEY "
+                            f"to the endpoint's key.")
     if response.status_code == 404:
-        raise ScoringError(f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
-                           f"progress; check the Knowledge Base status.")
+        return ScoringError(f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
+                            f"progress; check the Knowledge Base status.")
     if response.status_code == 503:
-        raise ScoringError(f"The endpoint is not serving a model right now (HTTP 503: {error_detail(response)}). "
-                           f"A deployment may be starting; try again in a minute.")
-    if response.status_code >= 400:
-        raise ScoringError(f"The scoring endpoint failed (HTTP {response.status_code}): {error_detail(response)}")
-    return _answer(response)
+        return ScoringError(f"The endpoint is not serving a model right now (HTTP 503: {error_detail(response)}). "
+                            f"A deployment may be starting or busy; try again in a minute.")
+    return ScoringError(f"The scoring endpoint failed (HTTP {response.status_code}): {error_detail(response)}")
 
 
 def _answer(response: httpx.Response) -> Answer:
     try:
         body = response.json()
-        text = body["generations"][0][0]
+    except ValueError:
+        body = None
+    return _answer_from(body)
+
+
+def _answer_from(body: Any) -> Answer:
+    try:
+        texts = [str(text) for text in body["generations"][0]]
         model = body.get("model") or {}
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        texts[0]  # noqa: B018 - at least one generation
+    except (KeyError, IndexError, TypeError, AttributeError):
         raise ScoringError("The scoring endpoint answered without a generation; is SCORING_URL pointing at "
                            "the model's /score?") from None
-    return Answer(text=str(text), model_name=str(model.get("name", "unknown")),
+    return Answer(texts=texts, model_name=str(model.get("name", "unknown")),
                   model_version=str(model.get("version", "unknown")),
-                  parameters=body.get("parameters") or {})
+                  parameters=body.get("parameters") or {},
+                  history_turns=int((body.get("usage") or {}).get("history_turns", 0)))

@@ -103,7 +103,7 @@ class ScoreRequest(BaseModel):
                                                        "gives one sequence per prompt")
         if self.history and self.prompt_is_list:
             raise RequestError("history", "goes with a single prompt string, not a list of prompts")
-        limit = _limits(info).max_rows
+        limit = _limits(info).max_request_rows
         if self.rows > limit:
             raise RequestError("num_return_sequences", f"times the number of prompts ({len(self.prompts)}) "
                                                        f"must be at most {limit}; send fewer prompts or sequences")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEVICE_DEFAULTS = {
-    "cpu": {"max_new_tokens": 256, "max_rows": 16, "max_return_sequences": 5, "max_prompts": 8,
-            "max_requests": 48, "request_timeout_s": 120.0},
-    "cuda": {"max_new_tokens": 512, "max_rows": 64, "max_return_sequences": 8, "max_prompts": 32,
-             "max_requests": 48, "request_timeout_s": 60.0},
+    "cpu": {"max_new_tokens": 256, "max_rows": 16, "max_request_rows": 8, "max_return_sequences": 5,
+            "max_prompts": 8, "max_requests": 48, "request_timeout_s": 120.0},
+    "cuda": {"max_new_tokens": 512, "max_rows": 64, "max_request_rows": 32, "max_return_sequences": 8,
+             "max_prompts": 32, "max_requests": 48, "request_timeout_s": 60.0},
 }
 
 
@@ -29,11 +29,19 @@ class ServingLimits(BaseSettings):
     max_return_sequences: int = Field(5, ge=1)
     max_prompts: int = Field(8, ge=1)
     max_rows: int = Field(16, ge=1)  # sequences decoded together: the KV cache holds this many
+    # Sequences of one request (prompts x num_return_sequences): half the cache, so no request holds it all.
+    max_request_rows: int = Field(8, ge=1)
     max_prompt_chars: int = Field(16_384, ge=1)  # a 1,024-token context holds ~4,000 characters of English
     max_body_chars: int = Field(1_048_576, ge=1)
     max_requests: int = Field(48, ge=1)  # running + queued; more is 503. Below the server's threads (scoring_server)
     request_timeout_s: float = Field(120.0, gt=0)  # from arrival to the last token, queueing included
     retry_after_s: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _request_fits_the_cache(self) -> ServingLimits:
+        if self.max_request_rows > self.max_rows:
+            raise ValueError(f"max_request_rows ({self.max_request_rows}) must not exceed max_rows ({self.max_rows})")
+        return self
 
     @classmethod
     def for_device(cls, device: str) -> ServingLimits:

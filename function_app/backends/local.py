@@ -29,6 +29,7 @@ from function_app.backends.base import (
 )
 from function_app.backends.local_job import JobSpec, set_state, write_json
 from function_app.backends.local_processes import alive, kill, port_open, spawn
+from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings, child_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,24 +184,34 @@ class LocalBackend(PipelineBackend):
         return [self._describe(n, r, state["traffic"]) for n, r in state["deployments"].items()]
 
     def smoke_test(self, name: str, prompt: str) -> str:
+        """The same greedy request answered as JSON and streamed: both must give the same text."""
         _, record = self._record(name)
-        body = json.dumps({"prompt": prompt, "max_new_tokens": 16, "do_sample": False}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{record['port']}/score", data=body, headers={"Content-Type": "application/json"}
-        )
+        body = {"prompt": prompt, "max_new_tokens": 16, "do_sample": False}
+        answer = json.loads(self._score(name, record, body))
+        try:
+            text = answer["generations"][0][0]
+        except (KeyError, IndexError, TypeError):
+            raise RuntimeError(f"deployment {name} answered without a generation: {str(answer)[:300]}") from None
+        try:
+            pieces, done = streamed_answer(self._score(name, record, {**body, "stream": True}))
+        except (ValueError, KeyError, TypeError) as e:
+            raise RuntimeError(f"deployment {name} streamed a broken answer: {e}") from None
+        if pieces[:1] != [text] or done.get("generations") != answer["generations"]:
+            raise RuntimeError(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
+        return text
+
+    def _score(self, name: str, record: dict, body: dict) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{record['port']}/score", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=120) as r:
-                answer = json.loads(r.read())
+                return r.read().decode("utf-8")
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"deployment {name} answered HTTP {e.code}: {e.read()[:300]!r}") from None
         except (urllib.error.URLError, TimeoutError) as e:
             if alive(record.get("process")):
                 raise TransientBackendError(f"deployment {name} did not answer: {e}") from None
             raise RuntimeError(f"deployment {name} is not running: {e}") from None
-        try:
-            return answer["generations"][0][0]
-        except (KeyError, IndexError, TypeError):
-            raise RuntimeError(f"deployment {name} answered without a generation: {str(answer)[:300]}") from None
 
     def shift_traffic(self, name: str) -> None:
         state, _ = self._record(name)

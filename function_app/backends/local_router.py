@@ -49,18 +49,37 @@ class Router(BaseHTTPRequestHandler):
         try:
             conn.request(self.command, self.path, body, {"Content-Type": self.headers.get("Content-Type", "application/json")})
             answer = conn.getresponse()
+            if answer.getheader("Content-Type", "").startswith("text/event-stream"):
+                self._pass_stream(answer, target)
+                return
             data = answer.read()
         except OSError as e:
             self._reply(502, {"message": f"deployment {target} did not answer: {e}"})
             return
         finally:
-            conn.close()
+            conn.close()  # also when the client left mid-stream: the deployment sees it and drops the work
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
         self.send_header("Content-Length", str(len(data)))
         self.send_header(DEPLOYMENT_HEADER, target)
         self.end_headers()
         self.wfile.write(data)
+
+    def _pass_stream(self, answer: http.client.HTTPResponse, target: str) -> None:
+        """Server-Sent Events go through piece by piece as the deployment writes them, never buffered whole.
+        The router speaks HTTP/1.0, so the end of the stream is the end of the connection."""
+        self.send_response(answer.status)
+        for name in ("Content-Type", "Cache-Control"):
+            if answer.getheader(name):
+                self.send_header(name, answer.getheader(name))
+        self.send_header(DEPLOYMENT_HEADER, target)
+        self.end_headers()
+        try:
+            while chunk := answer.read1(65536):
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away; closing our upstream connection tells the deployment
 
     do_GET = do_POST = _forward
 

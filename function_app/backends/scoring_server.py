@@ -9,6 +9,7 @@ only on a main thread, so score.py enforces its own deadline, below the endpoint
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 WORKER_COUNT = 1
@@ -30,3 +31,21 @@ def server_env(*gunicorn_args: str) -> dict[str, str]:
 def local_server_env() -> dict[str, str]:
     """For scoring servers on this machine: loopback only, and no shared gunicorn control socket in $HOME."""
     return server_env("--no-control-socket", f"--config {LOOPBACK_CONFIG}")
+
+
+def streamed_answer(body: str) -> tuple[list[str], dict]:
+    """A streamed scoring answer (Server-Sent Events, see aks_jobs/score.py): the text pieces joined per sequence
+    (by "index"), and the final `done` event's answer. Raises ValueError for an `error` event or no `done`."""
+    texts: dict[int, str] = {}
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        lines = [line for line in block.split("\n") if line]
+        if not lines:
+            continue
+        event = next((line[len("event: "):] for line in lines if line.startswith("event: ")), "message")
+        data = json.loads("\n".join(line[len("data: "):] for line in lines if line.startswith("data: ")))
+        if event == "done":
+            return [texts[i] for i in sorted(texts)], data
+        if event == "error":
+            raise ValueError(f"the stream ended with an error: {data.get('message')}")
+        texts[data["index"]] = texts.get(data["index"], "") + data["text"]
+    raise ValueError(f"the stream ended without its done event: {body[-300:]!r}")

@@ -5,17 +5,20 @@ import streamlit as st
 
 from ui import page_setup
 from ui.api_client import ApiError
-from ui.chat_view import history_entry
+from ui.chat_view import conversation_turn, history_entry, reply_markdown
 from ui.markdown_text import literal
-from ui.scoring_client import GenerationSettings, ScoringError, complete
+from ui.scoring_client import GenerationSettings, Piece, ScoringError, stream
 
 config = page_setup.settings()
 defaults = GenerationSettings()
 
 st.title(":material/chat: Chat")
+multi_turn = st.session_state.get("multi_turn", False)
 st.info(f"This GPT-2 **completes text**; it does not answer questions. Do not ask a question, start the "
         f"sentence: instead of *Who is Zorblat Quenwick?* write **{literal(config.example_prompt)}** and let "
-        f"the model finish it. Each message is completed on its own (earlier messages are not sent).",
+        f"the model finish it. "
+        + ("Earlier messages are sent as context, the oldest dropped first when they no longer fit the model."
+           if multi_turn else "Each message is completed on its own (earlier messages are not sent)."),
         icon=":material/lightbulb:")
 # True in the run right after the click only, so each click sends the example once.
 example = st.button(f"Try the example: {literal(config.example_prompt)}", icon=":material/play_arrow:",
@@ -23,6 +26,10 @@ example = st.button(f"Try the example: {literal(config.example_prompt)}", icon="
 
 with st.sidebar:
     st.header("Generation settings")
+    sample = st.toggle("Sample", defaults.do_sample, key="do_sample",
+                       help="Off: always the likeliest next word (greedy; the sliders below are unused).")
+    stop = st.text_input("Stop at", "", key="stop", help="The answer ends just before this text (e.g. a full "
+                                                         "stop); empty: write up to max new tokens.")
     settings = GenerationSettings(
         max_new_tokens=st.slider("Max new tokens", 1, 512, defaults.max_new_tokens, key="max_new_tokens"),
         temperature=st.slider("Temperature", 0.05, 2.0, defaults.temperature, 0.05, key="temperature",
@@ -34,11 +41,17 @@ with st.sidebar:
         repetition_penalty=st.slider("Repetition penalty", 1.0, 2.0, defaults.repetition_penalty, 0.05,
                                      key="repetition_penalty",
                                      help="Above 1 discourages repeating the same words."),
-        do_sample=st.toggle("Sample", defaults.do_sample, key="do_sample",
-                            help="Off: always the likeliest next word (greedy; the sliders above are unused)."),
+        do_sample=sample,
+        num_return_sequences=st.slider("Alternatives", 1, 5, 1, key="num_return_sequences", disabled=not sample,
+                                       help="Several answers to compare, side by side (sampling only).")
+        if sample else 1,
+        stop=(stop,) if stop else (),
     )
+    st.toggle("Remember the conversation", False, key="multi_turn",
+              help="Send earlier messages as context; the oldest are dropped when they no longer fit the model.")
     if st.button("Clear chat", icon=":material/delete_sweep:", key="clear"):
         st.session_state["chat"] = []
+        st.session_state["turns"] = []
 
 
 def scoring_url() -> str | None:
@@ -51,14 +64,43 @@ def scoring_url() -> str | None:
         raise ScoringError(f"Cannot find the model's endpoint: {err}") from None
 
 
+def render(message: dict) -> None:
+    if "error" in message:
+        st.error(literal(message["error"]), icon=":material/error:")
+    elif len(message.get("markdowns", ())) > 1:
+        for column, markdown in zip(st.columns(len(message["markdowns"])), message["markdowns"]):
+            column.markdown(markdown)
+    else:
+        st.markdown(message.get("markdown") or message["markdowns"][0])
+    if "caption" in message:
+        st.caption(message["caption"])
+
+
 def show(message: dict) -> None:
     with st.chat_message(message["role"]):
-        if "error" in message:
-            st.error(literal(message["error"]), icon=":material/error:")
-        else:
-            st.markdown(message["markdown"])
-        if "caption" in message:
-            st.caption(message["caption"])
+        render(message)
+
+
+def answer(prompt: str) -> dict:
+    """Stream the model's answer onto the page as it is written; return the history entry."""
+    live = st.empty()
+    texts = [""] * settings.num_return_sequences
+    try:
+        context = st.session_state.setdefault("turns", []) if multi_turn else []
+        for item in stream(scoring_url(), prompt, settings, history=context, key=config.scoring_key,
+                           timeout_s=config.scoring_timeout_s):
+            if isinstance(item, Piece):
+                texts[item.sequence] += item.text
+                with live.container():
+                    render({"markdowns": [reply_markdown(prompt, text) + " ▍" for text in texts]})
+            else:
+                st.session_state.setdefault("turns", []).append(conversation_turn(prompt, item))
+                entry = history_entry(prompt, item)
+    except ScoringError as err:
+        entry = {"role": "assistant", "error": str(err)}
+    with live.container():
+        render(entry)
+    return entry
 
 
 history: list[dict] = st.session_state.setdefault("chat", [])
@@ -70,12 +112,5 @@ prompt = typed or (config.example_prompt if example else None)
 if prompt:
     history.append({"role": "user", "markdown": literal(prompt)})
     show(history[-1])
-    with st.spinner("The model is writing..."):
-        try:
-            answer = complete(scoring_url(), prompt, settings, key=config.scoring_key,
-                              timeout_s=config.scoring_timeout_s)
-        except ScoringError as err:
-            history.append({"role": "assistant", "error": str(err)})
-        else:
-            history.append(history_entry(prompt, answer))
-    show(history[-1])
+    with st.chat_message("assistant"):
+        history.append(answer(prompt))
