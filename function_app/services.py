@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.blob import ContainerClient
 
 from function_app.backends import create_backend
@@ -34,6 +34,11 @@ def build(settings: Settings, connection: StorageConnection, backend: PipelineBa
         container.create_container()
     except ResourceExistsError:
         pass
+    except HttpResponseError as error:
+        # In Azure, Bicep makes the container and the Function identity only reads blobs there
+        # (Storage Blob Data Reader): creating it is refused, and that is expected.
+        if error.status_code != 403:
+            raise
     store = StatusStore.open(table_service(connection), settings.status_table)
     backend = backend or create_backend(settings)
     return Services(settings, store, container, backend, Orchestrator(store, backend, container, settings))

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Deploys the whole product into one resource group, from an empty subscription to a running app:
-#   infra        Bicep: storage, Function app, Event Grid topic, AML workspace, AKS + AzureML extension,
-#                compute attach, role assignments (az deployment group create)
+#   infra        the UI's Entra app registration (sign-in), then Bicep: storage, VNet, Function app,
+#                web UI, Event Grid topic, AML workspace, AKS + AzureML extension, compute attach,
+#                role assignments (az deployment group create)
 #   image        the job/scoring image: az acr build of aks_jobs/Dockerfile
 #   environment  AML environment gpt2-pdf-jobs (what azureml:gpt2-pdf-jobs@latest resolves to)
 #   k8s          AML instance types on the cluster (az aks get-credentials + kubectl apply)
 #   function     the Function app code (func azure functionapp publish)
+#   ui           the web UI's code (az webapp deploy) and its sign-in redirect URI
 #   events       Event Grid subscription: BlobCreated under inputs/ -> blob extension webhook
 #                (needs the blobs_extension key, which exists only after publish)
 # Every step is idempotent; rerun the script (or some steps with --steps) after any change.
@@ -22,18 +24,19 @@ Usage: infra/deploy.sh -g RESOURCE_GROUP [-l LOCATION] [options]
   -p, --parameters FILE       Bicep parameters file (env PARAMETERS_FILE; default infra/main.parameters.json)
       --set NAME=VALUE        override one Bicep parameter (repeatable), e.g. --set gpuPoolMaxCount=2
   -t, --image-tag TAG         image tag and AML environment version (env IMAGE_TAG; default: git commit)
-      --steps LIST            comma-separated subset of: infra,image,environment,k8s,function,events
+      --steps LIST            comma-separated subset of: infra,image,environment,k8s,function,ui,events
   -h, --help                  this text
 
 Other environment: DEPLOYMENT_NAME (gpt2-pdf), IMAGE_REPOSITORY (gpt2-pdf-jobs), TORCH_INDEX_URL (build
 arg, see aks_jobs/Dockerfile), DEPLOYER_PRINCIPAL_ID / DEPLOYER_PRINCIPAL_TYPE (default: the signed-in
 az identity), BLOB_FUNCTION_NAME (default: the app's only blob-triggered function),
-EVENT_SUBSCRIPTION_NAME (inputs-blob-created).
+EVENT_SUBSCRIPTION_NAME (inputs-blob-created), UI_APP_REGISTRATION (display name of the UI's Entra app
+registration; default gpt2-pdf-ui-<resource group>).
 EOF
 }
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ALL_STEPS="infra,image,environment,k8s,function,events"
+ALL_STEPS="infra,image,environment,k8s,function,ui,events"
 
 RESOURCE_GROUP="${RESOURCE_GROUP:-}"
 LOCATION="${LOCATION:-}"
@@ -48,6 +51,7 @@ DEPLOYER_PRINCIPAL_ID="${DEPLOYER_PRINCIPAL_ID:-}"
 DEPLOYER_PRINCIPAL_TYPE="${DEPLOYER_PRINCIPAL_TYPE:-}"
 BLOB_FUNCTION_NAME="${BLOB_FUNCTION_NAME:-}"
 EVENT_SUBSCRIPTION_NAME="${EVENT_SUBSCRIPTION_NAME:-inputs-blob-created}"
+UI_APP_REGISTRATION="${UI_APP_REGISTRATION:-}"
 PARAMETER_OVERRIDES=()
 
 log() { printf '[deploy %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -68,6 +72,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ -n "$RESOURCE_GROUP" ]] || die "no resource group: pass -g NAME or set RESOURCE_GROUP"
+UI_APP_REGISTRATION="${UI_APP_REGISTRATION:-gpt2-pdf-ui-$RESOURCE_GROUP}"
 [[ -f "$PARAMETERS_FILE" ]] || die "parameters file '$PARAMETERS_FILE' not found (-p FILE)"
 IFS=',' read -r -a SELECTED_STEPS <<< "$STEPS"
 for step in "${SELECTED_STEPS[@]}"; do
@@ -143,10 +148,18 @@ step_infra() {
   fi
 
   resolve_deployer
+  local ui_client_id
+  ui_client_id="$(ui_app_registration)"
+  if [[ -z "$ui_client_id" ]]; then
+    log "creating the Entra app registration $UI_APP_REGISTRATION (UI sign-in)"
+    ui_client_id="$(az ad app create --display-name "$UI_APP_REGISTRATION" --sign-in-audience AzureADMyOrg \
+      --enable-id-token-issuance true --query appId --output tsv)"
+  fi
   log "deploying infra/main.bicep (first run: 20-40 minutes, mostly AKS and the AzureML extension)"
   az deployment group create --resource-group "$RESOURCE_GROUP" --name "$DEPLOYMENT_NAME" \
     --template-file "$REPO_ROOT/infra/main.bicep" --parameters "@$PARAMETERS_FILE" \
     --parameters "deployerPrincipalId=$DEPLOYER_PRINCIPAL_ID" "deployerPrincipalType=$DEPLOYER_PRINCIPAL_TYPE" \
+      "uiAuthClientId=$ui_client_id" \
     ${PARAMETER_OVERRIDES[@]+"${PARAMETER_OVERRIDES[@]}"} --output none
 }
 
@@ -158,8 +171,10 @@ step_image() {
   rm -rf "$context" && mkdir -p "$context"
   tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - aks_jobs constraints.txt | tar -C "$context" -xf -
   log "building $IMAGE_REPOSITORY:$IMAGE_TAG in $registry (ACR Tasks, no local Docker needed)"
+  # az opens --file from the current folder, not from the context (Azure/azure-cli acr/_archive_utils.py,
+  # _pack_source_code): an absolute path inside the context works from wherever this script is run.
   az acr build --registry "$registry" --image "$IMAGE_REPOSITORY:$IMAGE_TAG" \
-    --file aks_jobs/Dockerfile --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" "$context"
+    --file "$context/aks_jobs/Dockerfile" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" "$context"
 }
 
 step_environment() {
@@ -195,6 +210,29 @@ step_function() {
   [[ -f "$REPO_ROOT/.funcignore" ]] || die "$REPO_ROOT/.funcignore is missing: func would upload .venv and node_modules"
   log "publishing the Function app to $app (remote build of requirements.txt)"
   (cd "$REPO_ROOT" && func azure functionapp publish "$app" --python --build remote)
+}
+
+# The appId of the UI's app registration, or nothing if it does not exist yet.
+ui_app_registration() {
+  az ad app list --display-name "$UI_APP_REGISTRATION" --query "[0].appId" --output tsv
+}
+
+step_ui() {
+  local app host client_id package="$WORK_DIR/ui-package"
+  app="$(output uiAppName)"
+  host="$(output uiHostName)"
+  client_id="$(ui_app_registration)"
+  [[ -n "$client_id" ]] || die "no app registration '$UI_APP_REGISTRATION': run --steps infra first"
+  log "allowing sign-in redirects to https://$host"
+  az ad app update --id "$client_id" --web-redirect-uris "https://$host/.auth/login/aad/callback" --output none
+  # The package App Service builds: ui/ as in the repo, its pinned requirements under constraints.txt.
+  rm -rf "$package" && mkdir -p "$package"
+  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - ui constraints.txt | tar -C "$package" -xf -
+  printf '%s\n' '-c constraints.txt' '-r ui/requirements.txt' > "$package/requirements.txt"
+  (cd "$package" && zip -qr "$WORK_DIR/ui.zip" .)
+  log "deploying the web UI to $app (App Service builds ui/requirements.txt)"
+  az webapp deploy --resource-group "$RESOURCE_GROUP" --name "$app" --src-path "$WORK_DIR/ui.zip" --type zip \
+    --output none
 }
 
 blobs_extension_key() {
@@ -234,6 +272,7 @@ step_events() {
 }
 
 require_tools az tar sed
+wants ui && require_tools zip
 WORK_DIR="$(mktemp -d)"
 trap 'rm -rf "$WORK_DIR"' EXIT
 wants k8s && require_tools kubectl kubelogin
@@ -244,7 +283,7 @@ fi
 [[ -z "$SUBSCRIPTION" ]] || az account set --subscription "$SUBSCRIPTION"
 [[ -n "$IMAGE_TAG" ]] || IMAGE_TAG="$(default_image_tag)"
 
-for step in infra image environment k8s function events; do
+for step in infra image environment k8s function ui events; do
   if wants "$step"; then
     log "step: $step"
     "step_$step"
@@ -252,5 +291,6 @@ for step in infra image environment k8s function events; do
 done
 
 log "done. Resource group $RESOURCE_GROUP, Function app $(output functionAppName), image tag $IMAGE_TAG."
+log "Web UI: https://$(output uiHostName) (sign in with your Entra ID account)."
 log "Verify: docs/deploy.md ('Verify'). Upload a PDF: az storage blob upload --auth-mode login" \
   "--account-name $(output storageAccountName) --container-name $(output dataContainerName) --name $(output inputsPrefix)<file>.pdf --file <file>.pdf"

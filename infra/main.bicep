@@ -20,6 +20,7 @@ param tags object = {
 }
 
 param storageAccountName string = toLower('st${namePrefix}data${nameSuffix}')
+param hostStorageAccountName string = toLower('st${namePrefix}host${nameSuffix}')
 param workspaceStorageName string = toLower('st${namePrefix}ml${nameSuffix}')
 param functionAppName string = '${namePrefix}-func-${nameSuffix}'
 param functionPlanName string = '${namePrefix}-plan-${nameSuffix}'
@@ -32,6 +33,9 @@ param registryName string = toLower('acr${namePrefix}${nameSuffix}')
 param workspaceName string = '${namePrefix}-mlw-${nameSuffix}'
 param clusterName string = '${namePrefix}-aks-${nameSuffix}'
 param computeIdentityName string = '${namePrefix}-id-compute-${nameSuffix}'
+param vnetName string = '${namePrefix}-vnet-${nameSuffix}'
+param uiPlanName string = '${namePrefix}-plan-ui-${nameSuffix}'
+param uiAppName string = '${namePrefix}-ui-${nameSuffix}'
 
 // ---------- names the code and the jobs agree on (function_app/settings.py defaults) ----------
 param dataContainerName string = 'gpt2-training-data'
@@ -121,15 +125,37 @@ param systemPoolMaxCount int = 3
 param gpuPoolVmSize string = 'Standard_NC4as_T4_v3'
 
 param gpuPoolMaxCount int = 1
+
+@description('GPU nodes always running (billed while idle). 1 by default: the extension\'s Volcano scheduler does not let the cluster autoscaler add a GPU node from zero (docs/deploy.md, "GPU node").')
+@minValue(0)
+param gpuPoolMinCount int = 1
 param osDiskSizeGB int = 128
 param enableEncryptionAtHost bool = false
 param apiServerAuthorizedIpRanges array = []
 param enableContainerInsights bool = true
 param amlExtensionName string = 'azureml'
 param workloadNamespace string = 'gpt2-pdf'
-param allowInsecureScoring bool = true
+@description('internal (default): scoring router on an internal load balancer, reachable only inside the VNet (Function app, UI). publicTls: HTTPS on a public IP with your certificate (docs/deploy.md).')
+@allowed([
+  'internal'
+  'publicTls'
+])
+param scoringExposure string = 'internal'
+
 param scoringSslCname string = ''
 param scoringSslSecretName string = ''
+
+// ---------- network (modules/network.bicep) ----------
+param vnetAddressPrefix string = '10.40.0.0/16'
+param aksSubnetPrefix string = '10.40.0.0/22'
+param functionSubnetPrefix string = '10.40.4.0/24'
+param uiSubnetPrefix string = '10.40.5.0/24'
+
+// ---------- web UI (modules/ui.bicep) ----------
+@description('Application (client) id of the Entra app registration the UI signs people in with; infra/deploy.sh creates it and passes it.')
+param uiAuthClientId string = ''
+
+param uiSkuName string = 'B1'
 
 // ---------- who deploys ----------
 @description('Object id of the user or service principal running infra/deploy.sh; gets kubectl rights on the cluster.')
@@ -145,7 +171,9 @@ param deployerPrincipalType string = 'User'
 // The blob layout inside the data container is fixed by the code (architecture: inputs/, processed/).
 var inputsPrefix = 'inputs/'
 var processedPrefix = 'processed/'
+var runsPrefix = 'runs/'
 var deploymentContainerName = 'app-package'
+var aksSubnetName = 'aks-nodes'
 var poisonQueueName = 'webjobs-blobtrigger-poison'
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -169,11 +197,34 @@ module storage 'modules/storage.bicep' = {
     storageAccountName: storageAccountName
     skuName: storageSkuName
     dataContainerName: dataContainerName
-    deploymentContainerName: deploymentContainerName
     statusTableName: statusTableName
     poisonQueueName: poisonQueueName
     systemTopicName: systemTopicName
     softDeleteDays: softDeleteDays
+  }
+}
+
+module hostStorage 'modules/hoststorage.bicep' = {
+  name: 'hoststorage'
+  params: {
+    location: location
+    tags: tags
+    storageAccountName: hostStorageAccountName
+    skuName: storageSkuName
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module network 'modules/network.bicep' = {
+  name: 'network'
+  params: {
+    location: location
+    tags: tags
+    vnetName: vnetName
+    addressPrefix: vnetAddressPrefix
+    aksSubnetPrefix: aksSubnetPrefix
+    functionSubnetPrefix: functionSubnetPrefix
+    uiSubnetPrefix: uiSubnetPrefix
   }
 }
 
@@ -222,8 +273,9 @@ module functionApp 'modules/functionapp.bicep' = {
     tags: tags
     planName: functionPlanName
     functionAppName: functionAppName
-    storageAccountName: storage.outputs.accountName
-    deploymentContainerName: storage.outputs.deploymentContainerName
+    hostStorageAccountName: hostStorage.outputs.accountName
+    deploymentContainerName: hostStorage.outputs.deploymentContainerName
+    subnetId: network.outputs.functionSubnetId
     functionInsightsName: monitoring.outputs.functionInsightsName
     codeSettings: functionAppSettings
     pythonVersion: pythonVersion
@@ -266,15 +318,44 @@ module aks 'modules/aks.bicep' = {
     systemPoolMaxCount: systemPoolMaxCount
     gpuPoolVmSize: gpuPoolVmSize
     gpuPoolMaxCount: gpuPoolMaxCount
+    gpuPoolMinCount: gpuPoolMinCount
+    aksSubnetId: network.outputs.aksSubnetId
     osDiskSizeGB: osDiskSizeGB
     enableEncryptionAtHost: enableEncryptionAtHost
     apiServerAuthorizedIpRanges: apiServerAuthorizedIpRanges
     enableContainerInsights: enableContainerInsights
     amlExtensionName: amlExtensionName
     workloadNamespace: workloadNamespace
-    allowInsecureScoring: allowInsecureScoring
+    scoringExposure: scoringExposure
     scoringSslCname: scoringSslCname
     scoringSslSecretName: scoringSslSecretName
+  }
+}
+
+// What the UI reads (ui/settings.py names; tests/test_infra.py keeps the two in step).
+var uiAppSettings = {
+  API_BASE_URL: 'https://${functionApp.outputs.defaultHostName}'
+  DataStorage__blobServiceUri: storage.outputs.blobEndpoint
+  DATA_CONTAINER: dataContainerName
+  AML_SUBSCRIPTION_ID: subscription().subscriptionId
+  AML_RESOURCE_GROUP: resourceGroup().name
+  AML_WORKSPACE: workspaceName
+  AML_ENDPOINT_NAME: endpointName
+}
+
+module ui 'modules/ui.bicep' = {
+  name: 'ui'
+  params: {
+    location: location
+    tags: tags
+    planName: uiPlanName
+    siteName: uiAppName
+    pythonVersion: pythonVersion
+    skuName: uiSkuName
+    subnetId: network.outputs.uiSubnetId
+    authClientId: uiAuthClientId
+    uiSettings: uiAppSettings
+    functionAppName: functionApp.outputs.name
   }
 }
 
@@ -282,13 +363,20 @@ module roles 'modules/roles.bicep' = {
   name: 'roles'
   params: {
     dataStorageAccountName: storage.outputs.accountName
+    hostStorageAccountName: hostStorage.outputs.accountName
     dataContainerName: storage.outputs.dataContainerName
+    inputsPrefix: inputsPrefix
     processedPrefix: processedPrefix
+    runsPrefix: runsPrefix
     functionInsightsName: monitoring.outputs.functionInsightsName
     workspaceName: aml.outputs.workspaceName
     registryName: aml.outputs.registryName
     clusterName: aks.outputs.clusterName
     functionPrincipalId: functionApp.outputs.principalId
+    uiPrincipalId: ui.outputs.principalId
+    clusterPrincipalId: aks.outputs.clusterPrincipalId
+    vnetName: network.outputs.vnetName
+    aksSubnetName: aksSubnetName
     computePrincipalId: aml.outputs.computeIdentityPrincipalId
     workspacePrincipalId: aml.outputs.workspacePrincipalId
     deployerPrincipalId: deployerPrincipalId
@@ -323,5 +411,7 @@ output workspaceName string = aml.outputs.workspaceName
 output registryName string = aml.outputs.registryName
 output registryLoginServer string = aml.outputs.registryLoginServer
 output clusterName string = aks.outputs.clusterName
+output uiAppName string = ui.outputs.name
+output uiHostName string = ui.outputs.defaultHostName
 output computeName string = compute.outputs.computeName
 output workloadNamespace string = aks.outputs.workloadNamespace

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from azure.ai.ml import Input
 
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml import AmlBackend
@@ -21,7 +20,7 @@ DS = "azureml://datastores/gpt2_training_data/paths"
 
 @pytest.fixture(scope="module")
 def job():
-    serving = Input(type="mlflow_model", path="azureml:gpt2-pdf:4")
+    serving = aml_pipeline.serving_model_input("azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/4/")
     return aml_pipeline.build_pipeline_job(SETTINGS, "20261123T101500Z", serving)
 
 
@@ -65,7 +64,8 @@ def test_settings_choose_base_model_preset_and_the_serving_model(job):
     steps = job._to_dict()["jobs"]
     assert steps["train"]["inputs"]["base_model"] == "offline"
     assert steps["train"]["inputs"]["preset"] == "memorize"
-    assert steps["evaluate"]["inputs"]["serving_model"] == {"type": "mlflow_model", "path": "azureml:gpt2-pdf:4"}
+    assert steps["evaluate"]["inputs"]["serving_model"] == {
+        "type": "uri_folder", "path": "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/4/"}
     assert steps["evaluate"]["inputs"]["model_name"] == "gpt2-pdf"
 
 
@@ -77,6 +77,20 @@ def test_without_serving_model_or_image_the_components_defaults_stay():
     assert "serving_model" not in spec["jobs"]["evaluate"]["inputs"]
     assert all("environment" not in step for step in spec["jobs"].values())
     assert {step["component"]["environment"] for step in spec["jobs"].values()} == {"azureml:gpt2-pdf-jobs@latest"}
+
+
+def test_each_build_sees_the_environment_as_declared_even_after_a_submit_resolved_one(job):
+    # Submitting resolves each node's component environment to a concrete version in place (azure-ai-ml
+    # 1.35 operations/_component_operations.py, _resolve_dependencies_for_component); do what it does.
+    declared = aml_pipeline.registered_environment()
+    first = aml_pipeline.build_pipeline_job(Settings(), "first", None)
+    assert {node.component.environment for node in first.jobs.values()} == {declared}
+    for node in first.jobs.values():
+        node.component.environment = "azureml:/subscriptions/s/resourceGroups/r/providers/" \
+            "Microsoft.MachineLearningServices/workspaces/w/environments/gpt2-pdf-jobs/versions/old"
+    second = aml_pipeline.build_pipeline_job(Settings(), "second", None)
+    assert {node.component.environment for node in second.jobs.values()} == {declared}
+    assert aml_pipeline.registered_environment() == declared
 
 
 def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():

@@ -97,10 +97,22 @@ def test_submit_sends_the_pipeline_with_the_serving_model_to_compare_against(fak
     sent = fake.last("jobs.create_or_update").args["job"]
     assert sent["name"] == JOB and sent["display_name"] == RUN
     assert sent["settings"]["default_compute"] == "azureml:aks-compute-target"
-    # The registry says what kind of model v2 is; the input type follows it.
-    assert sent["jobs"]["evaluate"]["inputs"]["serving_model"] == {"type": "mlflow_model",
-                                                                   "path": "azureml:gpt2-pdf:2"}
+    # v2's files by their storage path, typed as evaluate.yml declares serving_model (test below).
+    assert sent["jobs"]["evaluate"]["inputs"]["serving_model"] == {
+        "type": "uri_folder", "path": "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/2/"}
     assert fake.last("models.get").args == {"name": "gpt2-pdf", "version": "2", "label": None}
+
+
+@pytest.mark.parametrize("model_type", ["mlflow_model", "custom_model"])
+def test_the_serving_model_input_has_the_type_evaluate_declares_whatever_the_registry_type(model_type):
+    fake = RecordingMLClient()
+    fake.add_endpoint("gpt2-pdf")
+    fake.add_deployment("gpt2-pdf-v2", "gpt2-pdf", "2", traffic=100)
+    fake.register_model("gpt2-pdf", "2", model_type)
+    AmlBackend(SETTINGS, ml_client=fake).submit(RUN)
+    sent = fake.last("jobs.create_or_update").args["job"]["jobs"]["evaluate"]
+    declared = sent["component"]["inputs"]["serving_model"]["type"]
+    assert sent["inputs"]["serving_model"]["type"] == declared
 
 
 def test_first_run_has_no_serving_model_and_creates_the_endpoint_when_deploying():

@@ -62,8 +62,9 @@ def test_a_request_joins_the_running_batch_and_leaves_when_done(served):
     gated.wait_for_steps(4)  # the 4th step waits, its rows fixed
     short_job = engine.submit(short.rows)  # arrives while the long one runs
     gated.go.release(1000)
-    assert texts_of(served, short_job, short) == generate(served.model, served.tokenizer, [short.request])[0].generations
-    assert texts_of(served, long_job, long) == generate(served.model, served.tokenizer, [long.request])[0].generations
+    for job, prepared in ((short_job, short), (long_job, long)):
+        alone = generate(served.model, served.tokenizer, [prepared.request])[0].generations
+        assert texts_of(served, job, prepared) == alone
     # Alone, then with the four short rows for their 4 fed steps (the 5th token needs no forward), then alone
     # again: the short request neither waited for the long one nor kept it waiting.
     assert gated.step_rows == [1] * 4 + [5] * 4 + [1] * (29 - 8)

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import fields
 from fnmatch import fnmatch
 from pathlib import Path
@@ -219,16 +220,131 @@ def test_storage_is_private_identity_only_and_tls12(bicep):
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
 
 
-def test_compute_identity_writes_only_processed(bicep):
+def compute_writable_prefixes(bicep) -> set[str]:
+    """The prefixes the compute identity's role condition lets it write under, as deployed."""
     roles = bicep["infra/modules/roles.bicep"]
     writer = roles["resources"]["computeSnapshotWriter"]["config"]["properties"]
-    assert writer["condition"] == "processedOnlyCondition" and writer["conditionVersion"] == "2.0"
-    condition = roles["variables"]["processedOnlyCondition"]["value"].replace("\\'", "'")
+    assert writer["conditionVersion"] == "2.0"
+    condition = roles["variables"][writer["condition"]]["value"].replace("\\'", "'")
     for action in ("blobWriteAction", "blobAddAction", "blobDeleteAction"):
         assert f"${{{action}}}" in condition
-    assert "StringStartsWith '${processedPrefix}'" in condition
-    assert bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]["processedPrefix"] == "processedPrefix"
-    assert bicep["infra/main.bicep"]["variables"]["processedPrefix"]["value"] == "processed/"
+    params = bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]
+    main_vars = bicep["infra/main.bicep"]["variables"]
+    return {main_vars[params[param]]["value"] for param in re.findall(r"StringStartsWith '\$\{(\w+)\}'", condition)}
+
+
+def test_compute_identity_writes_only_where_the_pipeline_writes(bicep):
+    # Kubernetes compute jobs write their outputs with the compute's managed identity (ARCHITECTURE.md);
+    # the condition and the pipeline builder share function_app/backends/aml_pipeline.py's prefixes.
+    from azure.ai.ml import Input
+
+    from function_app.backends import aml_pipeline
+
+    allowed = compute_writable_prefixes(bicep)
+    assert allowed and "inputs/" not in allowed  # uploads are never written by jobs
+    serving = Input(type="uri_folder", path="azureml://datastores/x/paths/y/")
+    job = aml_pipeline.build_pipeline_job(Settings(), "2026-11-30 run/1", serving)
+    datastore = aml_pipeline.datastore_uri(Settings().aml_datastore, "")
+    bound = [(step, name, output["path"]) for step, node in job._to_dict()["jobs"].items()
+             for name, output in node.get("outputs", {}).items()]
+    assert {(step, name) for step, name, _ in bound} == {("preprocess", "processed"), ("train", "model"),
+                                                         ("evaluate", "evaluation")}
+    for step, name, path in bound:
+        assert path.startswith(datastore), (step, name, path)
+        blob_path = path.removeprefix(datastore)
+        assert any(blob_path.startswith(p) for p in allowed), f"{step}.{name} writes {blob_path}, outside {allowed}"
+    assert allowed == set(aml_pipeline.COMPUTE_WRITABLE_PREFIXES)
+
+
+def role_assignments(bicep) -> list[tuple[str, str, str]]:
+    """(principal parameter, scope, role) for every role assignment in roles.bicep (loops expanded)."""
+    roles = bicep["infra/modules/roles.bicep"]
+    found = []
+    for resource in roles["resources"].values():
+        if resource["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        config = resource["config"]
+        if "loop_type" in config:
+            loop = config["loop_type"]["detail"]
+            items = [dotted(i) for i in roles["variables"][loop["array_name"]]["value"]]
+            config = config["config"]
+        else:
+            items = [None]
+        while "properties" not in config:  # `if (...)` resources nest their body once more
+            config = config["config"]
+        definition = config["properties"]["roleDefinitionId"]
+        for item in items:
+            role = definition
+            if isinstance(definition, dict) and "function" in definition:
+                role = definition["function"]["parameters"]["resource_name_1"]
+                role = item if role == loop["item_name"] else dotted(role)
+            found.append((config["properties"]["principalId"], json.dumps(config["scope"]), str(dotted(role))))
+    return found
+
+
+def test_the_function_identity_only_reads_blobs_of_the_data_account(bicep):
+    # The Functions host keeps its state in its own account, so the data account's roles stay least
+    # privilege: the control plane reads inputs/ and processed/, keeps the status table, and the blob
+    # extension writes its poison queue in the triggering blob's account (Azure/azure-sdk-for-net
+    # Microsoft.Azure.WebJobs.Extensions.Storage.Blobs, BlobListenerFactory: "poison queue in the same
+    # storage account as the triggering blob by default").
+    function = bicep["infra/modules/functionapp.bicep"]
+    runtime = json.dumps(runtime_settings(bicep)) + json.dumps(function["resources"]["functionApp"]["config"]
+                                                               ["properties"]["functionAppConfig"])
+    assert function["resources"]["account"]["config"]["name"] == "hostStorageAccountName"
+    assert "AzureWebJobsStorage__blobServiceUri" in runtime and "account.properties" in runtime
+    main = bicep["infra/main.bicep"]["modules"]
+    assert dotted(main["functionApp"]["config"]["params"]["hostStorageAccountName"]) == "hostStorage.outputs.accountName"
+    assert main["hostStorage"]["config"]["params"]["storageAccountName"] == "hostStorageAccountName"
+    assert main_param_default(bicep, "hostStorageAccountName") != main_param_default(bicep, "storageAccountName")
+    function_roles = [(scope, role) for principal, scope, role in role_assignments(bicep)
+                      if principal == "functionPrincipalId"]
+    on_data = {role for scope, role in function_roles if "dataAccount" in scope}
+    assert on_data == {"roleIds.storageBlobDataReader", "roleIds.storageQueueDataContributor",
+                       "roleIds.storageTableDataContributor"}, on_data
+    on_host = {role for scope, role in function_roles if "hostAccount" in scope}
+    assert "roleIds.storageBlobDataOwner" in on_host
+
+
+def test_the_ui_is_deployed_behind_entra_sign_in_with_a_least_privilege_identity(bicep):
+    from ui.settings import env_names
+
+    main = bicep["infra/main.bicep"]
+    ui_settings = main["variables"]["uiAppSettings"]["value"]
+    assert set(ui_settings) <= set(env_names()), sorted(set(ui_settings) - set(env_names()))
+    assert {"API_BASE_URL", "DataStorage__blobServiceUri", "DATA_CONTAINER", "AML_SUBSCRIPTION_ID",
+            "AML_RESOURCE_GROUP", "AML_WORKSPACE", "AML_ENDPOINT_NAME"} <= set(ui_settings)
+    assert "SCORING_KEY" not in ui_settings  # tokens through the identity, never a key that expires
+    assert main["modules"]["ui"]["config"]["params"]["uiSettings"] == "uiAppSettings"
+
+    ui = bicep["infra/modules/ui.bicep"]["resources"]
+    site = ui["site"]["config"]
+    assert site["identity"]["type"] == "SystemAssigned" and site["properties"]["httpsOnly"] is True
+    command = shlex.split(site["properties"]["siteConfig"]["appCommandLine"])
+    assert command[:4] == ["python", "-m", "streamlit", "run"] and (REPO / command[4]).is_file()
+    assert "FUNCTION_KEY" in json.dumps(bicep["infra/modules/ui.bicep"]["variables"]["runtimeSettings"])
+    # App Service authentication (authsettingsV2): every request signs in with Microsoft Entra ID.
+    auth = ui["auth"]["config"]
+    assert auth["name"] == "authsettingsV2" and auth["properties"]["platform"]["enabled"] is True
+    validation = auth["properties"]["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    entra = auth["properties"]["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True and entra["registration"]["clientId"] == "authClientId"
+
+    ui_roles = [(scope, role) for principal, scope, role in role_assignments(bicep) if principal == "uiPrincipalId"]
+    assert sorted(role for _, role in ui_roles) == ["roleIds.storageBlobDataContributor", "scoringTokenRole.id"]
+    roles = bicep["infra/modules/roles.bicep"]
+    uploader = roles["resources"]["uiUploader"]["config"]["properties"]
+    assert uploader["condition"] == "uiWriteCondition" and uploader["conditionVersion"] == "2.0"
+    condition = roles["variables"]["uiWriteCondition"]["value"].replace("\\'", "'")
+    # Everything but write/add/delete passes; write and add only under inputs/; delete never.
+    allowed_branch = condition.split(") OR ((", 1)[1]
+    assert "blobDeleteAction" not in allowed_branch and "StringStartsWith '${inputsPrefix}'" in allowed_branch
+    assert bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]["inputsPrefix"] == "inputsPrefix"
+    token_role = roles["resources"]["scoringTokenRole"]["config"]["properties"]
+    assert token_role["permissions"] == [{"actions": [
+        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"], "notActions": []}]
 
 
 # ---------------------------------------------------------------- AKS pools and AML instance types
@@ -265,7 +381,7 @@ def test_instance_type_names_are_the_code_defaults(bicep, instance_types):
     assert instance_types["defaultinstancetype"] == instance_types[defaults.aml_cpu_instance_type]
 
 
-def test_gpu_type_lands_on_the_tainted_scale_to_zero_gpu_pool(bicep, instance_types):
+def test_gpu_type_lands_on_the_tainted_gpu_pool(bicep, instance_types):
     defaults = Settings()
     gpu, cpu = instance_types[defaults.aml_gpu_instance_type], instance_types[defaults.aml_cpu_instance_type]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -274,11 +390,120 @@ def test_gpu_type_lands_on_the_tainted_scale_to_zero_gpu_pool(bicep, instance_ty
     assert cpu["nodeSelector"].items() <= labels["system"].items()
     assert gpu["nodeSelector"].items() <= labels["gpu"].items()
     gpu_pool = pools(bicep)["gpu"]
-    assert gpu_pool["enableAutoScaling"] is True and gpu_pool["minCount"] == 0 and gpu_pool["count"] == 0
+    assert gpu_pool["enableAutoScaling"] is True
     aks_vars = bicep["infra/modules/aks.bicep"]["variables"]
     taints = [aks_vars[t]["value"] if t in aks_vars else t for t in gpu_pool["nodeTaints"]]
     assert taints == ["nvidia.com/gpu=present:NoSchedule"]
     assert "nodeTaints" not in pools(bicep)["system"]
+
+
+def dotted(value) -> str:
+    """`a.b.c` from pycep's nested property_accessor shape (plain names stay as they are)."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        operands = value["operator"]["operands"]
+        return f"{dotted(operands['operand_1'])}.{dotted(operands['operand_2'])}"
+    return value
+
+
+def find_key(tree, key: str) -> dict:
+    """The first dict in a parsed Bicep expression that has `key`."""
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree
+        for value in tree.values():
+            found = find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def extension_settings(bicep, exposure: str = "internal") -> dict:
+    """The AzureML extension's configurationSettings for a scoringExposure value."""
+    aks = bicep["infra/modules/aks.bicep"]
+    settings = aks["resources"]["amlExtension"]["config"]["properties"]["configurationSettings"]
+    parts = settings["function"]["parameters"].values() if "function" in settings else [settings]
+    merged = {}
+    for part in parts:
+        value = aks["variables"][part]["value"] if isinstance(part, str) else part
+        if "operator" in value:  # `cond ? {...} : {...}` (pycep nests it oddly: find the branches)
+            branches = find_key(value, "true_value")
+            value = branches["true_value"] if exposure == "internal" else branches["false_value"]
+        merged.update(value)
+    return {k.strip("'"): v for k, v in merged.items()}
+
+
+EXTENSION_TEMPLATE = json.loads((REPO / "tests" / "data" / "azureml_extension_template.json").read_text())
+
+
+@pytest.mark.parametrize("exposure", ["internal", "publicTls"])
+def test_the_extension_gets_every_setting_microsofts_template_sets(bicep, exposure):
+    # Keys read from Azure/AML-Kubernetes files/deployextension.json (tests/data names the commit); the CLI
+    # adds the same ones (Azure/azure-cli-extensions src/k8s-extension/azext_k8s_extension/
+    # partner_extensions/AzureMLKubernetes.py, Create and __validate_scoring_fe_settings).
+    settings = extension_settings(bicep, exposure)
+    expected = EXTENSION_TEMPLATE["base_settings"] + EXTENSION_TEMPLATE["inference_settings"]
+    if exposure == "publicTls":
+        expected += EXTENSION_TEMPLATE["tls_settings"]
+    missing = [key for key in expected if key not in settings]
+    assert not missing, f"the AzureML extension misses settings Microsoft's template sets: {missing}"
+    for key, value in EXTENSION_TEMPLATE["fixed_values"].items():
+        assert settings[key] == value, key
+    assert settings["enableTraining"] == settings["enableInference"] == "True"
+    for key in ("cluster_name", "clusterId", "prometheus.prometheusSpec.externalLabels.cluster_name"):
+        assert dotted(settings[key]) == "cluster.id", key
+    assert dotted(settings["cluster_name_friendly"]) == "cluster.name"
+    assert settings["jobSchedulerLocation"] == settings["location"] == "location"
+    extension = bicep["infra/modules/aks.bicep"]["resources"]["amlExtension"]["config"]
+    assert extension["identity"]["type"] == EXTENSION_TEMPLATE["identity_type"]
+    properties = extension["properties"]
+    assert properties["extensionType"].lower() == EXTENSION_TEMPLATE["extension_type"]
+    assert properties["releaseTrain"] == EXTENSION_TEMPLATE["release_train"]
+    assert properties["scope"]["cluster"]["releaseNamespace"] == EXTENSION_TEMPLATE["release_namespace"]
+
+
+def test_scoring_is_never_plain_http_on_a_public_ip(bicep):
+    # allowInsecureConnections=True with a public load balancer is plain HTTP on the internet. The
+    # template's internal load balancer: internalLoadBalancerProvider=azure and
+    # scoringFe.serviceType.internalLoadBalancer (Azure/AML-Kubernetes files/deployextension.json).
+    assert main_param_default(bicep, "scoringExposure") == "internal"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["scoringExposure"]["value"] == "internal"
+    internal, public = extension_settings(bicep, "internal"), extension_settings(bicep, "publicTls")
+    assert internal["internalLoadBalancerProvider"] == "azure"
+    assert internal["scoringFe.serviceType.internalLoadBalancer"] == "True"
+    assert public["allowInsecureConnections"] == "False"
+    assert public["sslCname"] == "scoringSslCname" and public["scoringFe.sslSecret"] == "scoringSslSecretName"
+    # Whoever calls the internal router must be in the VNet: the nodes, the Function app and the UI.
+    assert pools(bicep)["system"]["vnetSubnetID"] == pools(bicep)["gpu"]["vnetSubnetID"] == "aksSubnetId"
+    main = bicep["infra/main.bicep"]["modules"]
+    assert dotted(main["functionApp"]["config"]["params"]["subnetId"]) == "network.outputs.functionSubnetId"
+    assert dotted(main["ui"]["config"]["params"]["subnetId"]) == "network.outputs.uiSubnetId"
+    for module, resource in (("functionapp", "functionApp"), ("ui", "site")):
+        site = bicep[f"infra/modules/{module}.bicep"]["resources"][resource]["config"]["properties"]
+        assert site["virtualNetworkSubnetId"] == "subnetId"
+    # The cluster identity must be able to place the internal load balancer in the nodes' subnet.
+    roles = bicep["infra/modules/roles.bicep"]["resources"]
+    network = roles["clusterNetworkContributor"]["config"]
+    assert network["scope"] == "aksSubnet" and "networkContributor" in json.dumps(network["properties"])
+
+
+def test_a_gpu_node_stays_while_the_extension_volcano_blocks_scaling_from_zero(bicep):
+    # The extension's Volcano (gang plugin) keeps the cluster autoscaler from adding a node for a pending
+    # training pod, and Kubernetes compute does not add nodes by itself (MicrosoftDocs/azure-ai-docs
+    # articles/machine-learning/how-to-troubleshoot-kubernetes-extension.md, "Volcano scheduler integration
+    # supporting cluster autoscaler"): without the documented no-gang ConfigMap, keep one GPU node.
+    settings = extension_settings(bicep)
+    gpu_pool = pools(bicep)["gpu"]
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+
+    def deployed(value):  # a literal, or aks.bicep's parameter as main.bicep and the parameters file set it
+        if not isinstance(value, str):
+            return value
+        return parameters.get(value, {}).get("value", main_param_default(bicep, value))
+
+    if settings["installVolcano"] == "True" and "volcanoScheduler.schedulerConfigMap" not in settings:
+        assert deployed(gpu_pool["minCount"]) >= 1, "the GPU pool scales to zero, and nothing would scale it up"
+        assert deployed(gpu_pool["count"]) >= 1
 
 
 def test_instance_type_requests_fit_their_limits(instance_types):
@@ -371,18 +596,28 @@ def test_image_installs_only_pinned_requirements():
     assert not mismatched, f"aks_jobs/requirements.txt disagrees with constraints.txt: {mismatched}"
 
 
-def test_image_runs_as_non_root_and_serves_azmlinfsrv():
+def test_jobs_run_as_root_and_only_the_scoring_server_drops_to_uid_1000():
+    # AML on Kubernetes mounts job outputs for the image's user, and Microsoft's AzureML images run as
+    # root ("USER root is in all the base images and derived images", Azure/AzureML-Containers issue 24):
+    # the steps keep root; the scoring server, the one long-running network service, runs as uid 1000.
     instructions = dockerfile_instructions()
-    users = [arg for op, arg in instructions if op == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0"), users
-    last_user = max(i for i, (op, _) in enumerate(instructions) if op == "USER")
-    assert not [op for op, _ in instructions[last_user:] if op == "RUN"], "RUN after USER runs as the app user"
+    users = [arg.split(":")[0] for op, arg in instructions if op == "USER"]
+    assert not users or users[-1] in ("root", "0"), f"job steps would run as {users[-1]}"
     env = " ".join(arg for op, arg in instructions if op == "ENV")
-    assert "PYTHONUNBUFFERED=1" in env and "HF_HOME=" in env
+    assert "PYTHONUNBUFFERED=1" in env and "HF_HOME=/home/app/" in env
     cmd = json.loads([arg for op, arg in instructions if op == "CMD"][-1])
-    assert "azmlinfsrv --entry_script" in cmd[-1]
+    separator = cmd.index("--")
+    drop, serve = cmd[:separator], cmd[separator + 1:]
+    assert drop[0] == "setpriv" and {"--reuid=1000", "--regid=1000", "--clear-groups"} <= set(drop[1:])
+    assert "azmlinfsrv --entry_script" in serve[-1]
+    created = " ".join(arg for op, arg in instructions if op == "RUN")
+    assert "useradd --uid 1000" in created and "chown -R app:app /home/app" in created
     copied = [arg.split()[-2] for op, arg in instructions if op == "COPY"]
     assert "aks_jobs/" in copied and all((REPO / src).exists() for src in copied)
+    # The drop itself, for real (setpriv from util-linux, as in the Debian base image), when we may.
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        result = run([*drop, "--", "id", "-u"])
+        assert result.returncode == 0 and result.stdout.strip() == "1000", result.stderr
 
 
 # ---------------------------------------------------------------- files other parts must provide
@@ -438,15 +673,46 @@ def starts(*words):
     return args[: len(words)] == list(words)
 
 
+def remember(key, value):
+    """What the service now has, for the next call (a created group, app registration, ...)."""
+    scenario[key] = value
+    Path(os.environ["FAKE_AZURE_SCENARIO"]).write_text(json.dumps(scenario))
+
+
 if tool in ("kubelogin", "func"):
     reply()
+if tool == "curl":
+    reply('{"status": "ok"}')
 if tool == "kubectl":
     reply("\n".join(scenario["instance_types"]) if "get" in args else "")
+if (starts("login") or starts("account", "set") or starts("version") or starts("extension", "add")
+        or starts("bicep", "install") or starts("aks", "install-cli") or starts("vm", "list-usage")
+        or starts("functionapp", "list-flexconsumption-locations") or starts("ml", "job", "list")
+        or starts("aks", "stop")):
+    reply()
+if starts("storage", "blob", "upload"):
+    reply("", 0 if os.path.isfile(opt("--file")) else 1)
+if (starts("ml", "compute", "show") or starts("k8s-extension", "show")
+        or starts("eventgrid", "system-topic", "event-subscription", "show")):
+    reply("Succeeded")
+if starts("ml", "environment", "show") and "--label" in args:
+    reply("acrgpt2pdfabc123.azurecr.io/gpt2-pdf-jobs:v42")
+if starts("ml", "online-endpoint", "show"):
+    reply("http://10.40.0.100/api/v1/endpoint/gpt2-pdf/score")
+if starts("ml", "online-endpoint", "get-credentials"):
+    # An aml_token endpoint has tokens, not keys (azure-ai-ml EndpointAuthToken; get_keys by auth mode):
+    # a query for a key finds nothing, as JMESPath on the real answer would.
+    answer = {"accessToken": "fake-aml-token", "expiryTimeUtc": 1800000000, "refreshAfterTimeUtc": 1799998200,
+              "tokenType": "Bearer"}
+    reply(answer.get(opt("--query"), ""))
 if starts("account", "show"):
     reply({"user.type": "user", "user.name": "deployer@example.com"}[opt("--query")])
 if starts("ad", "signed-in-user", "show"):
     reply(scenario["deployer_id"])
-if starts("extension", "show") or starts("provider", "register") or starts("group", "create"):
+if starts("group", "create"):
+    remember("group_exists", True)
+    reply()
+if starts("extension", "show") or starts("provider", "register"):
     reply()
 if starts("group", "show"):
     reply("", 0 if scenario["group_exists"] else 3)
@@ -456,6 +722,9 @@ if starts("deployment", "group", "show"):
     name = opt("--query").split(".")[2]
     reply(scenario["outputs"][name])
 if starts("acr", "build"):
+    # az opens --file relative to ITS working folder (Azure/azure-cli acr/_archive_utils.py _pack_source_code).
+    if not os.path.isfile(opt("--file")):
+        reply(f"ERROR: Unable to find '{opt('--file')}'", 1)
     context = Path(args[-1])
     record["context_files"] = sorted(p.relative_to(context).as_posix() for p in context.rglob("*") if p.is_file())
     reply()
@@ -476,6 +745,18 @@ if starts("eventgrid", "system-topic", "event-subscription", "create"):
     reply()
 if starts("resource", "list"):
     reply(scenario["outputs"]["workspaceName"])
+if starts("ad", "app", "list"):
+    reply("\n".join(scenario["app_registrations"]))
+if starts("ad", "app", "create"):
+    remember("app_registrations", ["22222222-aaaa-bbbb-cccc-333333333333"])
+    reply(scenario["app_registrations"][0])
+if starts("ad", "app", "update") or starts("ad", "app", "delete"):
+    reply()
+if starts("webapp", "deploy"):
+    import zipfile
+    record["zip_files"] = sorted(zipfile.ZipFile(opt("--src-path")).namelist())
+    record["requirements"] = zipfile.ZipFile(opt("--src-path")).read("requirements.txt").decode()
+    reply()
 record["unmodelled"] = True
 reply("fake Azure: no answer for this call", 2)
 '''
@@ -483,10 +764,11 @@ reply("fake Azure: no answer for this call", 2)
 # Everything deploy.sh / teardown.sh read from the environment: the tests set these explicitly.
 DEPLOY_ENV = {"RESOURCE_GROUP", "LOCATION", "SUBSCRIPTION", "PARAMETERS_FILE", "IMAGE_TAG", "STEPS",
               "DEPLOYMENT_NAME", "IMAGE_REPOSITORY", "TORCH_INDEX_URL", "DEPLOYER_PRINCIPAL_ID",
-              "DEPLOYER_PRINCIPAL_TYPE", "BLOB_FUNCTION_NAME", "EVENT_SUBSCRIPTION_NAME"}
+              "DEPLOYER_PRINCIPAL_TYPE", "BLOB_FUNCTION_NAME", "EVENT_SUBSCRIPTION_NAME", "UI_APP_REGISTRATION"}
 
 OUTPUTS = {
     "functionAppName": "gpt2pdf-func-abc123",
+    "functionAppHostName": "gpt2pdf-func-abc123.azurewebsites.net",
     "storageAccountName": "stgpt2pdfdataabc123",
     "dataContainerName": "gpt2-training-data",
     "inputsPrefix": "inputs/",
@@ -495,6 +777,8 @@ OUTPUTS = {
     "registryName": "acrgpt2pdfabc123",
     "registryLoginServer": "acrgpt2pdfabc123.azurecr.io",
     "clusterName": "gpt2pdf-aks-abc123",
+    "uiAppName": "gpt2pdf-ui-abc123",
+    "uiHostName": "gpt2pdf-ui-abc123.azurewebsites.net",
 }
 
 
@@ -503,7 +787,7 @@ def fake_azure(tmp_path):
     """A copy of the deployable files (plus a decoy .venv) and a PATH whose az/kubectl/kubelogin/func
     record each call and answer from `scenario`."""
     checkout = tmp_path / "checkout"
-    for part in ("infra", "aks_jobs"):
+    for part in ("infra", "aks_jobs", "ui", "docs", "samples"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "constraints.txt", checkout / "constraints.txt")
     (checkout / ".funcignore").write_text(".venv*\nnode_modules\n")
@@ -514,7 +798,7 @@ def fake_azure(tmp_path):
     bin_dir.mkdir()
     fake = bin_dir / "fake_azure.py"
     fake.write_text(FAKE_AZURE)
-    for name in ("az", "kubectl", "kubelogin", "func"):
+    for name in ("az", "kubectl", "kubelogin", "func", "curl"):
         wrapper = bin_dir / name
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" {name} "$@"\n')
         wrapper.chmod(0o755)
@@ -527,21 +811,26 @@ def fake_azure(tmp_path):
         "host": "gpt2pdf-func-abc123.azurewebsites.net",
         "blob_functions": ["gpt2pdf-func-abc123/record_upload"],
         "blobs_extension_key": "fake-blobs-extension-key",
+        "app_registrations": [],
     }
 
     class Fake:
         root = checkout
         log = tmp_path / "calls.jsonl"
         answers = scenario  # tests edit this before .run()
+        where = tmp_path  # the folder the script is run from
 
         def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+            return self.bash(str(checkout / "infra" / script), *args, **env)
+
+        def bash(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
             scenario_file = tmp_path / "scenario.json"
             scenario_file.write_text(json.dumps(self.answers))
             self.log.unlink(missing_ok=True)
             environ = {k: v for k, v in os.environ.items() if k not in DEPLOY_ENV}
             environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_AZURE_LOG=str(self.log),
                            FAKE_AZURE_SCENARIO=str(scenario_file), **env)
-            return run(["bash", str(checkout / "infra" / script), *args], env=environ, cwd=tmp_path)
+            return run(["bash", script, *args], env=environ, cwd=self.where)
 
         def calls(self) -> list[dict]:
             return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
@@ -563,7 +852,12 @@ def arg(call: dict, name: str) -> str:
     return call["args"][call["args"].index(name) + 1]
 
 
-def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
+@pytest.mark.parametrize("where", ["elsewhere", "root", "infra"])
+def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tmp_path, where):
+    # From any folder: the repo root, infra/, or somewhere unrelated.
+    fake_azure.where = {"elsewhere": tmp_path / "elsewhere", "root": fake_azure.root,
+                        "infra": fake_azure.root / "infra"}[where]
+    fake_azure.where.mkdir(exist_ok=True)
     result = fake_azure.run("deploy.sh", "-g", "rg-gpt2", "-l", "westeurope", "--set", "gpuPoolMaxCount=2",
                             IMAGE_TAG="v42")
     calls = fake_azure.calls()
@@ -578,11 +872,15 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
     assert f"@{root / 'infra' / 'main.parameters.json'}" in infra["args"]
     assert "deployerPrincipalId=11111111-2222-3333-4444-555555555555" in infra["args"]
     assert "deployerPrincipalType=User" in infra["args"] and "gpuPoolMaxCount=2" in infra["args"]
+    # The UI's sign-in app registration is made first (none existed), and Bicep gets its client id.
+    i_app, app = one(calls, "az", "ad", "app", "create")
+    assert arg(app, "--display-name") == "gpt2-pdf-ui-rg-gpt2" and arg(app, "--enable-id-token-issuance") == "true"
+    assert "uiAuthClientId=22222222-aaaa-bbbb-cccc-333333333333" in infra["args"] and i_app < i_infra
 
     i_image, build = one(calls, "az", "acr", "build")
     assert arg(build, "--registry") == OUTPUTS["registryName"]
     assert arg(build, "--image") == "gpt2-pdf-jobs:v42"
-    assert arg(build, "--file") == "aks_jobs/Dockerfile"
+    assert Path(arg(build, "--file")) == Path(build["args"][-1]) / "aks_jobs" / "Dockerfile"
     # Only what the Dockerfile copies is uploaded: aks_jobs/ and constraints.txt, not the decoy .venv.
     files = build["context_files"]
     assert "aks_jobs/Dockerfile" in files and "constraints.txt" in files and "aks_jobs/requirements.txt" in files
@@ -615,7 +913,17 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure):
     assert arg(sub, "--included-event-types") == "Microsoft.Storage.BlobCreated"
     assert arg(sub, "--subject-begins-with") == "/blobServices/default/containers/gpt2-training-data/blobs/inputs/"
 
-    assert i_group < i_infra < i_image < i_env < i_creds < i_login < i_apply < i_publish < i_events
+    i_redirect, redirect = one(calls, "az", "ad", "app", "update")
+    assert arg(redirect, "--id") == "22222222-aaaa-bbbb-cccc-333333333333"
+    assert arg(redirect, "--web-redirect-uris") == f"https://{OUTPUTS['uiHostName']}/.auth/login/aad/callback"
+    i_ui, ui = one(calls, "az", "webapp", "deploy")
+    assert arg(ui, "--name") == OUTPUTS["uiAppName"] and arg(ui, "--type") == "zip"
+    assert {"ui/app.py", "ui/requirements.txt", "constraints.txt", "requirements.txt"} <= set(ui["zip_files"])
+    assert all(f.startswith("ui/") or f in ("constraints.txt", "requirements.txt") for f in ui["zip_files"])
+    assert not [f for f in ui["zip_files"] if "__pycache__" in f]
+    assert ui["requirements"].split() == ["-c", "constraints.txt", "-r", "ui/requirements.txt"]
+
+    assert i_group < i_infra < i_image < i_env < i_creds < i_login < i_apply < i_publish < i_redirect < i_ui < i_events
     # The webhook key is a secret: it goes to az, never to the console.
     assert "fake-blobs-extension-key" not in result.stdout + result.stderr
 
@@ -663,6 +971,11 @@ def test_teardown_deletes_the_workspace_permanently_then_the_group(fake_azure):
     assert arg(ws, "--name") == OUTPUTS["workspaceName"] and "--permanently-delete" in ws["args"]
     i_group, group = one(calls, "az", "group", "delete")
     assert arg(group, "--name") == "rg-gpt2" and i_ws < i_group
+    # The UI's app registration lives in the tenant, not the group: deleted by id.
+    fake_azure.answers["app_registrations"] = ["22222222-aaaa-bbbb-cccc-333333333333"]
+    assert fake_azure.run("teardown.sh", "-g", "rg-gpt2", "--yes").returncode == 0
+    _, app = one(fake_azure.calls(), "az", "ad", "app", "delete")
+    assert arg(app, "--id") == "22222222-aaaa-bbbb-cccc-333333333333"
 
 
 def test_teardown_without_confirmation_deletes_nothing(fake_azure):
@@ -670,3 +983,40 @@ def test_teardown_without_confirmation_deletes_nothing(fake_azure):
     result = fake_azure.run("teardown.sh", "-g", "rg-gpt2")  # stdin is empty: no confirmation
     assert result.returncode != 0
     assert not find(fake_azure.calls(), "az", "group", "delete")
+
+
+# ---------------------------------------------------------------- docs/deploy.md, every command
+
+DOC = REPO / "docs" / "deploy.md"
+DOC_TOOLS = ("az ", "kubectl ", "kubelogin ", "func ", "curl ", "infra/deploy.sh ", "infra/teardown.sh ")
+
+
+def doc_command_blocks() -> list[str]:
+    """The ```bash blocks of docs/deploy.md in order (those inside list items dedented)."""
+    return [textwrap.dedent(block) for block in
+            re.findall(r"^[ \t]*```bash\n(.*?)^[ \t]*```", DOC.read_text(), re.MULTILINE | re.DOTALL)]
+
+
+def test_deploy_md_has_no_command_outside_its_blocks():
+    prose = re.sub(r"^[ \t]*```.*?^[ \t]*```", "", DOC.read_text(), flags=re.MULTILINE | re.DOTALL)
+    inline = [span for span in re.findall(r"`([^`]+)`", prose) if span.startswith(DOC_TOOLS)]
+    assert not inline, f"commands in docs/deploy.md outside its command blocks (the test would not run them): {inline}"
+
+
+def test_every_command_of_deploy_md_runs_in_order_against_the_recorded_cli(fake_azure):
+    script = fake_azure.root / "docs-deploy.sh"
+    script.write_text("set -euo pipefail\n" + "\n".join(doc_command_blocks()))
+    fake_azure.where = fake_azure.root  # the page is followed from the repository root
+    result = fake_azure.bash(str(script), IMAGE_TAG="v42")
+    calls = fake_azure.calls()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not [c for c in calls if c.get("unmodelled")], [c["args"] for c in calls if c.get("unmodelled")]
+    first, tls = find(calls, "az", "deployment", "group", "create")
+    assert "scoringExposure=publicTls" in tls[1]["args"] and "scoringExposure=publicTls" not in first[1]["args"]
+    one(calls, "az", "webapp", "deploy")
+    # The scoring call carries the endpoint's aml_token (accessToken), not a key it does not have.
+    _, credentials = one(calls, "az", "ml", "online-endpoint", "get-credentials")
+    assert arg(credentials, "--query") == "accessToken"
+    (_, scoring), = [(i, c) for i, c in find(calls, "kubectl") if "run" in c["args"]]
+    assert "Authorization: Bearer fake-aml-token" in scoring["args"]
+    one(calls, "az", "group", "delete")

@@ -12,6 +12,7 @@ import score
 from lm.scoring_request import MAX_SEED, RequestError, parse_request
 from lm.serving_limits import ServingLimits
 from lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
+from score_script import call, init_score
 from scoring_server import ScoringServerError, running_scoring_server
 from tiny_model import make_tiny_model
 
@@ -28,15 +29,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AZUREML_MODEL_DIR", str(tiny_model_dir))
-        score.init()
-    return score._service.served
-
-
-def call(body) -> tuple[int, dict]:
-    response = score.run(body if isinstance(body, str) else json.dumps(body))
-    return response.status_code, json.loads(response.get_data())
+    return init_score(tiny_model_dir)
 
 
 BAD_REQUESTS = [

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-import score
 from function_app.backends import local_deploy
 from function_app.backends.gunicorn_loopback import loopback_binds
 from gated_forward import GatedForward
@@ -23,6 +22,7 @@ from lm.kv_forward import Gpt2CachedForward
 from lm.scoring_request import RequestError, parse_request
 from lm.scoring_service import ScoringService
 from lm.serving_limits import ServingLimits
+from score_script import call, init_score
 from scoring_server import running_scoring_server
 from tiny_model import make_tiny_model
 
@@ -36,15 +36,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AZUREML_MODEL_DIR", str(tiny_model_dir))
-        score.init()
-    return score._service.served
-
-
-def call(body) -> tuple[int, dict]:
-    response = score.run(body if isinstance(body, str) else json.dumps(body))
-    return response.status_code, json.loads(response.get_data())
+    return init_score(tiny_model_dir)
 
 
 def gated_service(served, **limits) -> tuple[ScoringService, GatedForward]:

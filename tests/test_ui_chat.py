@@ -148,10 +148,10 @@ def test_no_model_deployed_yet(monkeypatch: pytest.MonkeyPatch, control_plane: C
 def test_model_refusal_names_the_field(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane,  # noqa: F811
                                        scoring_url: str) -> None:
     at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
-    at.slider(key="max_new_tokens").set_value(200)  # more than the tiny model's 128-token context
+    at.slider(key="max_new_tokens").set_value(128)  # the whole of the tiny model's 128-token context
     _, assistant = _send(at, PROMPT)
     assert plain(assistant.error[0].value) == ("The model refused the request: 'max_new_tokens' must be below the "
-                                               "model's context of 128 tokens, got 200")
+                                               "model's context of 128 tokens, got 128")
 
 
 def test_endpoint_down(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811

@@ -115,8 +115,9 @@ def _refusal(scoring_url: str, response: httpx.Response) -> ScoringError:
     if response.status_code == 400:
         return ScoringError(f"The model refused the request: {error_detail(response)}")
     if response.status_code in (401, 403):
-        return ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set SCORING_KEY "
-                            f"to the endpoint's key.")
+        return ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set "
+                            f"AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP, AML_WORKSPACE and AML_ENDPOINT_NAME so the UI "
+                            f"fetches tokens with its identity, or SCORING_KEY to a current key or token.")
     if response.status_code == 404:
         return ScoringError(f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
                             f"progress; check the Knowledge Base status.")

@@ -30,8 +30,14 @@ class UiSettings:
     api_timeout_s: float = 10.0
     # Overrides the scoring URL the status API reports (e.g. a gateway in front of the endpoint).
     scoring_url: str = ""
-    # Sent as "Authorization: Bearer": an AML online endpoint's key or token; empty for the local server.
+    # Sent as "Authorization: Bearer": a fixed key or token; empty for the local server. In Azure leave it
+    # empty and set the four AML_* names: the UI then gets fresh aml_token tokens with its identity.
     scoring_key: str = ""
+    # The AML online endpoint whose scoring tokens the UI fetches (the Function app's names and values).
+    aml_subscription_id: str = ""
+    aml_resource_group: str = ""
+    aml_workspace: str = ""
+    aml_endpoint_name: str = ""
     # Generation on a CPU pod can take a while; past this the chat says so instead of hanging.
     scoring_timeout_s: float = 120.0
     example_prompt: str = "Declaration: Zorblat Quenwick is"
@@ -75,6 +81,10 @@ _ENV: tuple[tuple[str, str, type], ...] = (
     ("UI_API_TIMEOUT_S", "api_timeout_s", float),
     ("SCORING_URL", "scoring_url", str),
     ("SCORING_KEY", "scoring_key", str),
+    ("AML_SUBSCRIPTION_ID", "aml_subscription_id", str),
+    ("AML_RESOURCE_GROUP", "aml_resource_group", str),
+    ("AML_WORKSPACE", "aml_workspace", str),
+    ("AML_ENDPOINT_NAME", "aml_endpoint_name", str),
     ("UI_SCORING_TIMEOUT_S", "scoring_timeout_s", float),
     ("UI_EXAMPLE_PROMPT", "example_prompt", str),
 )

@@ -111,16 +111,15 @@ class Engine:
         """Wait for work; prefill the queued jobs that fit the free slots, oldest first (no overtaking)."""
         with self._ready:
             self._ready.wait_for(lambda: self._waiting or self._running)
-            while self._waiting and self._waiting[0].cancelled:
-                self._waiting.popleft()
+            if any(job.cancelled for job in self._waiting):  # gone before they started: they hold no place
+                self._waiting = deque(job for job in self._waiting if not job.cancelled)
             admitted = []
             free = self._decoder.free_slots
             while self._waiting and len(self._waiting[0].rows) <= free:
                 job = self._waiting.popleft()
-                if not job.cancelled:
-                    admitted.append(job)
-                    free -= len(job.rows)
-                    self._jobs_running.add(job)
+                admitted.append(job)
+                free -= len(job.rows)
+                self._jobs_running.add(job)
         for job in admitted:
             try:
                 slots = self._decoder.add(job.rows)

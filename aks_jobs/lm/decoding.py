@@ -5,8 +5,8 @@ joins, then one forward per step advances every running row by a token; a row le
 row is processed like Hugging Face's generate() with that row's settings alone: repetition penalty, then (when
 sampling) temperature, top-k and top-p, then argmax or a draw. Draws use the row's own uniform numbers by
 inverse CDF, so a sampled row depends only on its prompt, settings and numbers, never on its batch
-neighbours or when it joined. (The logits themselves may still differ in the last bits with the batch's shape, so in bf16 a
-near-tie can flip a token; in float32 that is vanishingly rare.)
+neighbours or the step it joined at. (The logits themselves may still differ in the last bits with the batch's
+shape, so in bf16 a near-tie can flip a token; in float32 that is vanishingly rare.)
 """
 from __future__ import annotations
 

@@ -117,11 +117,13 @@ class AmlBackend(PipelineBackend):
         if serving is None:
             return None
         with azure_errors(f"look up serving model {serving.model_name}:{serving.model_version}"):
-            # MLflow registrations are mlflow_model, folder registrations custom_model: the input type must match.
             model = self._ml.models.get(name=serving.model_name, version=serving.model_version)
-        from azure.ai.ml import Input
-
-        return Input(type=model.type, path=f"azureml:{serving.model_name}:{serving.model_version}")
+        # The model's files by their storage path, as the type evaluate.yml declares (uri_folder): the same
+        # input whether AML registered the folder as custom_model or mlflow_model.
+        if not str(model.path or "").startswith("azureml://"):
+            raise PermanentBackendError(f"serving model {serving.model_name}:{serving.model_version} has no "
+                                        f"storage path ({model.path!r}); re-register it from a job output")
+        return aml_pipeline.serving_model_input(model.path)
 
     # -- endpoint and deployments ---------------------------------------------------------------------
 

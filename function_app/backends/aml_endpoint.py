@@ -19,7 +19,8 @@ if TYPE_CHECKING:
                                       OnlineEndpoint)
 
 # aml_token, not key: the token is short-lived and fetched with the caller's Azure identity (RBAC on the
-# workspace), so there is no long-lived secret to store or rotate; keys never expire. (Kubernetes online
+# workspace: onlineEndpoints/token/action), so there is no long-lived secret to store or rotate; keys never
+# expire. Clients get tokens as online_endpoints.get_keys does (ui/scoring_token.py). (Kubernetes online
 # endpoints do not support aad_token.)
 AUTH_MODE = "aml_token"
 INSTANCE_COUNT = 1

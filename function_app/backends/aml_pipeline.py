@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from function_app.backends.base import PermanentBackendError
+from function_app.manifests import PROCESSED
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +28,14 @@ STEP_STATES = {"preprocess": "Preprocessing", "train": "Training", "evaluate": "
 # AML job statuses after which a job never runs again (Paused can be resumed, so it is not here).
 FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
 COMPLETED = "Completed"
+
+# Where the steps write in the data container: snapshots under processed/, each run's model and
+# evaluation under runs/<id>/. Jobs write through the compute's managed identity, whose role condition
+# (infra/modules/roles.bicep, parameters from infra/main.bicep) allows writes only under these prefixes;
+# tests/test_infra.py checks that the Bicep condition names exactly these and that every output bound
+# below lies under one of them.
+RUNS = "runs/"
+COMPUTE_WRITABLE_PREFIXES = (PROCESSED, RUNS)
 
 
 def datastore_uri(datastore: str, path: str) -> str:
@@ -47,11 +55,21 @@ def pipeline_job_name(settings: Settings, run_id: str) -> str:
     return f"{settings.model_name}-{safe_run_id(run_id)}"
 
 
-@cache
 def load_step(step: str) -> CommandComponent:
+    """A fresh component on every call, never a cached one: submitting a job resolves its component's
+    environment (azureml:gpt2-pdf-jobs@latest) to a version IN PLACE (azure-ai-ml 1.35
+    operations/_component_operations.py, _resolve_dependencies_for_component), so a cached object would
+    keep the first image a warm Function instance saw."""
     from azure.ai.ml import load_component
 
     return load_component(source=COMPONENTS_DIR / f"{step}.yml")
+
+
+def serving_model_input(path: str) -> Input:
+    """evaluate's serving_model input for a model folder, typed as the component declares it."""
+    from azure.ai.ml import Input
+
+    return Input(type=load_step("evaluate").inputs["serving_model"].type, path=path)
 
 
 def registered_environment() -> str:
@@ -83,7 +101,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
 
     preprocess_step, train_step, evaluate_step = (load_step(step) for step in STEPS)
     datastore = settings.aml_datastore
-    run_folder = f"runs/{safe_run_id(run_id)}"
+    run_folder = f"{RUNS}{safe_run_id(run_id)}"
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
     train_overrides = {"epochs": _epochs(settings.train_epochs)} if settings.train_epochs else {}
@@ -93,7 +111,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     def gpt2_pdf_pipeline(documents):  # un-annotated: @pipeline reads annotations as AML input types
         preprocess = preprocess_step(documents=documents)
         # Bound to processed/ itself (not a per-job folder): earlier snapshots and the sha256 cache stay there.
-        preprocess.outputs.processed = Output(type="uri_folder", path=datastore_uri(datastore, "processed/"),
+        preprocess.outputs.processed = Output(type="uri_folder", path=datastore_uri(datastore, PROCESSED),
                                               mode="rw_mount")
         train = train_step(processed=preprocess.outputs.processed, base_model=settings.base_model,
                            preset=settings.train_preset, **train_overrides)

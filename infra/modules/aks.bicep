@@ -1,6 +1,7 @@
 // The AKS cluster AML runs on: a system pool (AML extension, CPU steps, CPU scoring) and a GPU pool
-// that autoscales from zero for training, the Microsoft.AzureML.Kubernetes extension, and the
-// namespace the attached compute runs workloads in.
+// for training, the Microsoft.AzureML.Kubernetes extension, and the namespace the attached compute
+// runs workloads in. Nodes live in our own subnet so the scoring router's internal load balancer is
+// reachable from the Function app and the UI (modules/network.bicep).
 
 param location string
 param tags object
@@ -16,6 +17,13 @@ param systemPoolVmSize string
 param systemPoolMaxCount int
 param gpuPoolVmSize string
 param gpuPoolMaxCount int
+
+@description('GPU nodes kept running. The extension\'s Volcano scheduler (gang plugin) never creates a pod the cluster autoscaler could scale up for, so at 0 the train step waits forever; see docs/deploy.md.')
+@minValue(0)
+param gpuPoolMinCount int
+
+@description('Subnet of the node pools (modules/network.bicep).')
+param aksSubnetId string
 param osDiskSizeGB int
 
 @description('Host-based encryption of temp and cache disks; needs the subscription feature Microsoft.Compute/EncryptionAtHost.')
@@ -28,13 +36,17 @@ param enableContainerInsights bool
 param amlExtensionName string
 param workloadNamespace string
 
-@description('Serve scoring over plain HTTP (key auth still required). Set false with a TLS secret for HTTPS.')
-param allowInsecureScoring bool
+@description('internal: the scoring router behind an internal load balancer in the nodes\' subnet, HTTP inside the VNet only. publicTls: a public load balancer serving HTTPS with your certificate (scoringSslCname + scoringSslSecretName).')
+@allowed([
+  'internal'
+  'publicTls'
+])
+param scoringExposure string
 
-@description('CNAME of the scoring endpoint certificate (HTTPS only).')
+@description('CNAME of the scoring endpoint certificate (publicTls only).')
 param scoringSslCname string
 
-@description('Kubernetes secret in the azureml namespace holding cert.pem and key.pem (HTTPS only).')
+@description('Kubernetes secret in the azureml namespace holding cert.pem and key.pem (publicTls only).')
 param scoringSslSecretName string
 
 // GPU nodes accept only pods that request nvidia.com/gpu (AKS's ExtendedResourceToleration admission
@@ -115,6 +127,7 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
         osDiskType: 'Ephemeral'
         osDiskSizeGB: osDiskSizeGB
         enableEncryptionAtHost: enableEncryptionAtHost
+        vnetSubnetID: aksSubnetId
         nodeLabels: {
           'gpt2-pdf/pool': 'cpu'
         }
@@ -125,15 +138,15 @@ resource cluster 'Microsoft.ContainerService/managedClusters@2026-05-01' = {
         osType: 'Linux'
         type: 'VirtualMachineScaleSets'
         vmSize: gpuPoolVmSize
-        // Scale to zero: a GPU node exists only while a training pod waits for or uses it.
-        count: 0
+        count: gpuPoolMinCount
         enableAutoScaling: true
-        minCount: 0
-        maxCount: gpuPoolMaxCount
+        minCount: gpuPoolMinCount
+        maxCount: max(gpuPoolMaxCount, gpuPoolMinCount)
         maxPods: 110
         osDiskType: 'Ephemeral'
         osDiskSizeGB: osDiskSizeGB
         enableEncryptionAtHost: enableEncryptionAtHost
+        vnetSubnetID: aksSubnetId
         gpuProfile: {
           driver: 'Install'
         }
@@ -204,15 +217,57 @@ resource containerInsightsAssociation 'Microsoft.Insights/dataCollectionRuleAsso
   }
 }
 
-var scoringTls = allowInsecureScoring ? {} : {
+// The settings `az k8s-extension create` adds for this extension type (Azure/azure-cli-extensions
+// src/k8s-extension/azext_k8s_extension/partner_extensions/AzureMLKubernetes.py) and Microsoft's ARM
+// template for installing it without the CLI (Azure/AML-Kubernetes files/deployextension.json);
+// tests/test_infra.py checks every key of that template is here.
+var extensionSettings = {
+  enableTraining: 'True'
+  enableInference: 'True'
+  // DevTest = one router replica (inferenceRouterHA False), as the CLI handler sets it.
+  clusterPurpose: 'DevTest'
+  cluster_name: cluster.id
+  clusterId: cluster.id
+  cluster_name_friendly: cluster.name
+  'prometheus.prometheusSpec.externalLabels.cluster_name': cluster.id
+  location: location
+  jobSchedulerLocation: location
+  domain: '${location}.cloudapp.azure.com'
+  // Relay and Service Bus are for Arc clusters; AKS talks to AML directly.
+  'servicebus.enabled': 'false'
+  'relayserver.enabled': 'false'
+  'nginxIngress.enabled': 'true'
+  installNvidiaDevicePlugin: 'True'
+  installPromOp: 'True'
+  installVolcano: 'True'
+  installDcgmExporter: 'False'
+  inferenceRouterServiceType: 'LoadBalancer'
+  // One router replica: HA wants three nodes, and the system pool starts with one.
+  inferenceRouterHA: 'False'
+}
+
+// internal: HTTP, but only inside the VNet (internal load balancer, azure provider). publicTls: HTTPS on a
+// public IP with the certificate in scoringSslSecretName. Never plain HTTP on a public IP.
+var scoringSettings = scoringExposure == 'internal' ? {
+  allowInsecureConnections: 'True'
+  internalLoadBalancerProvider: 'azure'
+  'scoringFe.serviceType.internalLoadBalancer': 'True'
+} : {
+  allowInsecureConnections: 'False'
+  internalLoadBalancerProvider: ''
+  'scoringFe.serviceType.internalLoadBalancer': 'False'
   sslCname: scoringSslCname
-  sslSecret: scoringSslSecretName
+  'scoringFe.sslSecret': scoringSslSecretName
 }
 
 // Installs the AML training and inference operators (volcano, azureml-fe router, NVIDIA device plugin).
 resource amlExtension 'Microsoft.KubernetesConfiguration/extensions@2025-03-01' = {
   name: amlExtensionName
   scope: cluster
+  // As the template and the CLI create it: the extension's own identity.
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     extensionType: 'Microsoft.AzureML.Kubernetes'
     autoUpgradeMinorVersion: true
@@ -222,17 +277,7 @@ resource amlExtension 'Microsoft.KubernetesConfiguration/extensions@2025-03-01' 
         releaseNamespace: 'azureml'
       }
     }
-    configurationSettings: union({
-      enableTraining: 'True'
-      enableInference: 'True'
-      inferenceRouterServiceType: 'LoadBalancer'
-      // One router replica: HA wants three nodes, and the system pool starts with one.
-      inferenceRouterHA: 'False'
-      allowInsecureConnections: allowInsecureScoring ? 'True' : 'False'
-      installNvidiaDevicePlugin: 'True'
-      installPromOp: 'True'
-      installVolcano: 'True'
-    }, scoringTls)
+    configurationSettings: union(extensionSettings, scoringSettings)
   }
 }
 
@@ -254,6 +299,7 @@ resource namespace 'Microsoft.ContainerService/managedClusters/managedNamespaces
 }
 
 output clusterName string = cluster.name
+output clusterPrincipalId string = cluster.identity.principalId
 output clusterId string = cluster.id
 output extensionName string = amlExtension.name
 output workloadNamespace string = namespace.name

@@ -8,8 +8,12 @@ param location string
 param tags object
 param planName string
 param functionAppName string
-param storageAccountName string
+@description('The host\'s own storage account (modules/hoststorage.bicep), not the data account.')
+param hostStorageAccountName string
 param deploymentContainerName string
+
+@description('Subnet for regional VNet integration (delegated to Microsoft.App/environments): reaches the scoring router\'s internal load balancer for smoke tests.')
+param subnetId string
 param functionInsightsName string
 
 @description('Settings the Python code reads (function_app/settings.py: setting_names()), built in main.bicep.')
@@ -23,7 +27,7 @@ param maximumInstanceCount int
 param alwaysReadyHttpInstances int
 
 resource account 'Microsoft.Storage/storageAccounts@2026-04-01' existing = {
-  name: storageAccountName
+  name: hostStorageAccountName
 }
 
 resource functionInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -32,7 +36,7 @@ resource functionInsights 'Microsoft.Insights/components@2020-02-02' existing = 
 
 // The Functions runtime's own settings (not read by our code). On Flex Consumption the runtime and
 // extension version live in functionAppConfig, so FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION
-// are not app settings; the host storage is identity-based because the account has shared keys off.
+// are not app settings; the host storage is identity-based (its own account, shared keys off).
 var runtimeSettings = {
   AzureWebJobsStorage__blobServiceUri: account.properties.primaryEndpoints.blob
   AzureWebJobsStorage__queueServiceUri: account.properties.primaryEndpoints.queue
@@ -72,6 +76,7 @@ resource functionApp 'Microsoft.Web/sites@2025-03-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: subnetId
     publicNetworkAccess: 'Enabled'
     functionAppConfig: {
       deployment: {

@@ -1,6 +1,7 @@
-// The data storage account: uploads (inputs/), text snapshots (processed/), the status table, the
-// blob trigger's poison queue, the Functions host's own state and the Flex deployment package.
-// Every client (Functions host, control plane, AKS jobs) uses Entra ID, so shared keys are off.
+// The data storage account: uploads (inputs/), text snapshots (processed/), each run's model and
+// evaluation (runs/), the status table and the blob trigger's poison queue (the webjobs blob extension
+// puts it in the triggering blob's account). The Functions host keeps its own state elsewhere
+// (modules/hoststorage.bicep). Every client uses Entra ID, so shared keys are off.
 // An Event Grid system topic publishes its BlobCreated events; the subscription to the Function's
 // blob extension webhook is created by infra/deploy.sh once the app is published (it needs the
 // blobs_extension key, which exists only then).
@@ -10,7 +11,6 @@ param tags object
 param storageAccountName string
 param skuName string
 param dataContainerName string
-param deploymentContainerName string
 param statusTableName string
 param poisonQueueName string
 param systemTopicName string
@@ -69,14 +69,6 @@ resource dataContainer 'Microsoft.Storage/storageAccounts/blobServices/container
   }
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-04-01' = {
-  parent: blobService
-  name: deploymentContainerName
-  properties: {
-    publicAccess: 'None'
-  }
-}
-
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2026-04-01' = {
   parent: account
   name: 'default'
@@ -115,5 +107,4 @@ output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output dataContainerName string = dataContainer.name
-output deploymentContainerName string = deploymentContainer.name
 output systemTopicName string = systemTopic.name

@@ -87,7 +87,7 @@ def answer(prompt: str) -> dict:
     texts = [""] * settings.num_return_sequences
     try:
         context = st.session_state.setdefault("turns", []) if multi_turn else []
-        for item in stream(scoring_url(), prompt, settings, history=context, key=config.scoring_key,
+        for item in stream(scoring_url(), prompt, settings, history=context, key=page_setup.scoring_key(config),
                            timeout_s=config.scoring_timeout_s):
             if isinstance(item, Piece):
                 texts[item.sequence] += item.text
