@@ -23,6 +23,10 @@ from collections.abc import Callable
 
 # azmlinfsrv loads this file by path, so its folder is not importable unless we add it.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Idle OpenMP threads sleep instead of spinning: the decode thread's team shares the cores with the server's
+# request threads, and on a busy 2-core node spinning made a 50-token answer 6x slower (docs/performance.md).
+# Read when torch loads, so set before it is imported; a deployment may set it otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import flask  # noqa: E402
 from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: E402

@@ -1,7 +1,7 @@
 """CPU serving: int8 weights (the CPU default) beside float32 (SCORING_WEIGHTS=float), both through the real azmlinfsrv.
 
     .venv/bin/python bench/cpu_serve_bench.py [--rounds 3] [--latency-requests 5] [--requests 64] [--clients 32]
-                                              [--server-env KEY=VALUE ...] [--ppl-steps 400]
+                                              [--server-env KEY=VALUE ...] [--ppl-steps 200]
 
 Speed: one GPT-2 124M folder (random init, vocabulary 50257, no EOS so every answer is 50 tokens; see
 serve_bench.build_model), served twice at once by azmlinfsrv + score.py, once per weights setting. Each round
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for both servers, e.g. OMP_NUM_THREADS=1")
-    parser.add_argument("--ppl-steps", type=int, default=400, help="training steps of the perplexity model")
+    parser.add_argument("--ppl-steps", type=int, default=200, help="training steps of the perplexity model")
     args = parser.parse_args()
     server_env = dict(item.split("=", 1) for item in args.server_env)
 
@@ -124,17 +124,17 @@ def main() -> None:
         figures = speed(folder, args.rounds, args.latency_requests, args.requests, args.clients, server_env)
         print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} "
               f"(other processes on this machine slow both paths)")
-    ppl = perplexity(args.ppl_steps)
-
-    print(f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} "
-          f"{'(per round)':>22} {'held-out perplexity':>20}")
+    base, ours = figures["float32"], figures["int8"]
+    print(f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} {'(per round)':>22}")
     for name, row in figures.items():
         print(f"{name:<10} {row['single_p50_ms']:>16.0f} {row['single_p95_ms']:>8.0f} {row['loaded_req_s']:>18.2f} "
-              f"{str(row['loaded_req_s_all']):>22} {ppl[name]:>20.4f}")
-    base, ours = figures["float32"], figures["int8"]
-    print(f"\nint8: 1 client p50 {base['single_p50_ms'] / ours['single_p50_ms']:.2f}x lower, {args.clients} clients "
-          f"{ours['loaded_req_s'] / base['loaded_req_s']:.2f}x the requests/s; perplexity "
-          f"{100 * (ppl['int8'] / ppl['float32'] - 1):+.2f}% (trained 4 x 128 GPT-2, {args.ppl_steps} steps)")
+              f"{str(row['loaded_req_s_all']):>22}")
+    print(f"int8: 1 client p50 {base['single_p50_ms'] / ours['single_p50_ms']:.2f}x lower, {args.clients} clients "
+          f"{ours['loaded_req_s'] / base['loaded_req_s']:.2f}x the requests/s", flush=True)
+
+    ppl = perplexity(args.ppl_steps)
+    print(f"\nheld-out perplexity (trained 4 x 128 GPT-2, {args.ppl_steps} steps): float32 {ppl['float32']:.4f}, "
+          f"int8 {ppl['int8']:.4f} ({100 * (ppl['int8'] / ppl['float32'] - 1):+.2f}%)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The candidates for CPU serving weights, measured inside our own decode step (lm.kv_forward.Gpt2CachedForward).
 
     .venv/bin/python bench/cpu_weights_bench.py [--candidates float32,bfloat16,dynamic-int8,int8] [--batches 1,16]
-                                                [--rounds 3] [--ppl-steps 400]
+                                                [--rounds 3] [--ppl-steps 200]
 
 Speed: GPT-2 124M shape (random init; speed depends on shapes, not values): 50 decode steps after a 12-token
 prefill per row, per candidate and batch size, the candidates taking turns for --rounds rounds; medians printed.
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ppl-steps", type=int, default=400)
+    parser.add_argument("--ppl-steps", type=int, default=200)
     args = parser.parse_args()
     names, batches = args.candidates.split(","), [int(size) for size in args.batches.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="

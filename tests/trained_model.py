@@ -16,7 +16,7 @@ def train_small_model(directory: Path, *, text: str | None = None, n_layer: int 
     """Train a GPT-2 (byte-level BPE learned from the text) on random blocks of `text`; save it into `directory`."""
     text = text if text is not None else prose(seed=1, sentences=3000)
     tokenizer = train_tokenizer(text.splitlines(), vocab_size=512)
-    ids = torch.tensor(tokenizer(text)["input_ids"])
+    ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"])
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=n_embd, n_layer=n_layer,
                         n_head=max(1, n_embd // 32), bos_token_id=tokenizer.eos_token_id,
