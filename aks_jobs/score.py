@@ -7,7 +7,8 @@ together (continuous batching, lm.batcher). What each request gets is decided in
 POST /score {"prompt": "Once upon" | [..], "max_new_tokens": 50, "temperature": 0.7, "top_k": 50,
              "top_p": 0.95, "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": true, "seed": 7,
              "stop": ["\\n"], "history": ["earlier turn", ...], "stream": false}
--> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version", "weights"}, "usage": {...}, "parameters": {...}}
+-> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version", "weights"}, "usage": {...},
+        "parameters": {...}}
 -> 200 text/event-stream with "stream": true: `data: {"index", "prompt", "sequence", "text"}` per piece of text,
    then `event: done` with the JSON answer above
 -> 400 {"message": "...", "field": "<the bad field>"} for any client mistake

@@ -125,7 +125,8 @@ def main() -> None:
         print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} "
               f"(other processes on this machine slow both paths)")
     base, ours = figures["float32"], figures["int8"]
-    print(f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} {'(per round)':>22}")
+    print(f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} "
+          f"{'(per round)':>22}")
     for name, row in figures.items():
         print(f"{name:<10} {row['single_p50_ms']:>16.0f} {row['single_p95_ms']:>8.0f} {row['loaded_req_s']:>18.2f} "
               f"{str(row['loaded_req_s_all']):>22}")
