@@ -192,6 +192,33 @@ def test_health_probe_answers_while_the_server_is_full_and_extra_requests_get_50
     assert all(int(result.headers["Retry-After"]) >= 1 for result in refused)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_real_server_drops_the_work_of_a_client_that_hung_up(tmp_path, stream):
+    model = make_tiny_model(tmp_path / "gpt2-pdf", n_positions=1024)
+    # One request at a time: while the long one runs, any other is refused with 503.
+    env = {"SCORING_MAX_REQUESTS": "1", "SCORING_MAX_NEW_TOKENS": "1000", "SCORING_REQUEST_TIMEOUT_S": "600"}
+    long = {"prompt": "Diogo is", "max_new_tokens": 1000, "num_return_sequences": 5, "seed": 3, "stream": stream}
+    short = {"prompt": "Diogo is", "max_new_tokens": 2}
+    with running_scoring_server(model, env=env) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+        with httpx.Client(base_url=base_url, timeout=1.0) as impatient:
+            if stream:  # the first piece, then the client closes the stream
+                with impatient.stream("POST", "/score", json=long) as answer:
+                    assert next(answer.iter_lines()).startswith("data: ")
+            else:
+                with pytest.raises(httpx.ReadTimeout):  # 5 x 1,000 tokens take far longer than a second
+                    impatient.post("/score", json=long)
+        assert http.post("/score", json=short).status_code == 503  # the long one still holds the server
+        # Once the server notices the closed connection (within a second), the slot is free again.
+        statuses = []
+        for _ in range(40):
+            statuses.append(http.post("/score", json=short).status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.25)
+        assert statuses[-1] == 200, statuses
+
+
 # (4) -----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field", ["seed", "max_new_tokens", "top_k", "temperature"])
