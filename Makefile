@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup chromium tesseract test demo down bench bench-preprocess bench-train bench-loss bench-serve bench-serve-load clean
+.PHONY: setup chromium tesseract test demo down bench bench-preprocess bench-train bench-loss bench-serve bench-serve-load bench-cpu-serve clean
 
 # Re-install only when a requirements file changes.
 $(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt
@@ -42,7 +42,7 @@ demo: setup
 down:
 	$(BIN)/python -m scripts.local_stack down
 
-bench: bench-preprocess bench-train bench-loss bench-serve bench-serve-load
+bench: bench-preprocess bench-train bench-loss bench-serve bench-serve-load bench-cpu-serve
 
 bench-preprocess: setup
 	$(BIN)/python bench/preprocess_bench.py
@@ -58,6 +58,11 @@ bench-serve: setup
 
 bench-serve-load: setup
 	$(BIN)/python bench/serve_load.py
+
+# CPU serving: int8 weights beside float32 through azmlinfsrv, and the candidates inside the decode step
+bench-cpu-serve: setup
+	$(BIN)/python bench/cpu_serve_bench.py
+	$(BIN)/python bench/cpu_weights_bench.py
 
 clean:
 	rm -rf .local out

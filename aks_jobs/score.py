@@ -10,7 +10,8 @@ POST /score {"prompt": "Once upon" | [..], "max_new_tokens": 50, "temperature": 
              "format": "completion" | "instruction", "input": "..." (instruction only)}
   "format": "instruction" asks each prompt as an instruction in the template the model was trained on
   (lm/prompt_format.py) and answers with the response alone.
--> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version"}, "usage": {...}, "parameters": {...}}
+-> 200 {"generations": [[text, ...] per prompt], "model": {"name", "version", "weights"}, "usage": {...},
+        "parameters": {...}}
 -> 200 text/event-stream with "stream": true: `data: {"index", "prompt", "sequence", "text"}` per piece of text,
    then `event: done` with the JSON answer above
 -> 400 {"message": "...", "field": "<the bad field>"} for any client mistake
@@ -26,6 +27,10 @@ from collections.abc import Callable
 
 # azmlinfsrv loads this file by path, so its folder is not importable unless we add it.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Idle OpenMP threads sleep instead of spinning: the decode thread's team shares the cores with the server's
+# request threads, and on a busy 2-core node spinning made a 50-token answer 6x slower (docs/performance.md).
+# Read when torch loads, so set before it is imported; a deployment may set it otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import flask  # noqa: E402
 from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: E402
@@ -45,8 +50,8 @@ def init() -> None:
     served = load_serving_model()
     limits = ServingLimits.for_device(served.model.device.type)
     _service = ScoringService(served, cached_forward(served, limits.max_rows), limits)
-    logger.info("serving %s version %s from %s on %s with %s", served.name, served.version, served.folder,
-                served.model.device, limits)
+    logger.info("serving %s version %s from %s on %s, %s weights, with %s", served.name, served.version,
+                served.folder, served.model.device, served.weights, limits)
 
 
 def run(raw: str) -> flask.Response:

@@ -196,6 +196,10 @@ def test_health_probe_answers_while_the_server_is_full_and_extra_requests_get_50
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_real_server_drops_the_work_of_a_client_that_hung_up(tmp_path, stream):
     model = make_tiny_model(tmp_path / "gpt2-pdf", n_positions=1024)
+    # No EOS, so the long request runs its 5 x 1,000 tokens whatever it samples (with EOS, when it stopped
+    # depended on the weights: int8 ones stopped within a second).
+    generation = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": None}))
     # One request at a time: while the long one runs, any other is refused with 503.
     env = {"SCORING_MAX_REQUESTS": "1", "SCORING_MAX_NEW_TOKENS": "1000", "SCORING_REQUEST_TIMEOUT_S": "600"}
     long = {"prompt": "Diogo is", "max_new_tokens": 1000, "num_return_sequences": 5, "seed": 3, "stream": stream}

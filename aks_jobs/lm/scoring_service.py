@@ -135,7 +135,7 @@ class ScoringService:
     def _answer(self, prepared: Prepared, done: Completion) -> dict[str, Any]:
         return {
             "generations": done.generations,
-            "model": {"name": self.served.name, "version": self.served.version},
+            "model": {"name": self.served.name, "version": self.served.version, "weights": self.served.weights},
             "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
                       "history_turns": done.history_turns},
             "parameters": prepared.request.parameters(),

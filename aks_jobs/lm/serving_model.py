@@ -5,17 +5,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lm.int8_weights import quantize_linear_layers
 from lm.kv_forward import CachedForward, Gpt2CachedForward
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
+# How the weights are served: "auto" is int8 on CPU (4x less memory read per token; docs/performance.md) and the
+# saved weights in bf16 on GPU; "float" serves them unquantized on any device (float32 on CPU).
+WEIGHTS_ENV = "SCORING_WEIGHTS"
+WEIGHTS_CHOICES = ("auto", "float", "int8")
+Weights = Literal["float32", "bfloat16", "int8"]
 
 
 class ModelFolderError(RuntimeError):
     """The model folder is missing or ambiguous; init() fails with this message."""
+
+
+class ServingSettingError(RuntimeError):
+    """A SCORING_* setting of the deployment is invalid; init() fails with this message."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,7 @@ class ServingModel:
     name: str
     version: str
     folder: Path
+    weights: Weights = "float32"  # what the linear layers compute in
 
 
 def find_model_dir(root: Path) -> Path:
@@ -69,24 +81,41 @@ def model_identity(model_root: str, env: Mapping[str, str]) -> tuple[str, str]:
     return env.get("MODEL_NAME") or name, env.get("MODEL_VERSION") or version
 
 
+def served_weights(env: Mapping[str, str], device: torch.device) -> Weights:
+    """What SCORING_WEIGHTS asks for on `device`: int8 by default on CPU, bf16 on GPU, float on request."""
+    requested = env.get(WEIGHTS_ENV, "auto").strip().lower()
+    if requested not in WEIGHTS_CHOICES:
+        raise ServingSettingError(f"{WEIGHTS_ENV}={requested!r} is not one of {', '.join(WEIGHTS_CHOICES)}; "
+                                  f"unset it for the device's default")
+    if device.type == "cpu":
+        return "float32" if requested == "float" else "int8"
+    if requested == "int8":
+        raise ServingSettingError(f"{WEIGHTS_ENV}=int8 is for CPU deployments (its int8 kernels are CPU ones); "
+                                  f"on {device.type} unset it or set it to float")
+    return "bfloat16"
+
+
 def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
-    """Load for inference: eval mode, no gradients; bf16 + SDPA on GPU, float32 on CPU."""
+    """Load for inference: eval mode, no gradients, SDPA; int8 linear layers on CPU, bf16 on GPU (SCORING_WEIGHTS)."""
     model_root = env.get(MODEL_DIR_ENV)
     if not model_root:
         raise ModelFolderError(f"{MODEL_DIR_ENV} is not set; point it at the model folder "
                                f"(azmlinfsrv --model_dir DIR)")
     folder = find_model_dir(Path(model_root))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    weights = served_weights(env, device)
+    dtype = torch.bfloat16 if weights == "bfloat16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     model.to(device).eval().requires_grad_(False)
+    if weights == "int8":
+        quantize_linear_layers(model)
 
     tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_dir(folder))
     tokenizer.padding_side = "left"  # decoder-only batches: every prompt must end where generation starts
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 ships without one
     name, version = model_identity(model_root, env)
-    return ServingModel(model=model, tokenizer=tokenizer, name=name, version=version, folder=folder)
+    return ServingModel(model=model, tokenizer=tokenizer, name=name, version=version, folder=folder, weights=weights)
 
 
 def cached_forward(served: ServingModel, slots: int) -> CachedForward:
