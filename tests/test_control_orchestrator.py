@@ -67,7 +67,9 @@ def test_burst_of_20_uploads_gives_one_run_with_all_20(env: ControlEnv) -> None:
         if i % 5 == 0:
             env.tick()  # timer firing mid-burst: a Pending run waits for the burst to settle
     run = env.tick(after_s=10)
-    assert run.state == rs.PENDING and env.azure.calls == []  # nothing goes to Azure while uploads arrive
+    # Nothing is sent to Azure while uploads arrive (each tick only reads the endpoint's traffic).
+    assert run.state == rs.PENDING and env.azure.writes() == []
+    assert set(env.azure.operations()) == {"online_endpoints.get"}
     run = env.settle(SETTLED)
     assert len(run.documents) == 20 and run.new_documents == run.documents
     assert _states(run) == list(rs.ORDER)
@@ -83,7 +85,7 @@ def test_burst_of_20_uploads_gives_one_run_with_all_20(env: ControlEnv) -> None:
     assert status["serving_model"]["version"] == "1" and status["scoring_url"] == SCORING_URL
     calls = len(env.azure.calls)
     assert env.tick(after_s=SETTLED) is None  # nothing new: no further run
-    assert len(env.azure.calls) == calls
+    assert env.azure.operations()[calls:] == ["online_endpoints.get"]  # the traffic, compared with the table
 
 
 def test_first_deployment_creates_the_endpoint_and_waits_for_it(azurite_connection) -> None:  # noqa: F811
@@ -114,10 +116,10 @@ def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> 
     assert env.azure.deployment_names() == [V1, V2]
     assert env.orchestrator.status()["serving_model"]["rollback_deployment"] == V1
     assert _sent(env, mark) == _rollout(second.id, V2, {V1: 0, V2: 100})
-    # The second job's evaluate compares its candidate with the model serving when it was submitted
-    # (passed as that model's folder: evaluate declares serving_model as uri_folder).
+    # The second job's evaluate compares its candidate with the model serving when it was submitted.
+    # (as the folder of registered model gpt2-pdf:1, the uri_folder evaluate declares)
     assert env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"] == \
-        env.azure.models.get("gpt2-pdf", version="1").path
+        "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/1/"
 
 
 def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
@@ -137,7 +139,7 @@ def test_transient_submit_error_is_retried_with_backoff_then_succeeds(env: Contr
     assert run.state == rs.PENDING and run.retry["attempts"] == 1 and "HTTP 429" in run.retry["last_error"]
     calls = len(env.azure.calls)
     assert env.tick(after_s=SETTLED + 5).state == rs.PENDING  # backoff (10 s) not over: not retried
-    assert len(env.azure.calls) == calls  # not a single call to Azure
+    assert env.azure.operations()[calls:] == ["online_endpoints.get"]  # only the traffic is read
     run = env.tick(after_s=SETTLED + 11)
     assert run.retry["attempts"] == 2 and "503" in run.retry["last_error"]
     run = env.tick(after_s=SETTLED + 40)
@@ -204,10 +206,12 @@ def test_rejected_candidate_leaves_the_serving_model(env: ControlEnv) -> None:
     assert run.state == rs.REJECTED and "worse" in run.transitions[-1]["detail"]
     assert env.serving() == V1 and env.azure.deployment_names() == [V1]
     assert env.orchestrator.status()["state"] == rs.IDLE
-    # Once the job was submitted, nothing but the job was looked at: no endpoint call at all.
+    # Once the job was submitted, nothing but the job and the endpoint's traffic was looked at.
     operations = env.azure.operations()
     submitted = len(operations) - operations[::-1].index(SUBMIT)
-    assert operations[submitted:] and all(op.startswith("jobs.") for op in operations[submitted:])
+    assert operations[submitted:] and all(op.startswith("jobs.") or op == "online_endpoints.get"
+                                          for op in operations[submitted:])
+    assert env.azure.writes()[-1] == SUBMIT
 
 
 def test_failed_smoke_test_rolls_back_and_the_previous_model_keeps_serving(env: ControlEnv) -> None:

@@ -202,8 +202,9 @@ def test_dropped_files_are_uploaded_once_and_refusals_explained(page: AppTest, c
                                      ("empty.pdf", b"", "application/pdf")]).run()
     assert _texts(page, "success") == ["**archive.pdf**: Uploaded as inputs/archive.pdf."]
     errors = _texts(page, "error")
-    assert errors == ["**renamed.pdf**: Refused: not a PDF: its content does not start with %PDF-, whatever its "
-                      "name says.", "**empty.pdf**: Refused: the file is empty (0 bytes); choose the PDF again."]
+    assert errors == ["**renamed.pdf**: Refused: not a PDF (nor .txt, .md, .jsonl or .json): its content does not "
+                      "start with %PDF-, whatever its name says.",
+                      "**empty.pdf**: Refused: the file is empty (0 bytes); choose the document again."]
     container: ContainerClient = control_plane.env.container
     assert [b.name for b in container.list_blobs()] == ["inputs/archive.pdf"]
     etag = container.get_blob_client("inputs/archive.pdf").get_blob_properties().etag
