@@ -422,13 +422,10 @@ class Orchestrator:
         """Retention: the newest SNAPSHOT_RETENTION snapshots and the serving model's stay, the rest go."""
         if self.settings.snapshot_retention <= 0:
             return
-        try:
-            deleted = manifests.prune_snapshots(
-                self.container, self.settings.snapshot_retention, {self.store.current().serving_snapshot}
-            )
-        except Exception:  # noqa: BLE001 - retried on the next tick
-            log.exception("could not prune old snapshots")
-            return
+        # A failure is logged by the tick's phase and retried on the next tick.
+        deleted = manifests.prune_snapshots(
+            self.container, self.settings.snapshot_retention, {self.store.current().serving_snapshot}
+        )
         if deleted:
             log.info("retention: deleted snapshots %s", ", ".join(deleted))
 
