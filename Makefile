@@ -7,9 +7,10 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 .PHONY: setup chromium tesseract test demo down bench bench-preprocess bench-train bench-loss bench-serve bench-serve-load bench-cpu-serve clean
 
 # Re-install only when a requirements file changes.
-$(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt aks_jobs/requirements.txt ui/requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) -r requirements-dev.txt -c constraints.txt
+	$(PIP_INSTALL) --no-deps --editable .
 	touch $@
 
 # Infra lint tools (checkov, shellcheck, hadolint) pin their own versions: a separate venv.

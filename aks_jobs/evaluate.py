@@ -14,10 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
-from cli_args import bounded
-from lm.base_model import BaseModelError
-from lm.evaluation import EvaluateRequest, evaluate
-from lm.gate import Rules
+from aks_jobs.cli_args import bounded
+from aks_jobs.lm.base_model import BaseModelError
+from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
+from aks_jobs.lm.gate import Rules
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,9 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
-from cli_args import bounded
-from pdf_text.build import Options, build_snapshot
-from pdf_text.summary import format_summary
+from aks_jobs.cli_args import bounded
+from aks_jobs.pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.summary import format_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

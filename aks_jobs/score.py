@@ -22,11 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable
 
-# azmlinfsrv loads this file by path, so its folder is not importable unless we add it.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Idle OpenMP threads sleep instead of spinning: the decode thread's team shares the cores with the server's
 # request threads, and on a busy 2-core node spinning made a 50-token answer 6x slower (docs/performance.md).
 # Read when torch loads, so set before it is imported; a deployment may set it otherwise.
@@ -35,9 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import flask  # noqa: E402
 from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: E402
 
-from lm.scoring_service import ScoringService  # noqa: E402
-from lm.serving_limits import ServingLimits  # noqa: E402
-from lm.serving_model import cached_forward, load_serving_model  # noqa: E402
+from aks_jobs.lm.scoring_service import ScoringService  # noqa: E402
+from aks_jobs.lm.serving_limits import ServingLimits  # noqa: E402
+from aks_jobs.lm.serving_model import cached_forward, load_serving_model  # noqa: E402
 
 # A child of the server's own logger, so lines reach its configured handlers (the root logger has none).
 logger = logging.getLogger("azmlinfsrv.score")

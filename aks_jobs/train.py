@@ -14,12 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-from cli_args import bounded
-from lm.base_model import OFFLINE, BaseModelError
-from lm.corpus import CorpusError
-from lm.execution_plan import COMPILE_MODES
-from lm.recipe import PRESETS, preset_help
-from lm.training import TrainRequest, train
+from aks_jobs.cli_args import bounded
+from aks_jobs.lm.base_model import OFFLINE, BaseModelError
+from aks_jobs.lm.corpus import CorpusError
+from aks_jobs.lm.execution_plan import COMPILE_MODES
+from aks_jobs.lm.recipe import PRESETS, preset_help
+from aks_jobs.lm.training import TrainRequest, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -34,8 +34,8 @@ from serve_bench import NEW_TOKENS, PROMPT, build_model, summary, timed
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
-from lm.perplexity import score_texts  # noqa: E402
-from lm.serving_model import load_serving_model  # noqa: E402
+from aks_jobs.lm.perplexity import score_texts  # noqa: E402
+from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
 from scoring_server import running_scoring_server  # noqa: E402
 from trained_model import train_small_model  # noqa: E402
 from training_text import prose  # noqa: E402

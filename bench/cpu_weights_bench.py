@@ -35,10 +35,10 @@ from torch import nn  # noqa: E402
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel  # noqa: E402
 from transformers.pytorch_utils import Conv1D  # noqa: E402
 
-from lm.int8_weights import quantize_linear_layers  # noqa: E402
-from lm.kv_forward import Gpt2CachedForward  # noqa: E402
-from lm.perplexity import score_texts  # noqa: E402
-from lm.serving_model import load_serving_model  # noqa: E402
+from aks_jobs.lm.int8_weights import quantize_linear_layers  # noqa: E402
+from aks_jobs.lm.kv_forward import Gpt2CachedForward  # noqa: E402
+from aks_jobs.lm.perplexity import score_texts  # noqa: E402
+from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
 from trained_model import train_small_model  # noqa: E402
 from training_text import prose  # noqa: E402
 

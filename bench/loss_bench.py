@@ -25,8 +25,8 @@ sys.path[:0] = [str(REPO / "aks_jobs")]
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from lm.execution_plan import pad_vocabulary  # noqa: E402
-from lm.fused_loss import fused_loss  # noqa: E402
+from aks_jobs.lm.execution_plan import pad_vocabulary  # noqa: E402
+from aks_jobs.lm.fused_loss import fused_loss  # noqa: E402
 
 BLOCK = 1024
 

@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "aks_jobs"), str(REPO / "tests")]
 
 from pdf_factory import ENGLISH_TEXT, make_text_pdf  # noqa: E402
-from pdf_text.build import Options, build_snapshot  # noqa: E402
-from pdf_text.capacity import choose_workers  # noqa: E402
-from pdf_text.extract import read_with_pypdf  # noqa: E402
-from pdf_text.pdfium_pages import read_with_pdfium  # noqa: E402
+from aks_jobs.pdf_text.build import Options, build_snapshot  # noqa: E402
+from aks_jobs.pdf_text.capacity import choose_workers  # noqa: E402
+from aks_jobs.pdf_text.extract import read_with_pypdf  # noqa: E402
+from aks_jobs.pdf_text.pdfium_pages import read_with_pdfium  # noqa: E402
 from pypdf import PdfReader  # noqa: E402
 from reportlab.lib.pagesizes import A4  # noqa: E402
 from reportlab.pdfbase import pdfmetrics  # noqa: E402

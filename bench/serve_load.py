@@ -35,7 +35,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from function_app.backends.scoring_server import streamed_answer  # noqa: E402
-from lm.serving_limits import ServingLimits  # noqa: E402
+from aks_jobs.lm.serving_limits import ServingLimits  # noqa: E402
 from scoring_server import running_scoring_server  # noqa: E402
 from serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary  # noqa: E402
 

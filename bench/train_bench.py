@@ -54,12 +54,12 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from lm.base_model import OFFLINE_ARCHITECTURE, train_tokenizer  # noqa: E402
-from lm.blocks import BlockCollator, BlockDataset, cut_blocks  # noqa: E402
-from lm.execution_plan import pad_vocabulary, plan_execution  # noqa: E402
-from lm.fused_loss import fused_loss  # noqa: E402
-from lm.recipe import hyperparameters, precision, training_arguments  # noqa: E402
-from lm.training import TrainRequest, train  # noqa: E402
+from aks_jobs.lm.base_model import OFFLINE_ARCHITECTURE, train_tokenizer  # noqa: E402
+from aks_jobs.lm.blocks import BlockCollator, BlockDataset, cut_blocks  # noqa: E402
+from aks_jobs.lm.execution_plan import pad_vocabulary, plan_execution  # noqa: E402
+from aks_jobs.lm.fused_loss import fused_loss  # noqa: E402
+from aks_jobs.lm.recipe import hyperparameters, precision, training_arguments  # noqa: E402
+from aks_jobs.lm.training import TrainRequest, train  # noqa: E402
 
 SIZES = {"gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
          "small": dict(OFFLINE_ARCHITECTURE, vocab_size=8192)}

@@ -111,7 +111,7 @@ default_image_tag() {
   local commit
   if commit="$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null)"; then
     # Uncommitted changes get their own tag, so an environment version never names two images.
-    if [[ -n "$(git -C "$REPO_ROOT" status --porcelain -- aks_jobs constraints.txt 2>/dev/null)" ]]; then
+    if [[ -n "$(git -C "$REPO_ROOT" status --porcelain -- aks_jobs pyproject.toml constraints.txt 2>/dev/null)" ]]; then
       commit="$commit-$(date -u +%Y%m%d%H%M%S)"
     fi
     printf '%s' "$commit"
@@ -166,10 +166,10 @@ step_infra() {
 step_image() {
   local registry context="$WORK_DIR/image-context"
   registry="$(output registryName)"
-  # Upload only what the Dockerfile uses (aks_jobs/ and constraints.txt, laid out as in the repo),
+  # Upload only what the Dockerfile uses (aks_jobs/, pyproject.toml, constraints.txt, laid out as in the repo),
   # not the checkout with its virtual environments.
   rm -rf "$context" && mkdir -p "$context"
-  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - aks_jobs constraints.txt | tar -C "$context" -xf -
+  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - aks_jobs pyproject.toml constraints.txt | tar -C "$context" -xf -
   log "building $IMAGE_REPOSITORY:$IMAGE_TAG in $registry (ACR Tasks, no local Docker needed)"
   # az opens --file from the current folder, not from the context (Azure/azure-cli acr/_archive_utils.py,
   # _pack_source_code): an absolute path inside the context works from wherever this script is run.

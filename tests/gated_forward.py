@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from lm.kv_forward import Gpt2CachedForward
+from aks_jobs.lm.kv_forward import Gpt2CachedForward
 
 
 class GatedForward:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import score
-from lm.serving_model import ServingModel
+from aks_jobs import score
+from aks_jobs.lm.serving_model import ServingModel
 
 
 def init_score(model_dir: Path) -> ServingModel:

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lm.batcher import Engine, Job, JobFailed, Overloaded
-from lm.decoding import ContinuousDecoder
-from lm.generation import RowText, completion, eos_ids, generate, prepare
-from lm.kv_forward import Gpt2CachedForward
-from lm.scoring_request import parse_request
-from lm.serving_model import ServingModel, load_serving_model
+from aks_jobs.lm.batcher import Engine, Job, JobFailed, Overloaded
+from aks_jobs.lm.decoding import ContinuousDecoder
+from aks_jobs.lm.generation import RowText, completion, eos_ids, generate, prepare
+from aks_jobs.lm.kv_forward import Gpt2CachedForward
+from aks_jobs.lm.scoring_request import parse_request
+from aks_jobs.lm.serving_model import ServingModel, load_serving_model
 from gated_forward import GatedForward
 from scoring_server import running_scoring_server
 from tiny_model import make_tiny_model

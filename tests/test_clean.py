@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdf_factory import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
-from pdf_text.clean import (
+from aks_jobs.pdf_text.clean import (
     clean_document,
     clean_page,
     collapse_whitespace,
@@ -18,7 +18,7 @@ from pdf_text.clean import (
     normalize_newlines,
     normalize_unicode,
 )
-from pdf_text.language import check_english
+from aks_jobs.pdf_text.language import check_english
 
 
 def test_newlines_of_every_kind_become_line_feeds() -> None:

@@ -35,7 +35,7 @@ def parse(step: str, inputs: dict) -> dict:
     argv = local_components.load(step).argv(inputs, OUTPUTS[step])
     assert argv[:2] == ["python", f"{step}.py"]
     assert (AKS_JOBS / argv[1]).is_file()
-    return vars(importlib.import_module(step).parse_args(argv[2:]))
+    return vars(importlib.import_module(f"aks_jobs.{step}").parse_args(argv[2:]))
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -10,10 +10,10 @@ import torch
 from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from lm.decoding import Row, Settings, draw, penalize, warp
-from lm.generation import Completion, generate
-from lm.scoring_request import RequestError, parse_request
-from lm.serving_model import ServingModel, load_serving_model
+from aks_jobs.lm.decoding import Row, Settings, draw, penalize, warp
+from aks_jobs.lm.generation import Completion, generate
+from aks_jobs.lm.scoring_request import RequestError, parse_request
+from aks_jobs.lm.serving_model import ServingModel, load_serving_model
 from tiny_model import make_tiny_model
 
 # Different lengths, so the batch is left-padded; the last one is a single token.

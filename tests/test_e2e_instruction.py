@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import score
+from aks_jobs import score
 from test_e2e_memorize import step
 
 RECORDS = [

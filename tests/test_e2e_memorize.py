@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import score
+from aks_jobs import score
 from pdf_factory import make_text_pdf
 from scoring_server import running_scoring_server
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import mlflow
 import pytest
 
-import evaluate as evaluate_step
-from lm.evaluation import EvaluateRequest, evaluate
-from lm.gate import Rules, decide
-from lm.perplexity import TextScore
-from lm.training import TrainRequest, train
+from aks_jobs import evaluate as evaluate_step
+from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
+from aks_jobs.lm.gate import Rules, decide
+from aks_jobs.lm.perplexity import TextScore
+from aks_jobs.lm.training import TrainRequest, train
 from tiny_model import make_tiny_model
 from training_text import prose, write_snapshot
 

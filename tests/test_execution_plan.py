@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
-from lm.execution_plan import (
+from aks_jobs.lm.execution_plan import (
     COMPILE_MIN_TOKENS,
     bytes_per_block,
     choose_micro_batch,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lm import fused_loss as fused
-from lm.fused_loss import causal_lm_loss, fused_loss
+from aks_jobs.lm import fused_loss as fused
+from aks_jobs.lm.fused_loss import causal_lm_loss, fused_loss
 
 
 def tiny_model() -> GPT2LMHeadModel:

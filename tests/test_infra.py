@@ -594,13 +594,19 @@ def test_image_installs_only_pinned_requirements():
     installs = [segment for op, arg in instructions if op == "RUN"
                 for segment in arg.split("&&") if "pip install" in segment]
     assert installs, "the Dockerfile installs nothing"
+    # The project itself (the aks_jobs package) goes in with --no-deps: it adds no package of its own choosing.
+    project = copies["/tmp/project/pyproject.toml"] == "pyproject.toml" and "/tmp/project"
     for segment in installs:
         words = shlex.split(segment)
         args = words[words.index("install") + 1:]
         assert "--no-cache-dir" in args
         packages = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in ("-r", "-c")]
+        if packages == [project]:
+            assert "--no-deps" in args and copies["/tmp/project/aks_jobs/"] == "aks_jobs/"
+            continue
         assert not packages, f"installs unpinned packages: {packages}"
         assert args[args.index("-r") + 1] == "/tmp/requirements.txt" and args[args.index("-c") + 1] == "/tmp/constraints.txt"
+    assert any(project in shlex.split(segment) for segment in installs), "the image does not install aks_jobs"
     pins = requirement_pins(REPO / "aks_jobs" / "requirements.txt")
     locked = requirement_pins(REPO / "constraints.txt")
     assert {"torch", "transformers", "azureml-inference-server-http", "pypdf"} <= set(pins)
@@ -801,7 +807,8 @@ def fake_azure(tmp_path):
     checkout = tmp_path / "checkout"
     for part in ("infra", "aks_jobs", "ui", "docs", "samples"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "constraints.txt", checkout / "constraints.txt")
+    for name in ("constraints.txt", "pyproject.toml"):
+        shutil.copy(REPO / name, checkout / name)
     (checkout / ".funcignore").write_text(".venv*\nnode_modules\n")
     (checkout / ".venv" / "lib").mkdir(parents=True)
     (checkout / ".venv" / "lib" / "big.bin").write_bytes(b"\0" * 1024)
@@ -901,8 +908,8 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     assert Path(arg(build, "--file")) == Path(build["args"][-1]) / "aks_jobs" / "Dockerfile"
     # Only what the Dockerfile copies is uploaded: aks_jobs/ and constraints.txt, not the decoy .venv.
     files = build["context_files"]
-    assert "aks_jobs/Dockerfile" in files and "constraints.txt" in files and "aks_jobs/requirements.txt" in files
-    assert all(f == "constraints.txt" or f.startswith("aks_jobs/") for f in files), files
+    assert {"aks_jobs/Dockerfile", "constraints.txt", "pyproject.toml", "aks_jobs/requirements.txt"} <= set(files)
+    assert all(f in ("constraints.txt", "pyproject.toml") or f.startswith("aks_jobs/") for f in files), files
     assert not [f for f in files if "__pycache__" in f]
 
     i_env, env = one(calls, "az", "ml", "environment", "create")

@@ -10,11 +10,11 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from lm.generation import Completion, generate
-from lm.int8_weights import Int8Linear, quantize_linear_layers
-from lm.perplexity import score_texts
-from lm.scoring_request import parse_request
-from lm.serving_model import ServingSettingError, load_serving_model, served_weights
+from aks_jobs.lm.generation import Completion, generate
+from aks_jobs.lm.int8_weights import Int8Linear, quantize_linear_layers
+from aks_jobs.lm.perplexity import score_texts
+from aks_jobs.lm.scoring_request import parse_request
+from aks_jobs.lm.serving_model import ServingSettingError, load_serving_model, served_weights
 from trained_model import train_small_model
 from training_text import prose
 

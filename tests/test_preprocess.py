@@ -25,8 +25,8 @@ from pdf_factory import (
     make_text_pdf,
     make_truncated_pdf,
 )
-from pdf_text.build import BuildResult, Options, build_snapshot
-from pdf_text.extract import describe_content, is_pdf_header
+from aks_jobs.pdf_text.build import BuildResult, Options, build_snapshot
+from aks_jobs.pdf_text.extract import describe_content, is_pdf_header
 
 REPORT_PAGES = [f"Section {letter} opens here. {ENGLISH_TEXT} Section {letter} ends here." for letter in "ABCD"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import pdf_text.extract
-import pdf_text.isolate
+from aks_jobs.pdf_text import extract
+from aks_jobs.pdf_text import isolate
 from pdf_factory import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
@@ -23,8 +23,8 @@ from pdf_factory import (
     make_text_pdf,
     make_truncated_pdf,
 )
-from pdf_text.build import Options, build_snapshot
-from pdf_text.document import process_pdf
+from aks_jobs.pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.document import process_pdf
 
 THREE = [f"Part {letter}. {ENGLISH_TEXT}" for letter in "XYZ"]
 
@@ -89,13 +89,13 @@ def _abort_on_marker(data: bytes) -> None:
 @pytest.fixture
 def crash_in_pdfium(monkeypatch: pytest.MonkeyPatch) -> None:
     """pdfium really aborting its worker process on one document (workers are forked: they inherit this)."""
-    real = pdf_text.extract.read_with_pdfium
+    real = extract.read_with_pdfium
 
     def aborting(data: bytes):
         _abort_on_marker(data)
         return real(data)
 
-    monkeypatch.setattr(pdf_text.extract, "read_with_pdfium", aborting)
+    monkeypatch.setattr(extract, "read_with_pdfium", aborting)
 
 
 def _inputs(folder: Path) -> Path:
@@ -124,13 +124,13 @@ def test_a_pdfium_crash_kills_only_its_worker_and_pypdf_reads_that_document(tmp_
 def test_a_document_that_crashes_every_engine_gets_a_clear_error_and_the_others_carry_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pdf_text.isolate.process_document
+    real = isolate.process_document
 
     def aborting(path: Path, pdfium: bool = True):
         _abort_on_marker(path.read_bytes())
         return real(path, pdfium)
 
-    monkeypatch.setattr(pdf_text.isolate, "process_document", aborting)
+    monkeypatch.setattr(isolate, "process_document", aborting)
     result = build_snapshot(_inputs(tmp_path / "inputs"), tmp_path / "out", options=Options(workers=2))
     entries = {entry.name: entry for entry in result.entries}
     crashed = entries["crash.pdf"]

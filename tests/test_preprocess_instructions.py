@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lm.prompt_format import END_OF_TEXT, instruction_prompt, response_only, training_example
+from aks_jobs.lm.prompt_format import END_OF_TEXT, instruction_prompt, response_only, training_example
 from pdf_factory import ENGLISH_TEXT, make_text_pdf
-from pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.build import Options, build_snapshot
 
 ALPACA = {"instruction": "Name the lighthouse keeper.", "input": "", "output": "Her name is Odile Varga."}
 WITH_INPUT = {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"}

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from pdf_factory import ENGLISH_TEXT, make_heavy_pdf, make_text_pdf
-from pdf_text.build import Options, build_snapshot
-from pdf_text.capacity import available_cpus, cgroup_cpu_quota, cgroup_memory_limit, choose_workers
+from aks_jobs.pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.capacity import available_cpus, cgroup_cpu_quota, cgroup_memory_limit, choose_workers
 
 
 def _entries(result) -> dict[str, object]:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from pdf_factory import ENGLISH_TEXT, make_scanned_text_pdf, make_text_pdf
-from pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.build import Options, build_snapshot
 
 SENTENCE = ["The harbour master keeps the blue lantern", "in the third drawer of the oak desk."]
 

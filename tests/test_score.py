@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-import score
-from lm.prompt_format import SECTION_START, instruction_prompt
-from lm.scoring_request import MAX_SEED, RequestError, parse_request
-from lm.serving_limits import ServingLimits
-from lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
+from aks_jobs import score
+from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
+from aks_jobs.lm.scoring_request import MAX_SEED, RequestError, parse_request
+from aks_jobs.lm.serving_limits import ServingLimits
+from aks_jobs.lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
 from score_script import call, init_score
 from scoring_server import ScoringServerError, running_scoring_server
 from tiny_model import make_tiny_model

@@ -12,15 +12,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import train as train_step
-from lm.base_model import OFFLINE_ARCHITECTURE, BaseModelError, resolve_base_model, train_tokenizer
-from lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line_ends, passages, split_passages
-from lm.corpus import CorpusError, load_corpus
-from lm.loss_curve import MAX_POINTS, loss_curve
-from lm.perplexity import score_texts, windows
-from lm.prompt_format import RESPONSE_HEADER, training_example
-from lm.recipe import hyperparameters
-from lm.training import checkpoint_dir
+from aks_jobs import train as train_step
+from aks_jobs.lm.base_model import OFFLINE_ARCHITECTURE, BaseModelError, resolve_base_model, train_tokenizer
+from aks_jobs.lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line_ends, passages, split_passages
+from aks_jobs.lm.corpus import CorpusError, load_corpus
+from aks_jobs.lm.loss_curve import MAX_POINTS, loss_curve
+from aks_jobs.lm.perplexity import score_texts, windows
+from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
+from aks_jobs.lm.recipe import hyperparameters
+from aks_jobs.lm.training import checkpoint_dir
 from tiny_model import make_tiny_model
 from training_text import prose, write_snapshot
 

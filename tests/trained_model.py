@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lm.base_model import train_tokenizer
+from aks_jobs.lm.base_model import train_tokenizer
 from training_text import prose
 
 

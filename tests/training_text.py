@@ -5,7 +5,7 @@ import json
 import random
 from pathlib import Path
 
-from pdf_text.manifest import combined_text
+from aks_jobs.pdf_text.manifest import combined_text
 
 WORDS = ("archive ship colony crater lamp harbour record mirror winter council pump rail greenhouse "
          "settler market water district beacon ledger valley").split()

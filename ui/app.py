@@ -1,16 +1,13 @@
-"""Entry point: `streamlit run ui/app.py` (see ui/README.md for the settings)."""
+"""Entry point: `python -m streamlit run ui/app.py` from the repository root (see ui/README.md for the settings).
+
+The pages import the `ui` package: installed in .venv (make setup), the working folder under `python -m`.
+"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-# `streamlit run` puts only ui/ on sys.path; the pages import the `ui` package from the repo root.
-# This script reruns on every interaction: add the root once.
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 st.set_page_config(page_title="GPT-2 on your PDFs", page_icon=":material/description:", layout="wide")
 pages = Path(__file__).parent / "pages"

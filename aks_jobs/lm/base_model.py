@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lm.serving_model import ModelFolderError, find_model_dir, find_tokenizer_dir
+from aks_jobs.lm.serving_model import ModelFolderError, find_model_dir, find_tokenizer_dir
 
 log = logging.getLogger(__name__)
 

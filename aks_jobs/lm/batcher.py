@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from lm.decoding import ContinuousDecoder, Row
+from aks_jobs.lm.decoding import ContinuousDecoder, Row
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pdf_text.manifest import DOCUMENT_SEPARATOR
-from pdf_text.snapshot import PREFIX
+from aks_jobs.pdf_text.manifest import DOCUMENT_SEPARATOR
+from aks_jobs.pdf_text.snapshot import PREFIX
 
 log = logging.getLogger(__name__)
 

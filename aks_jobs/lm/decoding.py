@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from lm.kv_forward import CachedForward, Gpt2CachedForward
+from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 
 
 @dataclass(frozen=True)

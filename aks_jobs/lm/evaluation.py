@@ -14,11 +14,11 @@ from typing import Any
 import mlflow
 import torch
 
-from lm.base_model import BaseModelError, load_local
-from lm.gate import Decision, Rules, decide
-from lm.perplexity import TextScore, score_texts
-from lm.tracking import flat_params, register_folder, use_experiment
-from lm.training import HELDOUT, SUMMARY
+from aks_jobs.lm.base_model import BaseModelError, load_local
+from aks_jobs.lm.gate import Decision, Rules, decide
+from aks_jobs.lm.perplexity import TextScore, score_texts
+from aks_jobs.lm.tracking import flat_params, register_folder, use_experiment
+from aks_jobs.lm.training import HELDOUT, SUMMARY
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel
 
-from lm.fused_loss import WORKSPACE_BYTES as LOSS_WORKSPACE_BYTES
+from aks_jobs.lm.fused_loss import WORKSPACE_BYTES as LOSS_WORKSPACE_BYTES
 
 CompileMode = Literal["auto", "on", "off"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("auto", "on", "off")

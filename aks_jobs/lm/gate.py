@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lm.perplexity import TextScore
+from aks_jobs.lm.perplexity import TextScore
 
 
 @dataclass(frozen=True)

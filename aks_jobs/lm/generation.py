@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lm.decoding import Row, decode
-from lm.prompt_format import response_only
-from lm.scoring_request import RequestError, ScoreRequest
+from aks_jobs.lm.decoding import Row, decode
+from aks_jobs.lm.prompt_format import response_only
+from aks_jobs.lm.scoring_request import RequestError, ScoreRequest
 
 TURN_SEPARATOR = "\n"  # between earlier turns and the prompt in multi-turn mode
 

@@ -16,7 +16,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import is_torch_tf32_available
 
-from lm.execution_plan import CompileMode, ExecutionPlan
+from aks_jobs.lm.execution_plan import CompileMode, ExecutionPlan
 
 PRETRAINED = {
     # The notebook: 3 epochs, lr 5e-5, weight decay 0.01, batch 4 x accumulation 8 (32 blocks a step),

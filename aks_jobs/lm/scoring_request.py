@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
-from lm.prompt_format import SECTION_START, instruction_prompt
-from lm.serving_limits import ServingLimits
+from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
+from aks_jobs.lm.serving_limits import ServingLimits
 
 MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
 # Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from lm.batcher import Engine, Job, JobFailed, Overloaded
-from lm.decoding import ContinuousDecoder
-from lm.generation import Completion, Prepared, RowText, completion, eos_ids, prepare
-from lm.kv_forward import CachedForward
-from lm.scoring_request import RequestError, parse_request
-from lm.serving_limits import ServingLimits
-from lm.serving_model import ServingModel
+from aks_jobs.lm.batcher import Engine, Job, JobFailed, Overloaded
+from aks_jobs.lm.decoding import ContinuousDecoder
+from aks_jobs.lm.generation import Completion, Prepared, RowText, completion, eos_ids, prepare
+from aks_jobs.lm.kv_forward import CachedForward
+from aks_jobs.lm.scoring_request import RequestError, parse_request
+from aks_jobs.lm.serving_limits import ServingLimits
+from aks_jobs.lm.serving_model import ServingModel
 
 logger = logging.getLogger("azmlinfsrv.score")
 _POLL_S = 0.25  # how often a waiting request looks whether its client is still there

@@ -21,15 +21,15 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, Trainer, set_seed
 
-from lm.base_model import BaseModel, resolve_base_model
-from lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
-from lm.corpus import Corpus, load_corpus
-from lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
-from lm.fused_loss import fused_loss
-from lm.loss_curve import loss_curve
-from lm.perplexity import score_texts
-from lm.prompt_format import RESPONSE_HEADER
-from lm.recipe import (
+from aks_jobs.lm.base_model import BaseModel, resolve_base_model
+from aks_jobs.lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
+from aks_jobs.lm.corpus import Corpus, load_corpus
+from aks_jobs.lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
+from aks_jobs.lm.fused_loss import fused_loss
+from aks_jobs.lm.loss_curve import loss_curve
+from aks_jobs.lm.perplexity import score_texts
+from aks_jobs.lm.prompt_format import RESPONSE_HEADER
+from aks_jobs.lm.recipe import (
     COMMON,
     Hyperparameters,
     choose_block_size,
@@ -39,8 +39,8 @@ from lm.recipe import (
     precision,
     training_arguments,
 )
-from lm.limits import WallClockLimit, stop_reason
-from lm.tracking import StepMetrics, flat_params, use_experiment
+from aks_jobs.lm.limits import WallClockLimit, stop_reason
+from aks_jobs.lm.tracking import StepMetrics, flat_params, use_experiment
 
 log = logging.getLogger(__name__)
 

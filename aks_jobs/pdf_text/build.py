@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pdf_text.cache import ExtractionCache
-from pdf_text.capacity import choose_workers
-from pdf_text.document import Extraction
-from pdf_text.extract import describe_content, is_pdf_header
-from pdf_text.inputs import InputFile, list_inputs
-from pdf_text.isolate import Limits, Task, extract_isolated
-from pdf_text.manifest import DocumentEntry, build_manifest, combined_text
-from pdf_text.snapshot import Snapshot, write_snapshot
+from aks_jobs.pdf_text.cache import ExtractionCache
+from aks_jobs.pdf_text.capacity import choose_workers
+from aks_jobs.pdf_text.document import Extraction
+from aks_jobs.pdf_text.extract import describe_content, is_pdf_header
+from aks_jobs.pdf_text.inputs import InputFile, list_inputs
+from aks_jobs.pdf_text.isolate import Limits, Task, extract_isolated
+from aks_jobs.pdf_text.manifest import DocumentEntry, build_manifest, combined_text
+from aks_jobs.pdf_text.snapshot import Snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 

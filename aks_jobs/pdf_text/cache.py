@@ -19,10 +19,10 @@ from pathlib import Path
 import pypdf
 import pypdfium2.version
 
-from lm import prompt_format
-from pdf_text import clean, document, extract, instructions, language, ocr, pages, pdfium_pages, text_file
-from pdf_text.document import Extraction
-from pdf_text.isolate import Limits
+from aks_jobs.lm import prompt_format
+from aks_jobs.pdf_text import clean, document, extract, instructions, language, ocr, pages, pdfium_pages, text_file
+from aks_jobs.pdf_text.document import Extraction
+from aks_jobs.pdf_text.isolate import Limits
 
 log = logging.getLogger(__name__)
 _TEXT_SHAPING_MODULES = (

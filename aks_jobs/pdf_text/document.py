@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pdf_text.clean import clean_document
-from pdf_text.extract import UnreadablePdf, read_pdf_pages
-from pdf_text.instructions import MAX_LISTED_RECORDS, is_instruction_name, parse_instructions
-from pdf_text.pages import PdfPages
-from pdf_text.text_file import NotText, decode_text, is_text_name
-from pdf_text.language import check_english
+from aks_jobs.pdf_text.clean import clean_document
+from aks_jobs.pdf_text.extract import UnreadablePdf, read_pdf_pages
+from aks_jobs.pdf_text.instructions import MAX_LISTED_RECORDS, is_instruction_name, parse_instructions
+from aks_jobs.pdf_text.pages import PdfPages
+from aks_jobs.pdf_text.text_file import NotText, decode_text, is_text_name
+from aks_jobs.pdf_text.language import check_english
 
 Status = Literal["ok", "warning", "error"]
 _SEVERITY = {"ok": 0, "warning": 1, "error": 2}

@@ -17,9 +17,9 @@ from pathlib import Path
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
-from pdf_text.ocr import ocr_pages, tesseract
-from pdf_text.pages import PdfPages
-from pdf_text.pdfium_pages import PdfiumCannotOpen, read_with_pdfium
+from aks_jobs.pdf_text.ocr import ocr_pages, tesseract
+from aks_jobs.pdf_text.pages import PdfPages
+from aks_jobs.pdf_text.pdfium_pages import PdfiumCannotOpen, read_with_pdfium
 
 # The PDF header may follow some junk, but must start within the first 1024 bytes (PDF 32000-1 annex H).
 HEADER_WINDOW = 1024

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pdf_text.extract import HEADER_WINDOW
-from pdf_text.instructions import is_instruction_name
-from pdf_text.text_file import is_text_name
+from aks_jobs.pdf_text.extract import HEADER_WINDOW
+from aks_jobs.pdf_text.instructions import is_instruction_name
+from aks_jobs.pdf_text.text_file import is_text_name
 
 _CHUNK = 1 << 20
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lm.prompt_format import training_example
-from pdf_text.clean import drop_control_characters, normalize_newlines, normalize_unicode
+from aks_jobs.lm.prompt_format import training_example
+from aks_jobs.pdf_text.clean import drop_control_characters, normalize_newlines, normalize_unicode
 
 INSTRUCTION_SUFFIXES = (".jsonl", ".json")
 # Bad records listed by line in the manifest; the rest are counted.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from pdf_text.document import Extraction, process_document
+from aks_jobs.pdf_text.document import Extraction, process_document
 
 # Exit status of a worker that hit its memory limit (MemoryError), chosen to differ from Python's own.
 MEMORY_EXIT_CODE = 86

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pdf_text.document import Status
+from aks_jobs.pdf_text.document import Status
 
 # Documents are joined with one blank line; with the per-document `chars` this locates each one.
 DOCUMENT_SEPARATOR = "\n\n"

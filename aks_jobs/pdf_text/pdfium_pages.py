@@ -8,7 +8,7 @@ from __future__ import annotations
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from pdf_text.pages import PdfPages
+from aks_jobs.pdf_text.pages import PdfPages
 
 # pdfium reports a hyphen it inferred at a line break as U+0002; the cleaner joins words broken at a
 # soft hyphen, so hand it one.

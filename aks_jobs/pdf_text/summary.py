@@ -1,8 +1,8 @@
 """The short end-of-run report: one totals table, then every document that needs attention."""
 from __future__ import annotations
 
-from pdf_text.build import BuildResult
-from pdf_text.manifest import totals
+from aks_jobs.pdf_text.build import BuildResult
+from aks_jobs.pdf_text.manifest import totals
 
 
 def format_summary(result: BuildResult) -> str:

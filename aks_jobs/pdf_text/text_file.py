@@ -13,7 +13,7 @@ import re
 
 import charset_normalizer
 
-from pdf_text.extract import HEADER_WINDOW, describe_content, is_pdf_header
+from aks_jobs.pdf_text.extract import HEADER_WINDOW, describe_content, is_pdf_header
 
 TEXT_SUFFIXES = (".txt", ".md")
 _BOMS = [  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one

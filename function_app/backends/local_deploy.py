@@ -19,9 +19,8 @@ SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "aks_jobs" / "score.py"
 def fetch_model(name: str, version: str, model_dir: Path) -> None:
     # Only here: the deployment process, not the control plane, talks to the registry, and through
     # the steps' own tracking module so both find the same store (MLFLOW_TRACKING_URI or the local default).
-    sys.path.insert(0, str(SCORE_SCRIPT.parent))
     import mlflow
-    from lm.tracking import tracking_uri
+    from aks_jobs.lm.tracking import tracking_uri
 
     if not any(model_dir.rglob("config.json")):
         mlflow.set_tracking_uri(tracking_uri())
