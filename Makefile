@@ -38,10 +38,10 @@ test: setup chromium tesseract
 	$(BIN)/pytest
 
 demo: setup
-	$(BIN)/python -m scripts.local_stack up
+	$(BIN)/python -m local_stack up
 
 down:
-	$(BIN)/python -m scripts.local_stack down
+	$(BIN)/python -m local_stack down
 
 bench: bench-preprocess bench-train bench-loss bench-serve bench-serve-load bench-cpu-serve
 

@@ -36,9 +36,9 @@ import torch  # noqa: E402
 
 from aks_jobs.lm.perplexity import score_texts  # noqa: E402
 from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
-from scoring_server import running_scoring_server  # noqa: E402
-from trained_model import train_small_model  # noqa: E402
-from training_text import prose  # noqa: E402
+from local_stack.scoring_server import running_scoring_server  # noqa: E402
+from synthetic_data.small_model import train_small_model  # noqa: E402
+from synthetic_data.prose import prose  # noqa: E402
 
 WEIGHTS = {"float32": "float", "int8": "int8"}  # label -> SCORING_WEIGHTS
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")

@@ -39,8 +39,8 @@ from aks_jobs.lm.int8_weights import quantize_linear_layers  # noqa: E402
 from aks_jobs.lm.kv_forward import Gpt2CachedForward  # noqa: E402
 from aks_jobs.lm.perplexity import score_texts  # noqa: E402
 from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
-from trained_model import train_small_model  # noqa: E402
-from training_text import prose  # noqa: E402
+from synthetic_data.small_model import train_small_model  # noqa: E402
+from synthetic_data.prose import prose  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao.quantization announces its move
 

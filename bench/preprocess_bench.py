@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "aks_jobs"), str(REPO / "tests")]
 
-from pdf_factory import ENGLISH_TEXT, make_text_pdf  # noqa: E402
+from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf  # noqa: E402
 from aks_jobs.pdf_text.build import Options, build_snapshot  # noqa: E402
 from aks_jobs.pdf_text.capacity import choose_workers  # noqa: E402
 from aks_jobs.pdf_text.extract import read_with_pypdf  # noqa: E402

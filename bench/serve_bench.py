@@ -42,9 +42,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline  # noqa: E402
 
-from function_app.backends.scoring_server import THREADS, WORKER_COUNT  # noqa: E402
+from aks_jobs.lm.scoring_server_settings import THREADS, WORKER_COUNT  # noqa: E402
 from aks_jobs.lm.base_model import train_tokenizer  # noqa: E402
-from scoring_server import running_scoring_server  # noqa: E402
+from local_stack.scoring_server import running_scoring_server  # noqa: E402
 
 NEW_TOKENS = 50
 PROMPT = "Based on the documents, who is Diogo Delgado Barros?"  # the design notebook's

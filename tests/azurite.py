@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
-from scripts import azurite
+from local_stack import azurite
 
 _shared: dict[str, object] = {}
 

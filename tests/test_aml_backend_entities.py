@@ -103,8 +103,8 @@ def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():
 
 
 def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tmp_path):
-    from function_app.backends.local import LocalBackend
-    from function_app.backends.local_job import JobSpec
+    from local_stack.backend import LocalBackend
+    from local_stack.pipeline_job import JobSpec
 
     settings = Settings(preprocess_max_document_chars=5000, preprocess_max_corpus_chars=90000,
                         preprocess_max_chars_per_byte=40, train_max_wall_s=600, local_work_dir=str(tmp_path))

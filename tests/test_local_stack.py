@@ -1,4 +1,4 @@
-"""scripts.local_stack (what `make demo` runs): its processes, their URLs, `status` and `down`, on free ports."""
+"""local_stack (what `make demo` runs): its processes, their URLs, `status` and `down`, on free ports."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from function_app.backends.local_processes import alive
-from scripts import local_stack
+from local_stack.processes import alive
+from local_stack import stack as local_stack
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.ui_local_stack import running_local_stack
 
@@ -27,7 +27,7 @@ def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(
         assert httpx.get(f"{stack['UI_URL']}/_stcore/health", timeout=10).text == "ok"
 
         shown = subprocess.run(
-            [sys.executable, "-m", "scripts.local_stack", "status"], cwd=local_stack.REPO, capture_output=True,
+            [sys.executable, "-m", "local_stack", "status"], cwd=local_stack.REPO, capture_output=True,
             text=True, timeout=60, env={**os.environ, "LOCAL_STACK_DIR": str(tmp_path),
                              "LOCAL_STACK_API_PORT": stack["API_BASE_URL"].rsplit(":", 1)[1],
                              "LOCAL_STACK_UI_PORT": stack["UI_URL"].rsplit(":", 1)[1]})

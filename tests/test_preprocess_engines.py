@@ -10,7 +10,7 @@ import pytest
 
 from aks_jobs.pdf_text import extract
 from aks_jobs.pdf_text import isolate
-from pdf_factory import (
+from synthetic_data.pdfs import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
     make_corrupt_pdf,

@@ -12,7 +12,7 @@ BACKENDS = ("local", "aml")
 
 def create_backend(settings: Settings) -> PipelineBackend:
     if settings.pipeline_backend == "local":
-        from function_app.backends.local import LocalBackend
+        from local_stack.backend import LocalBackend
 
         return LocalBackend(settings)
     if settings.pipeline_backend == "aml":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
 from function_app.backends.base import Deployment, PermanentBackendError
-from function_app.backends.scoring_server import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
+from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.settings import Settings
 
 if TYPE_CHECKING:

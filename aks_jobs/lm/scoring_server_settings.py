@@ -16,7 +16,7 @@ WORKER_COUNT = 1
 MAX_REQUESTS = 48
 THREADS = 64  # MAX_REQUESTS + 16 for health probes and quick refusals
 REQUEST_TIMEOUT_S = 60  # the endpoint's; a request's own deadline is 5 s shorter so its answer gets out
-LOOPBACK_CONFIG = Path(__file__).with_name("gunicorn_loopback.py")
+LOOPBACK_CONFIG = Path(__file__).resolve().parents[2] / "local_stack" / "gunicorn_loopback.py"
 
 
 def server_env(*gunicorn_args: str) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """The whole system on this machine: Azurite, the HTTP API (uvicorn), the timer loop, the web UI
 (Streamlit), local backend.
 
-    python -m scripts.local_stack up      # start, upload samples/*.pdf, wait for a deployed model, chat once
-    python -m scripts.local_stack status  # what is running, and what the system is doing
-    python -m scripts.local_stack down    # stop everything it started (data stays in .local/)
+    python -m local_stack up      # start, upload samples/*.pdf, wait for a deployed model, chat once
+    python -m local_stack status  # what is running, and what the system is doing
+    python -m local_stack down    # stop everything it started (data stays in .local/)
 
 Installs nothing (the Makefile does). Settings come from the environment like the Function app's
 (see local.settings.sample.json); the stack's defaults make a CPU-only, offline run quick:
@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from function_app.backends.local import LocalBackend
-from function_app.backends.local_processes import alive, identity, kill, port_open, spawn
+from local_stack.backend import LocalBackend
+from local_stack.processes import alive, identity, kill, port_open, spawn
 from function_app.settings import STORAGE_CONNECTION, Settings
-from scripts import azurite
+from local_stack import azurite
 
 REPO = Path(__file__).resolve().parents[1]
 AZURITE_PORTS = azurite.AzuritePorts(10000, 10001, 10002)  # Azurite's defaults (what func start expects)
@@ -147,7 +147,7 @@ def _commands(config: StackConfig, env: dict[str, str]) -> dict[str, tuple[list[
     return {
         "api": ([python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port",
                  str(config.api_port)], config.api_port, env),
-        "timer": ([python, "-m", "scripts.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
+        "timer": ([python, "-m", "local_stack.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
         "ui": ([python, "-m", "streamlit", "run", "ui/app.py", "--server.address", "127.0.0.1", "--server.port",
                 str(config.ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                 "--client.toolbarMode", "minimal"], config.ui_port, ui_env),
@@ -279,7 +279,7 @@ def up(args: argparse.Namespace) -> None:
     print(f"Scoring: {status['scoring_url']}   (stable URL: always the deployment serving the traffic)")
     print(f"  curl -s -X POST {status['scoring_url']} -H 'Content-Type: application/json' \\")
     print(f"       -d '{{\"prompt\": \"{args.prompt}\", \"max_new_tokens\": 30}}'")
-    print("Stop everything: python -m scripts.local_stack down   (or make down; data stays in "
+    print("Stop everything: python -m local_stack down   (or make down; data stays in "
           f"{config.folder})")
 
 
@@ -301,7 +301,7 @@ def status(_: argparse.Namespace) -> None:
         print(json.dumps(_get(f"{config.api_url}/api/status"), indent=2))
     except urllib.error.URLError:
         raise SystemExit(f"the API is not running at {config.api_url}; start it with "
-                         f"`python -m scripts.local_stack up`") from None
+                         f"`python -m local_stack up`") from None
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from function_app.backends.scoring_server import local_server_env
+from aks_jobs.lm.scoring_server_settings import local_server_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPT = REPO_ROOT / "aks_jobs" / "score.py"
