@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from aks_jobs.lm.scoring_server_settings import streamed_answer  # noqa: E402
+from aks_jobs.lm.scoring_stream import streamed_answer  # noqa: E402
 from aks_jobs.lm.serving_limits import ServingLimits  # noqa: E402
 from local_stack.scoring_server import running_scoring_server  # noqa: E402
 from serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary  # noqa: E402

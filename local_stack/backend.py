@@ -29,7 +29,7 @@ from function_app.backends.base import (
 )
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
-from aks_jobs.lm.scoring_server_settings import streamed_answer
+from aks_jobs.lm.scoring_stream import streamed_answer
 from function_app.settings import Settings, child_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -305,7 +305,8 @@ def status(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start the stack, upload the samples, wait for a model, chat once")
     up_parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to ask the deployed model")

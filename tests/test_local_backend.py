@@ -18,9 +18,9 @@ from function_app.backends.base import PermanentBackendError
 from local_stack.backend import LocalBackend
 from local_stack.processes import alive
 from local_stack.router import Router
-from aks_jobs.lm.scoring_server_settings import streamed_answer
+from aks_jobs.lm.scoring_stream import streamed_answer
 from function_app.settings import Settings
-from local_stack.azurite import free_port
+from local_stack.processes import free_port
 from tests.tiny_model import make_tiny_model
 
 

@@ -8,7 +8,8 @@ import uuid
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from local_stack.azurite import ACCOUNT_KEY, free_port
+from local_stack.azurite import ACCOUNT_KEY
+from local_stack.processes import free_port
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import make_env
 from synthetic_data.pdfs import make_text_pdf

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from local_stack import stack as local_stack
-from local_stack.scoring_server import free_port
+from local_stack.processes import free_port
 
 
 @contextmanager
