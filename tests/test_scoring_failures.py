@@ -15,7 +15,7 @@ import httpx
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from function_app.backends import local_deploy
+from local_stack import deployment as local_deploy
 from local_stack.gunicorn_loopback import loopback_binds
 from gated_forward import GatedForward
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
