@@ -190,8 +190,11 @@ def stop_services(config: StackConfig, env: dict[str, str]) -> list[str]:
 
 
 def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
-    """Upload samples/*.pdf (made from samples/make_samples.py if there are none); name -> ETag."""
+    """Upload samples/*.pdf (made from samples/make_samples.py if there are none) by the web UI's rule: never
+    overwrite a document (same bytes: nothing written; other bytes: kept beside it). Name in inputs/ -> ETag."""
     from azure.storage.blob import BlobServiceClient
+
+    from ui.uploads import INPUT_PREFIX, REFUSED, upload_document
 
     samples = sorted((REPO / "samples").glob("*.pdf"))
     if not samples:
@@ -205,9 +208,13 @@ def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
         container.create_container()
     etags = {}
     for path in samples:
-        blob = container.upload_blob(f"inputs/{path.name}", path.read_bytes(), overwrite=True)
-        etags[path.name] = blob.get_blob_properties().etag.strip('"')
-        print(f"uploaded {path.name} -> {settings.data_container}/inputs/{path.name}")
+        data = path.read_bytes()
+        result = upload_document(container, path.name, data, max_bytes=len(data))  # our own samples: no size cap
+        if result.outcome == REFUSED:
+            raise SystemExit(f"{path}: {result.message}")
+        name = result.blob_name.removeprefix(INPUT_PREFIX)
+        etags[name] = container.get_blob_client(result.blob_name).get_blob_properties().etag.strip('"')
+        print(f"{path.name}: {result.message}")
     return etags
 
 
