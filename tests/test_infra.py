@@ -751,7 +751,7 @@ def test_the_function_package_holds_what_function_app_py_needs_and_nothing_local
 _PACKAGE_ONLY_INDEX = """
 import importlib, json, os, pkgutil, sys
 sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in type(f).__module__ + getattr(f, "__module__", "")]
-sys.path.insert(0, os.getcwd())  # as the Functions worker does with the app root
+sys.path.insert(0, os.getcwd())  # mimics the Functions worker: the app root on the path
 module = importlib.import_module("function_app")
 import function_app.backends, function_app.settings
 for info in pkgutil.walk_packages(function_app.__path__, "function_app."):
