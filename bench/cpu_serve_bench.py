@@ -11,7 +11,7 @@ every round; requests/s is the median of the rounds. Only one server works at a 
 machine; other processes on it skew both (the load average is printed).
 
 Perplexity: speed does not depend on the weights' values, but the cost of int8 does, so a small GPT-2 is trained
-here on generated prose (tests/trained_model.py) and scored on held-out prose of the same generator by the
+here on generated prose (synthetic_data/small_model.py) and scored on held-out prose of the same generator by the
 served model, loaded both ways as score.py loads it.
 """
 from __future__ import annotations

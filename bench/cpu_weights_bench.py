@@ -5,7 +5,7 @@
 
 Speed: GPT-2 124M shape (random init; speed depends on shapes, not values): 50 decode steps after a 12-token
 prefill per row, per candidate and batch size, the candidates taking turns for --rounds rounds; medians printed.
-Perplexity: a 4 x 128 GPT-2 trained here on generated prose (tests/trained_model.py), scored on held-out prose.
+Perplexity: a 4 x 128 GPT-2 trained here on generated prose (synthetic_data/small_model.py), scored on held-out prose.
 Batch change: the largest difference of one row's logits decoded alone and beside 7 other rows (0 keeps a seeded
 request's text independent of its batch; float32's last-bit differences flip only near-ties).
 
