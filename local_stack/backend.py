@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from aks_jobs.lm.scoring_stream import streamed_answer
 from function_app.backends.base import (
     Deployment,
     JobStatus,
@@ -27,10 +28,9 @@ from function_app.backends.base import (
     PipelineBackend,
     TransientBackendError,
 )
+from function_app.settings import Settings, child_env
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
-from aks_jobs.lm.scoring_stream import streamed_answer
-from function_app.settings import Settings, child_env
 
 REPO = Path(__file__).resolve().parents[1]
 _RUNNING = ("Submitted", "Preprocessing", "Training", "Evaluating")

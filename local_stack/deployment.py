@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from local_stack.scoring_server import local_server_env
 from function_app.settings import child_env
+from local_stack.scoring_server import local_server_env
 
 SCORE_SCRIPT = Path(__file__).resolve().parents[1] / "aks_jobs" / "score.py"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from azure.storage.blob import ContainerClient
 
-from local_stack import components as local_components
 from function_app.settings import StorageConnection, child_env
 from function_app.storage import blob_service
+from local_stack import components as local_components
 
 log = logging.getLogger("local_job")
 INPUTS, PROCESSED = "inputs/", "processed/"

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_stack.backend import LocalBackend
-from local_stack.processes import alive, identity, kill, port_open, spawn
 from function_app.settings import STORAGE_CONNECTION, Settings
 from local_stack import azurite
+from local_stack.backend import LocalBackend
+from local_stack.processes import alive, identity, kill, port_open, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 AZURITE_PORTS = azurite.AzuritePorts(10000, 10001, 10002)  # Azurite's defaults (what func start expects)

@@ -22,8 +22,8 @@ from function_app import functions, run_states as rs, services
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
 from local_stack.processes import free_port
-from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from synthetic_data.pdfs import make_text_pdf
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 
 FACT = "Declaration: Quillon Brask is the lighthouse keeper of Port Ymmeral."
 

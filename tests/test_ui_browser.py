@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from synthetic_data.pdfs import make_text_pdf
 from local_stack.scoring_server import running_scoring_server
+from synthetic_data.pdfs import make_text_pdf
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.tiny_model import make_tiny_model
 from tests.ui_browser import browser, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture

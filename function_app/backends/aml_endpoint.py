@@ -9,9 +9,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
 from function_app.backends.base import Deployment, PermanentBackendError
-from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
