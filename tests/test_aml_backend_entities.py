@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from function_app.backends import aml_endpoint, aml_pipeline, local_components
+from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
+from local_stack import components as local_components
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
