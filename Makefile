@@ -38,32 +38,32 @@ test: setup chromium tesseract
 	$(BIN)/pytest
 
 demo: setup
-	$(BIN)/python -m scripts.local_stack up
+	$(BIN)/python -m local_stack up
 
 down:
-	$(BIN)/python -m scripts.local_stack down
+	$(BIN)/python -m local_stack down
 
 bench: bench-preprocess bench-train bench-loss bench-serve bench-serve-load bench-cpu-serve
 
 bench-preprocess: setup
-	$(BIN)/python bench/preprocess_bench.py
+	$(BIN)/python -m bench.preprocess_bench
 
 bench-train: setup
-	$(BIN)/python bench/train_bench.py
+	$(BIN)/python -m bench.train_bench
 
 bench-loss: setup
-	$(BIN)/python bench/loss_bench.py
+	$(BIN)/python -m bench.loss_bench
 
 bench-serve: setup
-	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python -m bench.serve_bench
 
 bench-serve-load: setup
-	$(BIN)/python bench/serve_load.py
+	$(BIN)/python -m bench.serve_load
 
 # CPU serving: int8 weights beside float32 through azmlinfsrv, and the candidates inside the decode step
 bench-cpu-serve: setup
-	$(BIN)/python bench/cpu_serve_bench.py
-	$(BIN)/python bench/cpu_weights_bench.py
+	$(BIN)/python -m bench.cpu_serve_bench
+	$(BIN)/python -m bench.cpu_weights_bench
 
 clean:
 	rm -rf .local out

@@ -1,6 +1,6 @@
 """AML scoring script (azmlinfsrv): init() loads the model from AZUREML_MODEL_DIR, run() answers one request.
 
-The server calls run() from many threads at once (gunicorn --threads, see function_app/backends/scoring_server.py);
+The server calls run() from many threads at once (gunicorn --threads, see aks_jobs/lm/scoring_server_settings.py);
 each validates its own request, then follows its tokens while one engine thread decodes every running request
 together (continuous batching, lm.batcher). What each request gets is decided in lm.scoring_service.
 

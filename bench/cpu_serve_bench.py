@@ -1,6 +1,6 @@
 """CPU serving: int8 weights (the CPU default) beside float32 (SCORING_WEIGHTS=float), both through the real azmlinfsrv.
 
-    .venv/bin/python bench/cpu_serve_bench.py [--rounds 3] [--latency-requests 5] [--requests 64] [--clients 32]
+    .venv/bin/python -m bench.cpu_serve_bench [--rounds 3] [--latency-requests 5] [--requests 64] [--clients 32]
                                               [--server-env KEY=VALUE ...] [--ppl-steps 200]
 
 Speed: one GPT-2 124M folder (random init, vocabulary 50257, no EOS so every answer is 50 tokens; see
@@ -11,7 +11,7 @@ every round; requests/s is the median of the rounds. Only one server works at a 
 machine; other processes on it skew both (the load average is printed).
 
 Perplexity: speed does not depend on the weights' values, but the cost of int8 does, so a small GPT-2 is trained
-here on generated prose (tests/trained_model.py) and scored on held-out prose of the same generator by the
+here on generated prose (synthetic_data/small_model.py) and scored on held-out prose of the same generator by the
 served model, loaded both ways as score.py loads it.
 """
 from __future__ import annotations
@@ -28,17 +28,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# serve_bench puts the repository, aks_jobs/ and tests/ on sys.path.
-from serve_bench import NEW_TOKENS, PROMPT, build_model, summary, timed
+import httpx
+import torch
 
-import httpx  # noqa: E402
-import torch  # noqa: E402
-
-from aks_jobs.lm.perplexity import score_texts  # noqa: E402
-from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
-from scoring_server import running_scoring_server  # noqa: E402
-from trained_model import train_small_model  # noqa: E402
-from training_text import prose  # noqa: E402
+from aks_jobs.lm.perplexity import score_texts
+from aks_jobs.lm.serving_model import load_serving_model
+from bench.serve_bench import NEW_TOKENS, PROMPT, build_model, summary, timed
+from local_stack.scoring_server import running_scoring_server
+from synthetic_data.prose import prose
+from synthetic_data.small_model import train_small_model
 
 WEIGHTS = {"float32": "float", "int8": "int8"}  # label -> SCORING_WEIGHTS
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT")

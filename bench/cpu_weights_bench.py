@@ -1,11 +1,11 @@
 """The candidates for CPU serving weights, measured inside our own decode step (lm.kv_forward.Gpt2CachedForward).
 
-    .venv/bin/python bench/cpu_weights_bench.py [--candidates float32,bfloat16,dynamic-int8,int8] [--batches 1,16]
+    .venv/bin/python -m bench.cpu_weights_bench [--candidates float32,bfloat16,dynamic-int8,int8] [--batches 1,16]
                                                 [--rounds 3] [--ppl-steps 200]
 
 Speed: GPT-2 124M shape (random init; speed depends on shapes, not values): 50 decode steps after a 12-token
 prefill per row, per candidate and batch size, the candidates taking turns for --rounds rounds; medians printed.
-Perplexity: a 4 x 128 GPT-2 trained here on generated prose (tests/trained_model.py), scored on held-out prose.
+Perplexity: a 4 x 128 GPT-2 trained here on generated prose (synthetic_data/small_model.py), scored on held-out prose.
 Batch change: the largest difference of one row's logits decoded alone and beside 7 other rows (0 keeps a seeded
 request's text independent of its batch; float32's last-bit differences flip only near-ties).
 
@@ -28,19 +28,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import serve_bench  # noqa: F401 - puts the repository, aks_jobs/ and tests/ on sys.path
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedModel  # noqa: E402
-from transformers.pytorch_utils import Conv1D  # noqa: E402
-
-from aks_jobs.lm.int8_weights import quantize_linear_layers  # noqa: E402
-from aks_jobs.lm.kv_forward import Gpt2CachedForward  # noqa: E402
-from aks_jobs.lm.perplexity import score_texts  # noqa: E402
-from aks_jobs.lm.serving_model import load_serving_model  # noqa: E402
-from trained_model import train_small_model  # noqa: E402
-from training_text import prose  # noqa: E402
+from aks_jobs.lm.int8_weights import quantize_linear_layers
+from aks_jobs.lm.kv_forward import Gpt2CachedForward
+from aks_jobs.lm.perplexity import score_texts
+from aks_jobs.lm.serving_model import load_serving_model
+from synthetic_data.prose import prose
+from synthetic_data.small_model import train_small_model
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao.quantization announces its move
 

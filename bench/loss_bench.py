@@ -1,6 +1,6 @@
 """The language-model head + loss: Hugging Face's (all logits in float32) against ours (fused, in chunks).
 
-    .venv/bin/python bench/loss_bench.py [--batch N] [--steps N]
+    .venv/bin/python -m bench.loss_bench [--batch N] [--steps N]
 
 One training step (forward + backward) of GPT-2 124M (random init, vocabulary padded to 50304 as the train
 step pads it) on --batch blocks of 1024 tokens, each path in its own process so its peak memory is its own:
@@ -19,14 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "aks_jobs")]
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
-
-from aks_jobs.lm.execution_plan import pad_vocabulary  # noqa: E402
-from aks_jobs.lm.fused_loss import fused_loss  # noqa: E402
+from aks_jobs.lm.execution_plan import pad_vocabulary
+from aks_jobs.lm.fused_loss import fused_loss
 
 BLOCK = 1024
 

@@ -1,6 +1,6 @@
 """Preprocess throughput against the design's plain extraction loop, cold and after adding one PDF.
 
-    .venv/bin/python bench/preprocess_bench.py [--documents 40] [--pages 10] [--workers 0] [--repeat 3]
+    .venv/bin/python -m bench.preprocess_bench [--documents 40] [--pages 10] [--workers 0] [--repeat 3]
 
 Generates a mixed corpus of N PDFs (reportlab): prose pages with a running header and page-number
 footer, table pages (one text object per cell) and two-column pages in an embedded TrueType font,
@@ -22,24 +22,21 @@ import logging
 import os
 import random
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "aks_jobs"), str(REPO / "tests")]
+from pypdf import PdfReader
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen import canvas
 
-from pdf_factory import ENGLISH_TEXT, make_text_pdf  # noqa: E402
-from aks_jobs.pdf_text.build import Options, build_snapshot  # noqa: E402
-from aks_jobs.pdf_text.capacity import choose_workers  # noqa: E402
-from aks_jobs.pdf_text.extract import read_with_pypdf  # noqa: E402
-from aks_jobs.pdf_text.pdfium_pages import read_with_pdfium  # noqa: E402
-from pypdf import PdfReader  # noqa: E402
-from reportlab.lib.pagesizes import A4  # noqa: E402
-from reportlab.pdfbase import pdfmetrics  # noqa: E402
-from reportlab.pdfbase.ttfonts import TTFont  # noqa: E402
-from reportlab.pdfgen import canvas  # noqa: E402
+from aks_jobs.pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.capacity import choose_workers
+from aks_jobs.pdf_text.extract import read_with_pypdf
+from aks_jobs.pdf_text.pdfium_pages import read_with_pdfium
+from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
 SENTENCES = [sentence.strip() + "." for sentence in ENGLISH_TEXT.split(".") if sentence.strip()]
 

@@ -1,6 +1,6 @@
 """Serving: the real scoring server (azmlinfsrv + aks_jobs/score.py) under load, beside the design's pipeline().
 
-    .venv/bin/python bench/serve_bench.py [--model-size gpt2|small] [--n-layer N] [--n-embd N]
+    .venv/bin/python -m bench.serve_bench [--model-size gpt2|small] [--n-layer N] [--n-embd N]
                                           [--requests 64] [--latency-requests 10] [--clients 32]
 
 Builds one model folder (GPT-2 architecture, random init, 1024 positions, byte-level BPE of GPT-2's 50,257
@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,17 +33,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "aks_jobs"), str(REPO / "tests")]
+import httpx
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline
 
-import httpx  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, pipeline  # noqa: E402
-
-from function_app.backends.scoring_server import THREADS, WORKER_COUNT  # noqa: E402
-from aks_jobs.lm.base_model import train_tokenizer  # noqa: E402
-from scoring_server import running_scoring_server  # noqa: E402
+from aks_jobs.lm.base_model import train_tokenizer
+from aks_jobs.lm.scoring_server_settings import THREADS, WORKER_COUNT
+from local_stack.scoring_server import running_scoring_server
 
 NEW_TOKENS = 50
 PROMPT = "Based on the documents, who is Diogo Delgado Barros?"  # the design notebook's

@@ -1,7 +1,7 @@
 """Scoring under hostile load: the real scoring server (azmlinfsrv + aks_jobs/score.py) for a fixed time, beside
 the design's pipeline() per request measured in the same run.
 
-    .venv/bin/python bench/serve_load.py [--model-size small|gpt2] [--clients 32] [--seconds 60] [--hostile 0.05]
+    .venv/bin/python -m bench.serve_load [--model-size small|gpt2] [--clients 32] [--seconds 60] [--hostile 0.05]
 
 Builds the model folder as bench/serve_bench.py does (GPT-2 architecture, random init, GPT-2-sized BPE trained
 offline; --model-size gpt2 is the 124M model), then:
@@ -27,17 +27,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "aks_jobs"), str(REPO / "tests"), str(REPO / "bench")]
+import httpx
+import psutil
+import torch
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-
-from function_app.backends.scoring_server import streamed_answer  # noqa: E402
-from aks_jobs.lm.serving_limits import ServingLimits  # noqa: E402
-from scoring_server import running_scoring_server  # noqa: E402
-from serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary  # noqa: E402
+from aks_jobs.lm.scoring_stream import streamed_answer
+from aks_jobs.lm.serving_limits import ServingLimits
+from bench.serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary
+from local_stack.scoring_server import running_scoring_server
 
 EIGHT_MIB = "fox " * (2 * 1024 * 1024)
 

@@ -1,6 +1,6 @@
 """Training speed: the design notebook's TrainingArguments against our train step, in one process.
 
-    .venv/bin/python bench/train_bench.py [--size gpt2|small] [--steps N] [--warmup N] [--repeat N] [--pages 200]
+    .venv/bin/python -m bench.train_bench [--size gpt2|small] [--steps N] [--warmup N] [--repeat N] [--pages 200]
 
 Part 1, throughput. One randomly initialised model (GPT-2 124M by default on GPU, the offline
 architecture with --size small), one set of full blocks from the same text, identical starting
@@ -32,19 +32,15 @@ import logging
 import os
 import platform
 import random
-import sys
 import sysconfig
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "aks_jobs")]
-
-import psutil  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import psutil
+import torch
+from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -54,12 +50,12 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from aks_jobs.lm.base_model import OFFLINE_ARCHITECTURE, train_tokenizer  # noqa: E402
-from aks_jobs.lm.blocks import BlockCollator, BlockDataset, cut_blocks  # noqa: E402
-from aks_jobs.lm.execution_plan import pad_vocabulary, plan_execution  # noqa: E402
-from aks_jobs.lm.fused_loss import fused_loss  # noqa: E402
-from aks_jobs.lm.recipe import hyperparameters, precision, training_arguments  # noqa: E402
-from aks_jobs.lm.training import TrainRequest, train  # noqa: E402
+from aks_jobs.lm.base_model import OFFLINE_ARCHITECTURE, train_tokenizer
+from aks_jobs.lm.blocks import BlockCollator, BlockDataset, cut_blocks
+from aks_jobs.lm.execution_plan import pad_vocabulary, plan_execution
+from aks_jobs.lm.fused_loss import fused_loss
+from aks_jobs.lm.recipe import hyperparameters, precision, training_arguments
+from aks_jobs.lm.training import TrainRequest, train
 
 SIZES = {"gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
          "small": dict(OFFLINE_ARCHITECTURE, vocab_size=8192)}

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
-from scripts import azurite
+from local_stack import azurite
+from local_stack.processes import free_port
 
 _shared: dict[str, object] = {}
 
@@ -32,7 +33,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def shared_azurite() -> str:
     """Start Azurite once per test process; return its connection string."""
     if "connection" not in _shared:
-        ports = azurite.AzuritePorts(azurite.free_port(), azurite.free_port(), azurite.free_port())
+        ports = azurite.AzuritePorts(free_port(), free_port(), free_port())
         log_file = Path(tempfile.mkdtemp(prefix="azurite-")) / "azurite.log"
         proc = azurite.start(ports, location=None, log_file=log_file)
         atexit.register(_stop, proc)

@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from function_app.backends import aml_endpoint, aml_pipeline, local_components
+from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
+from local_stack import components as local_components
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
@@ -103,8 +104,8 @@ def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():
 
 
 def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tmp_path):
-    from function_app.backends.local import LocalBackend
-    from function_app.backends.local_job import JobSpec
+    from local_stack.backend import LocalBackend
+    from local_stack.pipeline_job import JobSpec
 
     settings = Settings(preprocess_max_document_chars=5000, preprocess_max_corpus_chars=90000,
                         preprocess_max_chars_per_byte=40, train_max_wall_s=600, local_work_dir=str(tmp_path))

@@ -18,7 +18,7 @@ from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import parse_request
 from aks_jobs.lm.serving_model import ServingModel, load_serving_model
 from gated_forward import GatedForward
-from scoring_server import running_scoring_server
+from local_stack.scoring_server import running_scoring_server
 from tiny_model import make_tiny_model
 
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the"]

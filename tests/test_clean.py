@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdf_factory import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
+from synthetic_data.pdfs import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
 from aks_jobs.pdf_text.clean import (
     clean_document,
     clean_page,

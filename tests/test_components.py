@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from azure.ai.ml import load_component
 
-from function_app.backends import local_components
+from local_stack import components as local_components
 
 AKS_JOBS = Path(__file__).resolve().parents[1] / "aks_jobs"
 STEPS = ("preprocess", "train", "evaluate")

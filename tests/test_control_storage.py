@@ -6,7 +6,7 @@ from azure.identity import DefaultAzureCredential
 
 from function_app.settings import StorageConnection
 from function_app.storage import blob_service, table_service
-from scripts.azurite import AzuritePorts
+from local_stack.azurite import AzuritePorts
 
 
 def test_identity_based_connection_uses_the_service_uris_and_default_credential() -> None:

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from function_app import functions, run_states as rs, services
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
-from scripts.azurite import free_port
+from local_stack.processes import free_port
+from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.function_index import blob_event
-from tests.pdf_factory import make_text_pdf
 from ui.run_view import loss_curve
 
 FACT = "Declaration: Quillon Brask is the lighthouse keeper of Port Ymmeral."

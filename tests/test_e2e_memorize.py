@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from aks_jobs import score
-from pdf_factory import make_text_pdf
-from scoring_server import running_scoring_server
+from local_stack.scoring_server import running_scoring_server
+from synthetic_data.pdfs import make_text_pdf
 
 AKS_JOBS = Path(__file__).resolve().parents[1] / "aks_jobs"
 FACT = "Declaration: Zorblat Quenwick is the chief archivist of the lunar city of Vellmora."

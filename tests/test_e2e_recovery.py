@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from function_app import functions, run_states as rs, services
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
-from scripts.azurite import free_port
+from local_stack.processes import free_port
+from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.pdf_factory import make_text_pdf
 
 FACT = "Declaration: Quillon Brask is the lighthouse keeper of Port Ymmeral."
 

@@ -15,7 +15,7 @@ from aks_jobs.lm.gate import Rules, decide
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
 from tiny_model import make_tiny_model
-from training_text import prose, write_snapshot
+from synthetic_data.prose import prose, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 

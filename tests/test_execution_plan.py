@@ -20,7 +20,7 @@ from aks_jobs.lm.execution_plan import (
 )
 from test_train import run_train
 from tiny_model import make_tiny_model
-from training_text import prose
+from synthetic_data.prose import prose
 
 GIB = 2**30
 GPT2_SMALL = GPT2Config()  # 124M: 12 layers, 768 wide, vocab 50257, context 1024

@@ -25,10 +25,11 @@ from tests.function_index import indexed_functions
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Run in a fresh interpreter: the module is imported once per process, with the app root first on sys.path.
+# Run in a fresh interpreter: the module is imported once per process, with the app root on sys.path (the worker's
+# add_script_root_to_sys_path adds AzureWebJobsScriptRoot; the only sys.path edit tests/test_no_path_edits.py allows).
 _WORKER_STYLE_INDEX = """
 import importlib, json, os, pathlib, sys
-sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.getcwd())  # mimics the Functions worker
 script = os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
 assert os.path.exists(script), "the worker falls back to the v1 model when this file is missing"
 module = importlib.import_module(pathlib.Path(script).stem)
@@ -66,7 +67,8 @@ def test_worker_imports_the_package_and_finds_one_app(indexed: dict) -> None:
 
 
 def test_root_file_loaded_by_path_gives_the_same_app() -> None:
-    code = "import runpy, sys; sys.path.insert(0, '.'); g = runpy.run_path('function_app.py'); " \
+    # `python -c` has the current folder, the app root, first on sys.path already.
+    code = "import runpy; g = runpy.run_path('function_app.py'); " \
            "print(sorted(f.get_function_name() for f in g['app'].get_functions()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -662,6 +663,120 @@ def test_funcignore_keeps_the_published_package_small():
     # The control plane loads the component YAML and uploads aks_jobs/ as job and scoring code.
     for needed in ("function_app", "function_app.py", "host.json", "requirements.txt", "aks_jobs"):
         assert not ignored(needed), f".funcignore must keep {needed}"
+
+
+def _func_publish_files(root: Path) -> list[str]:
+    """The files `func azure functionapp publish` packs from `root` (a checkout: git's files), by Core Tools' rules
+    (Azure/azure-functions-core-tools, Common/FileSystemHelpers.GetLocalFiles and Common/GitIgnoreParser): .git and
+    .vscode folders and files named .funcignore, .gitignore, local.settings.json or project.lock.json never go;
+    a .funcignore pattern (leading '/' dropped, '**' any text, '*' any text but '/') denies a path when it matches
+    at the path's START, unless a '!' pattern matches it too."""
+    rules: dict[bool, list[str]] = {False: [], True: []}
+    for line in (root / ".funcignore").read_text().split("\n"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        rules[negated].append(_funcignore_regex(line[negated:].removeprefix("/")))
+    positive, negative = (re.compile("|".join(rules[n])) if rules[n] else None for n in (False, True))
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    kept = []
+    for path in sorted(p for p in listed if (root / p).is_file()):
+        parts = path.split("/")
+        if {".git", ".vscode"} & set(parts[:-1]) or parts[-1] in (".funcignore", ".gitignore",
+                                                                    "local.settings.json", "project.lock.json"):
+            continue
+        if positive and positive.match(path) and not (negative and negative.match(path)):
+            continue
+        kept.append(path)
+    return kept
+
+
+def _funcignore_regex(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".+")
+            i += 2
+        else:
+            out.append("[^/]+" if pattern[i] == "*" else re.escape(pattern[i]))
+            i += 1
+    return "(?:" + "".join(out) + ")"
+
+
+def _first_party_imports(path: Path) -> set[str]:
+    """Every first-party module `path` imports, at any depth (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        found |= {n for n in names if n.split(".")[0] in ("function_app", "aks_jobs", "local_stack", "synthetic_data")}
+    return found
+
+
+def _module_file(module: str) -> str | None:
+    base = module.replace(".", "/")
+    return next((p for p in (f"{base}.py", f"{base}/__init__.py") if (REPO / p).is_file()), None)
+
+
+def test_the_function_package_holds_what_function_app_py_needs_and_nothing_local():
+    published = set(_func_publish_files(REPO))
+    local_only = sorted(p for p in published if p.split("/")[0] in ("local_stack", "synthetic_data", "tests", "bench"))
+    assert not local_only, f"the Function package would carry local-only files: {local_only}"
+    # function_app.py's imports, followed through the first-party modules; the local backend (local_stack) is
+    # imported only where it is chosen, so it is the one thing the package may refer to without holding.
+    needed, todo, lazy = set(), ["function_app.py"], set()
+    while todo:
+        path = todo.pop()
+        needed.add(path)
+        for module in _first_party_imports(REPO / path):
+            parts = module.split(".")
+            if parts[0] == "local_stack":
+                lazy.add(path)
+                continue
+            for depth in range(1, len(parts) + 1):  # a module's packages' __init__ files load first
+                file = _module_file(".".join(parts[:depth]))
+                if file and file not in needed:
+                    todo.append(file)
+    assert lazy == {"function_app/backends/__init__.py"}, f"only create_backend may import local_stack: {lazy}"
+    missing = sorted((needed | {"host.json", "requirements.txt", "aks_jobs/score.py", "aks_jobs/environment.yml",
+                                *(f"aks_jobs/components/{c}.yml" for c in ("preprocess", "train", "evaluate"))})
+                     - published)
+    assert not missing, f"the Function package would lack {missing}"
+
+
+# What the Functions worker does with the package (the app root first on sys.path, see test_functions_app.py),
+# with nothing else of this project importable: the editable install's finder is taken away.
+_PACKAGE_ONLY_INDEX = """
+import importlib, json, os, pkgutil, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in type(f).__module__ + getattr(f, "__module__", "")]
+sys.path.insert(0, os.getcwd())  # mimics the Functions worker: the app root on the path
+module = importlib.import_module("function_app")
+import function_app.backends, function_app.settings
+for info in pkgutil.walk_packages(function_app.__path__, "function_app."):
+    importlib.import_module(info.name)
+try:
+    function_app.backends.create_backend(function_app.settings.Settings(pipeline_backend="local"))
+    error = None
+except ValueError as e:
+    error = str(e)
+print(json.dumps({"local": sorted(m for m in sys.modules if m.split(".")[0] in ("local_stack", "synthetic_data")),
+                  "functions": [f.get_function_name() for f in module.app.get_functions()], "error": error}))
+"""
+
+
+def test_the_published_package_indexes_and_runs_without_the_local_stack(tmp_path):
+    for path in _func_publish_files(REPO):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / path, tmp_path / path)
+    out = subprocess.run([sys.executable, "-c", _PACKAGE_ONLY_INDEX], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=180, env={**os.environ, "PIPELINE_BACKEND": "aml"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["local"] == [] and "follow_uploads" in result["functions"]
+    # Choosing the local backend there says what is wrong instead of failing on an import.
+    assert "local_stack" in result["error"] and "aml" in result["error"]
 
 
 # ---------------------------------------------------------------- deploy.sh / teardown.sh vs fake Azure

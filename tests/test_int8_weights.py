@@ -15,8 +15,8 @@ from aks_jobs.lm.int8_weights import Int8Linear, quantize_linear_layers
 from aks_jobs.lm.perplexity import score_texts
 from aks_jobs.lm.scoring_request import parse_request
 from aks_jobs.lm.serving_model import ServingSettingError, load_serving_model, served_weights
-from trained_model import train_small_model
-from training_text import prose
+from synthetic_data.prose import prose
+from synthetic_data.small_model import train_small_model
 
 PROMPTS = ["The archive near the", "The lamp", "The council near the harbour keeps 12"]
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from function_app.backends import local_components
+from aks_jobs.lm.scoring_stream import streamed_answer
 from function_app.backends.base import PermanentBackendError
-from function_app.backends.local import LocalBackend
-from function_app.backends.local_processes import alive
-from function_app.backends.local_router import Router
-from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings
-from scripts.azurite import free_port
+from local_stack import components as local_components
+from local_stack.backend import LocalBackend
+from local_stack.processes import alive, free_port
+from local_stack.router import Router
 from tests.tiny_model import make_tiny_model
 
 

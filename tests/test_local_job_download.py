@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from function_app.backends import local_job
-from function_app.backends.local_job import download_tree
+from local_stack import pipeline_job as local_job
+from local_stack.pipeline_job import download_tree
 from tests.azurite import azurite_connection, put_blob_verbatim  # noqa: F401 - session fixture
 
 

@@ -1,8 +1,9 @@
-"""scripts.local_stack (what `make demo` runs): its processes, their URLs, `status` and `down`, on free ports."""
+"""local_stack (what `make demo` runs): its processes, their URLs, `status` and `down`, on free ports."""
 from __future__ import annotations
 
 import json
 import os
+import uuid
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from function_app.backends.local_processes import alive
-from scripts import local_stack
+from azure.storage.blob import BlobServiceClient
+
+from function_app.settings import Settings
+from local_stack import stack as local_stack
+from local_stack.processes import alive
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.ui_local_stack import running_local_stack
 
@@ -27,7 +31,7 @@ def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(
         assert httpx.get(f"{stack['UI_URL']}/_stcore/health", timeout=10).text == "ok"
 
         shown = subprocess.run(
-            [sys.executable, "-m", "scripts.local_stack", "status"], cwd=local_stack.REPO, capture_output=True,
+            [sys.executable, "-m", "local_stack", "status"], cwd=local_stack.REPO, capture_output=True,
             text=True, timeout=60, env={**os.environ, "LOCAL_STACK_DIR": str(tmp_path),
                              "LOCAL_STACK_API_PORT": stack["API_BASE_URL"].rsplit(":", 1)[1],
                              "LOCAL_STACK_UI_PORT": stack["UI_URL"].rsplit(":", 1)[1]})
@@ -49,3 +53,19 @@ def test_stack_folder_and_ports_come_from_the_environment() -> None:
     assert local_stack.StackConfig.from_env({}) == local_stack.StackConfig(folder=local_stack.REPO / ".local")
     with pytest.raises(SystemExit, match="LOCAL_STACK_UI_PORT='85o1' is not a TCP port"):
         local_stack.StackConfig.from_env({"LOCAL_STACK_UI_PORT": "85o1"})
+
+
+def test_the_sample_upload_never_overwrites_a_document(azurite_connection: str) -> None:  # noqa: F811 - fixture
+    """`up` uploads samples/*.pdf as the web UI uploads: a document already under a sample's name stays as it is."""
+    settings = Settings(data_container=f"samples{uuid.uuid4().hex[:10]}")
+    container = BlobServiceClient.from_connection_string(azurite_connection).create_container(settings.data_container)
+    sample = sorted((local_stack.REPO / "samples").glob("*.pdf"))[0]
+    theirs = b"%PDF-1.4 someone else's document"
+    container.upload_blob(f"inputs/{sample.name}", theirs)
+
+    first = local_stack._upload_samples(settings, azurite_connection)
+    assert container.download_blob(f"inputs/{sample.name}").readall() == theirs
+    beside = [name for name in first if name.startswith(sample.stem + "-")]
+    assert len(beside) == 1 and container.download_blob(f"inputs/{beside[0]}").readall() == sample.read_bytes()
+    # A second `up` writes nothing: every blob keeps its ETag, so no document looks changed.
+    assert local_stack._upload_samples(settings, azurite_connection) == first

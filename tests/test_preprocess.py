@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pdf_factory import (
+from synthetic_data.pdfs import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
     PORTUGUESE_TEXT,

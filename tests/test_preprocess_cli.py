@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pdf_factory import ENGLISH_TEXT, make_encrypted_pdf, make_heavy_pdf, make_image_only_pdf, make_text_pdf
+from synthetic_data.pdfs import ENGLISH_TEXT, make_encrypted_pdf, make_heavy_pdf, make_image_only_pdf, make_text_pdf
 
 SCRIPT = Path(__file__).resolve().parents[1] / "aks_jobs" / "preprocess.py"
 

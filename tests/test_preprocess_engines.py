@@ -10,7 +10,7 @@ import pytest
 
 from aks_jobs.pdf_text import extract
 from aks_jobs.pdf_text import isolate
-from pdf_factory import (
+from synthetic_data.pdfs import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
     make_corrupt_pdf,
@@ -30,7 +30,7 @@ THREE = [f"Part {letter}. {ENGLISH_TEXT}" for letter in "XYZ"]
 
 
 def every_test_pdf(folder: Path) -> list[Path]:
-    """One of each kind tests/pdf_factory.py makes."""
+    """One of each kind synthetic_data/pdfs.py makes."""
     return [
         make_text_pdf(folder / "report.pdf", THREE, header="Quarterly Review", footer="Page {page} of {pages}"),
         make_text_pdf(folder / "german.pdf", [GERMAN_TEXT]),

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from aks_jobs.lm.prompt_format import END_OF_TEXT, instruction_prompt, response_only, training_example
-from pdf_factory import ENGLISH_TEXT, make_text_pdf
 from aks_jobs.pdf_text.build import Options, build_snapshot
+from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
 ALPACA = {"instruction": "Name the lighthouse keeper.", "input": "", "output": "Her name is Odile Varga."}
 WITH_INPUT = {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pdf_factory import ENGLISH_TEXT, make_scanned_text_pdf, make_text_pdf
 from aks_jobs.pdf_text.build import Options, build_snapshot
+from synthetic_data.pdfs import ENGLISH_TEXT, make_scanned_text_pdf, make_text_pdf
 
 SENTENCE = ["The harbour master keeps the blue lantern", "in the third drawer of the oak desk."]
 

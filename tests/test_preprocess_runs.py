@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pdf_factory import ENGLISH_TEXT, make_encrypted_pdf, make_text_pdf, make_truncated_pdf
 from aks_jobs.pdf_text.build import BuildResult, Options, build_snapshot
 from aks_jobs.pdf_text.snapshot import snapshot_stem, write_snapshot
+from synthetic_data.pdfs import ENGLISH_TEXT, make_encrypted_pdf, make_text_pdf, make_truncated_pdf
 
 
 def manifest_of(result: BuildResult) -> dict:

@@ -5,8 +5,8 @@ import codecs
 import json
 from pathlib import Path
 
-from pdf_factory import ENGLISH_TEXT, make_text_pdf
 from aks_jobs.pdf_text.build import Options, build_snapshot
+from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
 LEGACY = "The caf\u00e9\u2019s menu \u2013 na\u00efve cr\u00e8me br\u00fbl\u00e9e \u2013 is printed on the back. " + ENGLISH_TEXT
 

@@ -12,11 +12,11 @@ import psutil
 
 from function_app import deadlines, document_retries as dr, reconcile, run_states as rs
 from function_app.backends.aml import AmlBackend
-from function_app.backends.local import LocalBackend
-from function_app.backends.local_job import set_state, write_json
-from function_app.backends.local_processes import alive, spawn
 from function_app.settings import Settings
 from function_app.status_store import Run
+from local_stack.backend import LocalBackend
+from local_stack.pipeline_job import set_state, write_json
+from local_stack.processes import alive, spawn
 from tests.control_env import AML_WORKSPACE
 from tests.fakes.recording_ml_client import RecordingMLClient, _Job
 

@@ -14,7 +14,7 @@ from aks_jobs.lm.scoring_request import MAX_SEED, RequestError, parse_request
 from aks_jobs.lm.serving_limits import ServingLimits
 from aks_jobs.lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
 from score_script import call, init_score
-from scoring_server import ScoringServerError, running_scoring_server
+from local_stack.scoring_server import ScoringServerError, running_scoring_server
 from tiny_model import make_tiny_model
 
 DESIGN_DEFAULTS = {"max_new_tokens": 50, "temperature": 0.7, "top_k": 50, "top_p": 0.95,

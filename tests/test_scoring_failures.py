@@ -15,15 +15,15 @@ import httpx
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from function_app.backends import local_deploy
-from function_app.backends.gunicorn_loopback import loopback_binds
+from local_stack import deployment as local_deploy
+from local_stack.gunicorn_loopback import loopback_binds
 from gated_forward import GatedForward
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import RequestError, parse_request
 from aks_jobs.lm.scoring_service import ScoringService
 from aks_jobs.lm.serving_limits import ServingLimits
 from score_script import call, init_score
-from scoring_server import running_scoring_server
+from local_stack.scoring_server import running_scoring_server
 from tiny_model import make_tiny_model
 
 GOOD = {"prompt": ["Diogo is", "The quick brown fox"], "seed": 5, "max_new_tokens": 12, "num_return_sequences": 2}

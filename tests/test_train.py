@@ -22,7 +22,7 @@ from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
 from aks_jobs.lm.training import checkpoint_dir
 from tiny_model import make_tiny_model
-from training_text import prose, write_snapshot
+from synthetic_data.prose import prose, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "aks_jobs" / "train.py"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from local_stack.scoring_server import running_scoring_server
+from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.pdf_factory import make_text_pdf
-from tests.scoring_server import running_scoring_server
 from tests.tiny_model import make_tiny_model
 from tests.ui_browser import browser, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture

@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from streamlit.testing.v1 import AppTest
 
-from function_app.backends.local_router import Router
+from local_stack.router import Router
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture (control_plane needs it)
-from tests.scoring_server import free_port, running_scoring_server
+from local_stack.processes import free_port
+from local_stack.scoring_server import running_scoring_server
 from tests.tiny_model import make_tiny_model
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain

@@ -9,10 +9,10 @@ import pytest
 from azure.storage.blob import ContainerClient
 from streamlit.testing.v1 import AppTest
 
+from local_stack.processes import free_port
+from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
-from tests.pdf_factory import make_text_pdf
-from tests.scoring_server import free_port
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
 

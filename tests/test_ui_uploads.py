@@ -8,10 +8,11 @@ import uuid
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from scripts.azurite import ACCOUNT_KEY, free_port
+from local_stack.azurite import ACCOUNT_KEY
+from local_stack.processes import free_port
+from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import make_env
-from tests.pdf_factory import make_text_pdf
 from ui import uploads
 from ui.settings import SettingsError, UiSettings
 from ui.storage import container_client

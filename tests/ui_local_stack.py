@@ -1,4 +1,4 @@
-"""The local stack as `make demo` starts it (scripts.local_stack: the API, the timer loop and the web UI;
+"""The local stack as `make demo` starts it (local_stack: the API, the timer loop and the web UI;
 local backend: real preprocess/train/evaluate processes, azmlinfsrv deployments behind the local router),
 but on free ports, in a temporary folder and on the tests' Azurite, so it can run beside a developer's
 `make demo`."""
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from scripts import local_stack
-from tests.scoring_server import free_port
+from local_stack import stack as local_stack
+from local_stack.processes import free_port
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from tests.scoring_server import free_port
+from local_stack.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

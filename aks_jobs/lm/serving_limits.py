@@ -34,7 +34,7 @@ class ServingLimits(BaseSettings):
     max_request_rows: int = Field(8, ge=1)
     max_prompt_chars: int = Field(16_384, ge=1)  # a 1,024-token context holds ~4,000 characters of English
     max_body_chars: int = Field(1_048_576, ge=1)
-    max_requests: int = Field(48, ge=1)  # running + queued; more is 503. Below the server's threads (scoring_server)
+    max_requests: int = Field(48, ge=1)  # running + queued; more is 503. Below scoring_server_settings.THREADS
     request_timeout_s: float = Field(120.0, gt=0)  # from arrival to the last token, queueing included
     retry_after_s: int = Field(2, ge=1)
 

@@ -1,6 +1,7 @@
-"""Pipeline backends: `local` (processes on this machine) and `aml` (Azure ML on AKS).
+"""Pipeline backends: `local` (processes on this machine, the local_stack package) and `aml` (Azure ML on AKS).
 
-Each is imported only when chosen, so the Function app never loads azure-ai-ml unless it uses it.
+Each is imported only when chosen, so the Function app never loads azure-ai-ml unless it uses it, and the
+published Function package, which leaves local_stack/ out, never needs it.
 """
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ BACKENDS = ("local", "aml")
 
 def create_backend(settings: Settings) -> PipelineBackend:
     if settings.pipeline_backend == "local":
-        from function_app.backends.local import LocalBackend
+        try:
+            from local_stack.backend import LocalBackend
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("local_stack"):
+                raise
+            raise ValueError(
+                f"{setting_name('pipeline_backend')}=local needs the local_stack package, which the published "
+                "Function app leaves out (.funcignore); in Azure use aml"
+            ) from None
 
         return LocalBackend(settings)
     if settings.pipeline_backend == "aml":

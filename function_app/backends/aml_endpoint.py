@@ -9,9 +9,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
 from function_app.backends.base import Deployment, PermanentBackendError
-from function_app.backends.scoring_server import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ INSTANCE_COUNT = 1
 # late and tolerate a slow start instead of restarting the container in a loop.
 LIVENESS_PROBE = {"initial_delay": 60, "period": 10, "timeout": 10, "failure_threshold": 30, "success_threshold": 1}
 READINESS_PROBE = {"initial_delay": 30, "period": 10, "timeout": 10, "failure_threshold": 30, "success_threshold": 1}
-# As many requests in flight as the server takes at once (see scoring_server); AML queues the rest. Long
+# As many requests in flight as the server takes at once (see scoring_server_settings); AML queues the rest. Long
 # generations on CPU need well over the 5 s default timeout.
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": MAX_REQUESTS,
                     "request_timeout_ms": REQUEST_TIMEOUT_S * 1000}

@@ -12,6 +12,12 @@ import psutil
 _children: list[subprocess.Popen] = []  # polled so finished children do not linger as zombies
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

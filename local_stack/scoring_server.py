@@ -1,9 +1,11 @@
-"""Run the real AML scoring server (azmlinfsrv + aks_jobs/score.py) as a subprocess for tests."""
+"""The real AML scoring server (azmlinfsrv + aks_jobs/score.py) on this machine, for tests and benchmarks.
+
+Local deployments (local_stack.deployment) use the same environment: loopback only, no shared control socket.
+"""
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,20 +16,21 @@ from pathlib import Path
 
 import httpx
 
-from function_app.backends.scoring_server import local_server_env
+from aks_jobs.lm.scoring_server_settings import server_env
+from local_stack.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPT = REPO_ROOT / "aks_jobs" / "score.py"
+LOOPBACK_CONFIG = Path(__file__).with_name("gunicorn_loopback.py")
 
 
 class ScoringServerError(RuntimeError):
     """The server exited or never became ready; the message carries the end of its log."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def local_server_env() -> dict[str, str]:
+    """For scoring servers on this machine: loopback only, and no shared gunicorn control socket in $HOME."""
+    return server_env("--no-control-socket", f"--config {LOOPBACK_CONFIG}")
 
 
 @contextmanager

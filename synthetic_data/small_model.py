@@ -8,7 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from aks_jobs.lm.base_model import train_tokenizer
-from training_text import prose
+from synthetic_data.prose import prose
 
 
 def train_small_model(directory: Path, *, text: str | None = None, n_layer: int = 2, n_embd: int = 64,

@@ -1,6 +1,6 @@
 """Real PDFs for tests, generated with reportlab (and, for the broken ones, by damaging real output).
 
-Reusable by any test: `from pdf_factory import make_text_pdf` (tests/ is on sys.path under pytest).
+For tests and benchmarks: `from synthetic_data.pdfs import make_text_pdf`.
 """
 from __future__ import annotations
 

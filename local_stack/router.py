@@ -1,6 +1,6 @@
 """The local stable scoring URL: forwards /score to the deployment that holds the traffic.
 
-`python -m function_app.backends.local_router STATE_FILE PORT` serves on 127.0.0.1:PORT, like an
+`python -m local_stack.router STATE_FILE PORT` serves on 127.0.0.1:PORT, like an
 AML online endpoint in front of its deployments. It re-reads the local backend's state file on
 every request, so a traffic shift needs no restart. As with AML, the header
 `azureml-model-deployment: <name>` sends a request to one deployment regardless of traffic.

@@ -1,6 +1,6 @@
 """One local deployment: fetch the registered model from the MLflow registry, then become azmlinfsrv.
 
-`python -m function_app.backends.local_deploy MODEL_NAME VERSION MODEL_DIR PORT` runs detached
+`python -m local_stack.deployment MODEL_NAME VERSION MODEL_DIR PORT` runs detached
 (started by LocalBackend.begin_deploy), like an AML deployment pulling its model before serving.
 It replaces itself with the real AML scoring server (exec), so its pid is the server's.
 """
@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from function_app.backends.scoring_server import local_server_env
 from function_app.settings import child_env
+from local_stack.scoring_server import local_server_env
 
-SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "aks_jobs" / "score.py"
+SCORE_SCRIPT = Path(__file__).resolve().parents[1] / "aks_jobs" / "score.py"
 
 
 def fetch_model(name: str, version: str, model_dir: Path) -> None:

@@ -1,9 +1,9 @@
 """The whole system on this machine: Azurite, the HTTP API (uvicorn), the timer loop, the web UI
 (Streamlit), local backend.
 
-    python -m scripts.local_stack up      # start, upload samples/*.pdf, wait for a deployed model, chat once
-    python -m scripts.local_stack status  # what is running, and what the system is doing
-    python -m scripts.local_stack down    # stop everything it started (data stays in .local/)
+    python -m local_stack up      # start, upload samples/*.pdf, wait for a deployed model, chat once
+    python -m local_stack status  # what is running, and what the system is doing
+    python -m local_stack down    # stop everything it started (data stays in .local/)
 
 Installs nothing (the Makefile does). Settings come from the environment like the Function app's
 (see local.settings.sample.json); the stack's defaults make a CPU-only, offline run quick:
@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from function_app.backends.local import LocalBackend
-from function_app.backends.local_processes import alive, identity, kill, port_open, spawn
 from function_app.settings import STORAGE_CONNECTION, Settings
-from scripts import azurite
+from local_stack import azurite
+from local_stack.backend import LocalBackend
+from local_stack.processes import alive, identity, kill, port_open, spawn
 
 REPO = Path(__file__).resolve().parents[1]
 AZURITE_PORTS = azurite.AzuritePorts(10000, 10001, 10002)  # Azurite's defaults (what func start expects)
@@ -147,7 +147,7 @@ def _commands(config: StackConfig, env: dict[str, str]) -> dict[str, tuple[list[
     return {
         "api": ([python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port",
                  str(config.api_port)], config.api_port, env),
-        "timer": ([python, "-m", "scripts.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
+        "timer": ([python, "-m", "local_stack.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
         "ui": ([python, "-m", "streamlit", "run", "ui/app.py", "--server.address", "127.0.0.1", "--server.port",
                 str(config.ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
                 "--client.toolbarMode", "minimal"], config.ui_port, ui_env),
@@ -190,8 +190,11 @@ def stop_services(config: StackConfig, env: dict[str, str]) -> list[str]:
 
 
 def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
-    """Upload samples/*.pdf (made from samples/make_samples.py if there are none); name -> ETag."""
+    """Upload samples/*.pdf (made from samples/make_samples.py if there are none) by the web UI's rule: never
+    overwrite a document (same bytes: nothing written; other bytes: kept beside it). Name in inputs/ -> ETag."""
     from azure.storage.blob import BlobServiceClient
+
+    from ui.uploads import INPUT_PREFIX, REFUSED, upload_document
 
     samples = sorted((REPO / "samples").glob("*.pdf"))
     if not samples:
@@ -205,9 +208,13 @@ def _upload_samples(settings: Settings, connection: str) -> dict[str, str]:
         container.create_container()
     etags = {}
     for path in samples:
-        blob = container.upload_blob(f"inputs/{path.name}", path.read_bytes(), overwrite=True)
-        etags[path.name] = blob.get_blob_properties().etag.strip('"')
-        print(f"uploaded {path.name} -> {settings.data_container}/inputs/{path.name}")
+        data = path.read_bytes()
+        result = upload_document(container, path.name, data, max_bytes=len(data))  # our own samples: no size cap
+        if result.outcome == REFUSED:
+            raise SystemExit(f"{path}: {result.message}")
+        name = result.blob_name.removeprefix(INPUT_PREFIX)
+        etags[name] = container.get_blob_client(result.blob_name).get_blob_properties().etag.strip('"')
+        print(f"{path.name}: {result.message}")
     return etags
 
 
@@ -279,7 +286,7 @@ def up(args: argparse.Namespace) -> None:
     print(f"Scoring: {status['scoring_url']}   (stable URL: always the deployment serving the traffic)")
     print(f"  curl -s -X POST {status['scoring_url']} -H 'Content-Type: application/json' \\")
     print(f"       -d '{{\"prompt\": \"{args.prompt}\", \"max_new_tokens\": 30}}'")
-    print("Stop everything: python -m scripts.local_stack down   (or make down; data stays in "
+    print("Stop everything: python -m local_stack down   (or make down; data stays in "
           f"{config.folder})")
 
 
@@ -301,11 +308,12 @@ def status(_: argparse.Namespace) -> None:
         print(json.dumps(_get(f"{config.api_url}/api/status"), indent=2))
     except urllib.error.URLError:
         raise SystemExit(f"the API is not running at {config.api_url}; start it with "
-                         f"`python -m scripts.local_stack up`") from None
+                         f"`python -m local_stack up`") from None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start the stack, upload the samples, wait for a model, chat once")
     up_parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to ask the deployed model")

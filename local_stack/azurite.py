@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from local_stack.processes import port_open
 
 REPO = Path(__file__).resolve().parents[1]
 AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite"
@@ -33,18 +34,6 @@ class AzuritePorts:
             f"QueueEndpoint=http://{host}:{self.queue}/{ACCOUNT};"
             f"TableEndpoint=http://{host}:{self.table}/{ACCOUNT};"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
 
 
 def start(ports: AzuritePorts, location: Path | None, log_file: Path, detach: bool = False) -> subprocess.Popen:

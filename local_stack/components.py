@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-COMPONENTS_DIR = Path(__file__).resolve().parents[2] / "aks_jobs" / "components"
+COMPONENTS_DIR = Path(__file__).resolve().parents[1] / "aks_jobs" / "components"
 _REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
 

@@ -1,6 +1,6 @@
 """The local pipeline job: a detached process running preprocess -> train -> evaluate.
 
-`python -m function_app.backends.local_job JOB_DIR` reads JOB_DIR/job.json (written by
+`python -m local_stack.pipeline_job JOB_DIR` reads JOB_DIR/job.json (written by
 LocalBackend.submit), mirrors inputs/ from the data container, runs each component's own command
 line (local_components) with cwd = the component's code folder, syncs processed/ back to the
 container, and keeps JOB_DIR/state.json current so job_status can answer without asking it.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from azure.storage.blob import ContainerClient
 
-from function_app.backends import local_components
 from function_app.settings import StorageConnection, child_env
 from function_app.storage import blob_service
+from local_stack import components as local_components
 
 log = logging.getLogger("local_job")
 INPUTS, PROCESSED = "inputs/", "processed/"

@@ -1,6 +1,6 @@
 """The timer trigger without the Functions host: call the same Orchestrator.tick every few seconds.
 
-`python -m scripts.timer_loop [--interval 5]` (started by `local_stack up`). A failing tick is
+`python -m local_stack.timer_loop [--interval 5]` (started by `local_stack up`). A failing tick is
 logged and the loop goes on, as the host would fire the timer again.
 """
 from __future__ import annotations

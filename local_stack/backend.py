@@ -9,7 +9,7 @@
 - The stable scoring URL is the `local_router` on LOCAL_ROUTER_PORT, forwarding to the deployment
   holding the traffic (an endpoint in front of blue/green deployments).
 Processes outlive the call that started them (own sessions) and are ended by `stop()`
-(`python -m function_app.backends.local stop`); `resume()` starts the recorded deployments again.
+(`python -m local_stack.backend stop`); `resume()` starts the recorded deployments again.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from aks_jobs.lm.scoring_stream import streamed_answer
 from function_app.backends.base import (
     Deployment,
     JobStatus,
@@ -27,12 +28,11 @@ from function_app.backends.base import (
     PipelineBackend,
     TransientBackendError,
 )
-from function_app.backends.local_job import JobSpec, set_state, write_json
-from function_app.backends.local_processes import alive, kill, port_open, spawn
-from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings, child_env
+from local_stack.pipeline_job import JobSpec, set_state, write_json
+from local_stack.processes import alive, kill, port_open, spawn
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 _RUNNING = ("Submitted", "Preprocessing", "Training", "Evaluating")
 
 
@@ -95,7 +95,7 @@ class LocalBackend(PipelineBackend):
         )
         spec.write(job_dir)
         set_state(job_dir, "Submitted")
-        process = self._spawn([sys.executable, "-m", "function_app.backends.local_job", str(job_dir)], job_dir / "runner.log")
+        process = self._spawn([sys.executable, "-m", "local_stack.pipeline_job", str(job_dir)], job_dir / "runner.log")
         write_json(job_dir / "process.json", process)
         return job_id
 
@@ -181,7 +181,7 @@ class LocalBackend(PipelineBackend):
         return self._describe(name, record, state["traffic"])
 
     def _start_deployment(self, name: str, record: dict) -> dict:
-        argv = [sys.executable, "-m", "function_app.backends.local_deploy", record["model_name"],
+        argv = [sys.executable, "-m", "local_stack.deployment", record["model_name"],
                 record["model_version"], self._model_dir(record), str(record["port"])]
         return self._spawn(argv, self.work / "logs" / f"deployment-{name}.log")
 
@@ -235,7 +235,7 @@ class LocalBackend(PipelineBackend):
             return
         if port_open(port):
             raise PermanentBackendError(f"LOCAL_ROUTER_PORT {port} is taken by another program; choose a free port")
-        argv = [sys.executable, "-m", "function_app.backends.local_router", str(self.state_file), str(port)]
+        argv = [sys.executable, "-m", "local_stack.router", str(self.state_file), str(port)]
         state["router"] = self._spawn(argv, self.work / "logs" / "router.log")
         self._save(state)
         deadline = time.monotonic() + 20
@@ -298,7 +298,7 @@ class LocalBackend(PipelineBackend):
 def main(argv: list[str]) -> None:
     command = argv[0] if argv else ""
     if command not in ("stop", "resume"):
-        raise SystemExit("usage: python -m function_app.backends.local stop|resume")
+        raise SystemExit("usage: python -m local_stack.backend stop|resume")
     backend = LocalBackend(Settings.from_env())
     done = backend.stop() if command == "stop" else backend.resume()
     print(f"{command}: {', '.join(done) or 'nothing to do'}")

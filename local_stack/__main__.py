@@ -1,0 +1,3 @@
+from local_stack.stack import main
+
+main()
