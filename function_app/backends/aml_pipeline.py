@@ -1,4 +1,4 @@
-"""The AML pipeline job built from aks_jobs/components/*.yml, and how its step jobs map onto JOB_STATES.
+"""The AML pipeline job built from aks_jobs/components/*.yml, and how its step jobs map onto job states.
 
 azure-ai-ml is imported inside the functions: importing it costs seconds and pulls OpenTelemetry, which
 must not happen when the Functions worker indexes the app.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from function_app.backends.base import PermanentBackendError
 from function_app.manifests import PROCESSED
+from function_app.run_states import JobState
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ COMPONENTS_DIR = AKS_JOBS_DIR / "components"
 
 # Node names, component file stems and child-job display names are the same words.
 STEPS = ("preprocess", "train", "evaluate")
-STEP_STATES = {"preprocess": "Preprocessing", "train": "Training", "evaluate": "Evaluating"}
+STEP_STATES = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING, "evaluate": JobState.EVALUATING}
 # AML job statuses after which a job never runs again (Paused can be resumed, so it is not here).
 FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
 COMPLETED = "Completed"
@@ -154,10 +155,10 @@ def _place(node: Command, step: str, instance_type: str, image: Environment | No
         node.environment = image
 
 
-def progress_state(step_statuses: Mapping[str, str]) -> str:
+def progress_state(step_statuses: Mapping[str, str]) -> JobState:
     """While the pipeline runs: the furthest step AML has created a job for (Submitted before the first)."""
     started = [step for step in STEPS if step in step_statuses]
-    return STEP_STATES[started[-1]] if started else "Submitted"
+    return STEP_STATES[started[-1]] if started else JobState.SUBMITTED
 
 
 def failed_step(step_statuses: Mapping[str, str]) -> str | None:
