@@ -29,6 +29,7 @@ from pathlib import Path
 
 from function_app.backends.local import LocalBackend
 from function_app.backends.local_processes import alive, identity, kill, port_open, spawn
+from function_app.run_states import DeploymentState, RunState
 from function_app.settings import STORAGE_CONNECTION, Settings
 from scripts import azurite
 
@@ -237,11 +238,11 @@ def _wait_for_model(config: StackConfig, uploads: dict[str, str], timeout_s: flo
 def _wait_until_deployments_ready(backend: LocalBackend, timeout_s: float) -> None:
     """Restarted deployments load their model first; wait so the first request is answered."""
     deadline = time.monotonic() + timeout_s
-    while creating := [d.name for d in backend.deployments() if d.state == "Creating"]:
+    while creating := [d.name for d in backend.deployments() if d.state == DeploymentState.CREATING]:
         if time.monotonic() > deadline:
             raise SystemExit(f"deployments {creating} not ready in time; see {backend.work}/logs/")
         time.sleep(1)
-    failed = [d.name for d in backend.deployments() if d.state == "Failed"]
+    failed = [d.name for d in backend.deployments() if d.state == DeploymentState.FAILED]
     if failed:
         raise SystemExit(f"deployments {failed} did not start; see {backend.work}/logs/")
 
@@ -263,7 +264,7 @@ def up(args: argparse.Namespace) -> None:
         _post_json(f"{config.api_url}/api/retrain", {})
         status = _wait_for_model(config, uploads, args.timeout)
     last = status["last_run"]
-    if last and last["state"] not in ("Deployed",):
+    if last and last["state"] != RunState.DEPLOYED:
         run = _get(f"{config.api_url}/api/runs/{last['id']}")
         print(f"The last run ended {last['state']}: {run.get('error') or run['transitions'][-1]['detail']}")
     if not status["scoring_url"]:
