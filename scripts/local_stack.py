@@ -11,7 +11,8 @@ BASE_MODEL=offline, TRAIN_PRESET=memorize, DEBOUNCE_SECONDS=10. Azurite is start
 DataStorage is left to the stack (Azurite's default ports).
 
 A second stack (or a test) can run beside the first: LOCAL_STACK_DIR (default .local: stack.json,
-logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071) and LOCAL_STACK_UI_PORT (8501), with
+logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071), LOCAL_STACK_UI_PORT (8501) and
+LOCAL_STACK_TIMER_INTERVAL_S (5, seconds between ticks), with
 LOCAL_SCORING_PORTS, LOCAL_ROUTER_PORT and DataStorage pointing elsewhere too.
 """
 from __future__ import annotations
@@ -24,13 +25,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import Field, field_validator
 
 from function_app.backends.local import LocalBackend
 from function_app.backends.local_processes import alive, identity, kill, port_open, spawn
 from function_app.run_states import DeploymentState, RunState
-from function_app.settings import STORAGE_CONNECTION, Settings
+from function_app.settings import STORAGE_CONNECTION, EnvSettings, Settings, SettingsError
 from scripts import azurite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,22 +41,26 @@ SERVICES = ("azurite", "api", "timer", "ui")  # in start order; stopped in rever
 DEFAULT_PROMPT = "Declaration: Zorblat Quenwick is"
 
 
-@dataclass(frozen=True)
-class StackConfig:
+class StackConfig(EnvSettings):
     """Where the stack keeps its files and which ports its own servers take."""
 
-    folder: Path = REPO / ".local"
-    api_port: int = 7071  # the Functions host's default, so URLs are the same as under `func start`
-    ui_port: int = 8501  # Streamlit's default
-    timer_interval_s: float = 5
+    folder: Path = Field(REPO / ".local", validation_alias="LOCAL_STACK_DIR")
+    # the Functions host's default, so URLs are the same as under `func start`
+    api_port: int = Field(7071, ge=1, le=65535, description="a TCP port", validation_alias="LOCAL_STACK_API_PORT")
+    ui_port: int = Field(8501, ge=1, le=65535, description="a TCP port", validation_alias="LOCAL_STACK_UI_PORT")
+    timer_interval_s: float = Field(5, gt=0, validation_alias="LOCAL_STACK_TIMER_INTERVAL_S")
+
+    @field_validator("folder")
+    @classmethod
+    def _under_the_repo(cls, folder: Path) -> Path:
+        return folder if folder.is_absolute() else REPO / folder
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
-        env = os.environ if env is None else env
-        folder = Path(env.get("LOCAL_STACK_DIR") or cls.folder)
-        return cls(folder=folder if folder.is_absolute() else REPO / folder,
-                   api_port=_port(env, "LOCAL_STACK_API_PORT", cls.api_port),
-                   ui_port=_port(env, "LOCAL_STACK_UI_PORT", cls.ui_port))
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
+        try:
+            return super().from_env(env)
+        except SettingsError as err:
+            raise SystemExit(str(err)) from None
 
     @property
     def stack_file(self) -> Path:
@@ -71,13 +77,6 @@ class StackConfig:
     @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.ui_port}"
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise SystemExit(f"{name}={raw!r} is not a TCP port; set it to a free port such as {default}")
-    return int(raw)
 
 
 def stack_env(config: StackConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -106,7 +106,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     run_folder = f"{RUNS}{safe_run_id(run_id)}"
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
-    train_overrides = {"epochs": _epochs(settings.train_epochs)} if settings.train_epochs else {}
+    train_overrides = {"epochs": settings.train_epochs} if settings.train_epochs else {}
     train_overrides.update(settings.train_limits())
 
     @pipeline(name="gpt2_pdf_pipeline", description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
@@ -137,14 +137,6 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     # job (same inputs/ path) and never read the new PDFs.
     job.settings.force_rerun = True
     return job
-
-
-def _epochs(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise PermanentBackendError(f"TRAIN_EPOCHS={value!r} is not a number; set e.g. 3, or leave it empty "
-                                    f"for the preset's own") from None
 
 
 def _place(node: Command, step: str, instance_type: str, image: Environment | None) -> None:

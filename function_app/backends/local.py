@@ -86,7 +86,7 @@ class LocalBackend(PipelineBackend):
             train_inputs={
                 "base_model": self.settings.base_model,
                 "preset": self.settings.train_preset,
-                "epochs": self.settings.train_epochs or None,
+                "epochs": self.settings.train_epochs,
                 **self.settings.train_limits(),
             },
             evaluate_inputs={
