@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from pydantic import AliasGenerator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -40,7 +40,7 @@ class EnvSettings(BaseSettings):
         return (init_settings,)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Any:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         values = _Environment(cls, os.environ if env is None else env)()
         try:
             return cls(**values)
