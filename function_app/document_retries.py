@@ -52,4 +52,4 @@ def state_of(doc: dict, active_contents: set[str], settings: Settings) -> str:
 
 def ended_well(state: str) -> bool:
     """A run ending so counts its documents as trained; any other end gives them back."""
-    return state in (rs.DEPLOYED, rs.REJECTED)
+    return state in rs.ENDED_WELL

@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 from azure.storage.blob import ContainerClient
 
 from function_app import deadlines, document_retries, manifests, reconcile, run_states as rs, uploads
-from function_app.backends.base import Deployment, PermanentBackendError, PipelineBackend, TransientBackendError
+from function_app.backends.base import (Deployment, PermanentBackendError, PipelineBackend, SmokeTestFailed,
+                                        TransientBackendError)
+from function_app.run_states import DeploymentState, JobState, RunState
 from function_app.settings import Settings
 from function_app.status_store import Run, RunChanged, StatusStore
 
@@ -37,10 +39,6 @@ class NoDocuments(Exception):
 
 class NoActiveRun(Exception):
     """Nothing to cancel."""
-
-
-class _RollBack(Exception):
-    """The candidate deployment is unfit; remove it and keep the serving model."""
 
 
 def _iso(t: datetime) -> str:
@@ -176,19 +174,23 @@ class Orchestrator:
         return self._new_run(run_id, now, trigger, detail)
 
     def _new_run(self, run_id: str, now: datetime, trigger: str, detail: str) -> Run:
-        run = Run(id=run_id, state=rs.PENDING, created_at=_iso(now), trigger=trigger)
-        self._transition(run, rs.PENDING, now, detail)
+        run = Run(id=run_id, state=rs.START, created_at=_iso(now), trigger=trigger)
+        self._enter(run, rs.START, now, detail)
         return run
 
-    def _transition(self, run: Run, state: str, now: datetime, detail: str = "") -> None:
+    def _transition(self, run: Run, state: RunState, now: datetime, detail: str = "") -> None:
+        """Every state change after the first: the transition table (run_states) must allow it."""
+        self._enter(run, rs.check(run.state, state), now, detail)
+
+    def _enter(self, run: Run, state: RunState, now: datetime, detail: str) -> None:
         run.state = state
         run.updated_at = _iso(now)
         run.transitions.append({"state": state, "at": _iso(now), "detail": detail})
         self.store.save_run(run)
         log.info("run %s -> %s %s", run.id, state, detail)
 
-    def _end(self, run: Run, state: str, now: datetime, detail: str, serving: dict | None = None) -> None:
-        if state in (rs.FAILED, rs.ROLLED_BACK):
+    def _end(self, run: Run, state: RunState, now: datetime, detail: str, serving: dict | None = None) -> None:
+        if state in rs.ENDED_BADLY:
             run.error = detail
         self._transition(run, state, now, detail)
         self._settle_documents(run, now)
@@ -228,8 +230,6 @@ class Orchestrator:
                 raise
             except PermanentBackendError as e:
                 self._give_up(run, now, str(e))
-            except _RollBack as e:
-                self._roll_back(run, now, str(e))
             except Exception as e:  # noqa: BLE001 - transient, or unknown: retried, then given up with the reason
                 self._retry_later(run, now, e)
             self.store.save_run(run)
@@ -243,7 +243,7 @@ class Orchestrator:
 
     def _stop(self, run: Run, now: datetime, reason: str) -> None:
         """Cancel the run's job, or roll its candidate back, and end it with the reason."""
-        if run.state in (rs.DEPLOYING, rs.SMOKE_TEST):
+        if run.state in rs.ROLLING_OUT:
             self._roll_back(run, now, reason)
             return
         if run.job_id:
@@ -270,7 +270,7 @@ class Orchestrator:
         log.warning("run %s: %s; retry %d in %ds", run.id, reason, attempts, delay)
 
     def _give_up(self, run: Run, now: datetime, reason: str) -> None:
-        if run.state in (rs.DEPLOYING, rs.SMOKE_TEST):
+        if run.state in rs.ROLLING_OUT:
             self._roll_back(run, now, reason)
         else:
             self._end(run, rs.FAILED, now, reason)
@@ -329,10 +329,10 @@ class Orchestrator:
         self._record_extraction(run)
         if status.state in rs.JOB_RUNNING:
             if rs.ORDER.index(status.state) > rs.ORDER.index(run.state):
-                self._transition(run, status.state, now)
-        elif status.state == "Failed":
+                self._transition(run, RunState(status.state), now)
+        elif status.state == JobState.FAILED:
             raise PermanentBackendError(status.error or "the pipeline job failed without a reason")
-        elif status.state == "Completed":
+        elif status.state == JobState.COMPLETED:
             self._decide(run, status.evaluation or {}, now)
         else:
             raise PermanentBackendError(f"backend reported unknown job state {status.state!r}")
@@ -375,12 +375,13 @@ class Orchestrator:
             run.deployment, run.deploy_started_at = deployment.name, _iso(now)
             self.store.save_run(run)
         deployment = self.backend.deployment(run.deployment)
-        if deployment.state == "Ready":
+        if deployment.state == DeploymentState.READY:
             self._transition(run, rs.SMOKE_TEST, now, f"deployment {deployment.name} ready")
-        elif deployment.state == "Failed":
-            raise _RollBack(f"deployment {deployment.name} failed to start")
+        elif deployment.state == DeploymentState.FAILED:
+            self._roll_back(run, now, f"deployment {deployment.name} failed to start")
         elif now - _time(run.deploy_started_at) > timedelta(seconds=self.settings.deploy_timeout_seconds):
-            raise _RollBack(f"deployment {deployment.name} not ready after {self.settings.deploy_timeout_seconds}s")
+            self._roll_back(run, now, f"deployment {deployment.name} not ready after "
+                                      f"{self.settings.deploy_timeout_seconds}s")
 
     def _smoke_test_and_promote(self, run: Run, now: datetime) -> None:
         before = self.backend.deployments()
@@ -391,20 +392,20 @@ class Orchestrator:
             smoke = "smoke test passed before the traffic shift"
             replaced = self.store.current().serving_deployment
         else:
-            smoke = f"smoke test said: {self._smoke_test(run)[:200]}"
+            try:
+                smoke = f"smoke test said: {self._smoke_test(run)[:200]}"
+            except SmokeTestFailed as e:  # the candidate is unfit: it goes, the serving model stays
+                self._roll_back(run, now, f"smoke test failed: {e}")
+                return
             replaced = next((d.name for d in before if d.traffic > 0 and d.name != run.deployment), "")
             self.backend.shift_traffic(run.deployment)
         self._promote(run, now, before, replaced, smoke)
 
     def _smoke_test(self, run: Run) -> str:
-        try:
-            answer = self.backend.smoke_test(run.deployment, self.settings.smoke_prompt)
-        except TransientBackendError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any other failure of the real request fails the test
-            raise _RollBack(f"smoke test failed: {e}") from e
+        """The candidate's answer; SmokeTestFailed when it has none. Transient errors propagate: retried later."""
+        answer = self.backend.smoke_test(run.deployment, self.settings.smoke_prompt)
         if not answer or not answer.strip():
-            raise _RollBack("smoke test failed: the deployment answered with no text")
+            raise SmokeTestFailed("the deployment answered with no text")
         return answer
 
     def _promote(self, run: Run, now: datetime, before: list[Deployment], replaced: str, smoke: str) -> None:
@@ -445,7 +446,7 @@ class Orchestrator:
     def _reconcile(self, now: datetime) -> None:
         def in_rollout(current) -> bool:
             run = self.store.get_run(current.active_run_id) if current.active_run_id else None
-            return run is not None and run.state in (rs.DEPLOYING, rs.SMOKE_TEST, rs.DEPLOYED)
+            return run is not None and (run.state in rs.ROLLING_OUT or run.state == rs.DEPLOYED)
 
         reconcile.reconcile(self.store, self.backend, now, in_rollout)
 

@@ -1,12 +1,18 @@
-"""Every app setting the control plane reads, in one place.
+"""Every app setting the control plane reads, in one place, and the loader all our settings classes share.
 
 Names are the app-setting (environment variable) names used by local.settings.sample.json and the
 Bicep app settings; tests check the three agree. Read once per invocation via `Settings.from_env()`.
+pydantic-settings converts and checks each value (types and bounds below); a bad one raises SettingsError
+naming the setting and what to set instead.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import AliasGenerator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
@@ -14,12 +20,78 @@ from dataclasses import dataclass, fields
 STORAGE_CONNECTION = "DataStorage"
 
 
-@dataclass(frozen=True)
-class Settings:
+class SettingsError(ValueError):
+    """A setting has a value the code cannot use; the message names it and says what to set."""
+
+
+class EnvSettings(BaseSettings):
+    """Settings read from an environment (os.environ, or a mapping given to `from_env`).
+
+    A field's environment name is its alias, else its name in capitals; empty values count as unset.
+    Constructing the class directly reads no environment: it is exactly what it is given.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
+                                      validate_by_name=True, alias_generator=AliasGenerator(validation_alias=str.upper))
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        values = _Environment(cls, os.environ if env is None else env)()
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise SettingsError(_explain(cls, err.errors()[0])) from None
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every environment variable the class reads."""
+        return [field.validation_alias for field in cls.model_fields.values()]
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str]:
+        return {name: value for name, value in self._env.items() if not (self.env_ignore_empty and value == "")}
+
+
+_NOT_A = {"int_parsing": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+          "bool_parsing": "true or false"}
+_BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+
+
+def _explain(cls: type[BaseSettings], error: dict[str, Any]) -> str:
+    """One validation error as a sentence naming the setting, its value and what to set."""
+    if not error["loc"]:  # a check across settings: its message says it all
+        return error["msg"].removeprefix("Value error, ")
+    name, raw = str(error["loc"][0]), error.get("input")
+    field = next((f for n, f in cls.model_fields.items() if name in (n, f.validation_alias)), None)
+    example = (field.examples or [field.default])[0] if field else None
+    if error["type"] in _NOT_A:
+        # A field's description, when it has one, says what kind of value it takes ("a TCP port").
+        what = (field.description if field else None) or _NOT_A[error["type"]]
+        return f"{name}={raw!r} is not {what}; set it to e.g. {example}"
+    if error["type"] in _BOUNDS:
+        key, words = _BOUNDS[error["type"]]
+        return f"{name}={raw!r} must be {words} {error['ctx'][key]:g}"
+    return f"{name}={raw!r}: {error['msg'].removeprefix('Value error, ')}; set it to e.g. {example!r}"
+
+
+class Settings(EnvSettings):
     data_container: str = "gpt2-training-data"
     status_table: str = "pipelinestatus"
     timer_schedule: str = "0 */1 * * * *"
-    debounce_seconds: int = 60
+    debounce_seconds: int = Field(60, ge=0)
     pipeline_backend: str = "local"  # local | aml
     base_model: str = "gpt2"
     train_preset: str = "default"
@@ -40,7 +112,7 @@ class Settings:
     # One port per deployment; a rollout holds three: serving, its rollback target and the candidate.
     local_scoring_ports: str = "5001,5002,5003"
     # Fixed port of the local router: the stable scoring URL, forwarding to the deployment with traffic.
-    local_router_port: int = 5100
+    local_router_port: int = Field(5100, ge=1, le=65535, description="a TCP port")
     # Key that POST /api/retrain wants (x-functions-key) when the API runs under uvicorn instead of
     # the Functions host; empty = accept only requests from this machine (loopback).
     local_api_key: str = ""
@@ -48,36 +120,36 @@ class Settings:
     # (sqlite under <repo>/.local/mlflow). AML jobs get theirs from AML.
     mlflow_tracking_uri: str = ""
     # Optional override of the train component's epochs (empty = the preset's own), e.g. for quick local runs.
-    train_epochs: str = ""
+    train_epochs: float | None = Field(None, gt=0, examples=[3])
     # Run orchestration: give up on a step after this many transient errors, or a deployment that
     # stays Creating this long.
-    max_transient_retries: int = 6
-    deploy_timeout_seconds: int = 1800
+    max_transient_retries: int = Field(6, ge=0)
+    deploy_timeout_seconds: int = Field(1800, ge=1)
     # A Pending run is submitted this long after it was created even while uploads keep arriving.
-    debounce_max_wait_seconds: int = 900
+    debounce_max_wait_seconds: int = Field(900, ge=0)
     # Deadlines per state: a job still queued (Submitted) or in one step past these is cancelled and its
     # run fails with the reason (deploy_timeout_seconds covers Deploying and SmokeTest).
-    queued_timeout_seconds: int = 3600
-    preprocess_timeout_seconds: int = 3600
-    train_timeout_seconds: int = 43200
-    evaluate_timeout_seconds: int = 3600
+    queued_timeout_seconds: int = Field(3600, ge=1)
+    preprocess_timeout_seconds: int = Field(3600, ge=1)
+    train_timeout_seconds: int = Field(43200, ge=1)
+    evaluate_timeout_seconds: int = Field(3600, ge=1)
     # Documents of a run that ended Failed or RolledBack wait this long (doubling per attempt) before the
     # next run retries them; after this many attempts they are shown as failed until a retrain or upload.
-    document_retry_seconds: int = 300
-    document_max_attempts: int = 3
+    document_retry_seconds: int = Field(300, ge=0)
+    document_max_attempts: int = Field(3, ge=1)
     # Run history kept in the status table: the newest N (the active and the serving run always stay).
-    keep_runs: int = 200
+    keep_runs: int = Field(200, ge=1)
     # Retention: keep the newest N text snapshots in processed/ (plus the serving model's) and delete
     # older ones, so the text of removed documents leaves storage; 0 keeps every snapshot.
-    snapshot_retention: int = 5
+    snapshot_retention: int = Field(5, ge=0)
     # Limits, each reported by name when hit (preprocess.py / train.py options of the same names): text kept
     # per document (longer is cut), per snapshot (documents past it are left out), characters of text per
     # byte of PDF (more is a decompression bomb: no text); training steps and seconds (0 = no limit).
-    preprocess_max_document_chars: int = 10_000_000
-    preprocess_max_corpus_chars: int = 200_000_000
-    preprocess_max_chars_per_byte: int = 100
-    train_max_steps: int = 0
-    train_max_wall_s: int = 0
+    preprocess_max_document_chars: int = Field(10_000_000, ge=1)
+    preprocess_max_corpus_chars: int = Field(200_000_000, ge=1)
+    preprocess_max_chars_per_byte: int = Field(100, ge=1)
+    train_max_steps: int = Field(0, ge=0)
+    train_max_wall_s: int = Field(0, ge=0)
 
     def preprocess_limits(self) -> dict[str, int]:
         """The preprocess component's limit inputs."""
@@ -90,40 +162,23 @@ class Settings:
         return {name: value for name, value in (("max_steps", self.train_max_steps),
                                                 ("max_wall_s", self.train_max_wall_s)) if value}
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        values = {}
-        for f in fields(cls):
-            raw = env.get(setting_name(f.name))
-            if raw not in (None, ""):
-                values[f.name] = int(raw) if f.type == "int" else raw
-        return cls(**values)
 
-
-@dataclass(frozen=True)
-class StorageConnection:
+class StorageConnection(EnvSettings):
     """The DataStorage connection: a connection string (Azurite) or identity-based service URIs."""
 
-    connection_string: str = ""
-    blob_service_uri: str = ""
-    table_service_uri: str = ""
+    connection_string: str = Field("", validation_alias=STORAGE_CONNECTION)
+    blob_service_uri: str = Field("", validation_alias=f"{STORAGE_CONNECTION}__blobServiceUri")
+    table_service_uri: str = Field("", validation_alias=f"{STORAGE_CONNECTION}__tableServiceUri")
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "StorageConnection":
-        env = os.environ if env is None else env
-        found = cls(
-            connection_string=env.get(STORAGE_CONNECTION, ""),
-            blob_service_uri=env.get(f"{STORAGE_CONNECTION}__blobServiceUri", ""),
-            table_service_uri=env.get(f"{STORAGE_CONNECTION}__tableServiceUri", ""),
-        )
-        if not found.connection_string and not (found.blob_service_uri and found.table_service_uri):
+    @model_validator(mode="after")
+    def _configured(self) -> StorageConnection:
+        if not self.connection_string and not (self.blob_service_uri and self.table_service_uri):
             raise ValueError(
                 f"Storage is not configured: set {STORAGE_CONNECTION} to a connection string (locally "
                 f"Azurite's, see local.settings.sample.json) or both {STORAGE_CONNECTION}__blobServiceUri and "
                 f"{STORAGE_CONNECTION}__tableServiceUri (identity-based, Azure)."
             )
-        return found
+        return self
 
 
 def child_env(extra: dict[str, str], path_first: str = "", env: dict[str, str] | None = None) -> dict[str, str]:
@@ -142,4 +197,4 @@ def setting_name(field_name: str) -> str:
 
 def setting_names() -> list[str]:
     """Every app setting the code reads, for the consistency tests and infra."""
-    return [STORAGE_CONNECTION] + [setting_name(f.name) for f in fields(Settings)]
+    return [STORAGE_CONNECTION] + Settings.env_names()

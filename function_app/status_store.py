@@ -32,6 +32,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from function_app.run_states import RunState
+
 BLOB, DOCUMENT, RUN, STATE, PROBLEM = "blob", "document", "run", "state", "problem"
 CURRENT = "current"
 # A Table string property holds 64 KiB (32K UTF-16 chars); keep JSON lists well below.
@@ -83,7 +85,7 @@ class UploadedBlob:
 @dataclass
 class Run:
     id: str
-    state: str
+    state: RunState  # stored as its value: rows written as plain strings read back the same
     created_at: str
     trigger: str = "uploads"  # uploads | manual
     updated_at: str = ""
@@ -124,6 +126,7 @@ class Run:
             if f.name in entity:
                 raw = entity[f.name]
                 values[f.name] = json.loads(raw) if f.name in cls._JSON else raw
+        values["state"] = RunState(values["state"])
         return cls(**values, etag=entity.metadata.get("etag", "") if hasattr(entity, "metadata") else "")
 
     def to_api(self) -> dict:

@@ -26,14 +26,15 @@ from function_app.backends.base import (
     JobStatus,
     PermanentBackendError,
     PipelineBackend,
+    SmokeTestFailed,
     TransientBackendError,
 )
+from function_app.run_states import JOB_RUNNING, DeploymentState, JobState
 from function_app.settings import Settings, child_env
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
 
 REPO = Path(__file__).resolve().parents[1]
-_RUNNING = ("Submitted", "Preprocessing", "Training", "Evaluating")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -85,7 +86,7 @@ class LocalBackend(PipelineBackend):
             train_inputs={
                 "base_model": self.settings.base_model,
                 "preset": self.settings.train_preset,
-                "epochs": self.settings.train_epochs or None,
+                "epochs": self.settings.train_epochs,
                 **self.settings.train_limits(),
             },
             evaluate_inputs={
@@ -94,7 +95,7 @@ class LocalBackend(PipelineBackend):
             },
         )
         spec.write(job_dir)
-        set_state(job_dir, "Submitted")
+        set_state(job_dir, JobState.SUBMITTED)
         process = self._spawn([sys.executable, "-m", "local_stack.pipeline_job", str(job_dir)], job_dir / "runner.log")
         write_json(job_dir / "process.json", process)
         return job_id
@@ -105,25 +106,26 @@ class LocalBackend(PipelineBackend):
         if state is None:
             raise PermanentBackendError(f"no local job {job_id} under {job_dir.parent}")
         metrics = _read_json(job_dir / "model" / "train_summary.json") or {}
-        if state["state"] in _RUNNING and not alive(_read_json(job_dir / "process.json")):
+        if state["state"] in JOB_RUNNING and not alive(_read_json(job_dir / "process.json")):
             # Re-read: the job may have finished between the two reads.
             state = _read_json(job_dir / "state.json")
-            if state["state"] in _RUNNING:
-                return JobStatus("Failed", error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
-        evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if state["state"] == "Completed" else None
+            if state["state"] in JOB_RUNNING:
+                return JobStatus(JobState.FAILED, error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
+        completed = state["state"] == JobState.COMPLETED
+        evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if completed else None
         if evaluation:
             evaluation.pop("training", None)  # the same train summary is already `metrics`; store it once
-        if state["state"] == "Completed" and evaluation is None:
-            return JobStatus("Failed", error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
-        return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, metrics=metrics)
+        if completed and evaluation is None:
+            return JobStatus(JobState.FAILED, error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
+        return JobStatus(JobState(state["state"]), error=state.get("error"), evaluation=evaluation, metrics=metrics)
 
     def cancel_job(self, job_id: str, reason: str) -> None:
         job_dir = self.work / "jobs" / job_id
         state = _read_json(job_dir / "state.json")
-        if state is None or state["state"] not in _RUNNING:
+        if state is None or state["state"] not in JOB_RUNNING:
             return
         kill(_read_json(job_dir / "process.json"))  # the runner's whole process group: its step too
-        set_state(job_dir, "Failed", error=f"cancelled: {reason}")
+        set_state(job_dir, JobState.FAILED, error=f"cancelled: {reason}")
 
     # ---- deployments -----------------------------------------------------------------------
     def _model_dir(self, record: dict) -> str:
@@ -132,11 +134,11 @@ class LocalBackend(PipelineBackend):
 
     def _describe(self, name: str, record: dict, traffic: str) -> Deployment:
         if not alive(record.get("process")):
-            state = "Failed"
+            state = DeploymentState.FAILED
         elif port_open(record["port"]) and self._healthy(record["port"]):
-            state = "Ready"
+            state = DeploymentState.READY
         else:
-            state = "Creating"
+            state = DeploymentState.CREATING
         return Deployment(
             name=name,
             model_name=record["model_name"],
@@ -195,19 +197,23 @@ class LocalBackend(PipelineBackend):
 
     def smoke_test(self, name: str, prompt: str) -> str:
         """The same greedy request answered as JSON and streamed: both must give the same text."""
-        _, record = self._record(name)
-        body = {"prompt": prompt, "max_new_tokens": 16, "do_sample": False}
-        answer = json.loads(self._score(name, record, body))
         try:
+            _, record = self._record(name)
+        except PermanentBackendError as e:  # gone: nothing to promote
+            raise SmokeTestFailed(str(e)) from None
+        body = {"prompt": prompt, "max_new_tokens": 16, "do_sample": False}
+        raw = self._score(name, record, body)
+        try:
+            answer = json.loads(raw)
             text = answer["generations"][0][0]
-        except (KeyError, IndexError, TypeError):
-            raise RuntimeError(f"deployment {name} answered without a generation: {str(answer)[:300]}") from None
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise SmokeTestFailed(f"deployment {name} answered without a generation: {raw[:300]}") from None
         try:
             pieces, done = streamed_answer(self._score(name, record, {**body, "stream": True}))
         except (ValueError, KeyError, TypeError) as e:
-            raise RuntimeError(f"deployment {name} streamed a broken answer: {e}") from None
+            raise SmokeTestFailed(f"deployment {name} streamed a broken answer: {e}") from None
         if pieces[:1] != [text] or done.get("generations") != answer["generations"]:
-            raise RuntimeError(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
+            raise SmokeTestFailed(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
         return text
 
     def _score(self, name: str, record: dict, body: dict) -> str:
@@ -217,11 +223,11 @@ class LocalBackend(PipelineBackend):
             with urllib.request.urlopen(request, timeout=120) as r:
                 return r.read().decode("utf-8")
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"deployment {name} answered HTTP {e.code}: {e.read()[:300]!r}") from None
+            raise SmokeTestFailed(f"deployment {name} answered HTTP {e.code}: {e.read()[:300]!r}") from None
         except (urllib.error.URLError, TimeoutError) as e:
             if alive(record.get("process")):
                 raise TransientBackendError(f"deployment {name} did not answer: {e}") from None
-            raise RuntimeError(f"deployment {name} is not running: {e}") from None
+            raise SmokeTestFailed(f"deployment {name} is not running: {e}") from None
 
     def shift_traffic(self, name: str) -> None:
         state, _ = self._record(name)
@@ -267,9 +273,9 @@ class LocalBackend(PipelineBackend):
         for job_dir in sorted((self.work / "jobs").glob("*")):
             job_state = _read_json(job_dir / "state.json") or {}
             process = _read_json(job_dir / "process.json")
-            if job_state.get("state") in _RUNNING and alive(process):
+            if job_state.get("state") in JOB_RUNNING and alive(process):
                 kill(process)
-                set_state(job_dir, "Failed", error="stopped by `local stop` before it finished")
+                set_state(job_dir, JobState.FAILED, error="stopped by `local stop` before it finished")
                 stopped.append(f"job {job_dir.name}")
         for name, record in state["deployments"].items():
             if alive(record.get("process")):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from azure.storage.blob import ContainerClient
 
+from function_app.run_states import JobState
 from function_app.settings import StorageConnection, child_env
 from function_app.storage import blob_service
 from local_stack import components as local_components
@@ -51,7 +52,7 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def set_state(job_dir: Path, state: str, **extra) -> None:
+def set_state(job_dir: Path, state: JobState, **extra) -> None:
     write_json(job_dir / "state.json", {"state": state, "updated_at": datetime.now(timezone.utc).isoformat(), **extra})
     log.info("job %s: %s %s", job_dir.name, state, extra.get("error", ""))
 
@@ -145,7 +146,7 @@ def run(job_dir: Path) -> None:
     documents = job_dir / "inputs"
     model, evaluation = job_dir / "model", job_dir / "evaluation"
     try:
-        set_state(job_dir, "Preprocessing")
+        set_state(job_dir, JobState.PREPROCESSING)
         # Skipped blobs are logged here; the control plane's scan reports them in /api/status.
         count, skipped = download_tree(container, INPUTS, documents, only_missing=False)
         if processed.exists():
@@ -156,17 +157,17 @@ def run(job_dir: Path) -> None:
                  {"processed": str(processed)}, env)
         log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
 
-        set_state(job_dir, "Training")
+        set_state(job_dir, JobState.TRAINING)
         run_step(job_dir, "train", {"processed": str(processed), **spec.train_inputs}, {"model": str(model)}, env)
 
-        set_state(job_dir, "Evaluating")
+        set_state(job_dir, JobState.EVALUATING)
         run_step(job_dir, "evaluate", {"model": str(model), **spec.evaluate_inputs}, {"evaluation": str(evaluation)}, env)
-        set_state(job_dir, "Completed")
+        set_state(job_dir, JobState.COMPLETED)
     except StepFailed as e:
-        set_state(job_dir, "Failed", error=str(e))
+        set_state(job_dir, JobState.FAILED, error=str(e))
     except Exception as e:  # noqa: BLE001 - whatever broke, the run must learn why
         log.exception("local job failed")
-        set_state(job_dir, "Failed", error=f"local job runner: {type(e).__name__}: {e}")
+        set_state(job_dir, JobState.FAILED, error=f"local job runner: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

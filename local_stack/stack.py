@@ -11,7 +11,8 @@ BASE_MODEL=offline, TRAIN_PRESET=memorize, DEBOUNCE_SECONDS=10. Azurite is start
 DataStorage is left to the stack (Azurite's default ports).
 
 A second stack (or a test) can run beside the first: LOCAL_STACK_DIR (default .local: stack.json,
-logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071) and LOCAL_STACK_UI_PORT (8501), with
+logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071), LOCAL_STACK_UI_PORT (8501) and
+LOCAL_STACK_TIMER_INTERVAL_S (5, seconds between ticks), with
 LOCAL_SCORING_PORTS, LOCAL_ROUTER_PORT and DataStorage pointing elsewhere too.
 """
 from __future__ import annotations
@@ -24,10 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from function_app.settings import STORAGE_CONNECTION, Settings
+from pydantic import Field, field_validator
+
+from function_app.run_states import DeploymentState, RunState
+from function_app.settings import STORAGE_CONNECTION, EnvSettings, Settings, SettingsError
 from local_stack import azurite
 from local_stack.backend import LocalBackend
 from local_stack.processes import alive, identity, kill, port_open, spawn
@@ -38,22 +41,26 @@ SERVICES = ("azurite", "api", "timer", "ui")  # in start order; stopped in rever
 DEFAULT_PROMPT = "Declaration: Zorblat Quenwick is"
 
 
-@dataclass(frozen=True)
-class StackConfig:
+class StackConfig(EnvSettings):
     """Where the stack keeps its files and which ports its own servers take."""
 
-    folder: Path = REPO / ".local"
-    api_port: int = 7071  # the Functions host's default, so URLs are the same as under `func start`
-    ui_port: int = 8501  # Streamlit's default
-    timer_interval_s: float = 5
+    folder: Path = Field(REPO / ".local", validation_alias="LOCAL_STACK_DIR")
+    # the Functions host's default, so URLs are the same as under `func start`
+    api_port: int = Field(7071, ge=1, le=65535, description="a TCP port", validation_alias="LOCAL_STACK_API_PORT")
+    ui_port: int = Field(8501, ge=1, le=65535, description="a TCP port", validation_alias="LOCAL_STACK_UI_PORT")
+    timer_interval_s: float = Field(5, gt=0, validation_alias="LOCAL_STACK_TIMER_INTERVAL_S")
+
+    @field_validator("folder")
+    @classmethod
+    def _under_the_repo(cls, folder: Path) -> Path:
+        return folder if folder.is_absolute() else REPO / folder
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "StackConfig":
-        env = os.environ if env is None else env
-        folder = Path(env.get("LOCAL_STACK_DIR") or cls.folder)
-        return cls(folder=folder if folder.is_absolute() else REPO / folder,
-                   api_port=_port(env, "LOCAL_STACK_API_PORT", cls.api_port),
-                   ui_port=_port(env, "LOCAL_STACK_UI_PORT", cls.ui_port))
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StackConfig:
+        try:
+            return super().from_env(env)
+        except SettingsError as err:
+            raise SystemExit(str(err)) from None
 
     @property
     def stack_file(self) -> Path:
@@ -70,13 +77,6 @@ class StackConfig:
     @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.ui_port}"
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name) or str(default)
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise SystemExit(f"{name}={raw!r} is not a TCP port; set it to a free port such as {default}")
-    return int(raw)
 
 
 def stack_env(config: StackConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -244,11 +244,11 @@ def _wait_for_model(config: StackConfig, uploads: dict[str, str], timeout_s: flo
 def _wait_until_deployments_ready(backend: LocalBackend, timeout_s: float) -> None:
     """Restarted deployments load their model first; wait so the first request is answered."""
     deadline = time.monotonic() + timeout_s
-    while creating := [d.name for d in backend.deployments() if d.state == "Creating"]:
+    while creating := [d.name for d in backend.deployments() if d.state == DeploymentState.CREATING]:
         if time.monotonic() > deadline:
             raise SystemExit(f"deployments {creating} not ready in time; see {backend.work}/logs/")
         time.sleep(1)
-    failed = [d.name for d in backend.deployments() if d.state == "Failed"]
+    failed = [d.name for d in backend.deployments() if d.state == DeploymentState.FAILED]
     if failed:
         raise SystemExit(f"deployments {failed} did not start; see {backend.work}/logs/")
 
@@ -270,7 +270,7 @@ def up(args: argparse.Namespace) -> None:
         _post_json(f"{config.api_url}/api/retrain", {})
         status = _wait_for_model(config, uploads, args.timeout)
     last = status["last_run"]
-    if last and last["state"] not in ("Deployed",):
+    if last and last["state"] != RunState.DEPLOYED:
         run = _get(f"{config.api_url}/api/runs/{last['id']}")
         print(f"The last run ended {last['state']}: {run.get('error') or run['transitions'][-1]['detail']}")
     if not status["scoring_url"]:

@@ -9,7 +9,7 @@ import pytest
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
-from function_app.settings import Settings
+from function_app.settings import Settings, SettingsError
 from local_stack import components as local_components
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
@@ -95,12 +95,12 @@ def test_each_build_sees_the_environment_as_declared_even_after_a_submit_resolve
 
 
 def test_train_epochs_setting_overrides_the_preset_and_must_be_a_number():
-    job = aml_pipeline.build_pipeline_job(Settings(train_epochs="2"), "r1", None)
+    job = aml_pipeline.build_pipeline_job(Settings.from_env({"TRAIN_EPOCHS": "2"}), "r1", None)
     assert job._validate().passed
     assert job._to_dict()["jobs"]["train"]["inputs"]["epochs"] == 2.0
     assert "epochs" not in aml_pipeline.build_pipeline_job(Settings(), "r1", None)._to_dict()["jobs"]["train"]["inputs"]
-    with pytest.raises(PermanentBackendError, match="TRAIN_EPOCHS='many' is not a number"):
-        aml_pipeline.build_pipeline_job(Settings(train_epochs="many"), "r1", None)
+    with pytest.raises(SettingsError, match="TRAIN_EPOCHS='many' is not a number; set it to e.g. 3"):
+        Settings.from_env({"TRAIN_EPOCHS": "many"})
 
 
 def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tmp_path):

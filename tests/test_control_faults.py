@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -171,7 +171,7 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
         connection = shared_azurite()
         suffix = uuid.uuid4().hex[:10]
         # Settings older code lacks are left out: the same test runs against it to show what it finds.
-        known = {f.name for f in fields(Settings)}
+        known = set(Settings.model_fields)
         self.settings = Settings(data_container=f"faults{suffix}", status_table=f"faults{suffix}", **AML_WORKSPACE,
                                  **{k: v for k, v in SETTINGS.items() if k in known})
         self.blobs = BlobServiceClient.from_connection_string(connection)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from function_app import run_states as rs
 from function_app.orchestrator import NoDocuments, RunActive
+from function_app.status_store import RUN
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, env, make_env  # noqa: F401 - fixture
 from tests.fakes.aml_service import QUEUED, JobPlan, failing, promoting, rejecting
@@ -86,6 +88,24 @@ def test_burst_of_20_uploads_gives_one_run_with_all_20(env: ControlEnv) -> None:
     calls = len(env.azure.calls)
     assert env.tick(after_s=SETTLED) is None  # nothing new: no further run
     assert env.azure.operations()[calls:] == ["online_endpoints.get"]  # the traffic, compared with the table
+
+
+def test_every_change_goes_through_the_transition_table_and_an_illegal_one_changes_nothing(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    env.aml.answers[V2] = '{"generations": []}'  # the second candidate fails its smoke test
+    runs = [env.settle(SETTLED)]
+    env.upload("b.pdf", b"%PDF-1.4 b")
+    runs.append(env.settle(SETTLED))
+    assert [r.state for r in runs] == [rs.DEPLOYED, rs.ROLLED_BACK]
+    for run in runs:  # what the orchestrator recorded: each step one the table allows
+        states = _states(run)
+        assert states[0] == rs.START and all(rs.check(a, b) for a, b in zip(states, states[1:]))
+    ended = env.store.get_run(runs[0].id)
+    with pytest.raises(rs.IllegalTransition, match="cannot go from Deployed to Training"):
+        env.orchestrator._transition(ended, rs.TRAINING, datetime.now(timezone.utc))
+    stored = env.store.table.get_entity(RUN, ended.id)
+    assert stored["state"] == "Deployed" and len(stored["transitions"]) == len(runs[0].to_entity()["transitions"])
+    assert type(stored["state"]) is str and isinstance(env.store.get_run(ended.id).state, rs.RunState)
 
 
 def test_first_deployment_creates_the_endpoint_and_waits_for_it(azurite_connection) -> None:  # noqa: F811

@@ -3,7 +3,6 @@ a removed document leaves later runs, its cached text and, with retention, old s
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -94,7 +93,7 @@ def test_retention_keeps_the_newest_snapshots_and_the_serving_models(env: Contro
     for stem in stems:
         snapshot(stem.removeprefix("processed/"))
 
-    env.orchestrator.settings = replace(env.settings, snapshot_retention=2)
+    env.orchestrator.settings = env.settings.model_copy(update={"snapshot_retention": 2})
     env.tick(after_s=120)  # no run active: retention applies
 
     left = sorted(b.name for b in env.container.list_blobs(name_starts_with="processed/combined_data_"))

@@ -101,7 +101,7 @@ def test_without_a_local_key_only_loopback_may_retrain(env: ControlEnv, monkeypa
     from dataclasses import replace
 
     svc = services.get()
-    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
+    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""})))
     assert TestClient(api).post("/api/retrain").status_code == 403  # TestClient's peer is "testclient"
     local = TestClient(api, client=("127.0.0.1", 5555))
     assert local.post("/api/retrain", json={}).status_code == 409  # allowed, no docs
@@ -113,7 +113,7 @@ def test_without_a_local_key_cross_site_requests_from_this_machine_are_refused(
     from dataclasses import replace
 
     svc = services.get()
-    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=replace(svc.settings, local_api_key="")))
+    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""})))
     env.upload("a.pdf", b"%PDF-1.4 a")
     _blob_event(env, "a.pdf")
     local = TestClient(api, client=("127.0.0.1", 5555), base_url="http://127.0.0.1:7071")

@@ -1,5 +1,6 @@
-"""The orchestrator's rules as plain logic: deadlines per state, document retries, reconciling traffic;
-and each backend's side of them (reading the real traffic, cancelling a job)."""
+"""The orchestrator's rules as plain logic: the run state machine's transition table, deadlines per state,
+document retries, reconciling traffic; and each backend's side of them (reading the real traffic, cancelling
+a job)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
+import pytest
 
 from function_app import deadlines, document_retries as dr, reconcile, run_states as rs
 from function_app.backends.aml import AmlBackend
@@ -30,6 +32,48 @@ def _run(*states: tuple[str, int]) -> Run:
     run = Run(id="r", state=states[-1][0], created_at=T0.isoformat())
     run.transitions = [{"state": s, "at": (T0 + timedelta(seconds=at)).isoformat(), "detail": ""} for s, at in states]
     return run
+
+
+# ---- the state machine ------------------------------------------------------------------------------------
+def _reachable(start: rs.RunState) -> set[rs.RunState]:
+    seen, todo = {start}, [start]
+    while todo:
+        for target in rs.TRANSITIONS[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_transition_table_leads_every_run_from_pending_to_an_end() -> None:
+    assert set(rs.TRANSITIONS) == set(rs.RunState)  # every state has its row, even those with no way out
+    assert _reachable(rs.START) == set(rs.RunState)  # no state the orchestrator could never enter
+    for state in rs.RunState:
+        ends = _reachable(state) & rs.TERMINAL
+        assert ends if state not in rs.TERMINAL else rs.TRANSITIONS[state] == frozenset(), state
+    # The successful course is a path through the table, each step allowed.
+    assert [rs.check(a, b) for a, b in zip(rs.ORDER, rs.ORDER[1:])] == list(rs.ORDER[1:])
+    # A candidate that exists is only ever rolled back or promoted; a job only ever fails or reaches the gate.
+    assert {s for s in rs.RunState if rs.ROLLED_BACK in rs.TRANSITIONS[s]} == rs.ROLLING_OUT
+    assert {s for s in rs.RunState if rs.REJECTED in rs.TRANSITIONS[s]} == set(rs.JOB_RUNNING)
+    assert rs.DEPLOYED not in set().union(*(rs.TRANSITIONS[s] for s in rs.RunState if s != rs.SMOKE_TEST))
+
+
+@pytest.mark.parametrize(("current", "target"), [(rs.DEPLOYED, rs.TRAINING), (rs.FAILED, rs.PENDING),
+                                                  (rs.PENDING, rs.DEPLOYING), (rs.DEPLOYING, rs.FAILED),
+                                                  (rs.TRAINING, rs.SUBMITTED)])
+def test_an_illegal_transition_is_refused_naming_both_states(current: rs.RunState, target: rs.RunState) -> None:
+    with pytest.raises(rs.IllegalTransition) as refused:
+        rs.check(current, target)
+    assert f"from {current} to {target}" in str(refused.value)
+    assert f"allowed from {current}:" in str(refused.value)
+
+
+def test_states_are_the_strings_the_status_table_holds() -> None:
+    # Rows written before the enums (plain strings) must read back as the same states, and be written back so.
+    assert rs.RunState("RolledBack") is rs.ROLLED_BACK and json.dumps({"state": rs.SMOKE_TEST}) == '{"state": "SmokeTest"}'
+    assert [str(s) for s in rs.ORDER] == ["Pending", "Submitted", "Preprocessing", "Training", "Evaluating",
+                                          "Deploying", "SmokeTest", "Deployed"]
+    assert rs.check("Training", "Evaluating") is rs.EVALUATING  # a stored string is checked like a member
 
 
 # ---- deadlines --------------------------------------------------------------------------------------------

@@ -7,27 +7,37 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AliasGenerator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     """An app setting has a value the UI cannot use; the message names it and says what to set."""
 
 
-@dataclass(frozen=True)
-class UiSettings:
+class UiSettings(BaseSettings):
+    """Read by `from_env` from the environment through pydantic-settings (names: each field's alias, else its name
+    in capitals; blank values are unset). Constructing it directly reads no environment."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
+                                      validate_by_name=True, alias_generator=AliasGenerator(validation_alias=str.upper))
+
     api_base_url: str = "http://127.0.0.1:7071"
     # Sent as x-functions-key on every API call: the Function app's key in Azure (auth level FUNCTION);
     # under uvicorn, LOCAL_API_KEY's value (retrain only; unset there = only this machine may retrain).
     function_key: str = ""
     # Connection string (Azurite, or a key-based account) ...
-    storage_connection: str = ""
+    storage_connection: str = Field("", validation_alias="DataStorage")
     # ... or the account's blob URL, reached with DefaultAzureCredential (managed identity in Azure).
-    storage_account_url: str = ""
+    # DataStorage__blobServiceUri is how identity-based Functions connections name it, so the Function
+    # app's settings can be copied as they are.
+    storage_account_url: str = Field("", validation_alias="DataStorage__blobServiceUri")
     data_container: str = "gpt2-training-data"
-    max_upload_mb: float = 50.0
-    status_refresh_s: float = 5.0
-    api_timeout_s: float = 10.0
+    max_upload_mb: float = Field(50.0, gt=0, validation_alias="UI_MAX_UPLOAD_MB")
+    status_refresh_s: float = Field(5.0, gt=0, validation_alias="UI_STATUS_REFRESH_S")
+    api_timeout_s: float = Field(10.0, gt=0, validation_alias="UI_API_TIMEOUT_S")
     # Overrides the scoring URL the status API reports (e.g. a gateway in front of the endpoint).
     scoring_url: str = ""
     # Sent as "Authorization: Bearer": a fixed key or token; empty for the local server. In Azure leave it
@@ -39,57 +49,56 @@ class UiSettings:
     aml_workspace: str = ""
     aml_endpoint_name: str = ""
     # Generation on a CPU pod can take a while; past this the chat says so instead of hanging.
-    scoring_timeout_s: float = 120.0
-    example_prompt: str = "Declaration: Zorblat Quenwick is"
+    scoring_timeout_s: float = Field(120.0, gt=0, validation_alias="UI_SCORING_TIMEOUT_S")
+    example_prompt: str = Field("Declaration: Zorblat Quenwick is", validation_alias="UI_EXAMPLE_PROMPT")
+
+    @field_validator("api_base_url", "storage_account_url", "scoring_url")
+    @classmethod
+    def _no_trailing_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> UiSettings:
+        env = os.environ if env is None else env
+        values = _Environment(cls, {name: value.strip() for name, value in env.items()})()
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise SettingsError(_explain(cls, err.errors()[0])) from None
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "UiSettings":
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for name, field_name, kind in _ENV:
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            if kind is float:
-                try:
-                    number = float(raw)
-                except ValueError:
-                    raise SettingsError(f"{name}={raw!r} is not a number; set it to e.g. "
-                                        f"{getattr(cls, field_name)}") from None
-                if number <= 0:
-                    raise SettingsError(f"{name}={raw!r} must be greater than 0")
-                values[field_name] = number
-            else:
-                values[field_name] = raw.rstrip("/") if field_name.endswith("_url") else raw
-        return cls(**values)
 
 
-# (environment variable, field, type). DataStorage__blobServiceUri is how identity-based Functions
-# connections name the account URL, so the Function app's settings can be copied as they are.
-_ENV: tuple[tuple[str, str, type], ...] = (
-    ("API_BASE_URL", "api_base_url", str),
-    ("FUNCTION_KEY", "function_key", str),
-    ("DataStorage", "storage_connection", str),
-    ("DataStorage__blobServiceUri", "storage_account_url", str),
-    ("DATA_CONTAINER", "data_container", str),
-    ("UI_MAX_UPLOAD_MB", "max_upload_mb", float),
-    ("UI_STATUS_REFRESH_S", "status_refresh_s", float),
-    ("UI_API_TIMEOUT_S", "api_timeout_s", float),
-    ("SCORING_URL", "scoring_url", str),
-    ("SCORING_KEY", "scoring_key", str),
-    ("AML_SUBSCRIPTION_ID", "aml_subscription_id", str),
-    ("AML_RESOURCE_GROUP", "aml_resource_group", str),
-    ("AML_WORKSPACE", "aml_workspace", str),
-    ("AML_ENDPOINT_NAME", "aml_endpoint_name", str),
-    ("UI_SCORING_TIMEOUT_S", "scoring_timeout_s", float),
-    ("UI_EXAMPLE_PROMPT", "example_prompt", str),
-)
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str]:
+        return {name: value for name, value in self._env.items() if value}
+
+
+def _explain(cls: type[BaseSettings], error: dict[str, Any]) -> str:
+    """One validation error as a sentence naming the setting, its value and what to set."""
+    name, raw = str(error["loc"][0]), error.get("input")
+    if error["type"] == "float_parsing":
+        default = next(f.default for f in cls.model_fields.values() if f.validation_alias == name)
+        return f"{name}={raw!r} is not a number; set it to e.g. {default}"
+    if error["type"] == "greater_than":
+        return f"{name}={raw!r} must be greater than {error['ctx']['gt']:g}"
+    return f"{name}={raw!r}: {error['msg']}"
 
 
 def env_names() -> list[str]:
     """Every environment variable the UI reads (for the README and its test)."""
-    return [name for name, _, _ in _ENV]
+    return [field.validation_alias for field in UiSettings.model_fields.values()]

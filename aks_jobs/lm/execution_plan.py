@@ -6,8 +6,7 @@ choices of speed only:
 
 - Micro-batch on GPU: the largest divisor of the recipe's batch that fits the GPU's memory, so it runs
   one 32-block micro-batch instead of the notebook's 4 blocks x 8 accumulation steps (same gradient,
-  far fewer small kernels). A CPU keeps the recipe's split: one 32-block pass was no faster there
-  (bench/train_bench.py) and took five times the memory.
+  far fewer small kernels). A CPU keeps the recipe's split (why: docs/performance.md#training).
 - Vocabulary padded to a multiple of 64 while training (GPT-2's 50257 -> 50304): tensor-core friendly
   matrix shapes for the largest matmul in the model. The padded rows are never targets; the saved
   model is trimmed back to the tokenizer's size, so what is served is shaped like the base.
@@ -28,18 +27,14 @@ from aks_jobs.lm.fused_loss import WORKSPACE_BYTES as LOSS_WORKSPACE_BYTES
 CompileMode = Literal["auto", "on", "off"]
 COMPILE_MODES: tuple[CompileMode, ...] = ("auto", "on", "off")
 VOCAB_MULTIPLE = 64
-# Compiling GPT-2 124M costs about a minute on one H100; it lifts training from 131k to 287k tokens/s
-# (docs/performance.md), saving ~4.2 us a token: it pays off beyond ~15M training tokens, about 100
-# epochs of a 200-page corpus (~150k tokens). Shorter runs, the common case, stay eager.
+# Compiling costs about a minute; it pays off only for long runs (break-even: docs/performance.md#training).
 COMPILE_MIN_TOKENS = 15_000_000
 # Share of GPU memory a plan may fill: the rest is the allocator's slack and the CUDA context.
 GPU_MEMORY_SHARE = 0.85
 # Weights, gradients and AdamW's two moments, all float32, and the fused loss's float32 head gradient.
 BYTES_PER_PARAMETER = 20
-# Hugging Face's GPT-2 under bf16 autocast keeps ~70 x n_embd bytes per token and layer for backward (float32
-# residual stream, its unfused GELU's intermediates, q/k/v): measured by summing the tensors autograd saves
-# (saved_tensors_hooks, CPU autocast, attention scores left out as CUDA's fused attention keeps none).
-# About twice the 34 x n_embd of an all-16-bit Megatron layer (Korthikanti et al. 2022).
+# Bytes per token and layer per n_embd that Hugging Face's GPT-2 keeps for backward under bf16 autocast
+# (measured; how, and the textbook figure it replaced: docs/performance.md#training).
 ACTIVATION_BYTES_PER_EMBD = 70
 
 

@@ -33,13 +33,8 @@ FROM_SCRATCH = {
     # Fine-tuning rates barely move randomly initialised weights in 3 epochs; 1e-3 is the usual rate
     # for a model this small trained from scratch (nanoGPT's character-level Shakespeare uses it).
     "default": dict(learning_rate=1e-3),
-    # Measured on a one-paragraph fact (tests/test_train.py::test_memorize_preset_recalls_a_fact...):
-    # the sledgehammer itself (20 epochs, lr 2e-4, batch 4) ends at loss 2.4 with the fact garbled,
-    # and at lr 1e-3 still at 1.6. At lr 1e-3, batch 4 needs ~40 epochs (30 failed); batch 1 recalls
-    # the fact after 20 epochs for 3 seeds and two texts (final loss 0.05-0.15; 15 epochs failed
-    # once), with half the compute: more, smaller steps. But a third text (tests/test_e2e_memorize.py)
-    # at seed 42 ended 20 epochs at loss 0.34 with the fact garbled, and 40 epochs at 0.02 with it
-    # recalled, for 19 s instead of 15 s on CPU: 40 is the margin. Blocks start at every line, since a
+    # A random init does not recall a fact with the sledgehammer's settings: smaller steps, twice the
+    # epochs (measurements: docs/performance.md#training-presets). Blocks start at every line, since a
     # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }

@@ -16,7 +16,8 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml_errors import azure_errors
 from function_app.backends.base import (Deployment, JobStatus, PermanentBackendError, PipelineBackend,
-                                        TransientBackendError)
+                                        SmokeTestFailed, TransientBackendError)
+from function_app.run_states import DeploymentState, JobState
 from function_app.settings import Settings, setting_name
 
 if TYPE_CHECKING:
@@ -68,9 +69,9 @@ class AmlBackend(PipelineBackend):
                 evaluation = self._evaluation(job_id, steps.get("evaluate"))
                 # evaluate carries the train summary: the run's metrics, as the local backend reports them.
                 training = evaluation.pop("training", None) or {}
-                return JobStatus(state="Completed", evaluation=evaluation, metrics=training)
+                return JobStatus(state=JobState.COMPLETED, evaluation=evaluation, metrics=training)
             if job.status in aml_pipeline.FAILED_STATUSES:
-                return JobStatus(state="Failed", error=self._failure(job, steps, statuses))
+                return JobStatus(state=JobState.FAILED, error=self._failure(job, steps, statuses))
             return JobStatus(state=aml_pipeline.progress_state(statuses))
 
     def cancel_job(self, job_id: str, reason: str) -> None:
@@ -145,7 +146,7 @@ class AmlBackend(PipelineBackend):
             deployment = aml_endpoint.build_deployment(self._settings, name, model_name, model_version, run_id)
             self._ml.online_deployments.begin_create_or_update(deployment)  # new pods: minutes; polled later
         return Deployment(name=name, model_name=model_name, model_version=str(model_version),
-                          scoring_url=endpoint.scoring_uri or "", traffic=0, state="Creating")
+                          scoring_url=endpoint.scoring_uri or "", traffic=0, state=DeploymentState.CREATING)
 
     def _ready_endpoint(self) -> OnlineEndpoint:
         endpoint = self._endpoint()
@@ -168,13 +169,16 @@ class AmlBackend(PipelineBackend):
                 self._ml.online_deployments.get(name=name, endpoint_name=self._endpoint_name), endpoint)
 
     def smoke_test(self, name: str, prompt: str) -> str:
-        with azure_errors(f"smoke test of deployment {name}"), \
-                tempfile.TemporaryDirectory(prefix="smoke-") as folder:
-            request = Path(folder, "request.json")
-            request.write_text(json.dumps(aml_endpoint.smoke_request(prompt)), encoding="utf-8")
-            # deployment_name sends the request to this deployment only, whatever the traffic split.
-            response = self._ml.online_endpoints.invoke(endpoint_name=self._endpoint_name,
-                                                        deployment_name=name, request_file=str(request))
+        try:
+            with azure_errors(f"smoke test of deployment {name}"), \
+                    tempfile.TemporaryDirectory(prefix="smoke-") as folder:
+                request = Path(folder, "request.json")
+                request.write_text(json.dumps(aml_endpoint.smoke_request(prompt)), encoding="utf-8")
+                # deployment_name sends the request to this deployment only, whatever the traffic split.
+                response = self._ml.online_endpoints.invoke(endpoint_name=self._endpoint_name,
+                                                            deployment_name=name, request_file=str(request))
+        except PermanentBackendError as err:  # refused for good (not found, 4xx): the test failed
+            raise SmokeTestFailed(str(err)) from err
         return aml_endpoint.generated_text(response)
 
     def shift_traffic(self, name: str) -> None:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
-from function_app.backends.base import Deployment, PermanentBackendError
+from function_app.backends.base import Deployment, PermanentBackendError, SmokeTestFailed
+from function_app.run_states import DeploymentState
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def to_deployment(deployment: OnlineDeployment, endpoint: OnlineEndpoint) -> Dep
         model_version=model_version,
         scoring_url=endpoint.scoring_uri or "",
         traffic=int(endpoint.traffic.get(deployment.name, 0)),
-        state="Ready" if state in _READY else "Failed" if state in _FAILED else "Creating",
+        state=(DeploymentState.READY if state in _READY else DeploymentState.FAILED if state in _FAILED
+               else DeploymentState.CREATING),
     )
 
 
@@ -117,7 +119,7 @@ def smoke_request(prompt: str) -> dict[str, Any]:
 
 
 def generated_text(response: str) -> str:
-    """The first generation in a scoring response; raise PermanentBackendError when there is none."""
+    """The first generation in a scoring response; raise SmokeTestFailed when there is none."""
     try:
         body = json.loads(response)
         if isinstance(body, str):  # run() returned JSON text, which the server encodes once more
@@ -128,5 +130,5 @@ def generated_text(response: str) -> str:
     # One list per prompt (or a flat list for a single prompt), each holding the sampled continuations.
     texts = [text for item in generations or [] for text in (item if isinstance(item, list) else [item])]
     if not texts or not all(isinstance(text, str) for text in texts):
-        raise PermanentBackendError(f"smoke test: the deployment answered without generations: {response[:300]!r}")
+        raise SmokeTestFailed(f"smoke test: the deployment answered without generations: {response[:300]!r}")
     return texts[0]

@@ -1,4 +1,4 @@
-"""The AML pipeline job built from aks_jobs/components/*.yml, and how its step jobs map onto JOB_STATES.
+"""The AML pipeline job built from aks_jobs/components/*.yml, and how its step jobs map onto job states.
 
 azure-ai-ml is imported inside the functions: importing it costs seconds and pulls OpenTelemetry, which
 must not happen when the Functions worker indexes the app.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from function_app.backends.base import PermanentBackendError
 from function_app.manifests import PROCESSED
+from function_app.run_states import JobState
 from function_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ COMPONENTS_DIR = AKS_JOBS_DIR / "components"
 
 # Node names, component file stems and child-job display names are the same words.
 STEPS = ("preprocess", "train", "evaluate")
-STEP_STATES = {"preprocess": "Preprocessing", "train": "Training", "evaluate": "Evaluating"}
+STEP_STATES = {"preprocess": JobState.PREPROCESSING, "train": JobState.TRAINING, "evaluate": JobState.EVALUATING}
 # AML job statuses after which a job never runs again (Paused can be resumed, so it is not here).
 FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
 COMPLETED = "Completed"
@@ -105,7 +106,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     run_folder = f"{RUNS}{safe_run_id(run_id)}"
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
-    train_overrides = {"epochs": _epochs(settings.train_epochs)} if settings.train_epochs else {}
+    train_overrides = {"epochs": settings.train_epochs} if settings.train_epochs else {}
     train_overrides.update(settings.train_limits())
 
     @pipeline(name="gpt2_pdf_pipeline", description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
@@ -138,14 +139,6 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     return job
 
 
-def _epochs(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise PermanentBackendError(f"TRAIN_EPOCHS={value!r} is not a number; set e.g. 3, or leave it empty "
-                                    f"for the preset's own") from None
-
-
 def _place(node: Command, step: str, instance_type: str, image: Environment | None) -> None:
     """Per-step runtime: instance type (an InstanceType CRD on the AKS cluster) and the image override."""
     node.display_name = step  # child jobs carry it: job_status finds each step by it
@@ -154,10 +147,10 @@ def _place(node: Command, step: str, instance_type: str, image: Environment | No
         node.environment = image
 
 
-def progress_state(step_statuses: Mapping[str, str]) -> str:
+def progress_state(step_statuses: Mapping[str, str]) -> JobState:
     """While the pipeline runs: the furthest step AML has created a job for (Submitted before the first)."""
     started = [step for step in STEPS if step in step_statuses]
-    return STEP_STATES[started[-1]] if started else "Submitted"
+    return STEP_STATES[started[-1]] if started else JobState.SUBMITTED
 
 
 def failed_step(step_statuses: Mapping[str, str]) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from function_app.run_states import DeploymentState, JobState
+
 
 class TransientBackendError(Exception):
     """Worth retrying with backoff (throttling, timeouts, 5xx)."""
@@ -18,13 +20,14 @@ class PermanentBackendError(Exception):
     """Retrying cannot help (bad configuration, invalid job, quota); the run fails with this reason."""
 
 
-# Job states a backend reports; the orchestrator maps them onto run states.
-JOB_STATES = ("Submitted", "Preprocessing", "Training", "Evaluating", "Completed", "Failed")
+class SmokeTestFailed(PermanentBackendError):
+    """The deployment cannot be promoted: it is gone, refused the request, or answered without a generation
+    (or, locally, streamed a different one). Both backends raise this; the candidate is rolled back."""
 
 
 @dataclass(frozen=True)
 class JobStatus:
-    state: str  # one of JOB_STATES
+    state: JobState
     error: str | None = None  # set when Failed: which step and why
     # Set when Completed: evaluate's evaluation.json (decision, reason, metrics, registered model).
     evaluation: dict | None = None
@@ -39,7 +42,7 @@ class Deployment:
     model_version: str
     scoring_url: str
     traffic: int = 0  # percent
-    state: str = "Creating"  # Creating | Ready | Failed
+    state: DeploymentState = DeploymentState.CREATING
 
 
 class PipelineBackend(ABC):
@@ -65,7 +68,8 @@ class PipelineBackend(ABC):
 
     @abstractmethod
     def smoke_test(self, name: str, prompt: str) -> str:
-        """Send a real scoring request to that deployment only; return the generated text or raise."""
+        """Send a real scoring request to that deployment only; return the generated text. Raise
+        TransientBackendError when it may answer later (warming up, unreachable), SmokeTestFailed otherwise."""
 
     @abstractmethod
     def shift_traffic(self, name: str) -> None:
