@@ -15,7 +15,7 @@ from aks_jobs.lm.gate import Rules, decide
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
 from tiny_model import make_tiny_model
-from training_text import prose, write_snapshot
+from training_text import prose, stamp_digest, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
 
     assert evaluation["decision"] == "promote" and evaluation["serving"] is None
     assert evaluation["snapshot"] == "combined_data_20250101_000000.txt"
-    assert evaluation["documents_sha256"] == "sha-20250101_000000"
+    assert evaluation["documents_sha256"] == stamp_digest("20250101_000000")
     assert evaluation["candidate"]["perplexity"] > 1 and evaluation["candidate"]["bits_per_byte"] > 0
     assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluation
     assert evaluation["registered"] == {"name": "first", "version": "1"}
@@ -93,7 +93,7 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
 
     tags = version_tags("first", "1")
     assert tags["decision"] == "promote" and tags["snapshot"] == "combined_data_20250101_000000.txt"
-    assert tags["documents_sha256"] == "sha-20250101_000000" and tags["base_model_kind"] == "offline"
+    assert tags["documents_sha256"] == stamp_digest("20250101_000000") and tags["base_model_kind"] == "offline"
     assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation["candidate"]["perplexity"])
     files = mlflow.artifacts.download_artifacts("models:/first/1", dst_path=str(tmp_path / "download"))
     assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json"} <= {
