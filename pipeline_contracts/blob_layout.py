@@ -23,6 +23,7 @@ SNAPSHOT_SUFFIX = ".txt"
 MANIFEST_SUFFIX = ".manifest.json"
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
 SNAPSHOT_PATTERN = rf"^{SNAPSHOT_PREFIX}\d{{8}}_\d{{6}}\{SNAPSHOT_SUFFIX}$"
+SNAPSHOT_OUTPUT_PREFIX = PROCESSED + SNAPSHOT_PREFIX  # every snapshot's and manifest's blob name starts so
 _STAMPED = re.compile(re.escape(SNAPSHOT_PREFIX) + r"(\d{8}_\d{6})(?:\.txt|\.manifest\.json)$")
 
 CACHE_FOLDER = "cache"  # under processed/ (preprocess's default --cache: OUTPUT/cache)

@@ -19,6 +19,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from function_app.backends.base import (
     Deployment,
@@ -31,9 +34,12 @@ from function_app.backends.local_job import JobSpec, set_state, write_json
 from function_app.backends.local_processes import alive, kill, port_open, spawn
 from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings, child_env
+from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.train_summary import FILE_NAME as TRAIN_SUMMARY_FILE, TrainSummary
 
 REPO = Path(__file__).resolve().parents[2]
 _RUNNING = ("Submitted", "Preprocessing", "Training", "Evaluating")
+Output = TypeVar("Output", bound=BaseModel)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -41,6 +47,16 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+def _read_output(model: type[Output], path: Path) -> Output | None:
+    """A step's JSON output read through its contract; None while the step has not written it."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValidationError as e:
+        raise PermanentBackendError(f"{path} is not a valid {path.name}: {e}") from None
 
 
 class LocalBackend(PipelineBackend):
@@ -104,18 +120,17 @@ class LocalBackend(PipelineBackend):
         state = _read_json(job_dir / "state.json")
         if state is None:
             raise PermanentBackendError(f"no local job {job_id} under {job_dir.parent}")
-        metrics = _read_json(job_dir / "model" / "train_summary.json") or {}
+        training = _read_output(TrainSummary, job_dir / "model" / TRAIN_SUMMARY_FILE)
         if state["state"] in _RUNNING and not alive(_read_json(job_dir / "process.json")):
             # Re-read: the job may have finished between the two reads.
             state = _read_json(job_dir / "state.json")
             if state["state"] in _RUNNING:
-                return JobStatus("Failed", error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
-        evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if state["state"] == "Completed" else None
-        if evaluation:
-            evaluation.pop("training", None)  # the same train summary is already `metrics`; store it once
-        if state["state"] == "Completed" and evaluation is None:
-            return JobStatus("Failed", error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
-        return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, metrics=metrics)
+                return JobStatus("Failed", error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", training=training)
+        completed = state["state"] == "Completed"
+        evaluation = _read_output(Evaluation, job_dir / "evaluation" / EVALUATION_FILE) if completed else None
+        if completed and evaluation is None:
+            return JobStatus("Failed", error=f"evaluate wrote no {EVALUATION_FILE} in {job_dir}/evaluation", training=training)
+        return JobStatus(state["state"], error=state.get("error"), evaluation=evaluation, training=training)
 
     def cancel_job(self, job_id: str, reason: str) -> None:
         job_dir = self.work / "jobs" / job_id
