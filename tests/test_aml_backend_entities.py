@@ -41,6 +41,10 @@ def test_pipeline_job_runs_on_the_aks_compute_with_data_from_the_datastore(job):
     assert steps["preprocess"]["outputs"]["processed"] == \
         {"type": "uri_folder", "path": f"{DS}/processed/", "mode": "rw_mount"}
     assert steps["train"]["inputs"]["processed"] == {"path": "${{parent.jobs.preprocess.outputs.processed}}"}
+    # Train reads the snapshot preprocess names in the run's own folder, where the control plane reads it too.
+    assert steps["preprocess"]["outputs"]["snapshot"] == \
+        {"type": "uri_folder", "path": f"{DS}/runs/20261123T101500Z/snapshot/"}
+    assert steps["train"]["inputs"]["snapshot"] == {"path": "${{parent.jobs.preprocess.outputs.snapshot}}"}
     assert steps["train"]["outputs"]["model"] == \
         {"type": "uri_folder", "path": f"{DS}/runs/20261123T101500Z/model/"}
     assert steps["evaluate"]["inputs"]["model"] == {"path": "${{parent.jobs.train.outputs.model}}"}
@@ -118,7 +122,8 @@ def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tm
     backend = LocalBackend(settings)
     backend._spawn = lambda argv, log_path: {"pid": 0}  # the job process itself is not what is tested here
     spec = JobSpec.read(tmp_path / "jobs" / backend.submit("r1"))
-    argv = local_components.load("preprocess").argv({"documents": "/in", **spec.preprocess_inputs}, {"processed": "/p"})
+    argv = local_components.load("preprocess").argv({"documents": "/in", **spec.preprocess_inputs},
+                                                  {"processed": "/p", "snapshot": "/s"})
     assert argv[argv.index("--max-chars-per-byte") + 1] == "40" and argv[argv.index("--max-document-chars") + 1] == "5000"
     train = local_components.load("train").argv({"processed": "/p", **spec.train_inputs}, {"model": "/m"})
     assert train[train.index("--max-wall-s") + 1] == "600" and "--max-steps" not in train
