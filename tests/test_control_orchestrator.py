@@ -10,8 +10,12 @@ from datetime import datetime, timezone
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from function_app import run_states as rs
+from aks_jobs.pdf_text.manifest import DocumentEntry, build_manifest
+from function_app import manifests, run_states as rs
 from function_app.orchestrator import NoDocuments, RunActive
+from pipeline_contracts import snapshot_ref
+from pipeline_contracts.blob_layout import SNAPSHOT_REF_OUTPUT, run_output
+from pipeline_contracts.snapshot_ref import SnapshotRef
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, env, make_env  # noqa: F401 - fixture
 from tests.fakes.aml_service import QUEUED, JobPlan, failing, promoting, rejecting
@@ -280,30 +284,60 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
     assert _sent(env, mark) == _rollout(run.id, V2, {V1: 0, V2: 100})
 
 
-def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
-    import json
+def _write_manifest(env: ControlEnv, snapshot: str, outcomes: dict[str, tuple[str, list[str]]]) -> None:
+    """processed/<snapshot>'s manifest as preprocess writes it: {name: (status, messages)}."""
+    entries = [DocumentEntry(name=name, sha256=f"{i:064x}", bytes=10, pages=2, chars=40, status=status,
+                             messages=messages, cached=False, seconds=0.1)
+               for i, (name, (status, messages)) in enumerate(outcomes.items())]
+    manifest = build_manifest(snapshot, "2099-12-31T23:59:59Z", entries)
+    env.container.upload_blob(manifests.manifest_name(snapshot), manifest.model_dump_json())
 
+
+def _name_snapshot(env: ControlEnv, run_id: str, snapshot: str) -> None:
+    """What the run's preprocess step leaves in its snapshot output (runs/<run id>/snapshot/)."""
+    env.container.upload_blob(run_output(run_id, SNAPSHOT_REF_OUTPUT) + snapshot_ref.FILE_NAME,
+                              SnapshotRef(snapshot=snapshot).model_dump_json())
+
+
+def _training_then_done() -> JobPlan:
+    promoted = promoting()
+    return JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
+                    ("Running", {"preprocess": "Completed", "train": "Running"}), promoted.stages[-1]],
+                   promoted.evaluation)
+
+
+def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
     env.upload("good.pdf", b"%PDF-1.4 good")
     env.upload("scan.pdf", b"%PDF-1.4 scan")
-    snapshot = "combined_data_20991231_235959.txt"  # what preprocess would write during the run
-    manifest = {
-        "snapshot": snapshot,
-        "documents": [
-            {"name": "good.pdf", "status": "ok", "messages": [], "pages": 2, "chars": 900},
-            {"name": "scan.pdf", "status": "warning", "messages": ["page 2: no text (image only?)"], "pages": 2, "chars": 40},
-        ],
-        "totals": {"documents": 2, "ok": 1, "warning": 1, "error": 0, "pages": 4, "chars": 940},
-    }
-    env.container.upload_blob(f"processed/{snapshot.removesuffix('.txt')}.manifest.json", json.dumps(manifest))
-    # The job names no snapshot until evaluate: the run finds the manifest written since it was submitted.
-    promoted = promoting()
-    env.aml.plans.append(JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
-                                  promoted.stages[-1]], promoted.evaluation))
-    run = env.settle(SETTLED)
+    snapshot = "combined_data_20991231_235959.txt"  # what preprocess writes during the run
+    _write_manifest(env, snapshot, {"good.pdf": ("ok", []), "scan.pdf": ("warning", ["page 2: no text (image only?)"])})
+    env.aml.plans.append(_training_then_done())
+    run = env.tick(SETTLED)
+    _name_snapshot(env, run.id, snapshot)
+    assert env.tick(SETTLED + 60).state == rs.TRAINING
+    assert env.store.get_run(run.id).snapshot == snapshot  # known while training, before evaluate names it
+    run = env.settle(SETTLED + 120)
     assert run.snapshot == snapshot and run.metrics["extraction"]["warning"] == 1
+    assert run.metrics["perplexity"] == run.evaluation["candidate"]["perplexity"]  # the train summary, kept beside
     docs = {d["name"]: d for d in env.store.documents()}
     assert docs["good.pdf"]["extraction"] == "ok" and docs["good.pdf"]["snapshot"] == snapshot
     assert docs["scan.pdf"]["extraction"] == "warning" and docs["scan.pdf"]["messages"] == ["page 2: no text (image only?)"]
+
+
+def test_the_run_records_the_snapshot_its_job_wrote_not_the_newest_one(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    ours, later = "combined_data_20991231_235958.txt", "combined_data_20991231_235959.txt"
+    _write_manifest(env, ours, {"a.pdf": ("ok", [])})
+    # A second snapshot a second later (e.g. from a cancelled run's job that was still preprocessing).
+    _write_manifest(env, later, {"a.pdf": ("error", ["could not read the file"])})
+    env.aml.plans.append(_training_then_done())
+    run = env.tick(SETTLED)
+    _name_snapshot(env, run.id, ours)
+    run = env.settle(SETTLED + 60)
+    assert run.state == rs.DEPLOYED and run.snapshot == ours
+    assert env.store.current().serving_snapshot == ours  # what retention keeps for the serving model
+    [doc] = env.store.documents()
+    assert (doc["extraction"], doc["snapshot"]) == ("ok", ours)
 
 
 def test_a_failure_after_the_traffic_shift_never_rolls_the_new_model_back(env: ControlEnv) -> None:

@@ -22,6 +22,7 @@ from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
 from aks_jobs.lm.training import checkpoint_dir
 from tiny_model import make_tiny_model
+from pipeline_contracts.snapshot_ref import write_ref
 from training_text import prose, stamp_digest, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +53,18 @@ def test_newest_complete_snapshot_is_read_with_its_documents(tmp_path: Path) -> 
 
     assert corpus.path == newest and corpus.documents_sha256 == stamp_digest("20250102_000000")
     assert corpus.documents == ["first document\nline two", "second document"]
+
+
+def test_the_snapshot_preprocess_named_is_read_even_when_a_newer_one_exists(tmp_path: Path) -> None:
+    ours = write_snapshot(tmp_path / "processed", "20250101_000000", ["this run's text"])
+    write_snapshot(tmp_path / "processed", "20250101_000001", ["another writer's text, a second later"])
+    write_ref(tmp_path / "ref", ours.name)
+
+    corpus = load_corpus(tmp_path / "processed", tmp_path / "ref")
+
+    assert corpus.path == ours and corpus.documents == ["this run's text"]
+    with pytest.raises(CorpusError, match="--snapshot-ref"):
+        load_corpus(tmp_path / "processed", tmp_path / "no-ref")
 
 
 def test_a_txt_file_without_manifest_is_one_document(tmp_path: Path) -> None:
