@@ -104,7 +104,8 @@ class RunDetail(_Answer):
     new_contents: list[str]
     # train_summary.json's figures as soon as the job reports them, and `extraction`: the snapshot's totals.
     metrics: dict[str, Any]
-    evaluation: Evaluation | None  # None until evaluate has decided
+    # None until evaluate has decided; a dict for runs stored before evaluation.json had its present fields.
+    evaluation: Evaluation | dict[str, Any] | None
     snapshot: str
     model_name: str
     model_version: str

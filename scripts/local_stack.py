@@ -30,6 +30,7 @@ from pathlib import Path
 from function_app.backends.local import LocalBackend
 from function_app.backends.local_processes import alive, identity, kill, port_open, spawn
 from function_app.settings import STORAGE_CONNECTION, Settings
+from pipeline_contracts.scoring import ScoreResponse
 from scripts import azurite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,8 +272,9 @@ def up(args: argparse.Namespace) -> None:
     _wait_until_deployments_ready(backend, args.timeout)
     model = status["serving_model"]
     print(f"\nServing {model['name']} version {model['version']} at {status['scoring_url']}")
-    answer = _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False})
-    print(f"\n> {args.prompt}\n{args.prompt}{answer['generations'][0][0]}\n")
+    answer = ScoreResponse.model_validate(
+        _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False}))
+    print(f"\n> {args.prompt}\n{args.prompt}{answer.text}\n")
     api = config.api_url
     print(f"Web UI:  {config.ui_url}   (Knowledge Base: upload PDFs, watch runs and the loss curve; Chat)")
     print(f"API:     {api}/api/status   (also /api/runs, /api/documents; OpenAPI: {api}/api/docs)")

@@ -1,10 +1,17 @@
-"""Valid job outputs for tests that stand in for the jobs: a train summary and an evaluation as the steps write
-them (pipeline_contracts), with the figures a test cares about overridden."""
+"""Valid job outputs for tests that stand in for the jobs, as the steps write them (pipeline_contracts): a train
+summary, an evaluation, a scoring answer, a snapshot with its manifest and a run's snapshot reference."""
 from __future__ import annotations
 
 from typing import Any
 
+from azure.storage.blob import ContainerClient
+
+from pipeline_contracts import snapshot_ref
+from pipeline_contracts.blob_layout import PROCESSED, SNAPSHOT_REF_OUTPUT, manifest_file, run_output
 from pipeline_contracts.evaluation import Evaluation
+from pipeline_contracts.scoring import ScoreResponse
+from pipeline_contracts.snapshot_manifest import DocumentEntry, SnapshotManifest, Totals
+from pipeline_contracts.snapshot_ref import SnapshotRef
 from pipeline_contracts.train_summary import TrainSummary
 
 
@@ -40,3 +47,31 @@ def evaluation(decision: str = "promote", *, candidate: float = 12.5, serving: f
         "registered": registered, "training": train_summary(perplexity=candidate),
     }
     return Evaluation.model_validate({**result, **fields}).model_dump(mode="json")
+
+
+def score_response(text: str, version: str = "3") -> str:
+    """A scoring endpoint's JSON answer with this one greedy continuation."""
+    return ScoreResponse(generations=[[text]], model={"name": "gpt2-pdf", "version": version, "weights": "fp32"},
+                         usage={"prompt_tokens": 4, "completion_tokens": 8}, parameters={"do_sample": False},
+                         ).model_dump_json()
+
+
+def write_snapshot_blobs(container: ContainerClient, snapshot: str, outcomes: dict[str, tuple[str, str, list[str]]],
+                         created_utc: str = "2099-12-31T23:59:59Z") -> None:
+    """processed/<snapshot> and its manifest as preprocess writes them: outcomes {name: (sha256, status, messages)}."""
+    entries = [DocumentEntry(name=name, sha256=sha256, bytes=10, pages=2, chars=40, status=status, messages=messages,
+                             cached=False, seconds=0.1) for name, (sha256, status, messages) in outcomes.items()]
+    manifest = SnapshotManifest(snapshot=snapshot, created_utc=created_utc, documents_sha256="0" * 64,
+                                documents=entries, totals=Totals(
+                                    documents=len(entries), ok=sum(e.status == "ok" for e in entries),
+                                    warning=sum(e.status == "warning" for e in entries),
+                                    error=sum(e.status == "error" for e in entries),
+                                    pages=sum(e.pages for e in entries), chars=sum(e.chars for e in entries)))
+    container.upload_blob(PROCESSED + snapshot, b"text", overwrite=True)
+    container.upload_blob(PROCESSED + manifest_file(snapshot), manifest.model_dump_json(), overwrite=True)
+
+
+def name_snapshot(container: ContainerClient, run_id: str, snapshot: str) -> None:
+    """What a run's preprocess step leaves in its snapshot output (runs/<run id>/snapshot/)."""
+    container.upload_blob(run_output(run_id, SNAPSHOT_REF_OUTPUT) + snapshot_ref.FILE_NAME,
+                          SnapshotRef(snapshot=snapshot).model_dump_json(), overwrite=True)

@@ -1,6 +1,7 @@
 """The aml backend's Azure ML entities, checked offline by azure-ai-ml itself (validate, serialize, construct)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from function_app.backends import aml_endpoint, aml_pipeline, local_components
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
+from tests.contract_samples import score_response
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
@@ -203,15 +205,16 @@ def test_model_references_from_the_service_are_parsed():
 
 
 @pytest.mark.parametrize("response, text", [
-    ('{"generations": [[" the harbour closes at dusk."]], "model": {"name": "gpt2-pdf"}}', " the harbour closes at dusk."),
-    ('{"generations": ["flat"]}', "flat"),
-    ('"{\\"generations\\": [[\\"twice encoded\\"]]}"', "twice encoded"),
+    (score_response(" the harbour closes at dusk."), " the harbour closes at dusk."),
+    (json.dumps(score_response("twice encoded")), "twice encoded"),  # run()'s JSON text, encoded once more
 ])
 def test_generated_text_reads_the_scoring_response(response, text):
     assert aml_endpoint.generated_text(response) == text
 
 
-@pytest.mark.parametrize("response", ['{"generations": []}', '{"error": "boom"}', "<html>502</html>", "[1, 2]"])
+@pytest.mark.parametrize("response", ['{"generations": []}', '{"generations": ["flat"]}', score_response("")[:-1],
+                                      score_response("x").replace('[["x"]]', "[[]]"), '{"error": "boom"}',
+                                      "<html>502</html>", "[1, 2]"])
 def test_a_response_without_generations_fails_the_smoke_test(response):
     with pytest.raises(PermanentBackendError, match="without generations"):
         aml_endpoint.generated_text(response)

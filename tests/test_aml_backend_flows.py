@@ -11,7 +11,7 @@ from function_app.backends.base import Deployment, JobStatus, PermanentBackendEr
 from function_app.settings import Settings
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.train_summary import TrainSummary
-from tests.contract_samples import evaluation
+from tests.contract_samples import evaluation, score_response
 from tests.fakes.recording_ml_client import RecordingMLClient, http_error
 
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
@@ -22,7 +22,7 @@ SCORE_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
 PROMOTE = evaluation("promote", candidate=12.1, serving=30.4, reason="perplexity 12.1 < 30.4 of the serving model",
                      registered={"name": "gpt2-pdf", "version": "3"})
 REJECT = PROMOTE | {"decision": "reject", "reason": "perplexity 41.0 is not below 30.4", "registered": None}
-ANSWER = '{"generations": [[" the harbour closes at dusk."]], "model": {"name": "gpt2-pdf", "version": "3"}}'
+ANSWER = score_response(" the harbour closes at dusk.")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from function_app import run_states as rs
 from function_app.backends.aml import AmlBackend
 from function_app.orchestrator import Orchestrator
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.contract_samples import evaluation
+from tests.contract_samples import evaluation, score_response
 from tests.control_env import make_env
 from tests.fakes.recording_ml_client import RecordingMLClient
 
@@ -45,7 +45,7 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     fake.set_output(fake.child_name(job, "evaluate"), "evaluation", {"evaluation.json": EVALUATION})
     assert tick(rs.DEPLOYING).deployment == "gpt2-pdf-v3"
     fake.set_deployment_state("gpt2-pdf-v3", "Succeeded")
-    fake.respond("gpt2-pdf-v3", '{"generations": [[" closes at dusk."]], "model": {"name": "gpt2-pdf", "version": "3"}}')
+    fake.respond("gpt2-pdf-v3", score_response(" closes at dusk."))
     run = tick(rs.DEPLOYED)
 
     assert fake.writes() == [

@@ -10,13 +10,10 @@ from datetime import datetime, timezone
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from aks_jobs.pdf_text.manifest import DocumentEntry, build_manifest
-from function_app import manifests, run_states as rs
+from function_app import run_states as rs
 from function_app.orchestrator import NoDocuments, RunActive
-from pipeline_contracts import snapshot_ref
-from pipeline_contracts.blob_layout import SNAPSHOT_REF_OUTPUT, run_output
-from pipeline_contracts.snapshot_ref import SnapshotRef
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import name_snapshot, write_snapshot_blobs
 from tests.control_env import ControlEnv, env, make_env  # noqa: F401 - fixture
 from tests.fakes.aml_service import QUEUED, JobPlan, failing, promoting, rejecting
 from tests.fakes.recording_ml_client import http_error
@@ -285,18 +282,9 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
 
 
 def _write_manifest(env: ControlEnv, snapshot: str, outcomes: dict[str, tuple[str, list[str]]]) -> None:
-    """processed/<snapshot>'s manifest as preprocess writes it: {name: (status, messages)}."""
-    entries = [DocumentEntry(name=name, sha256=f"{i:064x}", bytes=10, pages=2, chars=40, status=status,
-                             messages=messages, cached=False, seconds=0.1)
-               for i, (name, (status, messages)) in enumerate(outcomes.items())]
-    manifest = build_manifest(snapshot, "2099-12-31T23:59:59Z", entries)
-    env.container.upload_blob(manifests.manifest_name(snapshot), manifest.model_dump_json())
-
-
-def _name_snapshot(env: ControlEnv, run_id: str, snapshot: str) -> None:
-    """What the run's preprocess step leaves in its snapshot output (runs/<run id>/snapshot/)."""
-    env.container.upload_blob(run_output(run_id, SNAPSHOT_REF_OUTPUT) + snapshot_ref.FILE_NAME,
-                              SnapshotRef(snapshot=snapshot).model_dump_json())
+    """A snapshot and its manifest as preprocess writes them: {name: (status, messages)}."""
+    write_snapshot_blobs(env.container, snapshot, {name: (f"{i:064x}", status, messages)
+                                                   for i, (name, (status, messages)) in enumerate(outcomes.items())})
 
 
 def _training_then_done() -> JobPlan:
@@ -313,7 +301,7 @@ def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) 
     _write_manifest(env, snapshot, {"good.pdf": ("ok", []), "scan.pdf": ("warning", ["page 2: no text (image only?)"])})
     env.aml.plans.append(_training_then_done())
     run = env.tick(SETTLED)
-    _name_snapshot(env, run.id, snapshot)
+    name_snapshot(env.container, run.id, snapshot)
     assert env.tick(SETTLED + 60).state == rs.TRAINING
     assert env.store.get_run(run.id).snapshot == snapshot  # known while training, before evaluate names it
     run = env.settle(SETTLED + 120)
@@ -332,7 +320,7 @@ def test_the_run_records_the_snapshot_its_job_wrote_not_the_newest_one(env: Cont
     _write_manifest(env, later, {"a.pdf": ("error", ["could not read the file"])})
     env.aml.plans.append(_training_then_done())
     run = env.tick(SETTLED)
-    _name_snapshot(env, run.id, ours)
+    name_snapshot(env.container, run.id, ours)
     run = env.settle(SETTLED + 60)
     assert run.state == rs.DEPLOYED and run.snapshot == ours
     assert env.store.current().serving_snapshot == ours  # what retention keeps for the serving model

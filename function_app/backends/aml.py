@@ -20,6 +20,7 @@ from function_app.backends.base import (Deployment, JobStatus, PermanentBackendE
                                         TransientBackendError)
 from function_app.settings import Settings, setting_name
 from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.scoring import smoke_request
 
 if TYPE_CHECKING:
     from azure.ai.ml import Input, MLClient
@@ -173,7 +174,7 @@ class AmlBackend(PipelineBackend):
         with azure_errors(f"smoke test of deployment {name}"), \
                 tempfile.TemporaryDirectory(prefix="smoke-") as folder:
             request = Path(folder, "request.json")
-            request.write_text(json.dumps(aml_endpoint.smoke_request(prompt)), encoding="utf-8")
+            request.write_text(json.dumps(smoke_request(prompt)), encoding="utf-8")
             # deployment_name sends the request to this deployment only, whatever the traffic split.
             response = self._ml.online_endpoints.invoke(endpoint_name=self._endpoint_name,
                                                         deployment_name=name, request_file=str(request))

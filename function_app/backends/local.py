@@ -35,6 +35,7 @@ from function_app.backends.local_processes import alive, kill, port_open, spawn
 from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings, child_env
 from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.scoring import NoGeneration, parse_response, smoke_request
 from pipeline_contracts.train_summary import FILE_NAME as TRAIN_SUMMARY_FILE, TrainSummary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,17 +212,16 @@ class LocalBackend(PipelineBackend):
     def smoke_test(self, name: str, prompt: str) -> str:
         """The same greedy request answered as JSON and streamed: both must give the same text."""
         _, record = self._record(name)
-        body = {"prompt": prompt, "max_new_tokens": 16, "do_sample": False}
-        answer = json.loads(self._score(name, record, body))
         try:
-            text = answer["generations"][0][0]
-        except (KeyError, IndexError, TypeError):
-            raise RuntimeError(f"deployment {name} answered without a generation: {str(answer)[:300]}") from None
+            answer = parse_response(self._score(name, record, smoke_request(prompt)))
+        except NoGeneration as e:
+            raise RuntimeError(f"deployment {name} {e}") from None
+        text = answer.text
         try:
-            pieces, done = streamed_answer(self._score(name, record, {**body, "stream": True}))
+            pieces, done = streamed_answer(self._score(name, record, smoke_request(prompt, stream=True)))
         except (ValueError, KeyError, TypeError) as e:
             raise RuntimeError(f"deployment {name} streamed a broken answer: {e}") from None
-        if pieces[:1] != [text] or done.get("generations") != answer["generations"]:
+        if pieces[:1] != [text] or done.generations != answer.generations:
             raise RuntimeError(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
         return text
 

@@ -9,8 +9,9 @@ only on a main thread, so score.py enforces its own deadline, below the endpoint
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from pipeline_contracts.scoring import ScoreResponse, StreamError, StreamPiece
 
 WORKER_COUNT = 1
 MAX_REQUESTS = 48
@@ -33,7 +34,7 @@ def local_server_env() -> dict[str, str]:
     return server_env("--no-control-socket", f"--config {LOOPBACK_CONFIG}")
 
 
-def streamed_answer(body: str) -> tuple[list[str], dict]:
+def streamed_answer(body: str) -> tuple[list[str], ScoreResponse]:
     """A streamed scoring answer (Server-Sent Events, see aks_jobs/score.py): the text pieces joined per sequence
     (by "index"), and the final `done` event's answer. Raises ValueError for an `error` event or no `done`."""
     texts: dict[int, str] = {}
@@ -42,10 +43,11 @@ def streamed_answer(body: str) -> tuple[list[str], dict]:
         if not lines:
             continue
         event = next((line[len("event: "):] for line in lines if line.startswith("event: ")), "message")
-        data = json.loads("\n".join(line[len("data: "):] for line in lines if line.startswith("data: ")))
+        data = "\n".join(line[len("data: "):] for line in lines if line.startswith("data: "))
         if event == "done":
-            return [texts[i] for i in sorted(texts)], data
+            return [texts[i] for i in sorted(texts)], ScoreResponse.model_validate_json(data)
         if event == "error":
-            raise ValueError(f"the stream ended with an error: {data.get('message')}")
-        texts[data["index"]] = texts.get(data["index"], "") + data["text"]
+            raise ValueError(f"the stream ended with an error: {StreamError.model_validate_json(data).message}")
+        piece = StreamPiece.model_validate_json(data)
+        texts[piece.index] = texts.get(piece.index, "") + piece.text
     raise ValueError(f"the stream ended without its done event: {body[-300:]!r}")

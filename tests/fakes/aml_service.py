@@ -13,15 +13,14 @@ one step per look, deterministically:
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 
 from function_app.backends.aml_pipeline import STEPS
-from tests.contract_samples import evaluation
+from tests.contract_samples import evaluation, score_response
 from tests.fakes.recording_ml_client import RecordingMLClient
 
 QUEUED = ("NotStarted", {})
-GENERATION = json.dumps({"generations": [[" what the documents say, in the model's words."]]})
+GENERATION = score_response(" what the documents say, in the model's words.")
 # "training" is the train summary evaluate copies in (here one without a per-step loss log).
 PROMOTION = evaluation("promote", candidate=12.5, serving=20.1, reason="perplexity 12.5 beats serving 20.1")
 REJECTION = evaluation("reject", candidate=30.0, serving=12.5, reason="perplexity 30 is worse than 12.5")
