@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from function_app import functions, run_states as rs, services
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
+from pipeline_contracts.api_responses import RunDetail
 from scripts.azurite import free_port
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.function_index import blob_event
@@ -85,7 +86,7 @@ def test_uploaded_fact_is_answered_by_the_deployed_model(
         assert seen == [s for s in rs.ORDER if s in seen]
         assert detail["evaluation"]["decision"] == "promote" and detail["snapshot"].startswith("combined_data_")
         # The train step's per-step log reaches the run, and is what the UI draws its loss curve from.
-        curve = loss_curve(detail)
+        curve = loss_curve(RunDetail.model_validate(detail))
         assert len(curve) >= 2 and all(point["train loss"] > 0 for point in curve)
         assert curve[-1]["step"] == detail["metrics"]["steps"]
 
