@@ -130,7 +130,7 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         assert headers["azureml-model-deployment"] == "v1"
         streamed = _score_text(url, {"prompt": "Diogo is", "max_new_tokens": 5, "do_sample": False, "stream": True})
         pieces, done = streamed_answer(streamed)  # through the router: the same text as the JSON answer
-        assert pieces == answer["generations"][0] and done["generations"] == answer["generations"]
+        assert pieces == answer["generations"][0] and done.generations == answer["generations"]
 
         backend.begin_deploy("run2", "gpt2-pdf", "2")
         with pytest.raises(PermanentBackendError, match="no free port"):

@@ -10,6 +10,7 @@ from azure.storage.blob import ContainerClient
 from streamlit.testing.v1 import AppTest
 
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import train_summary
 from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
 from tests.pdf_factory import make_text_pdf
 from tests.scoring_server import free_port
@@ -173,11 +174,12 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, con
     log_history = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 3.0}, {"step": 20, "eval_loss": 3.5},
                    {"step": 20, "train_loss": 3.4}]
     # The run's metrics are the train summary evaluation.json carries (what the aml backend reads).
-    training = {"train_loss": 3.4, "eval_loss": 3.5, "perplexity": 33.1, "log_history": log_history}
-    candidate = {"loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
+    training = train_summary(train_loss=3.4, eval_loss=3.5, perplexity=33.1, tokens_per_s=None, log_history=log_history)
+    candidate = {"model": "/mnt/model", "loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
     control_plane.env.aml.plans.append(promoting(
         version="2", reason="Promoted: 1.10 bits/byte beats 1.90", candidate=candidate, training=training,
-        serving={"loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90, "bytes": 400}))
+        serving={"model": "/mnt/serving", "loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90,
+                 "bytes": 400}))
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
