@@ -44,7 +44,8 @@ def evaluation(decision: str = "promote", *, candidate: float = 12.5, serving: f
         "serving": None if serving is None else _score(serving, "/mnt/serving"),
         "improvement": None, "rules": {"min_improvement": 0.0, "max_perplexity": None}, "heldout_blocks": 1,
         "split": None, "snapshot": "combined_data_20261123_101500.txt", "documents_sha256": "ab" * 32,
-        "registered": registered, "training": train_summary(perplexity=candidate),
+        "registered": registered,
+        "training": train_summary(perplexity=candidate, log_history=[]),  # a run that logged no step
     }
     return Evaluation.model_validate({**result, **fields}).model_dump(mode="json")
 
@@ -56,19 +57,24 @@ def score_response(text: str, version: str = "3") -> str:
                          ).model_dump_json()
 
 
-def write_snapshot_blobs(container: ContainerClient, snapshot: str, outcomes: dict[str, tuple[str, str, list[str]]],
-                         created_utc: str = "2099-12-31T23:59:59Z") -> None:
-    """processed/<snapshot> and its manifest as preprocess writes them: outcomes {name: (sha256, status, messages)}."""
+def manifest(snapshot: str, outcomes: dict[str, tuple[str, str, list[str]]]) -> SnapshotManifest:
+    """A snapshot's manifest: outcomes {name: (sha256, status, messages)}."""
     entries = [DocumentEntry(name=name, sha256=sha256, bytes=10, pages=2, chars=40, status=status, messages=messages,
                              cached=False, seconds=0.1) for name, (sha256, status, messages) in outcomes.items()]
-    manifest = SnapshotManifest(snapshot=snapshot, created_utc=created_utc, documents_sha256="0" * 64,
-                                documents=entries, totals=Totals(
-                                    documents=len(entries), ok=sum(e.status == "ok" for e in entries),
-                                    warning=sum(e.status == "warning" for e in entries),
-                                    error=sum(e.status == "error" for e in entries),
-                                    pages=sum(e.pages for e in entries), chars=sum(e.chars for e in entries)))
+    return SnapshotManifest(snapshot=snapshot, created_utc="2099-12-31T23:59:59Z", documents_sha256="0" * 64,
+                            documents=entries, totals=Totals(
+                                documents=len(entries), ok=sum(e.status == "ok" for e in entries),
+                                warning=sum(e.status == "warning" for e in entries),
+                                error=sum(e.status == "error" for e in entries),
+                                pages=sum(e.pages for e in entries), chars=sum(e.chars for e in entries)))
+
+
+def write_snapshot_blobs(container: ContainerClient, snapshot: str,
+                         outcomes: dict[str, tuple[str, str, list[str]]]) -> None:
+    """processed/<snapshot> and its manifest as preprocess writes them: outcomes {name: (sha256, status, messages)}."""
     container.upload_blob(PROCESSED + snapshot, b"text", overwrite=True)
-    container.upload_blob(PROCESSED + manifest_file(snapshot), manifest.model_dump_json(), overwrite=True)
+    container.upload_blob(PROCESSED + manifest_file(snapshot), manifest(snapshot, outcomes).model_dump_json(),
+                          overwrite=True)
 
 
 def name_snapshot(container: ContainerClient, run_id: str, snapshot: str) -> None:

@@ -10,7 +10,7 @@ from azure.storage.blob import ContainerClient
 from streamlit.testing.v1 import AppTest
 
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.contract_samples import train_summary
+from tests.contract_samples import manifest, train_summary
 from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
 from tests.pdf_factory import make_text_pdf
 from tests.scoring_server import free_port
@@ -122,7 +122,8 @@ def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, cont
                                              "Deploying", "SmokeTest", "Deployed"]
     # No per-step log from this backend: the page says so and shows the figures it has.
     assert "no per-step loss" in " ".join(_texts(page, "caption"))
-    assert [(m.label, m.value) for m in page.metric] == [("perplexity", "12.500")]
+    assert [(m.label, m.value) for m in page.metric] == [("train loss", "2.700"), ("eval loss", "2.490"),
+                                                         ("perplexity", "12.500"), ("tokens/s", "1,000")]
 
 
 def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_plane: ControlPlane,
@@ -131,10 +132,10 @@ def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_pl
     control_plane.env.upload("broken.pdf", pdf + b"% damaged copy")
     control_plane.env.tick()
     # What preprocess's manifest says per file, recorded as the orchestrator does once the job wrote it.
-    control_plane.env.store.record_extraction({"snapshot": "combined_data_20261123_120000.txt", "documents": [
-        {"name": "scan.pdf", "status": "warning", "pages": 3, "messages": ["page 2 has no text (image only?)"]},
-        {"name": "broken.pdf", "status": "error", "pages": 0, "messages": ["truncated: no %%EOF near the end"]},
-    ]})
+    control_plane.env.store.record_extraction(manifest("combined_data_20261123_120000.txt", {
+        "scan.pdf": ("a" * 64, "warning", ["page 2 has no text (image only?)"]),
+        "broken.pdf": ("b" * 64, "error", ["truncated: no %%EOF near the end"]),
+    }))
     page.run()
     rows = _table(page, "document").set_index("document")
     assert rows.loc["scan.pdf", ["state", "warnings", "errors"]].tolist() == [
