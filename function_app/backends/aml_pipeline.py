@@ -32,8 +32,9 @@ COMPLETED = "Completed"
 ENDED_STATUSES = FAILED_STATUSES | {COMPLETED}
 
 # Where the steps write in the data container (pipeline_contracts.blob_layout): snapshots under processed/,
-# each run's snapshot reference, model and evaluation under runs/<id>/. Jobs write through the compute's managed identity, whose role condition
-# (infra/modules/roles.bicep, parameters from infra/main.bicep) allows writes only under these prefixes;
+# each run's snapshot reference, model and evaluation under runs/<id>/. Jobs write through the compute's
+# managed identity, whose role condition (infra/modules/roles.bicep, parameters from infra/main.bicep)
+# allows writes only under these prefixes;
 # tests/test_infra.py checks that the Bicep condition names exactly these and that every output bound
 # below lies under one of them.
 COMPUTE_WRITABLE_PREFIXES = (PROCESSED, RUNS)
