@@ -21,6 +21,7 @@ from function_app.backends.local_router import Router
 from function_app.backends.scoring_server import streamed_answer
 from function_app.settings import Settings
 from scripts.azurite import free_port
+from tests.contract_samples import evaluation
 from tests.tiny_model import make_tiny_model
 
 
@@ -90,6 +91,24 @@ def _wait_ready(backend: LocalBackend, name: str, timeout_s: float = 240) -> Non
         assert state == "Creating", (state, (backend.work / "logs" / f"deployment-{name}.log").read_text()[-3000:])
         assert time.monotonic() < deadline, "deployment not ready in time"
         time.sleep(0.5)
+
+
+def test_a_completed_job_reports_its_outputs_through_the_contracts(tmp_path: Path) -> None:
+    backend = LocalBackend(Settings(local_work_dir=str(tmp_path / "work")))
+    job_dir = backend.work / "jobs" / "local-r1"
+    (job_dir / "evaluation").mkdir(parents=True)
+    (job_dir / "model").mkdir()
+    (job_dir / "state.json").write_text(json.dumps({"state": "Completed"}))
+    written = evaluation(registered={"name": "gpt2-pdf", "version": "4"})
+    (job_dir / "evaluation" / "evaluation.json").write_text(json.dumps(written))
+    (job_dir / "model" / "train_summary.json").write_text(json.dumps(written["training"]))
+    status = backend.job_status("local-r1")
+    assert status.state == "Completed" and status.evaluation.registered.version == "4"
+    assert status.training.model_dump(mode="json") == written["training"]
+    # What evaluate wrote must be an evaluation: a broken one ends the run naming the file.
+    (job_dir / "evaluation" / "evaluation.json").write_text(json.dumps({**written, "decision": "maybe"}))
+    with pytest.raises(PermanentBackendError, match="evaluation.json is not a valid evaluation.json"):
+        backend.job_status("local-r1")
 
 
 def test_a_deployment_without_a_free_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
