@@ -4,8 +4,8 @@
                                 [--max-perplexity F] [--min-improvement 0.0] [--model-name gpt2-pdf]
                                 [--no-register]
 
-Writes DIR/evaluation.json: {decision: promote|reject, reason, candidate, serving, snapshot,
-documents_sha256, registered: {name, version}|null}.
+Writes DIR/evaluation.json (pipeline_contracts.evaluation): decision promote|reject, reason, the scores,
+snapshot, registered {name, version}|null and the train summary.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseModelError as error:
         logging.getLogger("evaluate").error("%s", error)
         return 2
-    print(f"{evaluation['decision']}: {evaluation['reason']}")
+    print(f"{evaluation.decision}: {evaluation.reason}")
     return 0
 
 

@@ -1,11 +1,12 @@
 """Preprocess step: a folder of uploaded PDFs -> a new, immutable text snapshot and its manifest.
 
-    python aks_jobs/preprocess.py --input INPUTS --output PROCESSED [--cache DIR] [--timeout-s 120]
+    python aks_jobs/preprocess.py --input INPUTS --output PROCESSED [--snapshot-ref DIR] [--cache DIR] [--timeout-s 120]
                                   [--memory-mb 2048] [--workers 0] [--max-document-chars N]
                                   [--max-corpus-chars N] [--max-chars-per-byte F]
 
 Writes PROCESSED/combined_data_<UTC yyyymmdd_HHMMSS>.txt and PROCESSED/combined_data_<same>.manifest.json
-(never overwriting one), logs one line per document to stderr and prints a summary table.
+(never overwriting one), and with --snapshot-ref DIR names that snapshot in DIR/snapshot.json (what this run
+made, for the train step and the control plane); logs one line per document to stderr and prints a summary table.
 Exits 1 only when no document produced text.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from aks_jobs.cli_args import bounded
 from aks_jobs.pdf_text.build import Options, build_snapshot
 from aks_jobs.pdf_text.summary import format_summary
+from pipeline_contracts.snapshot_ref import write_ref
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--input", type=Path, required=True, metavar="DIR", help="folder of uploaded documents")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder that receives the snapshot")
+    parser.add_argument(
+        "--snapshot-ref", type=Path, metavar="DIR",
+        help="folder that receives snapshot.json naming the snapshot this run wrote (the pipeline's own record of it)",
+    )
     parser.add_argument(
         "--cache", type=Path, metavar="DIR",
         help="earlier extraction results keyed by sha256, reused when a document is unchanged (default: OUTPUT/cache)",
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = build_snapshot(args.input, args.output, args.cache, options)
     print(format_summary(result))
+    if result.snapshot is not None and args.snapshot_ref is not None:
+        write_ref(args.snapshot_ref, result.snapshot.text.name)
     if not result.has_text:
         print(
             f"error: no document produced text ({len(result.entries)} document(s) under {args.input}), so no "

@@ -57,7 +57,8 @@ def run(raw: str) -> flask.Response:
     if reply.events is not None:
         return flask.Response(reply.events, status=reply.status, headers=reply.headers,
                               mimetype="text/event-stream")
-    return AMLResponse(reply.body, reply.status, reply.headers, json_str=True)
+    body = reply.body.model_dump(mode="json", exclude_none=True) if reply.body is not None else None
+    return AMLResponse(body, reply.status, reply.headers, json_str=True)
 
 
 def _client_gone_check() -> Callable[[], bool]:

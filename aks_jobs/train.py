@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data", type=Path, required=True,
                         help="processed folder (its newest complete snapshot is used) or a .txt file")
+    parser.add_argument("--snapshot-ref", type=Path, metavar="DIR",
+                        help="preprocess's --snapshot-ref folder: train on the snapshot its snapshot.json names "
+                             "(default: the newest complete snapshot in --data)")
     parser.add_argument("--output", type=Path, required=True, help="folder for the model and summaries")
     parser.add_argument("--base-model", default="gpt2",
                         help=f"Hugging Face id (default gpt2), a save_pretrained() folder to continue from, or "
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {key: getattr(args, key) for key in (
         "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
         "eval_fraction", "seed", "max_steps", "max_wall_s", "best_epoch", "line_blocks", "response_only_loss")}
-    request = TrainRequest(data=args.data, output=args.output, base_model=args.base_model, preset=args.preset,
+    request = TrainRequest(data=args.data, output=args.output, snapshot_ref=args.snapshot_ref, base_model=args.base_model, preset=args.preset,
                            overrides=overrides, experiment=args.experiment)
     try:
         train(request)

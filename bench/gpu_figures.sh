@@ -22,6 +22,6 @@ run() {  # run NAME SECONDS ARGS...: one bench under `timeout`, its output kept 
   echo "$name: exit $? after $((SECONDS - started)) s" | tee -a "$out/environment.txt"
 }
 
-run loss_bench 60 bench/loss_bench.py
-run serve_bench 150 bench/serve_bench.py
-run train_bench 270 bench/train_bench.py --pages 100
+run loss_bench 60 -m bench.loss_bench
+run serve_bench 150 -m bench.serve_bench
+run train_bench 270 -m bench.train_bench --pages 100

@@ -31,7 +31,7 @@ import httpx
 import psutil
 import torch
 
-from aks_jobs.lm.scoring_stream import streamed_answer
+from pipeline_contracts.scoring import streamed_answer
 from aks_jobs.lm.serving_limits import ServingLimits
 from bench.serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary
 from local_stack.scoring_server import running_scoring_server

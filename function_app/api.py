@@ -1,5 +1,6 @@
 """The HTTP API (FastAPI): what the system is doing, its runs and documents, and a retrain button.
 
+Every route answers one of pipeline_contracts.api_responses (its response_model), which the UI reads too.
 Served by the Functions host through AsgiFunctionApp (function_app.functions), or by uvicorn
 without Core Tools (`uvicorn function_app.api:api`). Paths carry the /api prefix themselves, which
 is also the host's default routePrefix, so URLs are the same under both.
@@ -22,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from function_app import document_retries, services, uploads
 from function_app.orchestrator import NoActiveRun, NoDocuments, RunActive
 from function_app.status_store import Run
+from pipeline_contracts import api_responses as answers
 
 api = FastAPI(
     title="GPT-2 PDF pipeline control plane",
@@ -88,7 +90,7 @@ def _summary(run: Run) -> dict:
     }
 
 
-@api.get("/api/health")
+@api.get("/api/health", response_model=answers.Health)
 def health(svc: services.Services = Depends(get_services)) -> dict:
     try:
         svc.store.current()
@@ -97,12 +99,12 @@ def health(svc: services.Services = Depends(get_services)) -> dict:
     return {"status": "ok", "backend": svc.settings.pipeline_backend}
 
 
-@api.get("/api/status")
+@api.get("/api/status", response_model=answers.Status)
 def get_status(svc: services.Services = Depends(get_services)) -> dict:
     return svc.orchestrator.status()
 
 
-@api.get("/api/runs")
+@api.get("/api/runs", response_model=answers.RunsPage)
 def list_runs(
     limit: int = Query(50, ge=1, le=500, description="runs per page"),
     before: str = Query("", description="the `next` of the previous page: runs older than this run id"),
@@ -113,7 +115,7 @@ def list_runs(
     return {"runs": [_summary(r) for r in runs], "next": cursor or None}
 
 
-@api.post("/api/runs/active/cancel", status_code=status.HTTP_202_ACCEPTED,
+@api.post("/api/runs/active/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=answers.RunCancelled,
           dependencies=[Depends(require_caller_allowed)])
 def cancel_active_run(svc: services.Services = Depends(get_services)) -> dict:
     """Cancel the active run: its job is cancelled (or its candidate rolled back); the serving model stays."""
@@ -124,15 +126,15 @@ def cancel_active_run(svc: services.Services = Depends(get_services)) -> dict:
     return {"run": run.id, "state": run.state, "error": run.error or None}
 
 
-@api.get("/api/runs/{run_id}")
+@api.get("/api/runs/{run_id}", response_model=answers.RunDetail)
 def get_run(run_id: str, svc: services.Services = Depends(get_services)) -> dict:
     run = svc.store.get_run(run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}; GET /api/runs lists them")
-    return run.to_api()
+    return {**run.to_api(), "evaluation": run.evaluation or None}
 
 
-@api.get("/api/documents")
+@api.get("/api/documents", response_model=answers.Documents)
 def list_documents(svc: services.Services = Depends(get_services)) -> dict:
     current = svc.store.current()
     active = svc.store.get_run(current.active_run_id) if current.active_run_id else None
@@ -151,7 +153,8 @@ def list_documents(svc: services.Services = Depends(get_services)) -> dict:
     return {"documents": documents}
 
 
-@api.delete("/api/documents/{name:path}", dependencies=[Depends(require_caller_allowed)])
+@api.delete("/api/documents/{name:path}", response_model=answers.DocumentRemoved,
+            dependencies=[Depends(require_caller_allowed)])
 def delete_document(name: str, svc: services.Services = Depends(get_services)) -> dict:
     """Delete the upload inputs/<name>: no later run trains on it, and its cached text is purged."""
     if name not in svc.store.known_blobs() and name not in {p["name"] for p in svc.store.problems()}:
@@ -162,7 +165,8 @@ def delete_document(name: str, svc: services.Services = Depends(get_services)) -
     return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 
 
-@api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_caller_allowed)])
+@api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=answers.RetrainQueued,
+          dependencies=[Depends(require_caller_allowed)])
 def retrain(svc: services.Services = Depends(get_services)) -> dict:
     try:
         run = svc.orchestrator.request_retrain(datetime.now(timezone.utc))

@@ -1,43 +1,44 @@
-"""Finding the preprocess manifest of a run in processed/ (written there by either backend's job)."""
+"""The preprocess outputs in the data container (pipeline_contracts.blob_layout): a run's snapshot manifest,
+the extraction cache and snapshot retention."""
 from __future__ import annotations
-
-import json
-from datetime import datetime, timezone
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
+from pydantic import ValidationError
 
-PROCESSED = "processed/"
-_PREFIX = PROCESSED + "combined_data_"
-_SUFFIX = ".manifest.json"
+from pipeline_contracts import snapshot_ref
+from pipeline_contracts.blob_layout import (CACHE, PROCESSED, SNAPSHOT_OUTPUT_PREFIX, SNAPSHOT_REF_OUTPUT,
+                                            manifest_file, run_output, snapshot_file)
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
+from pipeline_contracts.snapshot_ref import SnapshotRef
+
+__all__ = ["CACHE", "PROCESSED", "manifest_name", "prune_snapshots", "purge_cached_extraction", "read_manifest",
+           "run_snapshot"]
 
 
 def manifest_name(snapshot: str) -> str:
     """processed/combined_data_X.manifest.json for snapshot combined_data_X.txt."""
-    return PROCESSED + snapshot.removesuffix(".txt") + _SUFFIX
+    return PROCESSED + manifest_file(snapshot)
 
 
-def read_manifest(container: ContainerClient, snapshot: str) -> dict | None:
+def read_manifest(container: ContainerClient, snapshot: str) -> SnapshotManifest | None:
+    """The manifest of that snapshot; None while it is not there (pruned, or not written yet)."""
     try:
-        return json.loads(container.download_blob(manifest_name(snapshot)).readall())
+        return SnapshotManifest.model_validate_json(container.download_blob(manifest_name(snapshot)).readall())
     except ResourceNotFoundError:
         return None
 
 
-def newest_manifest(container: ContainerClient, since: datetime) -> dict | None:
-    """The newest manifest stamped at or after `since`, if any.
-
-    Snapshot names carry their UTC stamp (combined_data_<yyyymmdd_HHMMSS>), so names sort by time.
-    """
-    stamp = since.astimezone(timezone.utc).strftime("%Y%m%d_%H%M%S")
-    names = sorted(b.name for b in container.list_blobs(name_starts_with=_PREFIX) if b.name.endswith(_SUFFIX))
-    if not names or names[-1].removeprefix(_PREFIX) < stamp:
+def run_snapshot(container: ContainerClient, run_id: str) -> str | None:
+    """The snapshot that run's preprocess wrote, as its job recorded it (runs/<id>/snapshot/snapshot.json); None
+    before preprocess has finished. A job submitted before jobs recorded it has none: its evaluation names it."""
+    name = run_output(run_id, SNAPSHOT_REF_OUTPUT) + snapshot_ref.FILE_NAME
+    try:
+        return SnapshotRef.model_validate_json(container.download_blob(name).readall()).snapshot
+    except ResourceNotFoundError:
         return None
-    return json.loads(container.download_blob(names[-1]).readall())
-
-
-# preprocess's default cache folder (--cache unset): OUTPUT/cache/<sha256>[.<limits>].json.
-CACHE = PROCESSED + "cache/"
+    except ValidationError as error:
+        raise ValueError(f"{name} is not a snapshot reference ({error})") from error
 
 
 def purge_cached_extraction(container: ContainerClient, sha256: str) -> int:
@@ -51,17 +52,17 @@ def purge_cached_extraction(container: ContainerClient, sha256: str) -> int:
 def prune_snapshots(container: ContainerClient, keep: int, also_keep: set[str]) -> list[str]:
     """Delete all but the newest `keep` snapshots (text and manifest) and those named in `also_keep`
     (e.g. the one the serving model was trained on). Returns the snapshots deleted."""
-    stems = sorted({b.name.removesuffix(_SUFFIX).removesuffix(".txt")
-                    for b in container.list_blobs(name_starts_with=_PREFIX)})
-    kept = set(stems[-keep:] if keep > 0 else stems) | {PROCESSED + s.removesuffix(".txt") for s in also_keep if s}
+    snapshots = sorted({snapshot_file(b.name.removeprefix(PROCESSED))
+                        for b in container.list_blobs(name_starts_with=SNAPSHOT_OUTPUT_PREFIX)})
+    kept = set(snapshots[-keep:] if keep > 0 else snapshots) | {s for s in also_keep if s}
     deleted = []
-    for stem in stems:
-        if stem in kept:
+    for snapshot in snapshots:
+        if snapshot in kept:
             continue
-        for name in (stem + ".txt", stem + _SUFFIX):
+        for name in (PROCESSED + snapshot, manifest_name(snapshot)):
             try:
                 container.delete_blob(name)
             except ResourceNotFoundError:
                 pass
-        deleted.append(stem.removeprefix(PROCESSED) + ".txt")
+        deleted.append(snapshot)
     return deleted

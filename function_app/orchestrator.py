@@ -23,6 +23,7 @@ from function_app.backends.base import (Deployment, PermanentBackendError, Pipel
 from function_app.run_states import DeploymentState, JobState, RunState
 from function_app.settings import Settings
 from function_app.status_store import Run, RunChanged, StatusStore
+from pipeline_contracts.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
 _BACKOFF_FIRST_S = 10
@@ -324,48 +325,43 @@ class Orchestrator:
 
     def _follow_job(self, run: Run, now: datetime) -> None:
         status = self.backend.job_status(run.job_id)
-        if status.metrics:
-            run.metrics = status.metrics
-        self._record_extraction(run)
+        if status.training is not None:  # the extraction totals stay beside the train summary
+            extraction = {"extraction": run.metrics["extraction"]} if "extraction" in run.metrics else {}
+            run.metrics = {**status.training.model_dump(mode="json"), **extraction}
+        self._record_extraction(run, status.evaluation)
         if status.state in rs.JOB_RUNNING:
             if rs.ORDER.index(status.state) > rs.ORDER.index(run.state):
                 self._transition(run, RunState(status.state), now)
         elif status.state == JobState.FAILED:
             raise PermanentBackendError(status.error or "the pipeline job failed without a reason")
         elif status.state == JobState.COMPLETED:
-            self._decide(run, status.evaluation or {}, now)
+            if status.evaluation is None:
+                raise PermanentBackendError("the pipeline job completed without an evaluation")
+            self._decide(run, status.evaluation, now)
         else:
             raise PermanentBackendError(f"backend reported unknown job state {status.state!r}")
 
-    def _record_extraction(self, run: Run) -> None:
-        """Once preprocess has written its manifest: per-document outcome on the documents."""
+    def _record_extraction(self, run: Run, evaluation: Evaluation | None) -> None:
+        """Once the job names the snapshot its preprocess wrote: per-document outcome on the documents."""
         if run.snapshot:
             return
-        snapshot = run.metrics.get("snapshot") or run.evaluation.get("snapshot")
-        if snapshot:
-            manifest = manifests.read_manifest(self.container, snapshot)
-        elif rs.ORDER.index(run.state) >= rs.ORDER.index(rs.TRAINING):
-            submitted = next(t["at"] for t in run.transitions if t["state"] == rs.SUBMITTED)
-            manifest = manifests.newest_manifest(self.container, _time(submitted))
-        else:
-            return
+        # A job submitted before jobs recorded their snapshot names it only in its evaluation.
+        snapshot = manifests.run_snapshot(self.container, run.id) or (evaluation.snapshot if evaluation else None)
+        manifest = manifests.read_manifest(self.container, snapshot) if snapshot else None
         if manifest:
-            run.snapshot = manifest.get("snapshot", snapshot or "")
-            run.metrics = {**run.metrics, "extraction": manifest.get("totals", {})}
+            run.snapshot = manifest.snapshot
+            run.metrics = {**run.metrics, "extraction": manifest.totals.model_dump()}
             self.store.record_extraction(manifest)
 
-    def _decide(self, run: Run, evaluation: dict, now: datetime) -> None:
-        run.evaluation = evaluation
-        self._record_extraction(run)
-        reason = evaluation.get("reason", "")
-        if evaluation.get("decision") != "promote":
-            self._end(run, rs.REJECTED, now, reason or "evaluation did not promote the candidate")
+    def _decide(self, run: Run, evaluation: Evaluation, now: datetime) -> None:
+        run.evaluation = evaluation.model_dump(mode="json", exclude={"training"})  # training: in run.metrics
+        if evaluation.decision != "promote":
+            self._end(run, rs.REJECTED, now, evaluation.reason or "evaluation did not promote the candidate")
             return
-        registered = evaluation.get("registered") or {}
-        if not registered.get("version"):
+        if evaluation.registered is None:
             raise PermanentBackendError("evaluate promoted the candidate but registered no model version")
-        run.model_name, run.model_version = registered["name"], str(registered["version"])
-        self._transition(run, rs.DEPLOYING, now, f"{run.model_name} v{run.model_version}: {reason}")
+        run.model_name, run.model_version = evaluation.registered.name, evaluation.registered.version
+        self._transition(run, rs.DEPLOYING, now, f"{run.model_name} v{run.model_version}: {evaluation.reason}")
 
     def _follow_deployment(self, run: Run, now: datetime) -> None:
         if not run.deployment:

@@ -33,6 +33,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from function_app.run_states import RunState
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
 
 BLOB, DOCUMENT, RUN, STATE, PROBLEM = "blob", "document", "run", "state", "problem"
 CURRENT = "current"
@@ -356,21 +357,21 @@ class StatusStore:
         """Every name in inputs/ recorded so far and not removed (what a run submitted now will cover)."""
         return sorted(_name(e) for e in self._present_blobs())
 
-    def record_extraction(self, manifest: dict) -> None:
+    def record_extraction(self, manifest: SnapshotManifest) -> None:
         """Per-file outcome of preprocess (manifest documents: name, status, messages) on the blob rows."""
-        for doc in manifest.get("documents", []):
-            existing = self._blob_row(doc["name"])
+        for doc in manifest.documents:
+            existing = self._blob_row(doc.name)
             if existing is None:
                 continue  # a file in inputs/ that no event or scan has reached yet
             self._write_blob(
-                doc["name"],
+                doc.name,
                 existing,
                 {
-                    "status": doc.get("status", ""),
-                    "messages": _capped_json(list(doc.get("messages", []))),
-                    "snapshot": manifest.get("snapshot", ""),
-                    "pages": doc.get("pages", 0),
-                    "chars": doc.get("chars", 0),
+                    "status": doc.status,
+                    "messages": _capped_json(doc.messages),
+                    "snapshot": manifest.snapshot,
+                    "pages": doc.pages,
+                    "chars": doc.chars,
                 },
             )
 

@@ -10,8 +10,8 @@ from azure.storage.blob import ContainerClient
 
 from function_app import manifests
 from function_app.status_store import StatusStore, UploadedBlob
+from pipeline_contracts.blob_layout import INPUTS
 
-INPUTS = "inputs/"
 log = logging.getLogger(__name__)
 
 

@@ -111,7 +111,7 @@ default_image_tag() {
   local commit
   if commit="$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null)"; then
     # Uncommitted changes get their own tag, so an environment version never names two images.
-    if [[ -n "$(git -C "$REPO_ROOT" status --porcelain -- aks_jobs pyproject.toml constraints.txt 2>/dev/null)" ]]; then
+    if [[ -n "$(git -C "$REPO_ROOT" status --porcelain -- aks_jobs pipeline_contracts pyproject.toml constraints.txt 2>/dev/null)" ]]; then
       commit="$commit-$(date -u +%Y%m%d%H%M%S)"
     fi
     printf '%s' "$commit"
@@ -166,10 +166,12 @@ step_infra() {
 step_image() {
   local registry context="$WORK_DIR/image-context"
   registry="$(output registryName)"
-  # Upload only what the Dockerfile uses (aks_jobs/, pyproject.toml, constraints.txt, laid out as in the repo),
+  # Upload only what the Dockerfile uses (aks_jobs/, pipeline_contracts/, pyproject.toml, constraints.txt, laid
+  # out as in the repo),
   # not the checkout with its virtual environments.
   rm -rf "$context" && mkdir -p "$context"
-  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - aks_jobs pyproject.toml constraints.txt | tar -C "$context" -xf -
+  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - aks_jobs pipeline_contracts pyproject.toml constraints.txt \
+    | tar -C "$context" -xf -
   log "building $IMAGE_REPOSITORY:$IMAGE_TAG in $registry (ACR Tasks, no local Docker needed)"
   # az opens --file from the current folder, not from the context (Azure/azure-cli acr/_archive_utils.py,
   # _pack_source_code): an absolute path inside the context works from wherever this script is run.
@@ -225,9 +227,10 @@ step_ui() {
   [[ -n "$client_id" ]] || die "no app registration '$UI_APP_REGISTRATION': run --steps infra first"
   log "allowing sign-in redirects to https://$host"
   az ad app update --id "$client_id" --web-redirect-uris "https://$host/.auth/login/aad/callback" --output none
-  # The package App Service builds: ui/ as in the repo, its pinned requirements under constraints.txt.
+  # The package App Service builds: ui/ and the contracts it reads (pipeline_contracts/) as in the repo, its
+  # pinned requirements under constraints.txt.
   rm -rf "$package" && mkdir -p "$package"
-  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - ui constraints.txt | tar -C "$package" -xf -
+  tar -C "$REPO_ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - ui pipeline_contracts constraints.txt | tar -C "$package" -xf -
   printf '%s\n' '-c constraints.txt' '-r ui/requirements.txt' > "$package/requirements.txt"
   (cd "$package" && zip -qr "$WORK_DIR/ui.zip" .)
   log "deploying the web UI to $app (App Service builds ui/requirements.txt)"

@@ -19,8 +19,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TypeVar
 
-from aks_jobs.lm.scoring_stream import streamed_answer
+from pydantic import BaseModel, ValidationError
+
 from function_app.backends.base import (
     Deployment,
     JobStatus,
@@ -33,8 +35,12 @@ from function_app.run_states import JOB_RUNNING, DeploymentState, JobState
 from function_app.settings import Settings, child_env
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
+from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.scoring import NoGeneration, parse_response, smoke_request, streamed_answer
+from pipeline_contracts.train_summary import FILE_NAME as TRAIN_SUMMARY_FILE, TrainSummary
 
 REPO = Path(__file__).resolve().parents[1]
+Output = TypeVar("Output", bound=BaseModel)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -42,6 +48,16 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+
+def _read_output(model: type[Output], path: Path) -> Output | None:
+    """A step's JSON output read through its contract; None while the step has not written it."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValidationError as e:
+        raise PermanentBackendError(f"{path} is not a valid {path.name}: {e}") from None
 
 
 class LocalBackend(PipelineBackend):
@@ -105,19 +121,17 @@ class LocalBackend(PipelineBackend):
         state = _read_json(job_dir / "state.json")
         if state is None:
             raise PermanentBackendError(f"no local job {job_id} under {job_dir.parent}")
-        metrics = _read_json(job_dir / "model" / "train_summary.json") or {}
+        training = _read_output(TrainSummary, job_dir / "model" / TRAIN_SUMMARY_FILE)
         if state["state"] in JOB_RUNNING and not alive(_read_json(job_dir / "process.json")):
             # Re-read: the job may have finished between the two reads.
             state = _read_json(job_dir / "state.json")
             if state["state"] in JOB_RUNNING:
-                return JobStatus(JobState.FAILED, error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", metrics=metrics)
+                return JobStatus(JobState.FAILED, error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", training=training)
         completed = state["state"] == JobState.COMPLETED
-        evaluation = _read_json(job_dir / "evaluation" / "evaluation.json") if completed else None
-        if evaluation:
-            evaluation.pop("training", None)  # the same train summary is already `metrics`; store it once
+        evaluation = _read_output(Evaluation, job_dir / "evaluation" / EVALUATION_FILE) if completed else None
         if completed and evaluation is None:
-            return JobStatus(JobState.FAILED, error=f"evaluate wrote no evaluation.json in {job_dir}/evaluation", metrics=metrics)
-        return JobStatus(JobState(state["state"]), error=state.get("error"), evaluation=evaluation, metrics=metrics)
+            return JobStatus(JobState.FAILED, error=f"evaluate wrote no {EVALUATION_FILE} in {job_dir}/evaluation", training=training)
+        return JobStatus(JobState(state["state"]), error=state.get("error"), evaluation=evaluation, training=training)
 
     def cancel_job(self, job_id: str, reason: str) -> None:
         job_dir = self.work / "jobs" / job_id
@@ -201,18 +215,16 @@ class LocalBackend(PipelineBackend):
             _, record = self._record(name)
         except PermanentBackendError as e:  # gone: nothing to promote
             raise SmokeTestFailed(str(e)) from None
-        body = {"prompt": prompt, "max_new_tokens": 16, "do_sample": False}
-        raw = self._score(name, record, body)
         try:
-            answer = json.loads(raw)
-            text = answer["generations"][0][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise SmokeTestFailed(f"deployment {name} answered without a generation: {raw[:300]}") from None
+            answer = parse_response(self._score(name, record, smoke_request(prompt)))
+        except NoGeneration as e:
+            raise SmokeTestFailed(f"deployment {name} answered without a generation ({e})") from None
+        text = answer.text
         try:
-            pieces, done = streamed_answer(self._score(name, record, {**body, "stream": True}))
+            pieces, done = streamed_answer(self._score(name, record, smoke_request(prompt, stream=True)))
         except (ValueError, KeyError, TypeError) as e:
             raise SmokeTestFailed(f"deployment {name} streamed a broken answer: {e}") from None
-        if pieces[:1] != [text] or done.get("generations") != answer["generations"]:
+        if pieces[:1] != [text] or done.generations != answer.generations:
             raise SmokeTestFailed(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
         return text
 

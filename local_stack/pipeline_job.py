@@ -23,9 +23,9 @@ from function_app.run_states import JobState
 from function_app.settings import StorageConnection, child_env
 from function_app.storage import blob_service
 from local_stack import components as local_components
+from pipeline_contracts.blob_layout import INPUTS, PROCESSED, SNAPSHOT_REF_OUTPUT, run_output
 
 log = logging.getLogger("local_job")
-INPUTS, PROCESSED = "inputs/", "processed/"
 
 
 @dataclass
@@ -144,7 +144,7 @@ def run(job_dir: Path) -> None:
     env = child_env({}, path_first=str(Path(sys.executable).parent))
     processed = Path(spec.processed_dir)
     documents = job_dir / "inputs"
-    model, evaluation = job_dir / "model", job_dir / "evaluation"
+    model, evaluation, snapshot = job_dir / "model", job_dir / "evaluation", job_dir / SNAPSHOT_REF_OUTPUT
     try:
         set_state(job_dir, JobState.PREPROCESSING)
         # Skipped blobs are logged here; the control plane's scan reports them in /api/status.
@@ -154,11 +154,13 @@ def run(job_dir: Path) -> None:
         download_tree(container, PROCESSED, processed, only_missing=True)
         log.info("%d documents from %s/%s (%d skipped)", count, spec.container, INPUTS, len(skipped))
         run_step(job_dir, "preprocess", {"documents": str(documents), **spec.preprocess_inputs},
-                 {"processed": str(processed)}, env)
+                 {"processed": str(processed), "snapshot": str(snapshot)}, env)
         log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
+        upload_missing(container, snapshot, run_output(spec.run_id, SNAPSHOT_REF_OUTPUT))  # as AML's output binding
 
         set_state(job_dir, JobState.TRAINING)
-        run_step(job_dir, "train", {"processed": str(processed), **spec.train_inputs}, {"model": str(model)}, env)
+        run_step(job_dir, "train", {"processed": str(processed), "snapshot": str(snapshot), **spec.train_inputs},
+                 {"model": str(model)}, env)
 
         set_state(job_dir, JobState.EVALUATING)
         run_step(job_dir, "evaluate", {"model": str(model), **spec.evaluate_inputs}, {"evaluation": str(evaluation)}, env)

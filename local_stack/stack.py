@@ -34,6 +34,7 @@ from function_app.settings import STORAGE_CONNECTION, EnvSettings, Settings, Set
 from local_stack import azurite
 from local_stack.backend import LocalBackend
 from local_stack.processes import alive, identity, kill, port_open, spawn
+from pipeline_contracts.scoring import ScoreResponse
 
 REPO = Path(__file__).resolve().parents[1]
 AZURITE_PORTS = azurite.AzuritePorts(10000, 10001, 10002)  # Azurite's defaults (what func start expects)
@@ -278,8 +279,9 @@ def up(args: argparse.Namespace) -> None:
     _wait_until_deployments_ready(backend, args.timeout)
     model = status["serving_model"]
     print(f"\nServing {model['name']} version {model['version']} at {status['scoring_url']}")
-    answer = _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False})
-    print(f"\n> {args.prompt}\n{args.prompt}{answer['generations'][0][0]}\n")
+    answer = ScoreResponse.model_validate(
+        _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False}))
+    print(f"\n> {args.prompt}\n{args.prompt}{answer.text}\n")
     api = config.api_url
     print(f"Web UI:  {config.ui_url}   (Knowledge Base: upload PDFs, watch runs and the loss curve; Chat)")
     print(f"API:     {api}/api/status   (also /api/runs, /api/documents; OpenAPI: {api}/api/docs)")

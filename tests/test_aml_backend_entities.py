@@ -1,6 +1,7 @@
 """The aml backend's Azure ML entities, checked offline by azure-ai-ml itself (validate, serialize, construct)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from function_app.backends.aml import AmlBackend
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings, SettingsError
 from local_stack import components as local_components
+from tests.contract_samples import score_response
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
@@ -42,6 +44,10 @@ def test_pipeline_job_runs_on_the_aks_compute_with_data_from_the_datastore(job):
     assert steps["preprocess"]["outputs"]["processed"] == \
         {"type": "uri_folder", "path": f"{DS}/processed/", "mode": "rw_mount"}
     assert steps["train"]["inputs"]["processed"] == {"path": "${{parent.jobs.preprocess.outputs.processed}}"}
+    # Train reads the snapshot preprocess names in the run's own folder, where the control plane reads it too.
+    assert steps["preprocess"]["outputs"]["snapshot"] == \
+        {"type": "uri_folder", "path": f"{DS}/runs/20261123T101500Z/snapshot/"}
+    assert steps["train"]["inputs"]["snapshot"] == {"path": "${{parent.jobs.preprocess.outputs.snapshot}}"}
     assert steps["train"]["outputs"]["model"] == \
         {"type": "uri_folder", "path": f"{DS}/runs/20261123T101500Z/model/"}
     assert steps["evaluate"]["inputs"]["model"] == {"path": "${{parent.jobs.train.outputs.model}}"}
@@ -119,7 +125,8 @@ def test_limit_settings_reach_the_preprocess_and_train_steps_of_both_backends(tm
     backend = LocalBackend(settings)
     backend._spawn = lambda argv, log_path: {"pid": 0}  # the job process itself is not what is tested here
     spec = JobSpec.read(tmp_path / "jobs" / backend.submit("r1"))
-    argv = local_components.load("preprocess").argv({"documents": "/in", **spec.preprocess_inputs}, {"processed": "/p"})
+    argv = local_components.load("preprocess").argv({"documents": "/in", **spec.preprocess_inputs},
+                                                  {"processed": "/p", "snapshot": "/s"})
     assert argv[argv.index("--max-chars-per-byte") + 1] == "40" and argv[argv.index("--max-document-chars") + 1] == "5000"
     train = local_components.load("train").argv({"processed": "/p", **spec.train_inputs}, {"model": "/m"})
     assert train[train.index("--max-wall-s") + 1] == "600" and "--max-steps" not in train
@@ -199,15 +206,16 @@ def test_model_references_from_the_service_are_parsed():
 
 
 @pytest.mark.parametrize("response, text", [
-    ('{"generations": [[" the harbour closes at dusk."]], "model": {"name": "gpt2-pdf"}}', " the harbour closes at dusk."),
-    ('{"generations": ["flat"]}', "flat"),
-    ('"{\\"generations\\": [[\\"twice encoded\\"]]}"', "twice encoded"),
+    (score_response(" the harbour closes at dusk."), " the harbour closes at dusk."),
+    (json.dumps(score_response("twice encoded")), "twice encoded"),  # run()'s JSON text, encoded once more
 ])
 def test_generated_text_reads_the_scoring_response(response, text):
     assert aml_endpoint.generated_text(response) == text
 
 
-@pytest.mark.parametrize("response", ['{"generations": []}', '{"error": "boom"}', "<html>502</html>", "[1, 2]"])
+@pytest.mark.parametrize("response", ['{"generations": []}', '{"generations": ["flat"]}', score_response("")[:-1],
+                                      score_response("x").replace('[["x"]]', "[[]]"), '{"error": "boom"}',
+                                      "<html>502</html>", "[1, 2]"])
 def test_a_response_without_generations_fails_the_smoke_test(response):
     with pytest.raises(PermanentBackendError, match="without generations"):
         aml_endpoint.generated_text(response)

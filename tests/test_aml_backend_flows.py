@@ -9,6 +9,9 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from function_app.backends.aml import AmlBackend
 from function_app.backends.base import Deployment, JobStatus, PermanentBackendError, TransientBackendError
 from function_app.settings import Settings
+from pipeline_contracts.evaluation import Evaluation
+from pipeline_contracts.train_summary import TrainSummary
+from tests.contract_samples import evaluation, score_response
 from tests.fakes.recording_ml_client import RecordingMLClient, http_error
 
 SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
@@ -16,13 +19,10 @@ SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", 
 RUN = "20261123T101500Z"
 JOB = f"gpt2-pdf-{RUN}"
 SCORE_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
-TRAINING = {"train_loss": 2.7, "eval_loss": 2.49, "log_history": [{"step": 1, "loss": 3.1}, {"step": 2, "loss": 2.7}]}
-PROMOTE = {"decision": "promote", "reason": "perplexity 12.1 < 30.4 of the serving model",
-           "candidate": {"perplexity": 12.1, "eval_loss": 2.49}, "serving": {"perplexity": 30.4},
-           "snapshot": "combined_data_20261123_101500.txt", "documents_sha256": "ab12",
-           "registered": {"name": "gpt2-pdf", "version": "3"}}
+PROMOTE = evaluation("promote", candidate=12.1, serving=30.4, reason="perplexity 12.1 < 30.4 of the serving model",
+                     registered={"name": "gpt2-pdf", "version": "3"})
 REJECT = PROMOTE | {"decision": "reject", "reason": "perplexity 41.0 is not below 30.4", "registered": None}
-ANSWER = '{"generations": [[" the harbour closes at dusk."]], "model": {"name": "gpt2-pdf", "version": "3"}}'
+ANSWER = score_response(" the harbour closes at dusk.")
 
 
 @pytest.fixture
@@ -58,9 +58,10 @@ def run_pipeline_to_the_end(fake: RecordingMLClient, backend: AmlBackend, evalua
 
 
 def test_success_submits_deploys_smoke_tests_shifts_traffic_and_prunes(fake, backend):
-    status = run_pipeline_to_the_end(fake, backend, PROMOTE | {"training": TRAINING})
-    # The train summary evaluate carries becomes the run's metrics, stored once (not in the evaluation).
-    assert status == JobStatus(state="Completed", evaluation=PROMOTE, metrics=TRAINING)
+    status = run_pipeline_to_the_end(fake, backend, PROMOTE)
+    # The train summary evaluate carries is the run's training figures.
+    assert status == JobStatus(state="Completed", evaluation=Evaluation.model_validate(PROMOTE),
+                               training=TrainSummary.model_validate(PROMOTE["training"]))
 
     candidate = backend.begin_deploy(RUN, "gpt2-pdf", "3")
     assert candidate == Deployment(name="gpt2-pdf-v3", model_name="gpt2-pdf", model_version="3",
@@ -156,8 +157,8 @@ def test_failed_smoke_test_deletes_the_candidate_and_leaves_traffic_alone(fake, 
 
 def test_rejected_candidate_touches_no_endpoint(fake, backend):
     status = run_pipeline_to_the_end(fake, backend, REJECT)
-    assert status.state == "Completed" and status.evaluation["decision"] == "reject"
-    assert status.evaluation["registered"] is None
+    assert status.state == "Completed" and status.evaluation.decision == "reject"
+    assert status.evaluation.registered is None
     submitted = fake.operations().index("jobs.create_or_update")
     # Before submitting, the serving model was read; after it, only the job was.
     assert all(op.startswith("jobs.") for op in fake.operations()[submitted:])

@@ -7,16 +7,15 @@ from function_app import run_states as rs
 from function_app.backends.aml import AmlBackend
 from function_app.orchestrator import Orchestrator
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import evaluation, score_response
 from tests.control_env import make_env
 from tests.fakes.recording_ml_client import RecordingMLClient
 
 AML = {"aml_subscription_id": "00000000-0000-0000-0000-000000000000", "aml_resource_group": "rg-gpt2",
        "aml_workspace": "ws-gpt2", "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
        "debounce_seconds": 0}
-EVALUATION = {"decision": "promote", "reason": "perplexity 12.1 < 30.4", "candidate": {"perplexity": 12.1},
-              "serving": {"perplexity": 30.4}, "snapshot": "combined_data_20261123_101500.txt",
-              "documents_sha256": "ab12", "registered": {"name": "gpt2-pdf", "version": "3"},
-              "training": {"perplexity": 12.1, "train_loss": 2.6}}  # the train summary evaluate carries
+EVALUATION = evaluation("promote", candidate=12.1, serving=30.4, reason="perplexity 12.1 < 30.4",
+                        registered={"name": "gpt2-pdf", "version": "3"})  # with the train summary it carries
 
 
 def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connection):  # noqa: F811
@@ -46,7 +45,7 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     fake.set_output(fake.child_name(job, "evaluate"), "evaluation", {"evaluation.json": EVALUATION})
     assert tick(rs.DEPLOYING).deployment == "gpt2-pdf-v3"
     fake.set_deployment_state("gpt2-pdf-v3", "Succeeded")
-    fake.respond("gpt2-pdf-v3", '{"generations": [[" closes at dusk."]], "model": {"name": "gpt2-pdf", "version": "3"}}')
+    fake.respond("gpt2-pdf-v3", score_response(" closes at dusk."))
     run = tick(rs.DEPLOYED)
 
     assert fake.writes() == [
@@ -63,4 +62,4 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     assert (serving["version"], serving["deployment"], serving["rollback_deployment"]) == \
         ("3", "gpt2-pdf-v3", "gpt2-pdf-v2")
     assert orchestrator.status()["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
-    assert run.metrics == {"perplexity": 12.1, "train_loss": 2.6}
+    assert run.metrics == EVALUATION["training"]  # the train summary, once

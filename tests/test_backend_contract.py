@@ -26,11 +26,12 @@ from function_app.settings import Settings
 from local_stack.backend import LocalBackend
 from local_stack.pipeline_job import set_state, write_json
 from local_stack.processes import free_port, kill, spawn
+from tests.contract_samples import score_response
 from tests.control_env import AML_WORKSPACE
 from tests.fakes.recording_ml_client import RecordingMLClient
 
 MODEL = "gpt2-pdf"
-GENERATION = {"generations": [[" the harbour closes at dusk."]]}
+GENERATION = score_response(" the harbour closes at dusk.")
 
 
 class _StandIn(BaseHTTPRequestHandler):
@@ -43,7 +44,7 @@ class _StandIn(BaseHTTPRequestHandler):
         text, kind = self.answer, "application/json"
         if body.get("stream"):
             pieces = json.loads(text)["generations"][0]
-            text = "".join(f"data: {json.dumps({'index': 0, 'text': p})}\n\n" for p in pieces)
+            text = "".join(f"data: {json.dumps({'index': 0, 'prompt': 0, 'sequence': 0, 'text': p})}\n\n" for p in pieces)
             text += f"event: done\ndata: {self.answer}\n\n"
             kind = "text/event-stream"
         self.send_response(200)
@@ -179,7 +180,7 @@ def test_a_deployment_whose_pods_are_gone_is_failed(world) -> None:
 
 def test_a_deployment_that_answers_passes_its_smoke_test(world) -> None:
     name = world.backend.begin_deploy("r1", MODEL, "1").name
-    world.answers(name, json.dumps(GENERATION))
+    world.answers(name, GENERATION)
     assert world.backend.smoke_test(name, "The harbour") == " the harbour closes at dusk."
 
 

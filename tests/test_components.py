@@ -17,7 +17,7 @@ STEPS = ("preprocess", "train", "evaluate")
 # A value for every input, optional ones included, of the type the component declares.
 ALL_INPUTS = {
     "preprocess": {"documents": "/mnt/inputs", "timeout_s": 30, "memory_mb": 512},
-    "train": {"processed": "/mnt/processed", "base_model": "offline", "base_model_dir": "/mnt/serving",
+    "train": {"processed": "/mnt/processed", "snapshot": "/mnt/snapshot", "base_model": "offline",
               "preset": "memorize", "epochs": 7, "learning_rate": 0.001, "batch_size": 2,
               "grad_accum": 3, "micro_batch": 3, "compile": "off", "block_size": 128, "seed": 5},
     "evaluate": {"model": "/mnt/model", "serving_model": "/mnt/serving", "max_perplexity": 50.0,
@@ -27,7 +27,7 @@ REQUIRED_ONLY = {
     "train": {"processed": "/mnt/processed"},
     "evaluate": {"model": "/mnt/model"},
 }
-OUTPUTS = {"preprocess": {"processed": "/mnt/out"}, "train": {"model": "/mnt/out"},
+OUTPUTS = {"preprocess": {"processed": "/mnt/out", "snapshot": "/mnt/snapshot"}, "train": {"model": "/mnt/out"},
            "evaluate": {"evaluation": "/mnt/out"}}
 
 
@@ -56,7 +56,7 @@ def test_every_input_and_output_is_used_by_the_command(step):
 def test_preprocess_command_parses(tmp_path):
     # preprocess checks that its input folder exists, so give it a real one.
     args = parse("preprocess", {**ALL_INPUTS["preprocess"], "documents": str(tmp_path)})
-    assert (args["input"], str(args["output"])) == (tmp_path, "/mnt/out")
+    assert (args["input"], str(args["output"]), str(args["snapshot_ref"])) == (tmp_path, "/mnt/out", "/mnt/snapshot")
     assert (args["timeout_s"], args["memory_mb"]) == (30, 512)
     defaults = parse("preprocess", {"documents": str(tmp_path)})
     assert (defaults["timeout_s"], defaults["memory_mb"]) == (120, 2048)
@@ -65,8 +65,8 @@ def test_preprocess_command_parses(tmp_path):
 def test_train_command_parses_with_every_hyperparameter():
     args = parse("train", ALL_INPUTS["train"])
     assert str(args["data"]) == "/mnt/processed" and str(args["output"]) == "/mnt/out"
-    # base_model_dir, when given, is the base: it comes after base_model and argparse keeps the last.
-    assert str(args["base_model"]) == "/mnt/serving"
+    # The snapshot preprocess named in its snapshot output (what the pipeline binds to this input).
+    assert str(args["snapshot_ref"]) == "/mnt/snapshot" and args["base_model"] == "offline"
     assert args["preset"] == "memorize"
     assert (args["epochs"], args["learning_rate"], args["batch_size"]) == (7, 0.001, 2)
     assert (args["grad_accum"], args["block_size"], args["seed"]) == (3, 128, 5)
@@ -76,6 +76,7 @@ def test_train_command_parses_with_every_hyperparameter():
 def test_train_command_leaves_unset_hyperparameters_to_the_preset():
     args = parse("train", REQUIRED_ONLY["train"])
     assert (args["base_model"], args["preset"], args["seed"]) == ("gpt2", "default", 42)
+    assert args["snapshot_ref"] is None  # the newest snapshot in --data
     assert args["epochs"] is None and args["learning_rate"] is None and args["block_size"] is None
     assert args["micro_batch"] is None and args["compile"] == "auto"
 

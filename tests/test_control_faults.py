@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import uuid
 from dataclasses import replace
@@ -42,7 +41,9 @@ from function_app.backends.aml_endpoint import model_of
 from function_app.orchestrator import NoDocuments, Orchestrator, RunActive
 from function_app.settings import Settings
 from function_app.status_store import StatusStore
+from pipeline_contracts.blob_layout import snapshot_stem
 from tests.azurite import shared_azurite
+from tests.contract_samples import name_snapshot, write_snapshot_blobs
 from tests.control_env import AML_WORKSPACE
 from tests.fakes.aml_service import QUEUED, AmlService, JobPlan, _running_until, failing, promoting
 from tests.fakes.recording_ml_client import RecordingMLClient, http_error
@@ -146,14 +147,9 @@ class Workspace(AmlService):
             name = blob.name.removeprefix(uploads.INPUTS)
             if all(len(part.encode()) <= 255 for part in name.split("/")):
                 documents[name] = _sha(self.container.download_blob(blob.name).readall())
-        snapshot = f"combined_data_{made:%Y%m%d_%H%M%S}.txt"
-        manifest = {"snapshot": snapshot,
-                    "documents": [{"name": n, "sha256": s, "status": "ok", "messages": [], "pages": 1, "chars": 10}
-                                  for n, s in documents.items()],
-                    "totals": {"documents": len(documents), "ok": len(documents), "warning": 0, "error": 0}}
-        self.container.upload_blob(f"processed/{snapshot}", "text", overwrite=True)
-        self.container.upload_blob(f"processed/{snapshot.removesuffix('.txt')}.manifest.json", json.dumps(manifest),
-                                   overwrite=True)
+        snapshot = snapshot_stem(made) + ".txt"
+        write_snapshot_blobs(self.container, snapshot, {n: (s, "ok", []) for n, s in documents.items()})
+        name_snapshot(self.container, self.fake._jobs[job].tags["run_id"], snapshot)  # the job's snapshot output
         self.snapshots[job] = (made, documents)
         if plan.evaluation is not None:
             plan.evaluation = {**copy.deepcopy(plan.evaluation), "snapshot": snapshot}

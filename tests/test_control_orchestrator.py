@@ -15,6 +15,7 @@ from function_app import run_states as rs
 from function_app.orchestrator import NoDocuments, RunActive
 from function_app.status_store import RUN
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import name_snapshot, write_snapshot_blobs
 from tests.control_env import ControlEnv, env, make_env  # noqa: F401 - fixture
 from tests.fakes.aml_service import QUEUED, JobPlan, failing, promoting, rejecting
 from tests.fakes.recording_ml_client import http_error
@@ -300,30 +301,51 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
     assert _sent(env, mark) == _rollout(run.id, V2, {V1: 0, V2: 100})
 
 
-def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
-    import json
+def _write_manifest(env: ControlEnv, snapshot: str, outcomes: dict[str, tuple[str, list[str]]]) -> None:
+    """A snapshot and its manifest as preprocess writes them: {name: (status, messages)}."""
+    write_snapshot_blobs(env.container, snapshot, {name: (f"{i:064x}", status, messages)
+                                                   for i, (name, (status, messages)) in enumerate(outcomes.items())})
 
+
+def _training_then_done() -> JobPlan:
+    promoted = promoting()
+    return JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
+                    ("Running", {"preprocess": "Completed", "train": "Running"}), promoted.stages[-1]],
+                   promoted.evaluation)
+
+
+def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
     env.upload("good.pdf", b"%PDF-1.4 good")
     env.upload("scan.pdf", b"%PDF-1.4 scan")
-    snapshot = "combined_data_20991231_235959.txt"  # what preprocess would write during the run
-    manifest = {
-        "snapshot": snapshot,
-        "documents": [
-            {"name": "good.pdf", "status": "ok", "messages": [], "pages": 2, "chars": 900},
-            {"name": "scan.pdf", "status": "warning", "messages": ["page 2: no text (image only?)"], "pages": 2, "chars": 40},
-        ],
-        "totals": {"documents": 2, "ok": 1, "warning": 1, "error": 0, "pages": 4, "chars": 940},
-    }
-    env.container.upload_blob(f"processed/{snapshot.removesuffix('.txt')}.manifest.json", json.dumps(manifest))
-    # The job names no snapshot until evaluate: the run finds the manifest written since it was submitted.
-    promoted = promoting()
-    env.aml.plans.append(JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
-                                  promoted.stages[-1]], promoted.evaluation))
-    run = env.settle(SETTLED)
+    snapshot = "combined_data_20991231_235959.txt"  # what preprocess writes during the run
+    _write_manifest(env, snapshot, {"good.pdf": ("ok", []), "scan.pdf": ("warning", ["page 2: no text (image only?)"])})
+    env.aml.plans.append(_training_then_done())
+    run = env.tick(SETTLED)
+    name_snapshot(env.container, run.id, snapshot)
+    assert env.tick(SETTLED + 60).state == rs.TRAINING
+    assert env.store.get_run(run.id).snapshot == snapshot  # known while training, before evaluate names it
+    run = env.settle(SETTLED + 120)
     assert run.snapshot == snapshot and run.metrics["extraction"]["warning"] == 1
+    assert run.metrics["perplexity"] == run.evaluation["candidate"]["perplexity"]  # the train summary, kept beside
     docs = {d["name"]: d for d in env.store.documents()}
     assert docs["good.pdf"]["extraction"] == "ok" and docs["good.pdf"]["snapshot"] == snapshot
     assert docs["scan.pdf"]["extraction"] == "warning" and docs["scan.pdf"]["messages"] == ["page 2: no text (image only?)"]
+
+
+def test_the_run_records_the_snapshot_its_job_wrote_not_the_newest_one(env: ControlEnv) -> None:
+    env.upload("a.pdf", b"%PDF-1.4 a")
+    ours, later = "combined_data_20991231_235958.txt", "combined_data_20991231_235959.txt"
+    _write_manifest(env, ours, {"a.pdf": ("ok", [])})
+    # A second snapshot a second later (e.g. from a cancelled run's job that was still preprocessing).
+    _write_manifest(env, later, {"a.pdf": ("error", ["could not read the file"])})
+    env.aml.plans.append(_training_then_done())
+    run = env.tick(SETTLED)
+    name_snapshot(env.container, run.id, ours)
+    run = env.settle(SETTLED + 60)
+    assert run.state == rs.DEPLOYED and run.snapshot == ours
+    assert env.store.current().serving_snapshot == ours  # what retention keeps for the serving model
+    [doc] = env.store.documents()
+    assert (doc["extraction"], doc["snapshot"]) == ("ok", ours)
 
 
 def test_a_failure_after_the_traffic_shift_never_rolls_the_new_model_back(env: ControlEnv) -> None:

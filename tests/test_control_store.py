@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from function_app import uploads
 from function_app.status_store import StatusStore, UploadedBlob
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import manifest
 from tests.control_env import ControlEnv, env  # noqa: F401 - fixture
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -118,10 +119,11 @@ def test_documents_report_what_preprocess_extracted(env: ControlEnv) -> None:
     _record(env, "b.pdf")
     assert {d["name"]: d["pages"] for d in env.store.documents()} == {"a.pdf": None, "b.pdf": None}
 
-    env.store.record_extraction({"snapshot": "combined_data_20261123_120000.txt", "documents": [
-        {"name": "a.pdf", "status": "ok", "messages": [], "pages": 3, "chars": 1200},
-        {"name": "b.pdf", "status": "error", "messages": ["no text layer"], "pages": 0, "chars": 0},
-    ]})
+    extracted = manifest("combined_data_20261123_120000.txt", {"a.pdf": ("a" * 64, "ok", []),
+                                                               "b.pdf": ("b" * 64, "error", ["no text layer"])})
+    extracted.documents[0].pages, extracted.documents[0].chars = 3, 1200
+    extracted.documents[1].pages, extracted.documents[1].chars = 0, 0
+    env.store.record_extraction(extracted)
 
     docs = {d["name"]: d for d in env.store.documents()}
     assert (docs["a.pdf"]["pages"], docs["a.pdf"]["chars"], docs["a.pdf"]["extraction"]) == (3, 1200, "ok")

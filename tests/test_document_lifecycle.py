@@ -2,7 +2,6 @@
 a removed document leaves later runs, its cached text and, with retention, old snapshots."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +9,7 @@ from fastapi.testclient import TestClient
 from function_app import manifests, run_states as rs
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import name_snapshot, write_snapshot_blobs
 from tests.control_env import ControlEnv, api_env  # noqa: F401 - fixture
 
 
@@ -81,11 +81,11 @@ def test_retrain_over_no_present_document_is_refused(env: ControlEnv) -> None:
 
 def test_retention_keeps_the_newest_snapshots_and_the_serving_models(env: ControlEnv) -> None:
     def snapshot(stem: str) -> None:  # what a run's preprocess writes
-        env.container.upload_blob(f"processed/{stem}.txt", b"text")
-        env.container.upload_blob(f"processed/{stem}.manifest.json", json.dumps({"snapshot": f"{stem}.txt"}).encode())
+        write_snapshot_blobs(env.container, f"{stem}.txt", {"a.pdf": ("a" * 64, "ok", [])})
 
-    snapshot("combined_data_20270101_120000")
     env.upload("a.pdf", b"%PDF-1.4 a")
+    snapshot("combined_data_20270101_120000")
+    name_snapshot(env.container, env.tick(after_s=1).id, "combined_data_20270101_120000.txt")
     served = env.settle(after_s=1)
     serving = env.store.current().serving_snapshot
     assert serving == served.snapshot == "combined_data_20270101_120000.txt"

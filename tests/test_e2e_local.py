@@ -22,6 +22,10 @@ from function_app import functions, run_states as rs, services
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
 from local_stack.processes import free_port
+from pipeline_contracts import snapshot_ref
+from pipeline_contracts.api_responses import RunDetail
+from pipeline_contracts.blob_layout import SNAPSHOT_REF_OUTPUT, run_output
+from pipeline_contracts.snapshot_ref import SnapshotRef
 from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.function_index import blob_event
@@ -84,8 +88,12 @@ def test_uploaded_fact_is_answered_by_the_deployed_model(
         assert transitions == [s for s in rs.ORDER if s in transitions]  # in order, none repeated
         assert seen == [s for s in rs.ORDER if s in seen]
         assert detail["evaluation"]["decision"] == "promote" and detail["snapshot"].startswith("combined_data_")
+        # The job named its own snapshot where AML binds preprocess's snapshot output; train used that one.
+        ref = svc.container.download_blob(run_output(run["id"], SNAPSHOT_REF_OUTPUT) + snapshot_ref.FILE_NAME)
+        assert SnapshotRef.model_validate_json(ref.readall()).snapshot == detail["snapshot"]
+        assert detail["metrics"]["snapshot"] == detail["snapshot"]
         # The train step's per-step log reaches the run, and is what the UI draws its loss curve from.
-        curve = loss_curve(detail)
+        curve = loss_curve(RunDetail.model_validate(detail))
         assert len(curve) >= 2 and all(point["train loss"] > 0 for point in curve)
         assert curve[-1]["step"] == detail["metrics"]["steps"]
 

@@ -14,8 +14,9 @@ from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
 from aks_jobs.lm.gate import Rules, decide
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
+from pipeline_contracts.evaluation import Evaluation, RegisteredModel
 from tiny_model import make_tiny_model
-from synthetic_data.prose import prose, write_snapshot
+from synthetic_data.prose import prose, stamp_digest, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,20 +82,20 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
     evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, model_name="first",
                                           experiment="eval-tests"))
 
-    assert evaluation["decision"] == "promote" and evaluation["serving"] is None
-    assert evaluation["snapshot"] == "combined_data_20250101_000000.txt"
-    assert evaluation["documents_sha256"] == "sha-20250101_000000"
-    assert evaluation["candidate"]["perplexity"] > 1 and evaluation["candidate"]["bits_per_byte"] > 0
-    assert json.loads((tmp_path / "evaluation.json").read_text()) == evaluation
-    assert evaluation["registered"] == {"name": "first", "version": "1"}
+    assert evaluation.decision == "promote" and evaluation.serving is None
+    assert evaluation.snapshot == "combined_data_20250101_000000.txt"
+    assert evaluation.documents_sha256 == stamp_digest("20250101_000000")
+    assert evaluation.candidate.perplexity > 1 and evaluation.candidate.bits_per_byte > 0
+    assert Evaluation.model_validate_json((tmp_path / "evaluation.json").read_text()) == evaluation
+    assert evaluation.registered == RegisteredModel(name="first", version="1")
     # The train summary rides along: the control plane's run metrics (loss curve included) on AML.
-    assert evaluation["training"]["snapshot"] == "combined_data_20250101_000000.txt"
-    assert "log_history" in evaluation["training"]
+    assert evaluation.training.snapshot == "combined_data_20250101_000000.txt"
+    assert evaluation.training.log_history
 
     tags = version_tags("first", "1")
     assert tags["decision"] == "promote" and tags["snapshot"] == "combined_data_20250101_000000.txt"
-    assert tags["documents_sha256"] == "sha-20250101_000000" and tags["base_model_kind"] == "offline"
-    assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation["candidate"]["perplexity"])
+    assert tags["documents_sha256"] == stamp_digest("20250101_000000") and tags["base_model_kind"] == "offline"
+    assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation.candidate.perplexity)
     files = mlflow.artifacts.download_artifacts("models:/first/1", dst_path=str(tmp_path / "download"))
     assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json"} <= {
         p.name for p in Path(files).iterdir()}
@@ -104,32 +105,32 @@ def test_candidate_worse_than_serving_is_rejected_but_registered(trained, store,
     evaluation = evaluate(EvaluateRequest(model=trained["weak"], output=tmp_path, serving_model=trained["strong"],
                                           model_name="contest", experiment="eval-tests"))
 
-    assert evaluation["decision"] == "reject" and "the serving model stays" in evaluation["reason"]
-    assert evaluation["serving"]["bits_per_byte"] < evaluation["candidate"]["bits_per_byte"]
-    assert f"{evaluation['serving']['bits_per_byte']:.4f}" in evaluation["reason"]
-    tags = version_tags("contest", evaluation["registered"]["version"])
+    assert evaluation.decision == "reject" and "the serving model stays" in evaluation.reason
+    assert evaluation.serving.bits_per_byte < evaluation.candidate.bits_per_byte
+    assert f"{evaluation.serving.bits_per_byte:.4f}" in evaluation.reason
+    tags = version_tags("contest", evaluation.registered.version)
     assert tags["decision"] == "reject" and float(tags["serving_bits_per_byte"]) == pytest.approx(
-        evaluation["serving"]["bits_per_byte"])
+        evaluation.serving.bits_per_byte)
 
 
 def test_serving_model_with_another_tokenizer_is_compared_per_byte(trained, store, tmp_path: Path) -> None:
     other = make_tiny_model(tmp_path / "serving")  # its own 300-token vocabulary, random weights
     evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path / "eval", serving_model=other,
                                           register=False))
-    assert evaluation["decision"] == "promote" and evaluation["improvement"] > 0
+    assert evaluation.decision == "promote" and evaluation.improvement > 0
     blocks = json.loads((trained["strong"] / "heldout.json").read_text())["blocks"]
     text_bytes = sum(len(block.encode()) for block in blocks)
-    for scored in (evaluation["candidate"], evaluation["serving"]):  # the same text; each block's first token
-        assert text_bytes - 8 * len(blocks) <= scored["bytes"] < text_bytes  # is context, not predicted
-    assert evaluation["candidate"]["tokens"] != evaluation["serving"]["tokens"]
-    assert evaluation["registered"] is None
+    for scored in (evaluation.candidate, evaluation.serving):  # the same text; each block's first token
+        assert text_bytes - 8 * len(blocks) <= scored.bytes < text_bytes  # is context, not predicted
+    assert evaluation.candidate.tokens != evaluation.serving.tokens
+    assert evaluation.registered is None
 
 
 def test_candidate_over_max_perplexity_is_rejected(trained, store, tmp_path: Path) -> None:
     evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, rules=Rules(max_perplexity=1.0),
                                           model_name="capped", experiment="eval-tests"))
-    assert evaluation["decision"] == "reject" and "above the limit 1" in evaluation["reason"]
-    assert version_tags("capped", evaluation["registered"]["version"])["decision"] == "reject"
+    assert evaluation.decision == "reject" and "above the limit 1" in evaluation.reason
+    assert version_tags("capped", evaluation.registered.version)["decision"] == "reject"
 
 
 def test_cli_writes_evaluation_without_registering(trained, store, tmp_path: Path) -> None:
@@ -137,8 +138,8 @@ def test_cli_writes_evaluation_without_registering(trained, store, tmp_path: Pat
                              "--serving-model", str(trained["strong"]), "--output", str(tmp_path), "--no-register"],
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
-    assert evaluation["decision"] == "reject" and evaluation["registered"] is None
+    evaluation = Evaluation.model_validate_json((tmp_path / "evaluation.json").read_text())
+    assert evaluation.decision == "reject" and evaluation.registered is None
     assert result.stdout.startswith("reject: Rejected:")
 
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from function_app import functions, run_states as rs, services
@@ -146,3 +147,10 @@ def test_through_the_functions_host_path_the_host_did_the_auth(env: ControlEnv) 
 def test_openapi_is_served_under_the_api_prefix(env: ControlEnv) -> None:
     schema = TestClient(api).get("/api/openapi.json").json()
     assert {"/api/status", "/api/runs", "/api/runs/{run_id}", "/api/documents", "/api/retrain", "/api/health"} <= set(schema["paths"])
+    # Every answer is a model from pipeline_contracts.api_responses, documented as such.
+    routes = [route for route in api.routes if isinstance(route, APIRoute)]
+    assert routes and all(route.response_model.__module__ == "pipeline_contracts.api_responses" for route in routes)
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            ok = next(answer for code, answer in operation["responses"].items() if code.startswith("2"))
+            assert ok["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/"), (method, path)

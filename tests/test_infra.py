@@ -246,8 +246,8 @@ def test_compute_identity_writes_only_where_the_pipeline_writes(bicep):
     datastore = aml_pipeline.datastore_uri(Settings().aml_datastore, "")
     bound = [(step, name, output["path"]) for step, node in job._to_dict()["jobs"].items()
              for name, output in node.get("outputs", {}).items()]
-    assert {(step, name) for step, name, _ in bound} == {("preprocess", "processed"), ("train", "model"),
-                                                         ("evaluate", "evaluation")}
+    assert {(step, name) for step, name, _ in bound} == {("preprocess", "processed"), ("preprocess", "snapshot"),
+                                                         ("train", "model"), ("evaluate", "evaluation")}
     for step, name, path in bound:
         assert path.startswith(datastore), (step, name, path)
         blob_path = path.removeprefix(datastore)
@@ -603,6 +603,8 @@ def test_image_installs_only_pinned_requirements():
         packages = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in ("-r", "-c")]
         if packages == [project]:
             assert "--no-deps" in args and copies["/tmp/project/aks_jobs/"] == "aks_jobs/"
+            # The contracts the steps write and score.py answers with go in beside it.
+            assert copies["/tmp/project/pipeline_contracts/"] == "pipeline_contracts/"
             continue
         assert not packages, f"installs unpinned packages: {packages}"
         assert args[args.index("-r") + 1] == "/tmp/requirements.txt" and args[args.index("-c") + 1] == "/tmp/constraints.txt"
@@ -659,8 +661,10 @@ def test_funcignore_keeps_the_published_package_small():
 
     for heavy in (".venv", ".venv-infra", "node_modules", ".local", ".git"):
         assert ignored(heavy), f".funcignore must exclude {heavy}"
-    # The control plane loads the component YAML and uploads aks_jobs/ as job and scoring code.
-    for needed in ("function_app", "function_app.py", "host.json", "requirements.txt", "aks_jobs"):
+    # The control plane loads the component YAML and uploads aks_jobs/ as job and scoring code; it reads and
+    # answers through pipeline_contracts.
+    for needed in ("function_app", "function_app.py", "host.json", "requirements.txt", "aks_jobs",
+                   "pipeline_contracts"):
         assert not ignored(needed), f".funcignore must keep {needed}"
 
 
@@ -919,7 +923,7 @@ def fake_azure(tmp_path):
     """A copy of the deployable files (plus a decoy .venv) and a PATH whose az/kubectl/kubelogin/func
     record each call and answer from `scenario`."""
     checkout = tmp_path / "checkout"
-    for part in ("infra", "aks_jobs", "ui", "docs", "samples"):
+    for part in ("infra", "aks_jobs", "pipeline_contracts", "ui", "docs", "samples"):
         shutil.copytree(REPO / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("constraints.txt", "pyproject.toml"):
         shutil.copy(REPO / name, checkout / name)
@@ -1020,10 +1024,13 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     assert arg(build, "--registry") == OUTPUTS["registryName"]
     assert arg(build, "--image") == "gpt2-pdf-jobs:v42"
     assert Path(arg(build, "--file")) == Path(build["args"][-1]) / "aks_jobs" / "Dockerfile"
-    # Only what the Dockerfile copies is uploaded: aks_jobs/ and constraints.txt, not the decoy .venv.
+    # Only what the Dockerfile copies is uploaded: aks_jobs/, pipeline_contracts/ and constraints.txt, not the
+    # decoy .venv.
     files = build["context_files"]
-    assert {"aks_jobs/Dockerfile", "constraints.txt", "pyproject.toml", "aks_jobs/requirements.txt"} <= set(files)
-    assert all(f in ("constraints.txt", "pyproject.toml") or f.startswith("aks_jobs/") for f in files), files
+    assert {"aks_jobs/Dockerfile", "constraints.txt", "pyproject.toml", "aks_jobs/requirements.txt",
+            "pipeline_contracts/__init__.py", "pipeline_contracts/evaluation.py"} <= set(files)
+    assert all(f in ("constraints.txt", "pyproject.toml") or f.startswith(("aks_jobs/", "pipeline_contracts/"))
+               for f in files), files
     assert not [f for f in files if "__pycache__" in f]
 
     i_env, env = one(calls, "az", "ml", "environment", "create")
@@ -1059,8 +1066,10 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     assert arg(redirect, "--web-redirect-uris") == f"https://{OUTPUTS['uiHostName']}/.auth/login/aad/callback"
     i_ui, ui = one(calls, "az", "webapp", "deploy")
     assert arg(ui, "--name") == OUTPUTS["uiAppName"] and arg(ui, "--type") == "zip"
-    assert {"ui/app.py", "ui/requirements.txt", "constraints.txt", "requirements.txt"} <= set(ui["zip_files"])
-    assert all(f.startswith("ui/") or f in ("constraints.txt", "requirements.txt") for f in ui["zip_files"])
+    assert {"ui/app.py", "ui/requirements.txt", "constraints.txt", "requirements.txt",
+            "pipeline_contracts/api_responses.py"} <= set(ui["zip_files"])
+    assert all(f.startswith(("ui/", "pipeline_contracts/")) or f in ("constraints.txt", "requirements.txt")
+               for f in ui["zip_files"])
     assert not [f for f in ui["zip_files"] if "__pycache__" in f]
     assert ui["requirements"].split() == ["-c", "constraints.txt", "-r", "ui/requirements.txt"]
 

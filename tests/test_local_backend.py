@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from aks_jobs.lm.scoring_stream import streamed_answer
+from pipeline_contracts.scoring import streamed_answer
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
 from local_stack import components as local_components
 from local_stack.backend import LocalBackend
 from local_stack.processes import alive, free_port
 from local_stack.router import Router
+from tests.contract_samples import evaluation
 from tests.tiny_model import make_tiny_model
 
 
@@ -91,6 +92,24 @@ def _wait_ready(backend: LocalBackend, name: str, timeout_s: float = 240) -> Non
         time.sleep(0.5)
 
 
+def test_a_completed_job_reports_its_outputs_through_the_contracts(tmp_path: Path) -> None:
+    backend = LocalBackend(Settings(local_work_dir=str(tmp_path / "work")))
+    job_dir = backend.work / "jobs" / "local-r1"
+    (job_dir / "evaluation").mkdir(parents=True)
+    (job_dir / "model").mkdir()
+    (job_dir / "state.json").write_text(json.dumps({"state": "Completed"}))
+    written = evaluation(registered={"name": "gpt2-pdf", "version": "4"})
+    (job_dir / "evaluation" / "evaluation.json").write_text(json.dumps(written))
+    (job_dir / "model" / "train_summary.json").write_text(json.dumps(written["training"]))
+    status = backend.job_status("local-r1")
+    assert status.state == "Completed" and status.evaluation.registered.version == "4"
+    assert status.training.model_dump(mode="json") == written["training"]
+    # What evaluate wrote must be an evaluation: a broken one ends the run naming the file.
+    (job_dir / "evaluation" / "evaluation.json").write_text(json.dumps({**written, "decision": "maybe"}))
+    with pytest.raises(PermanentBackendError, match="evaluation.json is not a valid evaluation.json"):
+        backend.job_status("local-r1")
+
+
 def test_a_deployment_without_a_free_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
     with socket.socket() as other_program:
         other_program.bind(("127.0.0.1", 0))
@@ -129,7 +148,7 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         assert headers["azureml-model-deployment"] == "v1"
         streamed = _score_text(url, {"prompt": "Diogo is", "max_new_tokens": 5, "do_sample": False, "stream": True})
         pieces, done = streamed_answer(streamed)  # through the router: the same text as the JSON answer
-        assert pieces == answer["generations"][0] and done["generations"] == answer["generations"]
+        assert pieces == answer["generations"][0] and done.generations == answer["generations"]
 
         backend.begin_deploy("run2", "gpt2-pdf", "2")
         with pytest.raises(PermanentBackendError, match="no free port"):

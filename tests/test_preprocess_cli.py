@@ -1,11 +1,12 @@
 """The preprocess.py command line, run as AML runs it: a separate Python process."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
+from pipeline_contracts.snapshot_ref import read_ref
 from synthetic_data.pdfs import ENGLISH_TEXT, make_encrypted_pdf, make_heavy_pdf, make_image_only_pdf, make_text_pdf
 
 SCRIPT = Path(__file__).resolve().parents[1] / "aks_jobs" / "preprocess.py"
@@ -35,12 +36,14 @@ def test_a_run_with_some_text_exits_0_even_with_broken_documents(tmp_path: Path)
     make_text_pdf(inputs / "good.pdf", [ENGLISH_TEXT])
     make_image_only_pdf(inputs / "scan.pdf")
     (inputs / "empty.pdf").write_bytes(b"")
-    done = preprocess("--input", inputs, "--output", output, "--workers", "2")
+    done = preprocess("--input", inputs, "--output", output, "--workers", "2", "--snapshot-ref", tmp_path / "ref")
     assert done.returncode == 0, done.stderr
     names = snapshots(output)
     assert len(names) == 2 and names[0].endswith(".manifest.json") and names[1].endswith(".txt")
-    manifest = json.loads((output / names[0]).read_text())
-    assert [entry["status"] for entry in manifest["documents"]] == ["error", "ok", "error"]
+    manifest = SnapshotManifest.model_validate_json((output / names[0]).read_text())
+    assert [entry.status for entry in manifest.documents] == ["error", "ok", "error"]
+    # The run names the snapshot it wrote, for the train step and the control plane.
+    assert read_ref(tmp_path / "ref").snapshot == names[1] == manifest.snapshot
     # Progress: one line per document on stderr; the summary table on stdout.
     for name in ("good.pdf", "scan.pdf", "empty.pdf"):
         assert f"] {name}: " in done.stderr
@@ -55,10 +58,10 @@ def test_no_document_with_text_exits_1_and_writes_no_snapshot(tmp_path: Path) ->
     inputs, output = tmp_path / "inputs", tmp_path / "processed"
     make_image_only_pdf(inputs / "scan.pdf")
     make_encrypted_pdf(inputs / "locked.pdf", [ENGLISH_TEXT], user_password="secret")
-    done = preprocess("--input", inputs, "--output", output)
+    done = preprocess("--input", inputs, "--output", output, "--snapshot-ref", tmp_path / "ref")
     assert done.returncode == 1
     assert "no document produced text (2 document(s)" in done.stderr
-    assert snapshots(output) == []
+    assert snapshots(output) == [] and not (tmp_path / "ref").exists()
 
 
 def test_an_empty_input_folder_exits_1(tmp_path: Path) -> None:

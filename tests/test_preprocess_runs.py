@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from aks_jobs.pdf_text.build import BuildResult, Options, build_snapshot
+from aks_jobs.pdf_text.manifest import build_manifest
 from aks_jobs.pdf_text.snapshot import snapshot_stem, write_snapshot
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
 from synthetic_data.pdfs import ENGLISH_TEXT, make_encrypted_pdf, make_text_pdf, make_truncated_pdf
 
 
@@ -44,10 +46,10 @@ def test_a_taken_name_makes_the_writer_wait_for_the_next_second(tmp_path: Path) 
     taken = tmp_path / f"{snapshot_stem(now)}.txt"
     taken.write_text("older snapshot")
     (tmp_path / f"{snapshot_stem(now + timedelta(seconds=1))}.manifest.json").write_text("{}")
-    snapshot = write_snapshot(tmp_path, "new text\n", lambda name, created: {"snapshot": name, "created_utc": created})
+    snapshot = write_snapshot(tmp_path, "new text\n", lambda name, created: build_manifest(name, created, []))
     assert snapshot.text.name > f"{snapshot_stem(now + timedelta(seconds=1))}.txt"
     assert taken.read_text() == "older snapshot"
-    assert json.loads(snapshot.manifest.read_text())["snapshot"] == snapshot.text.name
+    assert SnapshotManifest.model_validate_json(snapshot.manifest.read_text()).snapshot == snapshot.text.name
     assert snapshot.text.read_text() == "new text\n"
 
 
@@ -57,7 +59,7 @@ def test_a_newer_snapshot_from_a_clock_ahead_still_sorts_before_the_new_one(
     ahead = datetime.now(timezone.utc) + timedelta(hours=1)
     (tmp_path / f"{snapshot_stem(ahead)}.txt").write_text("from a machine whose clock is ahead")
     with caplog.at_level(logging.WARNING):
-        snapshot = write_snapshot(tmp_path, "text\n", lambda name, created: {})
+        snapshot = write_snapshot(tmp_path, "text\n", lambda name, created: build_manifest(name, created, []))
     assert snapshot.text.name == f"{snapshot_stem(ahead.replace(microsecond=0) + timedelta(seconds=1))}.txt"
     assert max(path.name for path in tmp_path.glob("*.txt")) == snapshot.text.name
     assert "clock is behind the newest snapshot" in caplog.text
@@ -143,7 +145,7 @@ def test_identical_uploads_under_two_names_contribute_their_text_once(tmp_path: 
 
 
 def test_a_failed_write_leaves_no_half_snapshot(tmp_path: Path) -> None:
-    def broken_manifest(name: str, created: str) -> dict:
+    def broken_manifest(name: str, created: str) -> SnapshotManifest:
         raise OSError("No space left on device")
 
     with pytest.raises(OSError, match="No space left"):

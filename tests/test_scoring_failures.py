@@ -145,7 +145,7 @@ def test_a_full_server_answers_503_with_retry_after_at_once(served):
 def test_a_request_past_its_deadline_gets_503_and_its_work_is_dropped(served):
     service, gated = gated_service(served, request_timeout_s=0.5)
     late = service.reply(json.dumps({**GOOD, "max_new_tokens": 50}))  # no step runs until released
-    assert late.status == 503 and "Retry-After" in late.headers and "0.5 s" in late.body["message"]
+    assert late.status == 503 and "Retry-After" in late.headers and "0.5 s" in late.body.message
     gated.go.release(10_000)
     ontime = ScoringService(served, gated, ServingLimits(max_rows=8, max_request_rows=8))
     assert ontime.reply(json.dumps(GOOD)).status == 200

@@ -22,7 +22,8 @@ from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
 from aks_jobs.lm.training import checkpoint_dir
 from tiny_model import make_tiny_model
-from synthetic_data.prose import prose, write_snapshot
+from pipeline_contracts.snapshot_ref import write_ref
+from synthetic_data.prose import prose, stamp_digest, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "aks_jobs" / "train.py"
@@ -50,8 +51,20 @@ def test_newest_complete_snapshot_is_read_with_its_documents(tmp_path: Path) -> 
 
     corpus = load_corpus(tmp_path)
 
-    assert corpus.path == newest and corpus.documents_sha256 == "sha-20250102_000000"
+    assert corpus.path == newest and corpus.documents_sha256 == stamp_digest("20250102_000000")
     assert corpus.documents == ["first document\nline two", "second document"]
+
+
+def test_the_snapshot_preprocess_named_is_read_even_when_a_newer_one_exists(tmp_path: Path) -> None:
+    ours = write_snapshot(tmp_path / "processed", "20250101_000000", ["this run's text"])
+    write_snapshot(tmp_path / "processed", "20250101_000001", ["another writer's text, a second later"])
+    write_ref(tmp_path / "ref", ours.name)
+
+    corpus = load_corpus(tmp_path / "processed", tmp_path / "ref")
+
+    assert corpus.path == ours and corpus.documents == ["this run's text"]
+    with pytest.raises(CorpusError, match="--snapshot-ref"):
+        load_corpus(tmp_path / "processed", tmp_path / "no-ref")
 
 
 def test_a_txt_file_without_manifest_is_one_document(tmp_path: Path) -> None:
@@ -252,7 +265,7 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["snapshot"] == "combined_data_20250101_000000.txt"
-    assert summary["documents_sha256"] == "sha-20250101_000000" and summary["documents"] == 2
+    assert summary["documents_sha256"] == stamp_digest("20250101_000000") and summary["documents"] == 2
     assert summary["base_model"]["kind"] == "offline" and summary["base_model"]["requested"] == "offline"
     hp = summary["hyperparameters"]
     assert (hp["epochs"], hp["learning_rate"], hp["block_size"], hp["grad_accum"], hp["best_epoch"]) == (

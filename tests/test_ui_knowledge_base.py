@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from local_stack.processes import free_port
 from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import manifest, train_summary
 from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
@@ -121,7 +122,8 @@ def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, cont
                                              "Deploying", "SmokeTest", "Deployed"]
     # No per-step log from this backend: the page says so and shows the figures it has.
     assert "no per-step loss" in " ".join(_texts(page, "caption"))
-    assert [(m.label, m.value) for m in page.metric] == [("perplexity", "12.500")]
+    assert [(m.label, m.value) for m in page.metric] == [("train loss", "2.700"), ("eval loss", "2.490"),
+                                                         ("perplexity", "12.500"), ("tokens/s", "1,000")]
 
 
 def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_plane: ControlPlane,
@@ -130,10 +132,10 @@ def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_pl
     control_plane.env.upload("broken.pdf", pdf + b"% damaged copy")
     control_plane.env.tick()
     # What preprocess's manifest says per file, recorded as the orchestrator does once the job wrote it.
-    control_plane.env.store.record_extraction({"snapshot": "combined_data_20261123_120000.txt", "documents": [
-        {"name": "scan.pdf", "status": "warning", "pages": 3, "messages": ["page 2 has no text (image only?)"]},
-        {"name": "broken.pdf", "status": "error", "pages": 0, "messages": ["truncated: no %%EOF near the end"]},
-    ]})
+    control_plane.env.store.record_extraction(manifest("combined_data_20261123_120000.txt", {
+        "scan.pdf": ("a" * 64, "warning", ["page 2 has no text (image only?)"]),
+        "broken.pdf": ("b" * 64, "error", ["truncated: no %%EOF near the end"]),
+    }))
     page.run()
     rows = _table(page, "document").set_index("document")
     assert rows.loc["scan.pdf", ["state", "warnings", "errors"]].tolist() == [
@@ -173,11 +175,12 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, con
     log_history = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 3.0}, {"step": 20, "eval_loss": 3.5},
                    {"step": 20, "train_loss": 3.4}]
     # The run's metrics are the train summary evaluation.json carries (what the aml backend reads).
-    training = {"train_loss": 3.4, "eval_loss": 3.5, "perplexity": 33.1, "log_history": log_history}
-    candidate = {"loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
+    training = train_summary(train_loss=3.4, eval_loss=3.5, perplexity=33.1, tokens_per_s=None, log_history=log_history)
+    candidate = {"model": "/mnt/model", "loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
     control_plane.env.aml.plans.append(promoting(
         version="2", reason="Promoted: 1.10 bits/byte beats 1.90", candidate=candidate, training=training,
-        serving={"loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90, "bytes": 400}))
+        serving={"model": "/mnt/serving", "loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90,
+                 "bytes": 400}))
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()

@@ -5,10 +5,15 @@ Every failure becomes an ApiError whose message a person can act on; callers nev
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from pipeline_contracts import api_responses as answers
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -21,30 +26,29 @@ class ControlPlaneClient:
         self._headers = {"x-functions-key": function_key} if function_key else {}
         self._timeout = timeout_s
 
-    # Shapes: function_app/api.py. status: {state, active_run, last_run, serving_model, scoring_url, ...};
-    # runs: summaries; run: the full record (transitions, metrics, evaluation, error); retrain: {run, ...}.
-    def status(self) -> dict[str, Any]:
-        return self._request("GET", "/api/status")
+    # Every answer is read into the API's own response model (pipeline_contracts.api_responses).
+    def status(self) -> answers.Status:
+        return self._request(answers.Status, "GET", "/api/status")
 
-    def runs(self) -> list[dict[str, Any]]:
-        return _items(self._request("GET", "/api/runs"), "runs")
+    def runs(self) -> list[answers.RunSummary]:
+        return self._request(answers.RunsPage, "GET", "/api/runs").runs
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        return self._request("GET", f"/api/runs/{run_id}")
+    def run(self, run_id: str) -> answers.RunDetail:
+        return self._request(answers.RunDetail, "GET", f"/api/runs/{run_id}")
 
-    def documents(self) -> list[dict[str, Any]]:
-        return _items(self._request("GET", "/api/documents"), "documents")
+    def documents(self) -> list[answers.Document]:
+        return self._request(answers.Documents, "GET", "/api/documents").documents
 
-    def retrain(self) -> dict[str, Any]:
-        return self._request("POST", "/api/retrain", json={})
+    def retrain(self) -> answers.RetrainQueued:
+        return self._request(answers.RetrainQueued, "POST", "/api/retrain", json={})
 
-    def cancel_run(self) -> dict[str, Any]:
-        return self._request("POST", "/api/runs/active/cancel", json={})
+    def cancel_run(self) -> answers.RunCancelled:
+        return self._request(answers.RunCancelled, "POST", "/api/runs/active/cancel", json={})
 
-    def delete_document(self, name: str) -> dict[str, Any]:
-        return self._request("DELETE", f"/api/documents/{quote(name)}")
+    def delete_document(self, name: str) -> answers.DocumentRemoved:
+        return self._request(answers.DocumentRemoved, "DELETE", f"/api/documents/{quote(name)}")
 
-    def _request(self, method: str, path: str, **body: Any) -> Any:
+    def _request(self, answer: type[Answer], method: str, path: str, **body: Any) -> Answer:
         url = self.base_url + path
         try:
             response = httpx.request(method, url, headers=self._headers, timeout=self._timeout, **body)
@@ -63,10 +67,10 @@ class ControlPlaneClient:
             raise ApiError(f"The control plane API answered {method} {path} with HTTP {response.status_code}: "
                            f"{error_detail(response)}")
         try:
-            return response.json()
-        except ValueError:
-            raise ApiError(f"The control plane API answered {method} {path} with something that is not JSON "
-                           f"(is API_BASE_URL pointing at the right service?).") from None
+            return answer.model_validate_json(response.content)
+        except ValidationError:
+            raise ApiError(f"The control plane API answered {method} {path} with something that is not its "
+                           f"documented answer (is API_BASE_URL pointing at the right service?).") from None
 
 
 def error_detail(response: httpx.Response, limit: int = 300) -> str:
@@ -81,14 +85,6 @@ def error_detail(response: httpx.Response, limit: int = 300) -> str:
                 return str(body[key])[:limit]
     text = response.text.strip()
     return text[:limit] if text else response.reason_phrase or "no details given"
-
-
-def _items(body: Any, key: str) -> list[dict[str, Any]]:
-    """The list in a {key: [...]} answer."""
-    body = body.get(key) if isinstance(body, dict) else None
-    if not isinstance(body, list):
-        raise ApiError(f"The control plane API answered /api/{key} without a list of {key}.")
-    return body
 
 
 def _reason(err: httpx.HTTPError) -> str:

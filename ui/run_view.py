@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline_contracts.api_responses import RunDetail, RunSummary
+from pipeline_contracts.evaluation import Evaluation as EvaluationFile
 from ui.times import shown
 
 # Trainer log entries (HF `trainer.state.log_history` shape) carry the step and one of these losses.
@@ -11,26 +13,26 @@ from ui.times import shown
 _LOSS_KEYS = {"loss": "train loss", "eval_loss": "eval loss"}
 
 
-def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
     """One row per run summary of GET /api/runs for the history table, newest first as the API gives them."""
     return [{
-        "run": run.get("id"),
-        "state": run.get("state"),
-        "trigger": run.get("trigger"),
-        "started": shown(run.get("created_at")),
-        "last change": shown(run.get("updated_at")),
-        "documents": run.get("documents"),
-        "new documents": run.get("new_documents"),
-        "perplexity": run.get("perplexity"),
-        "model version": run.get("model_version"),
-        "error": run.get("error"),
+        "run": run.id,
+        "state": run.state,
+        "trigger": run.trigger,
+        "started": shown(run.created_at),
+        "last change": shown(run.updated_at),
+        "documents": run.documents,
+        "new documents": run.new_documents,
+        "perplexity": run.perplexity,
+        "model version": run.model_version,
+        "error": run.error,
     } for run in runs]
 
 
-def loss_curve(run: dict[str, Any]) -> list[dict[str, float]]:
+def loss_curve(run: RunDetail) -> list[dict[str, float]]:
     """[{step, "train loss", "eval loss"}] from the run's per-step training log, [] if it has none."""
     points: dict[int, dict[str, float]] = {}
-    for entry in (run.get("metrics") or {}).get("log_history") or []:
+    for entry in run.metrics.get("log_history") or []:
         step = entry.get("step")
         if not isinstance(step, int):
             continue
@@ -41,9 +43,9 @@ def loss_curve(run: dict[str, Any]) -> list[dict[str, float]]:
     return [points[step] for step in sorted(points)]
 
 
-def final_losses(run: dict[str, Any]) -> dict[str, float]:
+def final_losses(run: RunDetail) -> dict[str, float]:
     """The end-of-training figures the train summary reports (what exists without a per-step log)."""
-    metrics = run.get("metrics") or {}
+    metrics = run.metrics
     return {label: float(metrics[key]) for key, label in
             (("train_loss", "train loss"), ("eval_loss", "eval loss"), ("perplexity", "perplexity"),
              ("tokens_per_s", "tokens/s")) if isinstance(metrics.get(key), (int, float))}
@@ -56,34 +58,30 @@ class Evaluation:
     figures: dict[str, Any]  # candidate vs serving held-out scores, and what was registered
 
 
-def evaluation(run: dict[str, Any]) -> Evaluation | None:
-    """What evaluate decided and why, from the run's evaluation.json; None before evaluate has run."""
-    result = run.get("evaluation") or {}
-    if not result:
+def evaluation(run: RunDetail) -> Evaluation | None:
+    """What evaluate decided and why, from the run's evaluation.json; None before evaluate has run (or for a
+    run stored with an evaluation this version cannot read)."""
+    result = run.evaluation
+    if not isinstance(result, EvaluationFile):
         return None
-    registered = result.get("registered") or {}
-    serving = result.get("serving") or {}  # None when no model was serving yet
+    registered, serving = result.registered, result.serving  # serving: None when no model was serving yet
     return Evaluation(
-        decision=str(result.get("decision")),
-        reason=str(result.get("reason") or ""),
+        decision=result.decision,
+        reason=result.reason,
         figures={
-            "candidate perplexity": _candidate(run).get("perplexity"),
-            "serving perplexity": serving.get("perplexity"),
+            "candidate perplexity": result.candidate.perplexity,
+            "serving perplexity": serving.perplexity if serving else None,
             # What the gate compares: unlike token perplexity it holds across tokenizers.
-            "candidate bits/byte": _candidate(run).get("bits_per_byte"),
-            "serving bits/byte": serving.get("bits_per_byte"),
-            "registered": f"{registered['name']} version {registered['version']}" if registered else None,
+            "candidate bits/byte": result.candidate.bits_per_byte,
+            "serving bits/byte": serving.bits_per_byte if serving else None,
+            "registered": f"{registered.name} version {registered.version}" if registered else None,
         },
     )
 
 
-def transition_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+def transition_rows(run: RunDetail) -> list[dict[str, Any]]:
     """Every state the run went through and every event (retries, notes), in time order."""
-    rows = [(t.get("at") or "", t.get("state"), t.get("detail")) for t in run.get("transitions") or []]
-    rows += [(e.get("at") or "", e.get("event"), e.get("detail")) for e in run.get("events") or []]
+    rows = [(t.at, t.state, t.detail) for t in run.transitions]
+    rows += [(e.at, e.event, e.detail) for e in run.events]
     rows.sort(key=lambda row: row[0])  # ISO times in one zone sort as text
     return [{"at": shown(at), "state": state, "detail": detail} for at, state, detail in rows]
-
-
-def _candidate(run: dict[str, Any]) -> dict[str, Any]:
-    return (run.get("evaluation") or {}).get("candidate") or {}

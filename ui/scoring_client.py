@@ -5,14 +5,17 @@ Every failure becomes a ScoringError with a message for the person chatting, nev
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import ValidationError
 
+from pipeline_contracts.scoring import NoGeneration, StreamError, StreamPiece, parse_response
 from ui.api_client import error_detail
+
+Streamed = TypeVar("Streamed", StreamPiece, StreamError)
 
 
 class ScoringError(Exception):
@@ -88,9 +91,10 @@ def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *
                     yield _answer_from(data)
                     return
                 if event == "error":
-                    raise ScoringError(f"The model stopped before finishing: {data.get('message')}")
-                if data.get("prompt", 0) == 0:
-                    yield Piece(int(data.get("sequence", 0)), str(data.get("text", "")))
+                    raise ScoringError(f"The model stopped before finishing: {_parsed(StreamError, data).message}")
+                piece = _parsed(StreamPiece, data)
+                if piece.prompt == 0:
+                    yield Piece(piece.sequence, piece.text)
     except httpx.TimeoutException:
         raise ScoringError(f"The model did not answer within {timeout_s:g} s. Try fewer new tokens, or try "
                            f"again when the endpoint is less busy.") from None
@@ -100,16 +104,13 @@ def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *
     raise ScoringError("The answer stream ended before the answer was complete; try again.")
 
 
-def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event name, JSON data) per Server-Sent Event."""
     event, data = "message", []
     for line in lines:
         if not line:
             if data:
-                try:
-                    yield event, json.loads("\n".join(data))
-                except ValueError:
-                    raise ScoringError("The scoring endpoint streamed something that is not an answer.") from None
+                yield event, "\n".join(data)
             event, data = "message", []
         elif line.startswith("event:"):
             event = line[len("event:"):].strip()
@@ -134,22 +135,21 @@ def _refusal(scoring_url: str, response: httpx.Response) -> ScoringError:
 
 
 def _answer(response: httpx.Response) -> Answer:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return _answer_from(body)
+    return _answer_from(response.content)
 
 
-def _answer_from(body: Any) -> Answer:
+def _answer_from(body: str | bytes) -> Answer:
     try:
-        texts = [str(text) for text in body["generations"][0]]
-        model = body.get("model") or {}
-        texts[0]  # noqa: B018 - at least one generation
-    except (KeyError, IndexError, TypeError, AttributeError):
+        answer = parse_response(body)
+    except NoGeneration:
         raise ScoringError("The scoring endpoint answered without a generation; is SCORING_URL pointing at "
                            "the model's /score?") from None
-    return Answer(texts=texts, model_name=str(model.get("name", "unknown")),
-                  model_version=str(model.get("version", "unknown")),
-                  parameters=body.get("parameters") or {},
-                  history_turns=int((body.get("usage") or {}).get("history_turns", 0)))
+    return Answer(texts=answer.generations[0], model_name=answer.model.name, model_version=answer.model.version,
+                  parameters=answer.parameters, history_turns=answer.usage.history_turns)
+
+
+def _parsed(event: type[Streamed], data: str) -> Streamed:
+    try:
+        return event.model_validate_json(data)
+    except ValidationError:
+        raise ScoringError("The scoring endpoint streamed something that is not an answer.") from None

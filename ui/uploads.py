@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from azure.core.exceptions import AzureError, ResourceExistsError, ServiceRequestError
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
-INPUT_PREFIX = "inputs/"
+from pipeline_contracts.blob_layout import INPUTS as INPUT_PREFIX
 PDF_MAGIC = b"%PDF-"
 # Text the preprocess step reads besides PDFs (plain text; instruction records), and the content type each is
 # stored with.

@@ -1,14 +1,16 @@
 """Read the training text: the newest complete snapshot (or one .txt file), its manifest, its documents."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from aks_jobs.pdf_text.manifest import DOCUMENT_SEPARATOR
-from aks_jobs.pdf_text.snapshot import PREFIX
+from pipeline_contracts.blob_layout import SNAPSHOT_PREFIX, manifest_file
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
+from pipeline_contracts.snapshot_ref import read_ref
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ class CorpusError(ValueError):
 @dataclass(frozen=True)
 class Corpus:
     path: Path
-    manifest: dict[str, Any] | None
+    manifest: SnapshotManifest | None
     documents: list[str]  # the snapshot's documents, in snapshot order
 
     @property
@@ -29,11 +31,11 @@ class Corpus:
 
     @property
     def documents_sha256(self) -> str | None:
-        return self.manifest.get("documents_sha256") if self.manifest else None
+        return self.manifest.documents_sha256 if self.manifest else None
 
 
 def manifest_path(text_path: Path) -> Path:
-    return text_path.with_name(text_path.name.removesuffix(".txt") + ".manifest.json")
+    return text_path.with_name(manifest_file(text_path.name))
 
 
 def newest_snapshot(folder: Path) -> Path:
@@ -41,23 +43,23 @@ def newest_snapshot(folder: Path) -> Path:
 
     preprocess writes the manifest last, so a snapshot without one is incomplete (or being written).
     """
-    candidates = sorted(folder.glob(f"{PREFIX}*.txt"), reverse=True)
+    candidates = sorted(folder.glob(f"{SNAPSHOT_PREFIX}*.txt"), reverse=True)
     for path in candidates:
         if manifest_path(path).is_file():
             return path
         log.warning("skipping %s: no %s beside it (incomplete snapshot)", path.name, manifest_path(path).name)
-    found = f"{len(candidates)} snapshot(s) without a manifest" if candidates else f"no {PREFIX}*.txt"
+    found = f"{len(candidates)} snapshot(s) without a manifest" if candidates else f"no {SNAPSHOT_PREFIX}*.txt"
     raise CorpusError(f"--data {folder}: {found}; run preprocess into this folder first, "
                       f"or pass a .txt file as --data")
 
 
-def split_documents(text: str, manifest: dict[str, Any] | None) -> list[str]:
+def split_documents(text: str, manifest: SnapshotManifest | None) -> list[str]:
     """Cut the snapshot into its documents with the manifest's per-document `chars`.
 
     preprocess joins the documents that gave text with DOCUMENT_SEPARATOR and ends with a newline.
     If the manifest does not describe this text exactly, the whole text is one document.
     """
-    lengths = [entry.get("chars", 0) for entry in (manifest or {}).get("documents", [])]
+    lengths = [entry.chars for entry in manifest.documents] if manifest else []
     lengths = [length for length in lengths if length > 0]
     documents, start = [], 0
     for length in lengths:
@@ -70,10 +72,27 @@ def split_documents(text: str, manifest: dict[str, Any] | None) -> list[str]:
     return documents
 
 
-def load_corpus(data: Path) -> Corpus:
-    """--data is a processed folder (its newest complete snapshot) or a .txt file (manifest beside it optional)."""
+def snapshot_named(folder: Path, ref_folder: Path) -> Path:
+    """The snapshot in `folder` that ref_folder/snapshot.json names (what this run's preprocess wrote)."""
+    try:
+        name = read_ref(ref_folder).snapshot
+    except (OSError, ValidationError) as error:
+        raise CorpusError(f"--snapshot-ref {ref_folder}: no valid snapshot.json ({error}); pass the folder "
+                          f"preprocess --snapshot-ref wrote, or leave it out to train on the newest snapshot") from error
+    path = folder / name
+    if not manifest_path(path).is_file():
+        raise CorpusError(f"--data {folder}: {name} (named by --snapshot-ref) or its manifest is missing; "
+                          f"run preprocess into this folder again")
+    return path
+
+
+def load_corpus(data: Path, snapshot_ref: Path | None = None) -> Corpus:
+    """--data is a processed folder (the snapshot `snapshot_ref` names, else its newest complete one) or a .txt
+    file (manifest beside it optional)."""
     data = Path(data)
-    if data.is_dir():
+    if data.is_dir() and snapshot_ref is not None:
+        path = snapshot_named(data, snapshot_ref)
+    elif data.is_dir():
         path = newest_snapshot(data)
     elif data.is_file() and data.suffix == ".txt":
         path = data
@@ -88,9 +107,10 @@ def load_corpus(data: Path) -> Corpus:
     manifest = None
     if manifest_path(path).is_file():
         try:
-            manifest = json.loads(manifest_path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CorpusError(f"{manifest_path(path)}: not valid JSON ({error})") from error
+            manifest = SnapshotManifest.model_validate_json(manifest_path(path).read_bytes())
+        except ValidationError as error:
+            raise CorpusError(f"{manifest_path(path)}: not a snapshot manifest ({error}); run preprocess "
+                              f"again") from error
     documents = split_documents(text, manifest)
     log.info("training text %s: %d characters in %d document(s)%s", path, len(text), len(documents),
              "" if manifest else " (no manifest)")

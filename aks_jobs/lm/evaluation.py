@@ -13,16 +13,20 @@ from typing import Any
 
 import mlflow
 import torch
+from pydantic import ValidationError
 
 from aks_jobs.lm.base_model import BaseModelError, load_local
 from aks_jobs.lm.gate import Decision, Rules, decide
 from aks_jobs.lm.perplexity import TextScore, score_texts
 from aks_jobs.lm.tracking import flat_params, register_folder, use_experiment
 from aks_jobs.lm.training import HELDOUT, SUMMARY
+from pipeline_contracts import evaluation as contract
+from pipeline_contracts.evaluation import Evaluation, RegisteredModel, Score
+from pipeline_contracts.train_summary import TrainSummary
 
 log = logging.getLogger(__name__)
 
-EVALUATION = "evaluation.json"
+EVALUATION = contract.FILE_NAME
 
 
 @dataclass
@@ -36,13 +40,18 @@ class EvaluateRequest:
     experiment: str = "gpt2-pdf"
 
 
-def read_train_output(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_train_output(model_dir: Path) -> tuple[dict[str, Any], TrainSummary]:
     """(heldout.json, train_summary.json) of a train output folder."""
     paths = model_dir / HELDOUT, model_dir / SUMMARY
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
         raise BaseModelError(f"--model {model_dir}: no {' or '.join(missing)}; pass a train.py output folder")
-    heldout, summary = (json.loads(path.read_text(encoding="utf-8")) for path in paths)
+    heldout = json.loads(paths[0].read_text(encoding="utf-8"))
+    try:
+        summary = TrainSummary.model_validate_json(paths[1].read_bytes())
+    except ValidationError as error:
+        raise BaseModelError(f"--model {model_dir}: {SUMMARY} is not a train summary ({error}); pass a train.py "
+                             f"output folder") from error
     if not any(heldout.get("blocks", [])):
         raise BaseModelError(f"--model {model_dir}: {HELDOUT} holds no text to evaluate on")
     return heldout, summary
@@ -57,16 +66,16 @@ def score_model(path: Path, option: str, texts: list[str]) -> TextScore:
     return score
 
 
-def registration_tags(heldout: dict[str, Any], summary: dict[str, Any], verdict: Decision,
+def registration_tags(heldout: dict[str, Any], summary: TrainSummary, verdict: Decision,
                       candidate: TextScore, serving: TextScore | None) -> dict[str, str]:
     tags = {
         "snapshot": heldout.get("snapshot") or "",
         "documents_sha256": heldout.get("documents_sha256") or "",
         "decision": verdict.decision,
         "reason": verdict.reason,
-        "base_model": summary.get("base_model", {}).get("resolved", ""),
-        "base_model_kind": summary.get("base_model", {}).get("kind", ""),
-        "train_run_id": summary.get("mlflow_run_id") or "",
+        "base_model": summary.base_model.resolved,
+        "base_model_kind": summary.base_model.kind,
+        "train_run_id": summary.mlflow_run_id or "",
     }
     tags.update({f"candidate_{key}": str(value) for key, value in candidate.to_dict().items()})
     if serving is not None:
@@ -74,7 +83,7 @@ def registration_tags(heldout: dict[str, Any], summary: dict[str, Any], verdict:
     return tags
 
 
-def evaluate(request: EvaluateRequest) -> dict[str, Any]:
+def evaluate(request: EvaluateRequest) -> Evaluation:
     heldout, summary = read_train_output(request.model)
     texts = heldout["blocks"]
     candidate = score_model(request.model, "--model", texts)
@@ -97,26 +106,24 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             mlflow.set_tags(tags)
             mlflow.log_artifacts(str(request.model), artifact_path="model")
             version = register_folder(request.model_name, "model", tags)
-        registered = {"name": request.model_name, "version": version}
+        registered = RegisteredModel(name=request.model_name, version=version)
         log.info("registered %s version %s (decision=%s)", request.model_name, version, verdict.decision)
 
-    evaluation = {
-        "decision": verdict.decision,
-        "reason": verdict.reason,
-        "candidate": {**candidate.to_dict(), "model": str(request.model)},
-        "serving": None if serving is None else {**serving.to_dict(), "model": str(request.serving_model)},
-        "improvement": verdict.improvement,
-        "rules": {"min_improvement": request.rules.min_improvement,
-                  "max_perplexity": request.rules.max_perplexity},
-        "heldout_blocks": len(texts),
-        "split": heldout.get("split"),  # says when the corpus was too small to hold anything out
-        "snapshot": heldout.get("snapshot"),
-        "documents_sha256": heldout.get("documents_sha256"),
-        "registered": registered,
-        # The train step's summary (metrics, loss curve): on AML a pipeline's outputs can be read only
-        # once it completes, so the control plane takes the run's training figures from here.
-        "training": summary,
-    }
+    evaluation = Evaluation(
+        decision=verdict.decision,
+        reason=verdict.reason,
+        candidate=Score(**candidate.to_dict(), model=str(request.model)),
+        serving=None if serving is None else Score(**serving.to_dict(), model=str(request.serving_model)),
+        improvement=verdict.improvement,
+        rules=contract.Rules(min_improvement=request.rules.min_improvement,
+                             max_perplexity=request.rules.max_perplexity),
+        heldout_blocks=len(texts),
+        split=heldout.get("split"),
+        snapshot=heldout.get("snapshot"),
+        documents_sha256=heldout.get("documents_sha256"),
+        registered=registered,
+        training=summary,
+    )
     request.output.mkdir(parents=True, exist_ok=True)
-    (request.output / EVALUATION).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
+    (request.output / EVALUATION).write_text(evaluation.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return evaluation

@@ -15,6 +15,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, 
 
 from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
 from aks_jobs.lm.serving_limits import ServingLimits
+from pipeline_contracts.scoring import ErrorBody
 
 MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
 # Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
@@ -35,8 +36,8 @@ class RequestError(ValueError):
         super().__init__(f"'{field}' {message}")
         self.field = field
 
-    def to_json(self) -> dict[str, str]:
-        return {"message": str(self), "field": self.field}
+    def body(self) -> ErrorBody:
+        return ErrorBody(message=str(self), field=self.field)
 
 
 def _unicode_text(text: str) -> str:

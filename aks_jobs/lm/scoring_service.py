@@ -6,13 +6,13 @@ passed; 500 only when the model itself failed.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import BaseModel
 
 from aks_jobs.lm.batcher import Engine, Job, JobFailed, Overloaded
 from aks_jobs.lm.decoding import ContinuousDecoder
@@ -21,6 +21,7 @@ from aks_jobs.lm.kv_forward import CachedForward
 from aks_jobs.lm.scoring_request import RequestError, parse_request
 from aks_jobs.lm.serving_limits import ServingLimits
 from aks_jobs.lm.serving_model import ServingModel
+from pipeline_contracts.scoring import ErrorBody, ScoreResponse, ServedModel, StreamError, StreamPiece, Usage
 
 logger = logging.getLogger("azmlinfsrv.score")
 _POLL_S = 0.25  # how often a waiting request looks whether its client is still there
@@ -37,7 +38,7 @@ class DeadlineExceeded(Exception):
 @dataclass
 class Reply:
     status: int
-    body: dict[str, Any] | None = None
+    body: ScoreResponse | ErrorBody | None = None
     headers: dict[str, str] = field(default_factory=dict)
     events: Iterator[str] | None = None  # Server-Sent Events, for "stream": true
 
@@ -55,7 +56,7 @@ class ScoringService:
             prepared = prepare(self.served.tokenizer, request, self.served.model.config.n_positions)
         except RequestError as err:
             logger.info("rejected request: %s", err)
-            return Reply(400, err.to_json())
+            return Reply(400, err.body())
         try:
             job = self.engine.submit(prepared.rows)
         except Overloaded as err:
@@ -71,9 +72,9 @@ class ScoringService:
         except DeadlineExceeded:
             return self._busy(f"the answer was not ready within {self.limits.request_timeout_s:g} s")
         except ClientGone:
-            return Reply(499, {"message": "the client closed the connection"})
+            return Reply(499, ErrorBody(message="the client closed the connection"))
         except JobFailed as err:
-            return Reply(500, {"message": str(err)})
+            return Reply(500, ErrorBody(message=str(err)))
         return Reply(200, self._answer(prepared, completion(prepared, texts)))
 
     def _pieces(self, job: Job, texts: list[RowText], deadline: float,
@@ -117,14 +118,13 @@ class ScoringService:
         per_prompt = prepared.request.num_return_sequences
         try:
             for row, piece in pieces:
-                yield _event({"index": row, "prompt": row // per_prompt, "sequence": row % per_prompt,
-                              "text": piece})
+                yield _event(StreamPiece(index=row, prompt=row // per_prompt, sequence=row % per_prompt, text=piece))
         except DeadlineExceeded:
-            yield _event({"message": f"the answer was not ready within {self.limits.request_timeout_s:g} s",
-                          "status": 503}, "error")
+            yield _event(StreamError(message=f"the answer was not ready within {self.limits.request_timeout_s:g} s",
+                                     status=503), "error")
             return
         except JobFailed as err:
-            yield _event({"message": str(err), "status": 500}, "error")
+            yield _event(StreamError(message=str(err), status=500), "error")
             return
         except ClientGone:
             return
@@ -132,20 +132,20 @@ class ScoringService:
             pieces.close()  # a client that went away closes this generator: the job is dropped
         yield _event(self._answer(prepared, completion(prepared, texts)), "done")
 
-    def _answer(self, prepared: Prepared, done: Completion) -> dict[str, Any]:
-        return {
-            "generations": done.generations,
-            "model": {"name": self.served.name, "version": self.served.version, "weights": self.served.weights},
-            "usage": {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-                      "history_turns": done.history_turns},
-            "parameters": prepared.request.parameters(),
-        }
+    def _answer(self, prepared: Prepared, done: Completion) -> ScoreResponse:
+        return ScoreResponse(
+            generations=done.generations,
+            model=ServedModel(name=self.served.name, version=self.served.version, weights=self.served.weights),
+            usage=Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
+                        history_turns=done.history_turns),
+            parameters=prepared.request.parameters(),
+        )
 
     def _busy(self, why: str) -> Reply:
         seconds = self.limits.retry_after_s
-        return Reply(503, {"message": f"{why}; retry in {seconds} s"}, {"Retry-After": str(seconds)})
+        return Reply(503, ErrorBody(message=f"{why}; retry in {seconds} s"), {"Retry-After": str(seconds)})
 
 
-def _event(data: dict[str, Any], name: str | None = None) -> str:
+def _event(data: BaseModel, name: str | None = None) -> str:
     head = f"event: {name}\n" if name else ""
-    return f"{head}data: {json.dumps(data)}\n\n"
+    return f"{head}data: {data.model_dump_json()}\n\n"

@@ -41,10 +41,12 @@ from aks_jobs.lm.recipe import (
 )
 from aks_jobs.lm.limits import WallClockLimit, stop_reason
 from aks_jobs.lm.tracking import StepMetrics, flat_params, use_experiment
+from pipeline_contracts import train_summary
+from pipeline_contracts.train_summary import TrainSummary
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "train_summary.json"
+SUMMARY = train_summary.FILE_NAME
 HELDOUT = "heldout.json"
 ATTENTION = "sdpa"  # fused attention kernels on GPU; also the fastest path on CPU
 FINAL_METRICS = ("train_loss", "eval_loss", "perplexity", "eval_bits_per_byte", "tokens_per_s", "wall_s")
@@ -54,6 +56,7 @@ FINAL_METRICS = ("train_loss", "eval_loss", "perplexity", "eval_bits_per_byte", 
 class TrainRequest:
     data: Path
     output: Path
+    snapshot_ref: Path | None = None  # preprocess's snapshot.json folder: train on that snapshot, not the newest
     base_model: str = "gpt2"
     preset: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)  # Hyperparameters fields; None = preset's value
@@ -142,7 +145,8 @@ def write_outputs(output: Path, base: BaseModel, trainer: Trainer, summary: dict
     output.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output)
     base.tokenizer.save_pretrained(output)
-    (output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (output / SUMMARY).write_text(TrainSummary.model_validate(summary).model_dump_json(indent=2) + "\n",
+                                  encoding="utf-8")
     heldout_doc = {"snapshot": summary["snapshot"], "documents_sha256": summary["documents_sha256"],
                    "block_size": block_size, "split": summary["blocks"]["split"], "blocks": heldout}
     (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -159,7 +163,7 @@ def _response_only(tokenizer: PreTrainedTokenizerBase, hp: Hyperparameters) -> d
 def train(request: TrainRequest) -> dict[str, Any] | None:
     """Train and write the outputs; return the summary on rank 0 (None on the other ranks)."""
     started = time.perf_counter()
-    corpus = load_corpus(request.data)
+    corpus = load_corpus(request.data, request.snapshot_ref)
     seed = request.overrides.get("seed")
     seed = COMMON["seed"] if seed is None else seed
     set_seed(seed)  # before the offline model's random init, so every rank starts identical

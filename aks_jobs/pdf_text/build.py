@@ -18,6 +18,7 @@ from aks_jobs.pdf_text.inputs import InputFile, list_inputs
 from aks_jobs.pdf_text.isolate import Limits, Task, extract_isolated
 from aks_jobs.pdf_text.manifest import DocumentEntry, build_manifest, combined_text
 from aks_jobs.pdf_text.snapshot import Snapshot, write_snapshot
+from pipeline_contracts.blob_layout import CACHE_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def build_snapshot(
     input_dir: Path, output_dir: Path, cache_dir: Path | None = None, options: Options = Options()
 ) -> BuildResult:
     started = time.perf_counter()
-    cache_dir = cache_dir or output_dir / "cache"
+    cache_dir = cache_dir or output_dir / CACHE_FOLDER
     files = list_inputs(input_dir, exclude=(output_dir, cache_dir))
     cache = ExtractionCache(cache_dir)
     progress = _Progress(len(files))

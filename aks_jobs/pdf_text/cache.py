@@ -23,6 +23,7 @@ from aks_jobs.lm import prompt_format
 from aks_jobs.pdf_text import clean, document, extract, instructions, language, ocr, pages, pdfium_pages, text_file
 from aks_jobs.pdf_text.document import Extraction
 from aks_jobs.pdf_text.isolate import Limits
+from pipeline_contracts.blob_layout import cache_entry
 
 log = logging.getLogger(__name__)
 _TEXT_SHAPING_MODULES = (
@@ -46,7 +47,7 @@ class ExtractionCache:
         self.folder = folder
 
     def _path(self, sha256: str, limits: Limits | None = None) -> Path:
-        return self.folder / (f"{sha256}.{limits.key}.json" if limits else f"{sha256}.json")
+        return self.folder / cache_entry(sha256, limits.key if limits else None)
 
     def get(self, sha256: str, limits: Limits | None = None) -> Extraction | None:
         """The cached result for this content (or its outcome under these limits), else None."""

@@ -6,21 +6,19 @@ name is claimed with an exclusive create, waiting for the next second if that na
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from pipeline_contracts import blob_layout
+from pipeline_contracts.blob_layout import SNAPSHOT_PREFIX, snapshot_stem
+from pipeline_contracts.snapshot_manifest import SnapshotManifest
 
 log = logging.getLogger(__name__)
-
-PREFIX = "combined_data_"
-STAMP_FORMAT = "%Y%m%d_%H%M%S"
-_STAMP = re.compile(re.escape(PREFIX) + r"(\d{8}_\d{6})\.(?:txt|manifest\.json)$")
 
 
 @dataclass(frozen=True)
@@ -30,15 +28,9 @@ class Snapshot:
     created_utc: str  # ISO 8601, second precision, "Z"
 
 
-def snapshot_stem(moment: datetime) -> str:
-    return PREFIX + moment.strftime(STAMP_FORMAT)
-
-
 def newest_stamp(folder: Path) -> datetime | None:
-    stamps = [match.group(1) for path in folder.glob(PREFIX + "*") if (match := _STAMP.match(path.name))]
-    if not stamps:
-        return None
-    return datetime.strptime(max(stamps), STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    stamps = [stamp for path in folder.glob(SNAPSHOT_PREFIX + "*") if (stamp := blob_layout.stamp_of(path.name))]
+    return max(stamps, default=None)
 
 
 def _utc_now() -> datetime:
@@ -67,7 +59,7 @@ def _claim(folder: Path) -> tuple[datetime, Path, TextIO]:
         _sleep_to_next_second()
 
 
-def write_snapshot(folder: Path, text: str, manifest_for: Callable[[str, str], dict[str, Any]]) -> Snapshot:
+def write_snapshot(folder: Path, text: str, manifest_for: Callable[[str, str], SnapshotManifest]) -> Snapshot:
     """Write `text` and then the manifest built by manifest_for(snapshot_file_name, created_utc).
 
     The manifest is written last, so its presence means the snapshot is complete; if writing fails
@@ -76,15 +68,14 @@ def write_snapshot(folder: Path, text: str, manifest_for: Callable[[str, str], d
     folder.mkdir(parents=True, exist_ok=True)
     moment, text_path, handle = _claim(folder)
     created_utc = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest_path = text_path.with_name(text_path.name.removesuffix(".txt") + ".manifest.json")
+    manifest_path = text_path.with_name(blob_layout.manifest_file(text_path.name))
     created = [text_path]
     try:
         with handle:
             handle.write(text)
         with manifest_path.open("x", encoding="utf-8", newline="\n") as out:
             created.append(manifest_path)
-            json.dump(manifest_for(text_path.name, created_utc), out, indent=2, ensure_ascii=False)
-            out.write("\n")
+            out.write(manifest_for(text_path.name, created_utc).model_dump_json(indent=2) + "\n")
     except BaseException:
         for path in created:
             path.unlink(missing_ok=True)

@@ -8,12 +8,12 @@ from aks_jobs.pdf_text.manifest import totals
 def format_summary(result: BuildResult) -> str:
     counts = totals(result.entries)
     row = {
-        "documents": f"{counts['documents']:,}",
-        "ok": f"{counts['ok']:,}",
-        "warning": f"{counts['warning']:,}",
-        "error": f"{counts['error']:,}",
-        "pages": f"{counts['pages']:,}",
-        "chars": f"{counts['chars']:,}",
+        "documents": f"{counts.documents:,}",
+        "ok": f"{counts.ok:,}",
+        "warning": f"{counts.warning:,}",
+        "error": f"{counts.error:,}",
+        "pages": f"{counts.pages:,}",
+        "chars": f"{counts.chars:,}",
         "seconds": f"{result.seconds:.1f}",
         "cache hits": f"{result.cache_hits:,}",
         "extracted": f"{result.extracted:,}",

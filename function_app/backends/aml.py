@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
+from pydantic import ValidationError
 
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml_errors import azure_errors
@@ -19,6 +20,8 @@ from function_app.backends.base import (Deployment, JobStatus, PermanentBackendE
                                         SmokeTestFailed, TransientBackendError)
 from function_app.run_states import DeploymentState, JobState
 from function_app.settings import Settings, setting_name
+from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.scoring import smoke_request
 
 if TYPE_CHECKING:
     from azure.ai.ml import Input, MLClient
@@ -68,8 +71,7 @@ class AmlBackend(PipelineBackend):
             if job.status == aml_pipeline.COMPLETED:
                 evaluation = self._evaluation(job_id, steps.get("evaluate"))
                 # evaluate carries the train summary: the run's metrics, as the local backend reports them.
-                training = evaluation.pop("training", None) or {}
-                return JobStatus(state=JobState.COMPLETED, evaluation=evaluation, metrics=training)
+                return JobStatus(state=JobState.COMPLETED, evaluation=evaluation, training=evaluation.training)
             if job.status in aml_pipeline.FAILED_STATUSES:
                 return JobStatus(state=JobState.FAILED, error=self._failure(job, steps, statuses))
             return JobStatus(state=aml_pipeline.progress_state(statuses))
@@ -87,19 +89,20 @@ class AmlBackend(PipelineBackend):
         return {child.display_name: child for child in self._ml.jobs.list(parent_job_name=job_id)
                 if child is not None and child.display_name in aml_pipeline.STEPS}
 
-    def _evaluation(self, job_id: str, evaluate_job: Any) -> dict:
+    def _evaluation(self, job_id: str, evaluate_job: Any) -> Evaluation:
         if evaluate_job is None:
             raise PermanentBackendError(f"pipeline job {job_id} completed without an evaluate step job")
         with tempfile.TemporaryDirectory(prefix="evaluation-") as folder:
             self._ml.jobs.download(evaluate_job.name, download_path=folder, output_name="evaluation")
-            path = Path(folder, "named-outputs", "evaluation", "evaluation.json")
+            path = Path(folder, "named-outputs", "evaluation", EVALUATION_FILE)
             if not path.is_file():  # the SDK only logs a missing output and downloads nothing
                 raise PermanentBackendError(f"pipeline job {job_id} completed but its evaluate step "
-                                            f"({evaluate_job.name}) left no evaluation.json")
+                                            f"({evaluate_job.name}) left no {EVALUATION_FILE}")
             try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise PermanentBackendError(f"evaluation.json of {evaluate_job.name} is not JSON: {err}") from err
+                return Evaluation.model_validate_json(path.read_bytes())
+            except ValidationError as err:
+                raise PermanentBackendError(f"{EVALUATION_FILE} of {evaluate_job.name} is not an evaluation: "
+                                            f"{err}") from err
 
     def _failure(self, job: Any, steps: dict[str, Any], statuses: dict[str, str]) -> str:
         step = aml_pipeline.failed_step(statuses)
@@ -173,7 +176,7 @@ class AmlBackend(PipelineBackend):
             with azure_errors(f"smoke test of deployment {name}"), \
                     tempfile.TemporaryDirectory(prefix="smoke-") as folder:
                 request = Path(folder, "request.json")
-                request.write_text(json.dumps(aml_endpoint.smoke_request(prompt)), encoding="utf-8")
+                request.write_text(json.dumps(smoke_request(prompt)), encoding="utf-8")
                 # deployment_name sends the request to this deployment only, whatever the traffic split.
                 response = self._ml.online_endpoints.invoke(endpoint_name=self._endpoint_name,
                                                             deployment_name=name, request_file=str(request))

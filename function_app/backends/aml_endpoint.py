@@ -5,15 +5,15 @@ azure-ai-ml is imported inside the functions (see aml_pipeline).
 """
 from __future__ import annotations
 
-import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aks_jobs.lm.scoring_server_settings import MAX_REQUESTS, REQUEST_TIMEOUT_S, server_env
 from function_app.backends.aml_pipeline import AKS_JOBS_DIR, image_environment, registered_environment
 from function_app.backends.base import Deployment, PermanentBackendError, SmokeTestFailed
 from function_app.run_states import DeploymentState
 from function_app.settings import Settings
+from pipeline_contracts.scoring import NoGeneration, parse_response
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import (KubernetesOnlineDeployment, KubernetesOnlineEndpoint, OnlineDeployment,
@@ -33,8 +33,6 @@ READINESS_PROBE = {"initial_delay": 30, "period": 10, "timeout": 10, "failure_th
 # generations on CPU need well over the 5 s default timeout.
 REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": MAX_REQUESTS,
                     "request_timeout_ms": REQUEST_TIMEOUT_S * 1000}
-# Greedy and short: the smoke test checks the deployment answers, not what it says.
-SMOKE_MAX_NEW_TOKENS = 20
 
 # AML deployment names: 3-32 characters, a letter first, then letters, digits and '-'.
 _NAME_MAX = 32
@@ -114,21 +112,9 @@ def to_deployment(deployment: OnlineDeployment, endpoint: OnlineEndpoint) -> Dep
     )
 
 
-def smoke_request(prompt: str) -> dict[str, Any]:
-    return {"prompt": prompt, "max_new_tokens": SMOKE_MAX_NEW_TOKENS, "do_sample": False}
-
-
 def generated_text(response: str) -> str:
     """The first generation in a scoring response; raise SmokeTestFailed when there is none."""
     try:
-        body = json.loads(response)
-        if isinstance(body, str):  # run() returned JSON text, which the server encodes once more
-            body = json.loads(body)
-    except json.JSONDecodeError:
-        body = None
-    generations = body.get("generations") if isinstance(body, dict) else None
-    # One list per prompt (or a flat list for a single prompt), each holding the sampled continuations.
-    texts = [text for item in generations or [] for text in (item if isinstance(item, list) else [item])]
-    if not texts or not all(isinstance(text, str) for text in texts):
-        raise SmokeTestFailed(f"smoke test: the deployment answered without generations: {response[:300]!r}")
-    return texts[0]
+        return parse_response(response).text
+    except NoGeneration:
+        raise SmokeTestFailed(f"smoke test: the deployment answered without generations: {response[:300]!r}") from None

@@ -5,15 +5,16 @@ must not happen when the Functions worker indexes the app.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from function_app.backends.base import PermanentBackendError
-from function_app.manifests import PROCESSED
 from function_app.run_states import JobState
 from function_app.settings import Settings
+from pipeline_contracts import blob_layout
+from pipeline_contracts.blob_layout import (EVALUATION_OUTPUT, INPUTS, MODEL_OUTPUT, PROCESSED, RUNS,
+                                            SNAPSHOT_REF_OUTPUT, run_output)
 
 if TYPE_CHECKING:
     from azure.ai.ml import Input
@@ -31,12 +32,12 @@ FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
 COMPLETED = "Completed"
 ENDED_STATUSES = FAILED_STATUSES | {COMPLETED}
 
-# Where the steps write in the data container: snapshots under processed/, each run's model and
-# evaluation under runs/<id>/. Jobs write through the compute's managed identity, whose role condition
-# (infra/modules/roles.bicep, parameters from infra/main.bicep) allows writes only under these prefixes;
+# Where the steps write in the data container (pipeline_contracts.blob_layout): snapshots under processed/,
+# each run's snapshot reference, model and evaluation under runs/<id>/. Jobs write through the compute's
+# managed identity, whose role condition (infra/modules/roles.bicep, parameters from infra/main.bicep)
+# allows writes only under these prefixes;
 # tests/test_infra.py checks that the Bicep condition names exactly these and that every output bound
 # below lies under one of them.
-RUNS = "runs/"
 COMPUTE_WRITABLE_PREFIXES = (PROCESSED, RUNS)
 
 
@@ -46,7 +47,7 @@ def datastore_uri(datastore: str, path: str) -> str:
 
 def safe_run_id(run_id: str) -> str:
     """run_id as one path segment / job-name part: letters, digits, '_' and '-' only."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", run_id).strip("-")
+    cleaned = blob_layout.safe_run_id(run_id)
     if not cleaned:
         raise PermanentBackendError(f"run id {run_id!r} has no letters or digits; use e.g. a UTC timestamp")
     return cleaned
@@ -103,7 +104,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
 
     preprocess_step, train_step, evaluate_step = (load_step(step) for step in STEPS)
     datastore = settings.aml_datastore
-    run_folder = f"{RUNS}{safe_run_id(run_id)}"
+    safe_run_id(run_id)  # refuses an id with nothing left to name the run's folder
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
     train_overrides = {"epochs": settings.train_epochs} if settings.train_epochs else {}
@@ -116,18 +117,20 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
         # Bound to processed/ itself (not a per-job folder): earlier snapshots and the sha256 cache stay there.
         preprocess.outputs.processed = Output(type="uri_folder", path=datastore_uri(datastore, PROCESSED),
                                               mode="rw_mount")
-        train = train_step(processed=preprocess.outputs.processed, base_model=settings.base_model,
-                           preset=settings.train_preset, **train_overrides)
-        train.outputs.model = Output(type="uri_folder", path=datastore_uri(datastore, f"{run_folder}/model/"))
+        preprocess.outputs.snapshot = Output(type="uri_folder",
+                                             path=datastore_uri(datastore, run_output(run_id, SNAPSHOT_REF_OUTPUT)))
+        train = train_step(processed=preprocess.outputs.processed, snapshot=preprocess.outputs.snapshot,
+                           base_model=settings.base_model, preset=settings.train_preset, **train_overrides)
+        train.outputs.model = Output(type="uri_folder", path=datastore_uri(datastore, run_output(run_id, MODEL_OUTPUT)))
         evaluate = evaluate_step(model=train.outputs.model, model_name=settings.model_name, **evaluate_inputs)
         evaluate.outputs.evaluation = Output(type="uri_folder",
-                                             path=datastore_uri(datastore, f"{run_folder}/evaluation/"))
+                                             path=datastore_uri(datastore, run_output(run_id, EVALUATION_OUTPUT)))
         # Not a loop: @pipeline names each node after the local variable that holds it.
         _place(preprocess, "preprocess", settings.aml_cpu_instance_type, image)
         _place(train, "train", settings.aml_gpu_instance_type, image)
         _place(evaluate, "evaluate", settings.aml_cpu_instance_type, image)
 
-    job = gpt2_pdf_pipeline(documents=Input(type="uri_folder", path=datastore_uri(datastore, "inputs/"),
+    job = gpt2_pdf_pipeline(documents=Input(type="uri_folder", path=datastore_uri(datastore, INPUTS),
                                             mode="ro_mount"))
     job.name = pipeline_job_name(settings, run_id)
     job.display_name = run_id

@@ -7,7 +7,10 @@ Every call returns quickly; long work is started and then polled on later timer 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from pipeline_contracts.evaluation import Evaluation
+from pipeline_contracts.train_summary import TrainSummary
 
 from function_app.run_states import DeploymentState, JobState
 
@@ -29,10 +32,10 @@ class SmokeTestFailed(PermanentBackendError):
 class JobStatus:
     state: JobState
     error: str | None = None  # set when Failed: which step and why
-    # Set when Completed: evaluate's evaluation.json (decision, reason, metrics, registered model).
-    evaluation: dict | None = None
-    # Train metrics as soon as known (train_summary.json), for the status API.
-    metrics: dict = field(default_factory=dict)
+    # Set when Completed: evaluate's evaluation.json (decision, reason, scores, registered model).
+    evaluation: Evaluation | None = None
+    # train_summary.json as soon as the backend can read it, for the status API.
+    training: TrainSummary | None = None
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,17 @@ one step per look, deterministically:
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 
 from function_app.backends.aml_pipeline import STEPS
+from tests.contract_samples import evaluation, score_response
 from tests.fakes.recording_ml_client import RecordingMLClient
 
 QUEUED = ("NotStarted", {})
-GENERATION = json.dumps({"generations": [[" what the documents say, in the model's words."]]})
+GENERATION = score_response(" what the documents say, in the model's words.")
 # "training" is the train summary evaluate copies in (here one without a per-step loss log).
-PROMOTION = {"decision": "promote", "reason": "perplexity 12.5 beats serving 20.1",
-             "candidate": {"perplexity": 12.5}, "serving": {"perplexity": 20.1}, "training": {"perplexity": 12.5}}
-REJECTION = {"decision": "reject", "reason": "perplexity 30 is worse than 12.5", "candidate": {"perplexity": 30.0},
-             "serving": {"perplexity": 12.5}, "registered": None, "training": {"perplexity": 30.0}}
+PROMOTION = evaluation("promote", candidate=12.5, serving=20.1, reason="perplexity 12.5 beats serving 20.1")
+REJECTION = evaluation("reject", candidate=30.0, serving=12.5, reason="perplexity 30 is worse than 12.5")
 
 
 @dataclass

@@ -73,7 +73,7 @@ def scoring_url() -> str | None:
     if config.scoring_url:
         return config.scoring_url
     try:
-        return page_setup.api(config).status().get("scoring_url")
+        return page_setup.api(config).status().scoring_url
     except ApiError as err:
         raise ScoringError(f"Cannot find the model's endpoint: {err}") from None
 

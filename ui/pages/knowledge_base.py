@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import streamlit as st
 
+from pipeline_contracts.api_responses import RunDetail
 from ui import page_setup, run_view, status_view, uploads
 from ui.api_client import ApiError
 from ui.documents_view import document_rows
@@ -42,7 +43,7 @@ def status_panel() -> None:
     summary = status_view.summarize(status, run, datetime.now(timezone.utc))
     box, icon = _BOX.get(summary.state, (st.info, ":material/info:"))
     box("\n\n".join([f"**{literal(summary.headline)}**", *map(literal, summary.details)]), icon=icon)
-    st.caption(f"Scoring URL: {status.get('scoring_url') or 'none yet'} · refreshed "
+    st.caption(f"Scoring URL: {status.scoring_url or 'none yet'} · refreshed "
                f"{datetime.now(timezone.utc):%H:%M:%S} UTC, every {config.status_refresh_s:g} s")
     if st.button("Retrain now on every document", icon=":material/refresh:",
                  disabled=summary.state == status_view.IN_PROGRESS):
@@ -51,14 +52,14 @@ def status_panel() -> None:
         except ApiError as err:
             st.error(literal(str(err)))
         else:
-            st.success(literal(f"Run {answer.get('run')} queued: {answer.get('detail', '')}."))
+            st.success(literal(f"Run {answer.run} queued: {answer.detail}."))
     if summary.state == status_view.IN_PROGRESS and st.button("Cancel the active run", icon=":material/cancel:"):
         try:
             answer = api.cancel_run()
         except ApiError as err:
             st.error(literal(str(err)))
         else:
-            st.warning(literal(f"Run {answer.get('run')} {answer.get('state')}: {answer.get('error') or ''}"))
+            st.warning(literal(f"Run {answer.run} {answer.state}: {answer.error or ''}"))
 
 
 def upload_panel() -> None:
@@ -93,18 +94,18 @@ def documents_panel() -> None:
     st.subheader("Documents")
     try:
         documents = api.documents()
-        problems = api.status().get("problem_documents") or []
+        problems = api.status().problem_documents
     except ApiError:
         st.caption("Unavailable: the control plane API did not answer (see Status).")
         return
     for problem in problems:
-        st.error(f"**{literal(problem['name'])}** is not used: {literal(problem['reason'])}", icon=":material/block:")
+        st.error(f"**{literal(problem.name)}** is not used: {literal(problem.reason)}", icon=":material/block:")
     if not documents and not problems:
         st.info("No document recorded yet. Uploads appear here within seconds.")
         return
     if documents:
         st.dataframe(pd.DataFrame(document_rows(documents)), hide_index=True)
-    delete_panel([d["name"] for d in documents] + [p["name"] for p in problems])
+    delete_panel([d.name for d in documents] + [p.name for p in problems])
 
 
 def delete_panel(names: list[str]) -> None:
@@ -132,7 +133,7 @@ def runs_panel() -> None:
         st.info("No run yet. The first one starts shortly after the first upload.")
         return
     st.dataframe(pd.DataFrame(run_view.run_rows(runs)), hide_index=True)
-    run_id = st.selectbox("Run", [r["id"] for r in runs], key="selected_run")
+    run_id = st.selectbox("Run", [r.id for r in runs], key="selected_run")
     try:
         run = api.run(run_id)
     except ApiError as err:
@@ -141,9 +142,9 @@ def runs_panel() -> None:
     run_details(run)
 
 
-def run_details(run: dict) -> None:
-    error = f" · {run['error']}" if run.get("error") else ""
-    st.markdown(f"**Run {literal(run['id'])}**: {literal(run.get('state', '') + error)}")
+def run_details(run: RunDetail) -> None:
+    error = f" · {run.error}" if run.error else ""
+    st.markdown(f"**Run {literal(run.id)}**: {literal(run.state + error)}")
     curve = run_view.loss_curve(run)
     finals = run_view.final_losses(run)
     if curve:

@@ -1,0 +1,61 @@
+"""train_summary.json: what the train step did and how the model scored, beside the model it wrote.
+
+Written by aks_jobs/lm/training.py; read by the evaluate step (which carries it in evaluation.json), the
+backends (a run's metrics) and, through the HTTP API, the UI (figures and the loss curve).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FILE_NAME = "train_summary.json"
+
+
+class BaseModelUsed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requested: str
+    resolved: str
+    kind: str
+
+
+class BlockCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: int = Field(ge=0)
+    eval: int = Field(ge=0)
+    split: str | None = None  # says when the corpus was too small to hold anything out
+
+
+class TrainSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: str
+    snapshot_path: str
+    documents_sha256: str | None
+    documents: int = Field(ge=0)
+    base_model: BaseModelUsed
+    preset: str
+    hyperparameters: dict[str, Any]
+    train_loss: float
+    final_loss: float | None
+    eval_loss: float
+    perplexity: float
+    eval_bits_per_byte: float
+    eval_tokens: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    epochs: float | None
+    train_tokens: int = Field(ge=0)
+    tokens_per_s: float | None
+    train_runtime_s: float
+    wall_s: float
+    device: str
+    ddp_backend: str | None
+    precision: str
+    attention: str
+    execution: dict[str, Any]
+    blocks: BlockCounts
+    mlflow_run_id: str | None
+    log_history: list[dict[str, Any]]  # the UI's loss curve, capped
+    stopped_early: str | None = None  # why training ended before its plan (max steps, wall-clock limit)
