@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from aks_jobs.lm.int8_weights import quantize_linear_layers
 from aks_jobs.lm.graphed_forward import GraphedForward
+from aks_jobs.lm.int8_weights import quantize_linear_layers
 from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
