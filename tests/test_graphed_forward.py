@@ -7,6 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from transformers import AutoModelForCausalLM
 
 from aks_jobs.lm.decoding import ContinuousDecoder, Row
 from aks_jobs.lm.graphed_forward import GraphedForward, bucket_for, row_buckets
@@ -127,19 +128,17 @@ def test_the_setting_turns_graphs_off_and_only_cuda_turns_them_on(served, monkey
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs run on a CUDA device only (GPU machine)")
 def test_graph_replays_give_the_eager_logits_on_cuda(served):
-    model = served.model.to("cuda")
-    try:
-        graphed = GraphedForward(Gpt2CachedForward(model, slots=5))
-        eager = Gpt2CachedForward(model, slots=5)
-        positions = positions_in_use(graphed.forward, served).cuda()
-        positions_in_use(eager, served)
-        for rows in (1, 3, 5):  # buckets 1, 4 (padded) and 5
-            tokens = torch.arange(rows, device="cuda") + 11
-            expected = eager.step(tokens, positions[:rows])
-            torch.testing.assert_close(graphed.step(tokens, positions[:rows]), expected, rtol=1e-4, atol=1e-4)
-            positions[:rows] += 1
-        rows = rows_to_decode(served)
-        assert decode_with(GraphedForward(Gpt2CachedForward(model, 6)), served, rows) == \
-            decode_with(Gpt2CachedForward(model, 6), served, rows)
-    finally:
-        served.model.to("cpu")
+    # float32 on the GPU: the served CPU model has int8 layers, whose kernels are CPU ones.
+    model = AutoModelForCausalLM.from_pretrained(served.folder, attn_implementation="sdpa").to("cuda").eval()
+    graphed = GraphedForward(Gpt2CachedForward(model, slots=5))
+    eager = Gpt2CachedForward(model, slots=5)
+    positions = positions_in_use(graphed.forward, served).cuda()
+    positions_in_use(eager, served)
+    for rows in (1, 3, 5):  # buckets 1, 4 (padded) and 5
+        tokens = torch.arange(rows, device="cuda") + 11
+        expected = eager.step(tokens, positions[:rows])
+        torch.testing.assert_close(graphed.step(tokens, positions[:rows]), expected, rtol=1e-4, atol=1e-4)
+        positions[:rows] += 1
+    rows = rows_to_decode(served)
+    assert decode_with(GraphedForward(Gpt2CachedForward(model, 6)), served, rows) == \
+        decode_with(Gpt2CachedForward(model, 6), served, rows)
