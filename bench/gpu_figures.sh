@@ -23,5 +23,5 @@ run() {  # run NAME SECONDS ARGS...: one bench under `timeout`, its output kept 
 }
 
 run loss_bench 60 bench/loss_bench.py
-run serve_bench 150 bench/serve_bench.py
+run serve_bench 170 -m bench.serve_bench --graphs both
 run train_bench 270 bench/train_bench.py --pages 100
