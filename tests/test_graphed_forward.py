@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from aks_jobs.lm.decoding import ContinuousDecoder, Row
+from aks_jobs.lm.decoding import Row, decode
 from aks_jobs.lm.graphed_forward import GraphedForward, bucket_for, row_buckets
 from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 from aks_jobs.lm.serving_limits import ServingLimits
@@ -78,13 +78,7 @@ def test_padding_to_a_bucket_leaves_the_real_rows_logits_alone(served):
 
 
 def decode_with(forward: CachedForward, served: ServingModel, rows: list[Row]) -> list[list[int]]:
-    decoder = ContinuousDecoder(forward, [served.tokenizer.eos_token_id])
-    decoder.add(rows)
-    new_tokens: list[list[int]] = [[] for _ in rows]
-    while decoder.running:
-        for slot, token, _ in decoder.step():
-            new_tokens[slot].append(token)
-    return new_tokens
+    return decode(served.model, rows, eos_token_ids=[served.tokenizer.eos_token_id], forward=forward)
 
 
 def rows_to_decode(served: ServingModel) -> list[Row]:

@@ -225,10 +225,12 @@ _IDLE = Row(prompt=[0], max_new_tokens=1)  # neutral greedy settings for an empt
 _IDLE_POSITION = -(2 ** 62)  # an empty slot's position: stays below 0 (fed as 0) however many steps pass
 
 
-def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int]) -> list[list[int]]:
+def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int],
+           forward: CachedForward | None = None) -> list[list[int]]:
     """The new tokens of every row, decoded together: up to and including its first EOS, at most its
-    max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks)."""
-    decoder = ContinuousDecoder(Gpt2CachedForward(model, len(rows)), eos_token_ids)
+    max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks).
+    `forward` runs the model (a cache of at least len(rows) slots); by default an eager Gpt2CachedForward."""
+    decoder = ContinuousDecoder(forward or Gpt2CachedForward(model, len(rows)), eos_token_ids)
     decoder.add(rows)
     new_tokens: list[list[int]] = [[] for _ in rows]
     while decoder.running:
