@@ -46,7 +46,7 @@ def init() -> None:
     global _service
     served = load_serving_model()
     limits = ServingLimits.for_device(served.model.device.type)
-    _service = ScoringService(served, cached_forward(served, limits.max_rows), limits)
+    _service = ScoringService(served, cached_forward(served, limits.max_rows, cuda_graphs=limits.use_cuda_graphs), limits)
     logger.info("serving %s version %s from %s on %s, %s weights, with %s", served.name, served.version,
                 served.folder, served.model.device, served.weights, limits)
 

@@ -23,5 +23,5 @@ run() {  # run NAME SECONDS ARGS...: one bench under `timeout`, its output kept 
 }
 
 run loss_bench 60 -m bench.loss_bench
-run serve_bench 150 -m bench.serve_bench
+run serve_bench 170 -m bench.serve_bench --graphs both
 run train_bench 270 -m bench.train_bench --pages 100

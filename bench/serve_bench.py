@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.serve_bench [--model-size gpt2|small] [--n-layer N] [--n-embd N]
                                           [--requests 64] [--latency-requests 10] [--clients 32]
+                                          [--graphs auto|off|both] [--step-steps 50]
 
 Builds one model folder (GPT-2 architecture, random init, 1024 positions, byte-level BPE of GPT-2's 50,257
 tokens trained offline on generated words; --model-size gpt2 is the 124M model), then, on this machine in
@@ -11,7 +12,9 @@ one run, on CUDA when present:
           request, one at a time, with the design notebook's arguments
 first --latency-requests requests one at a time, the two paths taking turns (1 client; the design's req/s is
 its serial throughput, as its server ran one request at a time), then --requests to ours from --clients
-concurrent clients.
+concurrent clients. --graphs both runs ours twice, SCORING_CUDA_GRAPHS=off then auto (CUDA graphs on a GPU), the
+design path taking turns with each. Before the servers, bench.decode_step_bench prints ms per decode step at
+batch 1 and 32, eager beside CUDA graphs on a GPU.
 Every request is the notebook's prompt with its sampling settings (temperature 0.7, top-k 50, top-p 0.95) and
 max_new_tokens=50. The model's generation config has no EOS, so both paths generate exactly 50 tokens (a random
 model could otherwise stop early); ours reports its count in every answer and the bench checks it.
@@ -40,7 +43,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from aks_jobs.lm.base_model import train_tokenizer
 from aks_jobs.lm.scoring_server_settings import THREADS, WORKER_COUNT
-from local_stack.scoring_server import running_scoring_server
+from bench import decode_step_bench
+from local_stack.scoring_server import ScoringServerError, running_scoring_server
 
 NEW_TOKENS = 50
 PROMPT = "Based on the documents, who is Diogo Delgado Barros?"  # the design notebook's
@@ -134,13 +138,25 @@ def design_generator(folder: Path) -> Callable[[int], None]:
     return generate
 
 
-def run(folder: Path, latency_requests: int, requests: int, clients: int) -> dict[str, dict[str, float]]:
-    with running_scoring_server(folder) as base_url:
-        paths = {"design": design_generator(folder), "single": scoring_client(base_url)}
-        one_at_a_time(3, paths)  # warm-up
-        figures = one_at_a_time(latency_requests, paths)
-        timed(clients, clients, paths["single"])  # warm-up at full batch
-        figures["loaded"] = timed(requests, clients, paths["single"])
+def run(folder: Path, graphs: str, latency_requests: int, requests: int,
+        clients: int) -> dict[str, dict[str, float]]:
+    """Ours per SCORING_CUDA_GRAPHS setting ("single <setting>", "loaded <setting>"), the design beside it."""
+    design = design_generator(folder)
+    figures: dict[str, dict[str, float]] = {}
+    for setting in ("off", "auto") if graphs == "both" else (graphs,):
+        # One setting failing (e.g. graph capture on a new GPU stack) still leaves the other's figures.
+        try:
+            with running_scoring_server(folder, env={"SCORING_CUDA_GRAPHS": setting},
+                                        startup_timeout_s=90) as base_url:
+                paths = {"design": design, "single": scoring_client(base_url)}
+                one_at_a_time(3, paths)  # warm-up
+                turns = one_at_a_time(latency_requests, paths)
+                figures.setdefault("design", turns["design"])
+                figures[f"single {setting}"] = turns["single"]
+                timed(clients, clients, paths["single"])  # warm-up at full batch
+                figures[f"loaded {setting}"] = timed(requests, clients, paths["single"])
+        except (ScoringServerError, httpx.HTTPError, AssertionError) as err:
+            print(f"SCORING_CUDA_GRAPHS={setting}: failed: {err}")
     return figures
 
 
@@ -152,6 +168,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests at --clients concurrency")
     parser.add_argument("--latency-requests", type=int, default=10, help="requests one at a time, per path")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--graphs", choices=["auto", "off", "both"], default="auto",
+                        help="SCORING_CUDA_GRAPHS for ours; both: off, then auto")
+    parser.add_argument("--step-steps", type=int, default=50, help="decode steps per microbenchmark figure")
     args = parser.parse_args()
     shape = dict(SIZES[args.model_size])
     shape["n_layer"] = args.n_layer or shape["n_layer"]
@@ -169,20 +188,27 @@ def main() -> None:
               f"prompt {PROMPT!r}, {NEW_TOKENS} new tokens, {SAMPLING}; server {WORKER_COUNT} worker x {THREADS} "
               f"threads; {args.latency_requests} requests at 1 client, {args.requests} at {args.clients} clients")
         load = os.getloadavg()[0]
-        figures = run(folder, args.latency_requests, args.requests, args.clients)
+        decode_step_bench.print_table(decode_step_bench.measure(folder, args.step_steps))
+        figures = run(folder, args.graphs, args.latency_requests, args.requests, args.clients)
     print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} "
           f"(other processes on this machine skew the figures)")
 
-    design, single, loaded = figures["design"], figures["single"], figures["loaded"]
-    print(f"\n{'path':<48} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
-    rows = [("design: pipeline() per request, one at a time", design),
-            ("ours: azmlinfsrv + score.py, 1 client", single),
-            (f"ours: azmlinfsrv + score.py, {args.clients} clients", loaded)]
-    for label, figures in rows:
-        print(f"{label:<48} {figures['p50_ms']:>8.0f} {figures['p95_ms']:>8.0f} {figures['req_s']:>8.2f}")
-    print(f"\n1 client: p50 {design['p50_ms'] / single['p50_ms']:.2f}x lower than the design's; "
-          f"{args.clients} clients: {loaded['req_s'] / design['req_s']:.1f}x the design's requests/s "
-          f"(p95 {loaded['p95_ms']:.0f} ms)")
+    if "design" not in figures:
+        raise SystemExit("no serving figures: every setting failed (see above)")
+    design = figures["design"]
+    print(f"\n{'path':<64} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
+    rows = [("design: pipeline() per request, one at a time", design)]
+    settings = [name.removeprefix("single ") for name in figures if name.startswith("single ")]
+    for setting in settings:
+        rows += [(f"ours: azmlinfsrv + score.py, graphs {setting}, 1 client", figures[f"single {setting}"]),
+                 (f"ours: azmlinfsrv + score.py, graphs {setting}, {args.clients} clients", figures[f"loaded {setting}"])]
+    for label, row in rows:
+        print(f"{label:<64} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} {row['req_s']:>8.2f}")
+    for setting in settings:
+        single, loaded = figures[f"single {setting}"], figures[f"loaded {setting}"]
+        print(f"graphs {setting}: 1 client p50 {design['p50_ms'] / single['p50_ms']:.2f}x lower than the design's; "
+              f"{args.clients} clients: {loaded['req_s'] / design['req_s']:.1f}x the design's requests/s "
+              f"(p95 {loaded['p95_ms']:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import torch
 from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from aks_jobs.lm.decoding import Row, Settings, draw, penalize, warp
+from aks_jobs.lm.decoding import ContinuousDecoder, Row, Settings, draw, penalize, warp
 from aks_jobs.lm.generation import Completion, generate
+from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import RequestError, parse_request
 from aks_jobs.lm.serving_model import ServingModel, load_serving_model
 from tiny_model import make_tiny_model
@@ -176,3 +177,27 @@ def test_draw_inverts_the_cumulative_distribution():
     ids = torch.tensor([[7, 3, 9, 1]])
     picks = [draw(values, ids, torch.tensor([u])).item() for u in (0.0, 0.49, 0.5, 0.74, 0.75, 0.999999)]
     assert picks == [7, 7, 3, 3, 9, 9]
+
+
+def test_a_sampled_row_draws_its_own_nth_uniform_at_its_nth_token(served):
+    # The decoder keeps each row's token count on the device; this checks it against a plain loop that feeds
+    # the whole sequence to the model and draws with uniforms[n] for token n.
+    prompt = served.tokenizer(PROMPTS[1])["input_ids"]
+    uniforms = torch.rand(12, generator=torch.Generator().manual_seed(5))
+    row = Row(prompt, max_new_tokens=12, do_sample=True, temperature=1.5, top_k=40, top_p=0.9, uniforms=uniforms)
+    late = Row(served.tokenizer(PROMPTS[0])["input_ids"], max_new_tokens=5, do_sample=True, uniforms=uniforms[:5])
+    decoder = ContinuousDecoder(Gpt2CachedForward(served.model, 3), eos_token_ids=[])
+    decoder.add([late])  # the row joins a step late, beside another one: its count is its own
+    decoder.step()
+    decoder.add([row])
+    ours: list[int] = []
+    while decoder.running:
+        ours += [token for slot, token, _ in decoder.step() if slot == 1]
+
+    settings, expected = Settings([row], served.model.config.vocab_size, torch.device("cpu")), []
+    for n in range(12):
+        with torch.no_grad():
+            logits = served.model(torch.tensor([prompt + expected])).logits[:, -1].float()
+        expected.append(int(draw(*warp(logits, settings), uniforms[n:n + 1])))
+    assert ours == expected
+    assert len(set(expected)) > 3  # the draws really vary

@@ -53,6 +53,19 @@ class Settings:
         # Sampling looks only at the best `candidates` tokens of each row: a top-k of the whole vocabulary
         # (let alone a full sort) costs far more than the rest of a step's processing on a CPU.
         self.candidates = max((k for k, s in zip(top_k, sampling) if s), default=1)
+        # Every sampling row's draws, one row each, on the device: a step picks them by the rows' token counts
+        # there, with no per-row work or host-to-device copy per step.
+        width = max((row.max_new_tokens for row in rows if row.do_sample), default=1)
+        uniforms = torch.zeros((len(rows), width), dtype=torch.float32)
+        for index, row in enumerate(rows):
+            if row.do_sample and row.uniforms is not None:  # None: a settings-only check, never stepped
+                draws = row.uniforms[:width]
+                uniforms[index, :len(draws)] = draws
+        self.uniforms = uniforms.to(device)
+
+    def draws(self, generated: torch.Tensor) -> torch.Tensor:
+        """Each row's uniform number for its next token, given its count of tokens so far [rows]."""
+        return self.uniforms.gather(1, generated[:, None].clamp(max=self.uniforms.shape[1] - 1))[:, 0]
 
 
 def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -104,13 +117,14 @@ def draw(values: torch.Tensor, ids: torch.Tensor, uniforms: torch.Tensor) -> tor
 
 
 def next_tokens(logits: torch.Tensor, seen: torch.Tensor, settings: Settings,
-                uniforms: torch.Tensor) -> torch.Tensor:
+                generated: torch.Tensor) -> torch.Tensor:
+    """Every row's next token; `generated` [rows] counts the tokens each row has made so far."""
     scores = penalize(logits, seen, settings.penalty) if settings.any_penalty else logits
     greedy = scores.argmax(-1)
     if not settings.any_sample:
         return greedy
     values, ids = warp(scores, settings)
-    return torch.where(settings.do_sample, draw(values, ids, uniforms), greedy)
+    return torch.where(settings.do_sample, draw(values, ids, settings.draws(generated)), greedy)
 
 
 class ContinuousDecoder:
@@ -123,7 +137,10 @@ class ContinuousDecoder:
         slots, vocab, device = forward.slots, forward.vocab_size, forward.device
         self.rows: list[Row | None] = [None] * slots
         self.generated = [0] * slots  # new tokens so far, per slot
-        self.positions = [0] * slots  # position of the last token fed, per slot
+        # The same counts, and the position of the last token fed, on the device: a step updates them there
+        # instead of copying per-row lists over (each such copy waits for the device).
+        self._generated = torch.zeros(slots, dtype=torch.long, device=device)
+        self._positions = torch.full((slots,), _IDLE_POSITION, dtype=torch.long, device=device)
         self.logits = torch.zeros((slots, vocab), dtype=torch.float32, device=device)
         self.seen = torch.zeros((slots, vocab), dtype=torch.bool, device=device)
         self._settings: Settings | None = None  # for rows[:_settings_for]; rebuilt when rows join or leave
@@ -157,10 +174,12 @@ class ContinuousDecoder:
                     prefilled[key] = slot
                 self.seen[slot] = False
                 self.seen[slot, torch.tensor(row.prompt, device=self.seen.device)] = True
-                self.rows[slot], self.generated[slot], self.positions[slot] = row, 0, len(row.prompt) - 1
+                self.rows[slot], self.generated[slot] = row, 0
+                self._generated[slot], self._positions[slot] = 0, len(row.prompt) - 1
         except Exception:
             for slot in slots:  # all or nothing: a failed prefill leaves no half-added rows running
                 self.rows[slot] = None
+                self._positions[slot] = _IDLE_POSITION
             raise
         finally:
             self._settings = None
@@ -168,6 +187,7 @@ class ContinuousDecoder:
 
     def remove(self, slot: int) -> None:
         self.rows[slot] = None
+        self._positions[slot] = _IDLE_POSITION
         self._settings = None
 
     def step(self) -> list[tuple[int, int, bool]]:
@@ -180,9 +200,8 @@ class ContinuousDecoder:
         if self._settings is None or self._settings_for != high:
             self._settings = Settings([row or _IDLE for row in rows], self.forward.vocab_size, self.forward.device)
             self._settings_for = high
-        uniforms = torch.tensor([float(row.uniforms[self.generated[slot]]) if row is not None and row.do_sample
-                                 else 0.0 for slot, row in enumerate(rows)], device=self.forward.device)
-        tokens = next_tokens(self.logits[:high], self.seen[:high], self._settings, uniforms)
+        tokens = next_tokens(self.logits[:high], self.seen[:high], self._settings, self._generated[:high])
+        self._generated[:high] += 1  # idle slots' counts are unused
         self.seen[torch.arange(high, device=tokens.device), tokens] = True
         chosen = tokens.tolist()
         out = []
@@ -196,22 +215,22 @@ class ContinuousDecoder:
         going_on = [slot for slot in active if self.rows[slot] is not None]
         if going_on:
             high = going_on[-1] + 1
-            for slot in going_on:
-                self.positions[slot] += 1
             # Idle slots below `high` are fed their stale token at position 0 of their own (unused) cache rows.
-            positions = torch.tensor([self.positions[slot] if self.rows[slot] is not None else 0
-                                      for slot in range(high)], device=self.forward.device)
+            positions = self._positions[:high].add_(1).clamp(min=0)
             self.logits[:high] = self.forward.step(tokens[:high], positions)
         return out
 
 
 _IDLE = Row(prompt=[0], max_new_tokens=1)  # neutral greedy settings for an empty slot
+_IDLE_POSITION = -(2 ** 62)  # an empty slot's position: stays below 0 (fed as 0) however many steps pass
 
 
-def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int]) -> list[list[int]]:
+def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int],
+           forward: CachedForward | None = None) -> list[list[int]]:
     """The new tokens of every row, decoded together: up to and including its first EOS, at most its
-    max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks)."""
-    decoder = ContinuousDecoder(Gpt2CachedForward(model, len(rows)), eos_token_ids)
+    max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks).
+    `forward` runs the model (a cache of at least len(rows) slots); by default an eager Gpt2CachedForward."""
+    decoder = ContinuousDecoder(forward or Gpt2CachedForward(model, len(rows)), eos_token_ids)
     decoder.add(rows)
     new_tokens: list[list[int]] = [[] for _ in rows]
     while decoder.running:

@@ -87,9 +87,17 @@ class Gpt2CachedForward:
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        rows = tokens.shape[0]
         # Attention reads only the positions any row has reached; each row sees its own first `position + 1`.
-        window = int(positions.max()) + 1
+        return self._step(tokens, positions, int(positions.max()) + 1)
+
+    @torch.inference_mode()
+    def step_static(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """step() attending over the whole context (later positions masked): no host sync and shapes that
+        depend on the number of rows only, as a CUDA graph needs (lm.graphed_forward)."""
+        return self._step(tokens, positions, self.context)
+
+    def _step(self, tokens: torch.Tensor, positions: torch.Tensor, window: int) -> torch.Tensor:
+        rows = tokens.shape[0]
         visible = (torch.arange(window, device=self.device)[None] <= positions[:, None])[:, None, None]
         row_index = torch.arange(rows, device=self.device)
 

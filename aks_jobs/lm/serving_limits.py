@@ -37,6 +37,13 @@ class ServingLimits(BaseSettings):
     max_requests: int = Field(48, ge=1)  # running + queued; more is 503. Below scoring_server_settings.THREADS
     request_timeout_s: float = Field(120.0, gt=0)  # from arrival to the last token, queueing included
     retry_after_s: int = Field(2, ge=1)
+    # Decode steps as CUDA graphs (lm.graphed_forward): auto = on CUDA devices; off = eager steps everywhere,
+    # to switch a regression off in a deployment without a new image.
+    cuda_graphs: Literal["auto", "off"] = "auto"
+
+    @property
+    def use_cuda_graphs(self) -> bool:
+        return self.device == "cuda" and self.cuda_graphs == "auto"
 
     @model_validator(mode="after")
     def _request_fits_the_cache(self) -> ServingLimits:

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from aks_jobs.lm.graphed_forward import GraphedForward
 from aks_jobs.lm.int8_weights import quantize_linear_layers
 from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 
@@ -118,10 +119,12 @@ def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
     return ServingModel(model=model, tokenizer=tokenizer, name=name, version=version, folder=folder, weights=weights)
 
 
-def cached_forward(served: ServingModel, slots: int) -> CachedForward:
-    """How the served model runs a decode step over its KV cache of `slots` sequences.
+def cached_forward(served: ServingModel, slots: int, *, cuda_graphs: bool = False) -> CachedForward:
+    """How the served model runs a decode step over its KV cache of `slots` sequences; with `cuda_graphs` (a
+    CUDA model only) each step replays a CUDA graph captured here (lm.graphed_forward).
 
     The one place to plug in another way of running the weights (int8, another runtime): return anything with
     lm.kv_forward.CachedForward's methods; batching, sampling, seeds, stop sequences and streaming stay as they are.
     """
-    return Gpt2CachedForward(served.model, slots)
+    forward = Gpt2CachedForward(served.model, slots)
+    return GraphedForward(forward) if cuda_graphs else forward
