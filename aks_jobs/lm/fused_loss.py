@@ -59,6 +59,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output, None, None, None
 
 
+# Kept out of torch.compile's graph (the model around it still compiles): compiled on CUDA, its gradients
+# never reached the weights and GPT-2 did not learn (H200, torch 2.11; docs/performance.md), while eager it does.
+@torch.compiler.disable
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed loss over the tokens of `hidden` [..., C] whose `targets` [...] are not IGNORE_INDEX."""
     chunk = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
