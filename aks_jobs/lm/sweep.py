@@ -17,6 +17,9 @@ PRIMARY_METRIC = "dev_loss"
 GOAL = "minimize"
 # The train component's inputs the sweep sets per trial (Hyperparameters fields of the same names).
 SWEPT = ("learning_rate", "epochs", "warmup_ratio", "weight_decay")
+# Presets whose trials evaluate (and so log PRIMARY_METRIC) every epoch: recipe.PRETRAINED's with
+# best_epoch on (tests/test_sweep.py checks the two agree; recipe.py imports torch, this module must not).
+PRESETS_EVALUATING_EVERY_EPOCH = ("default",)
 
 
 class _Frozen(BaseModel):
@@ -104,3 +107,10 @@ class SweepLimits(_Frozen):
     max_total_trials: int = Field(ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
     timeout_s: int = Field(0, ge=0)
+
+
+class Sweep(_Frozen):
+    """Everything a sweep of the train step needs, as the settings give it to either backend."""
+    space: SearchSpace = SearchSpace()
+    rule: BanditRule = BanditRule()
+    limits: SweepLimits
