@@ -114,3 +114,8 @@ class Sweep(_Frozen):
     space: SearchSpace = SearchSpace()
     rule: BanditRule = BanditRule()
     limits: SweepLimits
+
+    def component_inputs(self) -> dict[str, int | str]:
+        """The train component's sweep_* inputs, for a backend that runs the trials in train.py (local)."""
+        return {"sweep_trials": self.limits.max_total_trials, "sweep_space": self.space.model_dump_json(),
+                "sweep_rule": self.rule.model_dump_json()}

@@ -151,10 +151,12 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
 def _place(node: Command | SweepNode, step: str, instance_type: str, image: Environment | None) -> None:
     """Per-step runtime: instance type (an InstanceType CRD on the AKS cluster) and the image override.
     A sweep node's trials run its `trial` component, which takes the image."""
+    from azure.ai.ml.entities._builders.sweep import Sweep as SweepNode
+
     node.display_name = step  # child jobs carry it: job_status finds each step by it
     node.set_resources(instance_type=instance_type)
     if image is not None:
-        (node.trial if hasattr(node, "trial") else node).environment = image
+        (node.trial if isinstance(node, SweepNode) else node).environment = image
 
 
 def progress_state(step_statuses: Mapping[str, str]) -> JobState:
