@@ -58,6 +58,24 @@ def test_bad_bounds_name_the_setting() -> None:
         SearchSpace(learning_rate_min=0)
 
 
+def test_presets_said_to_evaluate_every_epoch_are_the_recipes() -> None:
+    from aks_jobs.lm.recipe import PRETRAINED
+    from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH
+
+    assert PRESETS_EVALUATING_EVERY_EPOCH == tuple(name for name, values in PRETRAINED.items() if values["best_epoch"])
+
+
+def test_warmup_ratio_becomes_the_share_of_warmup_steps(tmp_path: Path) -> None:
+    from aks_jobs.lm.execution_plan import ExecutionPlan
+    from aks_jobs.lm.recipe import hyperparameters, training_arguments
+
+    hp = hyperparameters("default", "offline", {"warmup_ratio": 0.1})
+    args = training_arguments(hp, ExecutionPlan(micro_batch=1, grad_accum=1, compile=False, optimizer="adamw_torch"),
+                              tmp_path, train_blocks=8, world_size=1)
+    assert args.get_warmup_steps(200) == 20
+    assert hyperparameters("default", "offline", {}).warmup_ratio == 0.0
+
+
 # --- Bandit rule ------------------------------------------------------------------------------------
 
 def test_bandit_slack_factor_and_amount_for_a_loss() -> None:
@@ -168,3 +186,24 @@ def test_a_sweep_without_per_epoch_evaluation_is_refused_naming_the_fix(tmp_path
         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
     assert result.returncode == 2
     assert "--best-epoch" in result.stderr and not (tmp_path / "m").exists()
+
+
+def test_sweep_settings_reach_train_py_through_the_local_pipeline(tmp_path: Path, monkeypatch) -> None:
+    from aks_jobs.train import parse_args
+    from function_app.settings import Settings
+    from local_stack import components
+    from local_stack.backend import LocalBackend
+    from local_stack.pipeline_job import JobSpec
+
+    settings = Settings(local_work_dir=str(tmp_path / "work"), train_epochs=2, sweep_trials=3,
+                        sweep_space=SPACE, sweep_rule=RULE)
+    backend = LocalBackend(settings)
+    monkeypatch.setattr(backend, "_spawn", lambda argv, log_path: {"pid": 0})  # the job itself: test above
+    job = backend.submit("run1")
+
+    spec = JobSpec.read(tmp_path / "work" / "jobs" / job)
+    argv = components.load("train").argv({"processed": "/p", **spec.train_inputs}, {"model": "/m"})
+    args = parse_args(argv[2:])
+    assert (args.sweep_trials, args.sweep_space, args.sweep_rule) == (3, SPACE, RULE)
+    off = components.load("train").argv({"processed": "/p"}, {"model": "/m"})
+    assert parse_args(off[2:]).sweep_trials == 0 and "--sweep-trials" not in off
