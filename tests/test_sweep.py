@@ -6,12 +6,13 @@ import math
 import os
 import random
 import subprocess
+import uuid
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -207,3 +208,87 @@ def test_sweep_settings_reach_train_py_through_the_local_pipeline(tmp_path: Path
     assert (args.sweep_trials, args.sweep_space, args.sweep_rule) == (3, SPACE, RULE)
     off = components.load("train").argv({"processed": "/p"}, {"model": "/m"})
     assert parse_args(off[2:]).sweep_trials == 0 and "--sweep-trials" not in off
+
+
+# --- faults: trials that fail, diverge or are stopped, in any order ---------------------------------
+
+OUTCOME = st.one_of(st.just("fail"),
+                    st.lists(st.one_of(st.floats(0.5, 20), st.just(math.nan)), min_size=1, max_size=4))
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@given(outcomes=st.lists(OUTCOME, min_size=1, max_size=5), slack=st.floats(0.01, 1.0))
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_model(
+        outcomes: list, slack: float, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Injected between the sweep's steps: each trial fails, or reports these dev losses per epoch (the
+    rule may stop it). The sweep fails only if every trial failed; else it writes exactly the chosen
+    trial's files, records every trial, leaves no MLflow run open and no scratch behind."""
+    from transformers import TrainerControl
+
+    from aks_jobs.lm.sweep_trials import run_sweep
+    from aks_jobs.lm.training import TrainRequest, checkpoint_dir
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    output = tmp_path / f"out-{uuid.uuid4().hex}"  # tmp_path is shared by the examples
+
+    def fake_trial(request: TrainRequest) -> dict:
+        number = int(request.run_name.removeprefix("trial-"))
+        outcome = outcomes[number - 1]
+        if outcome == "fail":
+            raise RuntimeError(f"injected failure of trial {number}")
+        control, evaluated = TrainerControl(), []
+        for value in outcome:
+            evaluated.append(value)
+            for callback in request.callbacks:
+                callback.on_evaluate(None, None, control, metrics={"eval_loss": value})
+            if control.should_training_stop:
+                break
+        with mlflow.start_run(run_name=request.run_name, nested=True) as run:
+            pass
+        summary = {"eval_loss": min(evaluated), "mlflow_run_id": run.info.run_id, "trial": number}
+        request.output.mkdir(parents=True)
+        (request.output / "train_summary.json").write_text(json.dumps(summary))
+        (request.output / "heldout.json").write_text(json.dumps({"trial": number}))
+        return summary
+
+    request = TrainRequest(data=tmp_path, output=output, experiment="faults")
+    rule = BanditRule(slack_factor=slack)
+    if all(outcome == "fail" for outcome in outcomes):
+        with pytest.raises(RuntimeError, match="injected failure"):
+            run_sweep(request, len(outcomes), SearchSpace(), rule, train_trial=fake_trial)
+        assert not output.exists()
+    else:
+        summary = run_sweep(request, len(outcomes), SearchSpace(), rule, train_trial=fake_trial)
+        trials = summary["sweep"]["trials"]
+        assert len(trials) == len(outcomes)
+        assert [t["error"] is not None for t in trials] == [o == "fail" for o in outcomes]
+        best_at: dict[int, float] = {}  # the rule, restated: stop at the first epoch worse than the slack
+        for trial, outcome in zip(trials, outcomes):
+            if outcome == "fail":
+                continue
+            losses = trial["dev_losses"]
+            assert losses == pytest.approx(outcome[:len(losses)], nan_ok=True)
+            assert trial["stopped_early"] or len(losses) == len(outcome)
+            for epoch, value in enumerate(losses, 1):
+                worse = not math.isfinite(value) or (epoch in best_at and value > best_at[epoch] * (1 + slack))
+                assert worse == (trial["stopped_early"] and epoch == len(losses))
+            for epoch, value in enumerate(losses, 1):
+                if math.isfinite(value):
+                    best_at[epoch] = min(value, best_at.get(epoch, math.inf))
+        finished = [t for t in trials if t["error"] is None and not t["stopped_early"]
+                    and math.isfinite(t[PRIMARY_METRIC])]
+        pool = finished or [t for t in trials if t["error"] is None]
+        best = min(t[PRIMARY_METRIC] if math.isfinite(t[PRIMARY_METRIC]) else math.inf for t in pool)
+        chosen = trials[summary["sweep"]["chosen_trial"] - 1]
+        assert chosen in pool and (chosen[PRIMARY_METRIC] == best or not math.isfinite(best))
+        assert json.loads((output / "heldout.json").read_text()) == {"trial": chosen["trial"]}
+        assert json.loads((output / "train_summary.json").read_text())["trial"] == chosen["trial"]
+    assert mlflow.active_run() is None
+    assert not checkpoint_dir(output).with_name(f"sweep-{checkpoint_dir(output).name}").exists()

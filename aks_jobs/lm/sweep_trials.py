@@ -12,6 +12,7 @@ import math
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,27 +53,31 @@ class Trial:
     stopped_early: bool = False
     dev_loss: float | None = None  # the saved model's, from its train_summary.json
     mlflow_run_id: str | None = None
+    error: str | None = None  # the trial failed (as in Azure ML, the sweep goes on with the next)
 
     def to_dict(self) -> dict[str, Any]:
         return {"trial": self.number, "settings": self.settings, "dev_losses": self.dev_losses,
                 "stopped_early": self.stopped_early, PRIMARY_METRIC: self.dev_loss,
-                "mlflow_run_id": self.mlflow_run_id}
+                "mlflow_run_id": self.mlflow_run_id, "error": self.error}
 
 
 def choose(trials: list[Trial]) -> Trial:
-    """The lowest dev loss among the trials that ran to the end (among all if every one was stopped)."""
-    finished = [t for t in trials if not t.stopped_early and t.dev_loss is not None and math.isfinite(t.dev_loss)]
-    pool = finished or [t for t in trials if t.dev_loss is not None] or trials
-    return min(pool, key=lambda t: t.dev_loss if t.dev_loss is not None and math.isfinite(t.dev_loss) else math.inf)
+    """The lowest dev loss among the trials that ran to the end (among all that wrote a model if every
+    one was stopped); failed trials never."""
+    written = [t for t in trials if t.error is None and t.dev_loss is not None]
+    finished = [t for t in written if not t.stopped_early and math.isfinite(t.dev_loss)]
+    return min(finished or written, key=lambda t: t.dev_loss if math.isfinite(t.dev_loss) else math.inf)
 
 
 def evaluates_every_epoch(preset: str, best_epoch: bool | None) -> bool:
     return PRETRAINED[preset]["best_epoch"] if best_epoch is None else best_epoch
 
 
-def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: BanditRule) -> dict[str, Any] | None:
+def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: BanditRule,
+              train_trial: Callable[[TrainRequest], dict[str, Any] | None] = train) -> dict[str, Any] | None:
     """Run `trials` trials and write the chosen one's model, heldout.json and train_summary.json (with a
-    `sweep` section) to request.output; return that summary on rank 0 (None on the other ranks)."""
+    `sweep` section) to request.output; return that summary on rank 0 (None on the other ranks).
+    A failing trial is recorded and the next one runs; the sweep fails only when every trial failed."""
     if not evaluates_every_epoch(request.preset, request.overrides.get("best_epoch")):
         raise ValueError(f"a sweep compares trials by their dev loss after every epoch, which preset "
                          f"{request.preset!r} without --best-epoch does not evaluate: use preset default or add --best-epoch")
@@ -83,6 +88,7 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
     # Local scratch, not the output (mounted storage in AML); the same path on every DDP rank.
     scratch = checkpoint_dir(request.output).with_name(f"sweep-{checkpoint_dir(request.output).name}")
     done: list[Trial] = []
+    last_error: Exception | None = None
     if main:
         shutil.rmtree(scratch, ignore_errors=True)  # a failed earlier sweep's
         use_experiment(request.experiment)
@@ -95,8 +101,15 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
             trial = Trial(number, space.sample(rng))
             bandit = BanditStop(rule, best)
             log.info("sweep trial %d/%d: %s", number, trials, trial.settings)
-            summary = train(replace(request, output=scratch / f"trial-{number}", run_name=f"trial-{number}",
-                                    overrides={**request.overrides, **trial.settings}, callbacks=[bandit]))
+            try:
+                summary = train_trial(replace(request, output=scratch / f"trial-{number}", run_name=f"trial-{number}",
+                                              overrides={**request.overrides, **trial.settings}, callbacks=[bandit]))
+            except Exception as error:  # noqa: BLE001 - one trial's failure (e.g. out of memory) is recorded
+                trial.error, trial.dev_losses = f"{type(error).__name__}: {error}", bandit.dev_losses
+                log.error("sweep trial %d/%d failed: %s", number, trials, trial.error)
+                last_error = error
+                done.append(trial)
+                continue
             trial.dev_losses, trial.stopped_early = bandit.dev_losses, bandit.stopped_at is not None
             for interval, value in enumerate(bandit.dev_losses, 1):
                 best.report(interval, value)
@@ -107,6 +120,9 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
                     log.warning("sweep trial %d stopped early by the Bandit rule at interval %d (dev loss %.4f)",
                                 number, bandit.stopped_at, bandit.dev_losses[-1])
             done.append(trial)
+        if last_error is not None and all(t.error for t in done):
+            log.error("every one of the %d sweep trials failed", trials)
+            raise last_error
         if not main:
             return None
         chosen = choose(done)
