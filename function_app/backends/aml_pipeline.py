@@ -20,7 +20,7 @@ from function_app.settings import Settings
 if TYPE_CHECKING:
     from azure.ai.ml import Input
     from azure.ai.ml.entities import Command, CommandComponent, Environment, PipelineJob
-    from azure.ai.ml.entities._builders.sweep import Sweep as SweepNode
+    from azure.ai.ml.entities import Sweep as SweepNode
 
 # aks_jobs/ is also the code snapshot the components (`code: ..`) and the scoring deployment upload.
 AKS_JOBS_DIR = Path(__file__).resolve().parents[2] / "aks_jobs"
@@ -151,7 +151,7 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
 def _place(node: Command | SweepNode, step: str, instance_type: str, image: Environment | None) -> None:
     """Per-step runtime: instance type (an InstanceType CRD on the AKS cluster) and the image override.
     A sweep node's trials run its `trial` component, which takes the image."""
-    from azure.ai.ml.entities._builders.sweep import Sweep as SweepNode
+    from azure.ai.ml.entities import Sweep as SweepNode
 
     node.display_name = step  # child jobs carry it: job_status finds each step by it
     node.set_resources(instance_type=instance_type)

@@ -13,7 +13,7 @@ from aks_jobs.lm.sweep import GOAL, PRIMARY_METRIC, BanditRule, SearchSpace, Swe
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Command
-    from azure.ai.ml.entities._builders.sweep import Sweep as SweepNode
+    from azure.ai.ml.entities import Sweep as SweepNode
     from azure.ai.ml.sweep import BanditPolicy, Choice, LogUniform, Uniform
 
 SAMPLING = "random"
