@@ -6,8 +6,8 @@ import math
 import os
 import random
 import subprocess
-import uuid
 import sys
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -143,7 +143,7 @@ def test_three_trial_sweep_stops_the_absurd_trial_and_keeps_the_best_model(tmp_p
          "--base-model", "offline", "--block-size", "64", "--grad-accum", "1", "--seed", str(SEED),
          "--experiment", "sweep", "--sweep-trials", "3", "--sweep-space", SPACE.model_dump_json(),
          "--sweep-rule", RULE.model_dump_json()],
-        capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+        check=False, capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
@@ -183,7 +183,7 @@ def test_a_sweep_without_per_epoch_evaluation_is_refused_naming_the_fix(tmp_path
     result = subprocess.run(
         [sys.executable, str(REPO / "aks_jobs" / "train.py"), "--data", str(tmp_path / "t.txt"),
          "--output", str(tmp_path / "m"), "--base-model", "offline", "--preset", "memorize", "--sweep-trials", "2"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
         env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
     assert result.returncode == 2
     assert "--best-epoch" in result.stderr and not (tmp_path / "m").exists()
