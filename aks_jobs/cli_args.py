@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def bounded(kind: type[int] | type[float], *, at_least: float | None = None, above: float | None = None,
@@ -20,4 +25,17 @@ def bounded(kind: type[int] | type[float], *, at_least: float | None = None, abo
         return number
 
     parse.__name__ = kind.__name__  # argparse names the type in "invalid float value: 'x'"
+    return parse
+
+
+def json_model(model: type[M]) -> Callable[[str], M]:
+    """An argparse type: a JSON object validated by `model`, else an error naming each bad field."""
+    def parse(value: str) -> M:
+        try:
+            return model.model_validate_json(value)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors())
+            raise argparse.ArgumentTypeError(f"{problems} (got {value})") from None
+
+    parse.__name__ = model.__name__
     return parse

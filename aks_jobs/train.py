@@ -14,11 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from aks_jobs.cli_args import bounded
+from aks_jobs.cli_args import bounded, json_model
 from aks_jobs.lm.base_model import OFFLINE, BaseModelError
 from aks_jobs.lm.corpus import CorpusError
 from aks_jobs.lm.execution_plan import COMPILE_MODES
 from aks_jobs.lm.recipe import PRESETS, preset_help
+from aks_jobs.lm.sweep import BanditRule, SearchSpace
+from aks_jobs.lm.sweep_trials import run_sweep
 from aks_jobs.lm.training import TrainRequest, train
 
 
@@ -44,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="default: notebook recipe; memorize: the notebook's sledgehammer for tiny corpora")
     parser.add_argument("--epochs", type=bounded(float, above=0), help=preset_help("epochs"))
     parser.add_argument("--learning-rate", type=bounded(float, above=0), help=preset_help("learning_rate"))
-    parser.add_argument("--weight-decay", type=float, help=preset_help("weight_decay"))
+    parser.add_argument("--weight-decay", type=bounded(float, at_least=0), help=preset_help("weight_decay"))
+    parser.add_argument("--warmup-ratio", type=bounded(float, at_least=0, below=1),
+                        help=f"share of the optimizer steps warming the learning rate up; {preset_help('warmup_ratio')}")
     parser.add_argument("--batch-size", type=bounded(int, above=0), help=f"per device; {preset_help('batch_size')}")
     parser.add_argument("--grad-accum", type=bounded(int, above=0), help=preset_help("grad_accum"))
     parser.add_argument("--micro-batch", type=bounded(int, above=0),
@@ -68,6 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="instruction data (.jsonl/.json uploads): the loss covers the response tokens only, not "
                              "the instruction and input (default: off, every token)")
     parser.add_argument("--experiment", default="gpt2-pdf", help="MLflow experiment name")
+    sweep = parser.add_argument_group("sweep", "run trials of the search space one after another (in Azure ML the "
+                                               "pipeline's sweep node runs the trials instead)")
+    sweep.add_argument("--sweep-trials", type=bounded(int, at_least=0), default=0,
+                       help="number of trials (default 0: no sweep, one training run)")
+    sweep.add_argument("--sweep-space", type=json_model(SearchSpace), default=SearchSpace(), metavar="JSON",
+                       help=f"bounds of the swept settings, e.g. '{{\"learning_rate_max\": 1e-3}}'; "
+                            f"defaults {SearchSpace().model_dump_json()}")
+    sweep.add_argument("--sweep-rule", type=json_model(BanditRule), default=BanditRule(), metavar="JSON",
+                       help=f"the Bandit early-termination rule; defaults {BanditRule().model_dump_json()}")
     return parser.parse_args(argv)
 
 
@@ -77,12 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
     overrides = {key: getattr(args, key) for key in (
-        "epochs", "learning_rate", "weight_decay", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
+        "epochs", "learning_rate", "weight_decay", "warmup_ratio", "batch_size", "grad_accum", "micro_batch", "compile", "block_size",
         "eval_fraction", "seed", "max_steps", "max_wall_s", "best_epoch", "line_blocks", "response_only_loss")}
     request = TrainRequest(data=args.data, output=args.output, snapshot_ref=args.snapshot_ref, base_model=args.base_model, preset=args.preset,
                            overrides=overrides, experiment=args.experiment)
     try:
-        train(request)
+        if args.sweep_trials:
+            run_sweep(request, args.sweep_trials, args.sweep_space, args.sweep_rule)
+        else:
+            train(request)
     except (CorpusError, BaseModelError, ValueError) as error:
         logging.getLogger("train").error("%s", error)
         return 2

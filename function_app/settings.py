@@ -14,6 +14,8 @@ from typing import Any, Self
 from pydantic import AliasGenerator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH, BanditRule, SearchSpace, Sweep, SweepLimits
+
 # Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
 # __tableServiceUri with the Function's managed identity.
@@ -150,6 +152,15 @@ class Settings(EnvSettings):
     preprocess_max_chars_per_byte: int = Field(100, ge=1)
     train_max_steps: int = Field(0, ge=0)
     train_max_wall_s: int = Field(0, ge=0)
+    # Hyperparameter sweep of the train step (aks_jobs/lm/sweep.py): 0 = off, one training run. In AML a
+    # sweep node runs up to SWEEP_MAX_CONCURRENT_TRIALS trials at once within SWEEP_TIMEOUT_S (0 = the
+    # train step's deadline); locally they run one after another. SWEEP_SPACE / SWEEP_RULE are JSON objects
+    # overriding the search space's bounds and the Bandit rule (empty = sweep.py's defaults).
+    sweep_trials: int = Field(0, ge=0)
+    sweep_max_concurrent_trials: int = Field(2, ge=1)
+    sweep_timeout_s: int = Field(0, ge=0)
+    sweep_space: SearchSpace | None = Field(None, examples=['{"learning_rate_max": 0.001}'])
+    sweep_rule: BanditRule | None = Field(None, examples=['{"slack_factor": 0.2, "delay_evaluation": 1}'])
 
     def preprocess_limits(self) -> dict[str, int]:
         """The preprocess component's limit inputs."""
@@ -161,6 +172,22 @@ class Settings(EnvSettings):
         """The train component's limit inputs that are set (0 = unset: no limit)."""
         return {name: value for name, value in (("max_steps", self.train_max_steps),
                                                 ("max_wall_s", self.train_max_wall_s)) if value}
+
+    def sweep(self) -> Sweep | None:
+        """The sweep the train step runs, or None when SWEEP_TRIALS is 0."""
+        if not self.sweep_trials:
+            return None
+        return Sweep(space=self.sweep_space or SearchSpace(), rule=self.sweep_rule or BanditRule(),
+                     limits=SweepLimits(max_total_trials=self.sweep_trials,
+                                        max_concurrent_trials=self.sweep_max_concurrent_trials,
+                                        timeout_s=self.sweep_timeout_s or self.train_timeout_seconds))
+
+    @model_validator(mode="after")
+    def _sweep_needs_per_epoch_evaluation(self) -> Self:
+        if self.sweep_trials and self.train_preset not in PRESETS_EVALUATING_EVERY_EPOCH:
+            raise ValueError(f"SWEEP_TRIALS={self.sweep_trials} needs a preset that evaluates every epoch "
+                             f"(TRAIN_PRESET=default), not TRAIN_PRESET={self.train_preset}; or set SWEEP_TRIALS=0")
+        return self
 
 
 class StorageConnection(EnvSettings):

@@ -83,6 +83,12 @@ param preprocessMaxCorpusChars int = 200000000
 param preprocessMaxCharsPerByte int = 100
 param trainMaxSteps int = 0
 param trainMaxWallS int = 0
+@description('Hyperparameter sweep of the train step (docs/deploy.md): trials (0 = off), trials at once, its time limit in s (0 = the train deadline), JSON overrides of the search space and the Bandit rule (empty = defaults).')
+param sweepTrials int = 0
+param sweepMaxConcurrentTrials int = 2
+param sweepTimeoutS int = 0
+param sweepSpace string = ''
+param sweepRule string = ''
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -285,6 +291,11 @@ var functionAppSettings = {
   PREPROCESS_MAX_CHARS_PER_BYTE: string(preprocessMaxCharsPerByte)
   TRAIN_MAX_STEPS: string(trainMaxSteps)
   TRAIN_MAX_WALL_S: string(trainMaxWallS)
+  SWEEP_TRIALS: string(sweepTrials)
+  SWEEP_MAX_CONCURRENT_TRIALS: string(sweepMaxConcurrentTrials)
+  SWEEP_TIMEOUT_S: string(sweepTimeoutS)
+  SWEEP_SPACE: sweepSpace
+  SWEEP_RULE: sweepRule
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''

@@ -104,6 +104,7 @@ class LocalBackend(PipelineBackend):
                 "preset": self.settings.train_preset,
                 "epochs": self.settings.train_epochs,
                 **self.settings.train_limits(),
+                **(sweep.component_inputs() if (sweep := self.settings.sweep()) else {}),
             },
             evaluate_inputs={
                 "model_name": self.settings.model_name,

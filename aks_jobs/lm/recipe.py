@@ -38,7 +38,7 @@ FROM_SCRATCH = {
     # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }
-COMMON = dict(eval_fraction=0.05, seed=42, max_steps=None, max_wall_s=None, block_size=None, micro_batch=None,
+COMMON = dict(warmup_ratio=0.0, eval_fraction=0.05, seed=42, max_steps=None, max_wall_s=None, block_size=None, micro_batch=None,
               compile="auto", response_only_loss=False)
 PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
@@ -49,6 +49,7 @@ class Hyperparameters:
     epochs: float
     learning_rate: float
     weight_decay: float
+    warmup_ratio: float  # share of the optimizer steps spent warming the learning rate up from 0
     batch_size: int  # per device
     grad_accum: int
     eval_fraction: float
@@ -123,6 +124,7 @@ def training_arguments(hp: Hyperparameters, plan: ExecutionPlan, checkpoint_dir:
         max_steps=hp.max_steps or -1,
         learning_rate=hp.learning_rate,
         weight_decay=hp.weight_decay,
+        warmup_steps=hp.warmup_ratio,  # below 1: a share of the steps (transformers' TrainingArguments)
         per_device_train_batch_size=plan.micro_batch,
         per_device_eval_batch_size=plan.micro_batch,
         gradient_accumulation_steps=plan.grad_accum,

@@ -16,6 +16,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from aks_jobs.lm.sweep import PRIMARY_METRIC
+
 log = logging.getLogger(__name__)
 
 LOCAL_STORE = Path(__file__).resolve().parents[2] / ".local" / "mlflow"
@@ -81,6 +83,19 @@ class StepMetrics(TrainerCallback):
                    if isinstance(value, (int, float)) and not isinstance(value, bool)}
         if metrics:
             mlflow.log_metrics(metrics, step=state.global_step)
+
+
+class DevLoss(TrainerCallback):
+    """Each evaluation's loss as the sweep's primary metric, one value per evaluation (an epoch, as the
+    default preset evaluates): Azure ML's sweep counts each logged value as one interval of its
+    early-termination policy and ranks trials by it."""
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or mlflow.active_run() is None or not metrics:
+            return
+        intervals = sum(1 for entry in state.log_history if "eval_loss" in entry)
+        mlflow.log_metric(PRIMARY_METRIC, float(metrics["eval_loss"]), step=intervals)
 
 
 def register_folder(name: str, artifact_path: str, tags: Mapping[str, str]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 import torch
 import torch.distributed as dist
-from transformers import PreTrainedTokenizerBase, Trainer, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, set_seed
 
 from aks_jobs.lm.base_model import BaseModel, resolve_base_model
 from aks_jobs.lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
@@ -40,7 +40,7 @@ from aks_jobs.lm.recipe import (
     training_arguments,
 )
 from aks_jobs.lm.limits import WallClockLimit, stop_reason
-from aks_jobs.lm.tracking import StepMetrics, flat_params, use_experiment
+from aks_jobs.lm.tracking import DevLoss, StepMetrics, flat_params, use_experiment
 from pipeline_contracts import train_summary
 from pipeline_contracts.train_summary import TrainSummary
 
@@ -61,6 +61,8 @@ class TrainRequest:
     preset: str = "default"
     overrides: dict[str, Any] = field(default_factory=dict)  # Hyperparameters fields; None = preset's value
     experiment: str = "gpt2-pdf"
+    run_name: str | None = None  # MLflow run name; default train-<snapshot>
+    callbacks: list[TrainerCallback] = field(default_factory=list)  # e.g. a sweep's early-termination rule
 
 
 def device_description(world_size: int) -> str:
@@ -92,9 +94,13 @@ def checkpoint_dir(output: Path) -> Path:
 
 def start_tracking(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters,
                    plan: ExecutionPlan, block_size: int, world_size: int) -> None:
-    """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics."""
-    use_experiment(request.experiment)
-    mlflow.start_run(run_name=f"train-{corpus.snapshot}", log_system_metrics=torch.cuda.is_available())
+    """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics.
+    Inside an open run (a sweep's) it is a child run."""
+    nested = mlflow.active_run() is not None
+    if not nested:
+        use_experiment(request.experiment)
+    mlflow.start_run(run_name=request.run_name or f"train-{corpus.snapshot}", nested=nested,
+                     log_system_metrics=torch.cuda.is_available())
     mlflow.log_params(flat_params({"snapshot": corpus.snapshot, "documents_sha256": corpus.documents_sha256,
                                    "base_model": base.describe(), "preset": request.preset,
                                    "block_size": block_size, "world_size": world_size, **hp.to_dict(),
@@ -186,7 +192,7 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     trainer = Trainer(model=base.model, args=args, train_dataset=BlockDataset(blocks.train),
                       eval_dataset=BlockDataset(blocks.eval), processing_class=base.tokenizer,
                       data_collator=BlockCollator(base.tokenizer.pad_token_id, **_response_only(base.tokenizer, hp)),
-                      callbacks=[StepMetrics(), *([wall] if wall else [])])
+                      callbacks=[StepMetrics(), DevLoss(), *request.callbacks, *([wall] if wall else [])])
     main = trainer.is_world_process_zero()
     try:
         if main:

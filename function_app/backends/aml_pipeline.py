@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aks_jobs.lm.sweep import SWEPT
+from function_app.backends import aml_sweep
 from function_app.backends.base import PermanentBackendError
 from function_app.run_states import JobState
 from function_app.settings import Settings
@@ -19,6 +21,7 @@ from pipeline_contracts.blob_layout import (EVALUATION_OUTPUT, INPUTS, MODEL_OUT
 if TYPE_CHECKING:
     from azure.ai.ml import Input
     from azure.ai.ml.entities import Command, CommandComponent, Environment, PipelineJob
+    from azure.ai.ml.entities import Sweep as SweepNode
 
 # aks_jobs/ is also the code snapshot the components (`code: ..`) and the scoring deployment upload.
 AKS_JOBS_DIR = Path(__file__).resolve().parents[2] / "aks_jobs"
@@ -109,6 +112,9 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
     train_overrides = {"epochs": settings.train_epochs} if settings.train_epochs else {}
     train_overrides.update(settings.train_limits())
+    sweep = settings.sweep()
+    if sweep is not None:  # the search space sets these per trial
+        train_overrides = {name: value for name, value in train_overrides.items() if name not in SWEPT}
 
     @pipeline(name="gpt2_pdf_pipeline", description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
               default_compute=settings.aml_compute)
@@ -121,7 +127,10 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
                                              path=datastore_uri(datastore, run_output(run_id, SNAPSHOT_REF_OUTPUT)))
         train = train_step(processed=preprocess.outputs.processed, snapshot=preprocess.outputs.snapshot,
                            base_model=settings.base_model, preset=settings.train_preset, **train_overrides)
-        train.outputs.model = Output(type="uri_folder", path=datastore_uri(datastore, run_output(run_id, MODEL_OUTPUT)))
+        model_output = MODEL_OUTPUT
+        if sweep is not None:
+            train, model_output = aml_sweep.sweep_node(train, sweep), aml_sweep.TRIAL_FOLDER.rstrip("/")
+        train.outputs.model = Output(type="uri_folder", path=datastore_uri(datastore, run_output(run_id, model_output)))
         evaluate = evaluate_step(model=train.outputs.model, model_name=settings.model_name, **evaluate_inputs)
         evaluate.outputs.evaluation = Output(type="uri_folder",
                                              path=datastore_uri(datastore, run_output(run_id, EVALUATION_OUTPUT)))
@@ -142,12 +151,15 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     return job
 
 
-def _place(node: Command, step: str, instance_type: str, image: Environment | None) -> None:
-    """Per-step runtime: instance type (an InstanceType CRD on the AKS cluster) and the image override."""
+def _place(node: Command | SweepNode, step: str, instance_type: str, image: Environment | None) -> None:
+    """Per-step runtime: instance type (an InstanceType CRD on the AKS cluster) and the image override.
+    A sweep node's trials run its `trial` component, which takes the image."""
+    from azure.ai.ml.entities import Sweep as SweepNode
+
     node.display_name = step  # child jobs carry it: job_status finds each step by it
     node.set_resources(instance_type=instance_type)
     if image is not None:
-        node.environment = image
+        (node.trial if isinstance(node, SweepNode) else node).environment = image
 
 
 def progress_state(step_statuses: Mapping[str, str]) -> JobState:
