@@ -5,4 +5,5 @@ The Python worker requires this file beside host.json, then imports the module n
 indexes function_app/__init__.py; this file names the same single app for anything that loads it
 by path instead (e.g. runpy).
 """
+
 from function_app.functions import app  # noqa: F401

@@ -1,4 +1,5 @@
 """Argument types shared by the step scripts' command lines."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,16 +11,21 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-def bounded(kind: type[int] | type[float], *, at_least: float | None = None, above: float | None = None,
-            below: float | None = None) -> Callable[[str], int | float]:
+def bounded(
+    kind: type[int] | type[float],
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> Callable[[str], int | float]:
     """An argparse type: `kind(value)` within the bounds, else an error saying which bound."""
+
     def parse(value: str) -> int | float:
         number = kind(value)
         if at_least is not None and number < at_least:
             raise argparse.ArgumentTypeError(f"must be at least {at_least:g}, got {value}")
         if above is not None and number <= above:
-            raise argparse.ArgumentTypeError(
-                f"must be {'positive' if above == 0 else f'above {above:g}'}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be {'positive' if above == 0 else f'above {above:g}'}, got {value}")
         if below is not None and number >= below:
             raise argparse.ArgumentTypeError(f"must be below {below:g}, got {value}")
         return number
@@ -30,6 +36,7 @@ def bounded(kind: type[int] | type[float], *, at_least: float | None = None, abo
 
 def json_model(model: type[M]) -> Callable[[str], M]:
     """An argparse type: a JSON object validated by `model`, else an error naming each bad field."""
+
     def parse(value: str) -> M:
         try:
             return model.model_validate_json(value)

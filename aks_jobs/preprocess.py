@@ -9,6 +9,7 @@ Writes PROCESSED/combined_data_<UTC yyyymmdd_HHMMSS>.txt and PROCESSED/combined_
 made, for the train step and the control plane); logs one line per document to stderr and prints a summary table.
 Exits 1 only when no document produced text.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,37 +38,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, required=True, metavar="DIR", help="folder of uploaded documents")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="folder that receives the snapshot")
     parser.add_argument(
-        "--snapshot-ref", type=Path, metavar="DIR",
+        "--snapshot-ref",
+        type=Path,
+        metavar="DIR",
         help="folder that receives snapshot.json naming the snapshot this run wrote (the pipeline's own record of it)",
     )
     parser.add_argument(
-        "--cache", type=Path, metavar="DIR",
+        "--cache",
+        type=Path,
+        metavar="DIR",
         help="earlier extraction results keyed by sha256, reused when a document is unchanged (default: OUTPUT/cache)",
     )
     parser.add_argument(
-        "--timeout-s", type=bounded(float, at_least=0.001), default=120.0, metavar="SECONDS",
+        "--timeout-s",
+        type=bounded(float, at_least=0.001),
+        default=120.0,
+        metavar="SECONDS",
         help="wall-clock limit per document; a document over it is stopped and reported (default: %(default)g)",
     )
     parser.add_argument(
-        "--memory-mb", type=bounded(int, at_least=1), default=2048, metavar="MB",
+        "--memory-mb",
+        type=bounded(int, at_least=1),
+        default=2048,
+        metavar="MB",
         help="memory (address space) one extraction may add to its process (default: %(default)s)",
     )
     parser.add_argument(
-        "--workers", type=bounded(int, at_least=0), default=0, metavar="N",
+        "--workers",
+        type=bounded(int, at_least=0),
+        default=0,
+        metavar="N",
         help="documents extracted at once; 0 = one per available CPU within the container's CPU and memory "
         "limits (default: %(default)s)",
     )
     defaults = Options()
     parser.add_argument(
-        "--max-document-chars", type=bounded(int, above=0), default=defaults.max_document_chars, metavar="N",
+        "--max-document-chars",
+        type=bounded(int, above=0),
+        default=defaults.max_document_chars,
+        metavar="N",
         help="text kept per document; a longer text is cut with a warning (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-corpus-chars", type=bounded(int, above=0), default=defaults.max_corpus_chars, metavar="N",
+        "--max-corpus-chars",
+        type=bounded(int, above=0),
+        default=defaults.max_corpus_chars,
+        metavar="N",
         help="text in one snapshot; documents that would pass it are left out with an error (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-chars-per-byte", type=bounded(float, above=0), default=defaults.max_chars_per_byte, metavar="F",
+        "--max-chars-per-byte",
+        type=bounded(float, above=0),
+        default=defaults.max_chars_per_byte,
+        metavar="F",
         help="characters of text per byte of PDF; a document over it (a decompression bomb) gives no text "
         "(default: %(default)g)",
     )
@@ -81,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     options = Options(
-        timeout_s=args.timeout_s, memory_mb=args.memory_mb, workers=args.workers,
-        max_document_chars=args.max_document_chars, max_corpus_chars=args.max_corpus_chars,
+        timeout_s=args.timeout_s,
+        memory_mb=args.memory_mb,
+        workers=args.workers,
+        max_document_chars=args.max_document_chars,
+        max_corpus_chars=args.max_corpus_chars,
         max_chars_per_byte=args.max_chars_per_byte,
     )
     result = build_snapshot(args.input, args.output, args.cache, options)

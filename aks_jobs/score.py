@@ -17,6 +17,7 @@ POST /score {"prompt": "Once upon" | [..], "max_new_tokens": 50, "temperature": 
 -> 400 {"message": "...", "field": "<the bad field>"} for any client mistake
 -> 503 with Retry-After when the server is full or the answer missed its deadline.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,17 +47,25 @@ def init() -> None:
     global _service
     served = load_serving_model()
     limits = ServingLimits.for_device(served.model.device.type)
-    _service = ScoringService(served, cached_forward(served, limits.max_rows, cuda_graphs=limits.use_cuda_graphs), limits)
-    logger.info("serving %s version %s from %s on %s, %s weights, with %s", served.name, served.version,
-                served.folder, served.model.device, served.weights, limits)
+    _service = ScoringService(
+        served, cached_forward(served, limits.max_rows, cuda_graphs=limits.use_cuda_graphs), limits
+    )
+    logger.info(
+        "serving %s version %s from %s on %s, %s weights, with %s",
+        served.name,
+        served.version,
+        served.folder,
+        served.model.device,
+        served.weights,
+        limits,
+    )
 
 
 def run(raw: str) -> flask.Response:
     """`raw` is the request body as text: azmlinfsrv decodes it as UTF-8 and passes it unparsed."""
     reply = _service.reply(raw, _client_gone_check())
     if reply.events is not None:
-        return flask.Response(reply.events, status=reply.status, headers=reply.headers,
-                              mimetype="text/event-stream")
+        return flask.Response(reply.events, status=reply.status, headers=reply.headers, mimetype="text/event-stream")
     body = reply.body.model_dump(mode="json", exclude_none=True) if reply.body is not None else None
     return AMLResponse(body, reply.status, reply.headers, json_str=True)
 

@@ -14,6 +14,7 @@ Perplexity: speed does not depend on the weights' values, but the cost of int8 d
 here on generated prose (synthetic_data/small_model.py) and scored on held-out prose of the same generator by the
 served model, loaded both ways as score.py loads it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def greedy_client(base_url: str, weights: str) -> Callable[[int], None]:
     def score(i: int) -> None:
         if not hasattr(local, "http"):
             local.http = httpx.Client(base_url=base_url, timeout=600)
-        answer = local.http.post("/score", json={"prompt": f"{PROMPT} ({i})", "max_new_tokens": NEW_TOKENS,
-                                                 "do_sample": False})
+        answer = local.http.post(
+            "/score", json={"prompt": f"{PROMPT} ({i})", "max_new_tokens": NEW_TOKENS, "do_sample": False}
+        )
         answer.raise_for_status()
         body = answer.json()
         assert body["usage"]["completion_tokens"] == NEW_TOKENS, body["usage"]
@@ -59,10 +61,13 @@ def greedy_client(base_url: str, weights: str) -> Callable[[int], None]:
     return score
 
 
-def speed(folder: Path, rounds: int, latency_requests: int, requests: int, clients: int,
-          server_env: dict[str, str]) -> dict[str, dict[str, float]]:
-    with running_scoring_server(folder, env={**server_env, "SCORING_WEIGHTS": "float"}) as float_url, \
-            running_scoring_server(folder, env={**server_env, "SCORING_WEIGHTS": "int8"}) as int8_url:
+def speed(
+    folder: Path, rounds: int, latency_requests: int, requests: int, clients: int, server_env: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    with (
+        running_scoring_server(folder, env={**server_env, "SCORING_WEIGHTS": "float"}) as float_url,
+        running_scoring_server(folder, env={**server_env, "SCORING_WEIGHTS": "int8"}) as int8_url,
+    ):
         paths = {"float32": greedy_client(float_url, "float32"), "int8": greedy_client(int8_url, "int8")}
         single: dict[str, list[float]] = {name: [] for name in paths}
         loaded: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
@@ -77,11 +82,15 @@ def speed(folder: Path, rounds: int, latency_requests: int, requests: int, clien
                     single[name].append(time.perf_counter() - started)
             for name, one in paths.items():
                 loaded[name].append(timed(requests, clients, one))
-    return {name: {**{f"single_{key}": value for key, value in summary(single[name], sum(single[name])).items()},
-                   "loaded_req_s": statistics.median(figures["req_s"] for figures in loaded[name]),
-                   "loaded_req_s_all": [round(figures["req_s"], 2) for figures in loaded[name]],
-                   "loaded_p50_ms": statistics.median(figures["p50_ms"] for figures in loaded[name])}
-            for name in paths}
+    return {
+        name: {
+            **{f"single_{key}": value for key, value in summary(single[name], sum(single[name])).items()},
+            "loaded_req_s": statistics.median(figures["req_s"] for figures in loaded[name]),
+            "loaded_req_s_all": [round(figures["req_s"], 2) for figures in loaded[name]],
+            "loaded_p50_ms": statistics.median(figures["p50_ms"] for figures in loaded[name]),
+        }
+        for name in paths
+    }
 
 
 def perplexity(steps: int) -> dict[str, float]:
@@ -102,38 +111,58 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=5, help="per round and server, one at a time")
     parser.add_argument("--requests", type=int, default=64, help="per round and server, from --clients clients")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for both servers, e.g. OMP_NUM_THREADS=1")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for both servers, e.g. OMP_NUM_THREADS=1",
+    )
     parser.add_argument("--ppl-steps", type=int, default=200, help="training steps of the perplexity model")
     args = parser.parse_args()
     server_env = dict(item.split("=", 1) for item in args.server_env)
 
     threads = {name: os.environ.get(name, "unset") for name in THREAD_VARIABLES} | server_env
-    print(f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; CPU {platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads; "
-          f"servers' thread environment {threads}")
+    print(
+        f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; CPU {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+        f"servers' thread environment {threads}"
+    )
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "model"
         parameters = build_model(folder, n_layer=12, n_embd=768, n_head=12)
-        print(f"model GPT-2 124M shape ({parameters / 1e6:.0f}M parameters, random init); {NEW_TOKENS} greedy new "
-              f"tokens; {args.rounds} rounds of {args.latency_requests} requests at 1 client and {args.requests} at "
-              f"{args.clients} clients, per server")
+        print(
+            f"model GPT-2 124M shape ({parameters / 1e6:.0f}M parameters, random init); {NEW_TOKENS} greedy new "
+            f"tokens; {args.rounds} rounds of {args.latency_requests} requests at 1 client and {args.requests} at "
+            f"{args.clients} clients, per server"
+        )
         load = os.getloadavg()[0]
         figures = speed(folder, args.rounds, args.latency_requests, args.requests, args.clients, server_env)
-        print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} "
-              f"(other processes on this machine slow both paths)")
+        print(
+            f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} "
+            f"(other processes on this machine slow both paths)"
+        )
     base, ours = figures["float32"], figures["int8"]
-    print(f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} "
-          f"{'(per round)':>22}")
+    print(
+        f"\n{'weights':<10} {'1 client p50 ms':>16} {'p95 ms':>8} {f'{args.clients} clients req/s':>18} "
+        f"{'(per round)':>22}"
+    )
     for name, row in figures.items():
-        print(f"{name:<10} {row['single_p50_ms']:>16.0f} {row['single_p95_ms']:>8.0f} {row['loaded_req_s']:>18.2f} "
-              f"{str(row['loaded_req_s_all']):>22}")
-    print(f"int8: 1 client p50 {base['single_p50_ms'] / ours['single_p50_ms']:.2f}x lower, {args.clients} clients "
-          f"{ours['loaded_req_s'] / base['loaded_req_s']:.2f}x the requests/s", flush=True)
+        print(
+            f"{name:<10} {row['single_p50_ms']:>16.0f} {row['single_p95_ms']:>8.0f} {row['loaded_req_s']:>18.2f} "
+            f"{str(row['loaded_req_s_all']):>22}"
+        )
+    print(
+        f"int8: 1 client p50 {base['single_p50_ms'] / ours['single_p50_ms']:.2f}x lower, {args.clients} clients "
+        f"{ours['loaded_req_s'] / base['loaded_req_s']:.2f}x the requests/s",
+        flush=True,
+    )
 
     ppl = perplexity(args.ppl_steps)
-    print(f"\nheld-out perplexity (trained 4 x 128 GPT-2, {args.ppl_steps} steps): float32 {ppl['float32']:.4f}, "
-          f"int8 {ppl['int8']:.4f} ({100 * (ppl['int8'] / ppl['float32'] - 1):+.2f}%)")
+    print(
+        f"\nheld-out perplexity (trained 4 x 128 GPT-2, {args.ppl_steps} steps): float32 {ppl['float32']:.4f}, "
+        f"int8 {ppl['int8']:.4f} ({100 * (ppl['int8'] / ppl['float32'] - 1):+.2f}%)"
+    )
 
 
 if __name__ == "__main__":

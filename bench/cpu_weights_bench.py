@@ -16,6 +16,7 @@ request's text independent of its batch; float32's last-bit differences flip onl
   weight-int8    int8 weights, bf16 activations (aten._weight_int8pack_mm, as gpt-fast uses on CPU)
   int8           ours (lm.int8_weights): int8 weights per channel, activations per row, exact int32 sums
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,9 @@ def int8(model: PreTrainedModel) -> PreTrainedModel:
 CANDIDATES: dict[str, Callable[[PreTrainedModel], PreTrainedModel]] = {
     "float32": lambda model: model,
     "bfloat16": lambda model: model.bfloat16(),
-    "dynamic-int8": lambda model: torch.ao.quantization.quantize_dynamic(linear_layers(model), {nn.Linear},
-                                                                         dtype=torch.qint8),
+    "dynamic-int8": lambda model: torch.ao.quantization.quantize_dynamic(
+        linear_layers(model), {nn.Linear}, dtype=torch.qint8
+    ),
     "weight-int8": weight_only_int8,
     "int8": int8,
 }
@@ -129,15 +131,21 @@ def main() -> None:
     parser.add_argument("--ppl-steps", type=int, default=200)
     args = parser.parse_args()
     names, batches = args.candidates.split(","), [int(size) for size in args.batches.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {os.getloadavg()[0]:.2f}"
+    )
 
     with tempfile.TemporaryDirectory() as temporary:
         trained = train_small_model(Path(temporary) / "trained", n_layer=4, n_embd=128, steps=args.ppl_steps)
         tokenizer = load_serving_model({"AZUREML_MODEL_DIR": str(trained), "SCORING_WEIGHTS": "float"}).tokenizer
         held_out = prose(seed=99, sentences=400).splitlines()
-        ppl = {name: score_texts(CANDIDATES[name](AutoModelForCausalLM.from_pretrained(trained).eval()), tokenizer,
-                                 held_out).perplexity for name in names}
+        ppl = {
+            name: score_texts(
+                CANDIDATES[name](AutoModelForCausalLM.from_pretrained(trained).eval()), tokenizer, held_out
+            ).perplexity
+            for name in names
+        }
 
     forwards = {name: Gpt2CachedForward(CANDIDATES[name](gpt2_124m()), max(batches)) for name in names}
     batch_change = {name: batch_difference(forward.model) for name, forward in forwards.items()}
@@ -153,8 +161,10 @@ def main() -> None:
     header = "".join(f"{f'batch {rows}: s':>13}{'req/s':>7}" for rows in batches)
     print(f"{'candidate':<14}{header}{'perplexity':>12}{'vs float32':>11}{'batch change':>14}")
     for name in names:
-        cells = "".join(f"{statistics.median(seconds[name, rows]):>13.2f}"
-                        f"{rows / statistics.median(seconds[name, rows]):>7.1f}" for rows in batches)
+        cells = "".join(
+            f"{statistics.median(seconds[name, rows]):>13.2f}{rows / statistics.median(seconds[name, rows]):>7.1f}"
+            for rows in batches
+        )
         change = 100 * (ppl[name] / ppl[names[0]] - 1)
         print(f"{name:<14}{cells}{ppl[name]:>12.4f}{change:>+10.2f}%{batch_change[name]:>14.2g}")
 

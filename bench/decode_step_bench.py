@@ -4,8 +4,10 @@ batch 1 and 32, eager beside CUDA graphs (lm.graphed_forward) when on CUDA. Run 
     .venv/bin/python -m bench.decode_step_bench MODEL_FOLDER [--steps 50]
 
 The model is loaded as the scoring server loads it (bf16 on CUDA, int8 linear layers on CPU) with its cache of
-ServingLimits' max_rows slots (at least 32). Rows sample with the notebook's settings (temperature 0.7, top-k 50, top-p 0.95).
+ServingLimits' max_rows slots (at least 32). Rows sample with the notebook's settings (temperature 0.7, top-k 50,
+top-p 0.95).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,14 +53,27 @@ def forward_step(forward: CachedForward, rows: int) -> Callable[[], None]:
 def decoder_steps(forward: CachedForward, rows: int, steps: int) -> Callable[[], None]:
     """`rows` sampled rows decoded to `steps` new tokens (prefill outside the timing is not possible here: it
     is one prefill per prompt, repeated prompts copied, a small part beside `steps` steps)."""
+
     def decode() -> None:
         decoder = ContinuousDecoder(forward, eos_token_ids=[])
         generator = torch.Generator().manual_seed(0)
-        decoder.add([Row(list(range(1, PROMPT_TOKENS + 1)), max_new_tokens=steps, do_sample=True, temperature=0.7,
-                         top_k=50, top_p=0.95, uniforms=torch.rand(steps, generator=generator))
-                     for _ in range(rows)])
+        decoder.add(
+            [
+                Row(
+                    list(range(1, PROMPT_TOKENS + 1)),
+                    max_new_tokens=steps,
+                    do_sample=True,
+                    temperature=0.7,
+                    top_k=50,
+                    top_p=0.95,
+                    uniforms=torch.rand(steps, generator=generator),
+                )
+                for _ in range(rows)
+            ]
+        )
         while decoder.running:
             decoder.step()
+
     return decode
 
 
@@ -89,8 +104,10 @@ def print_table(results: list[tuple[str, int, float, float]]) -> None:
     print(f"\n{'decode step':<16} {'rows':>5} {'forward ms':>11} {'decoder ms':>11} {'tokens/s':>10}")
     for name, rows, forward_ms, decoder_ms in results:
         print(f"{name:<16} {rows:>5} {forward_ms:>11.2f} {decoder_ms:>11.2f} {rows * 1000 / decoder_ms:>10.0f}")
-    print("(decoder ms: a whole ContinuousDecoder step, sampling and the host's bookkeeping included, "
-          "over a decode of the given tokens with prefill)")
+    print(
+        "(decoder ms: a whole ContinuousDecoder step, sampling and the host's bookkeeping included, "
+        "over a decode of the given tokens with prefill)"
+    )
 
 
 def main() -> None:

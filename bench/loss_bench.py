@@ -4,9 +4,11 @@
 
 One training step (forward + backward) of GPT-2 124M (random init, vocabulary padded to 50304 as the train
 step pads it) on --batch blocks of 1024 tokens, each path in its own process so its peak memory is its own:
-peak memory of the first step (GPU allocator; on CPU the process's peak resident size), seconds per step (best of --steps),
-the loss, and how far the fused path's gradients are from Hugging Face's. bf16 autocast on GPU, float32 on CPU.
+peak memory of the first step (GPU allocator; on CPU the process's peak resident size), seconds per step (best
+of --steps), the loss, and how far the fused path's gradients are from Hugging Face's. bf16 autocast on GPU,
+float32 on CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,16 +56,20 @@ def one_path(fused: bool, batch: int, steps: int, grads_file: Path) -> dict[str,
             times.append(time.perf_counter() - started)
             if len(times) == 1:
                 # The first step's: later steps on CPU add the allocator's retained heap, a few GB of noise.
-                peak = torch.cuda.max_memory_allocated() if cuda else \
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                peak = (
+                    torch.cuda.max_memory_allocated()
+                    if cuda
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                )
     torch.save({name: p.grad.float().cpu() for name, p in model.named_parameters()}, grads_file)
     return {"seconds": min(times), "peak_bytes": peak, "loss": loss.item()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=32 if torch.cuda.is_available() else 2,
-                        help="blocks of 1024 tokens per step")
+    parser.add_argument(
+        "--batch", type=int, default=32 if torch.cuda.is_available() else 2, help="blocks of 1024 tokens per step"
+    )
     parser.add_argument("--steps", type=int, default=5 if torch.cuda.is_available() else 2)
     parser.add_argument("--path", choices=("hf", "fused"), help=argparse.SUPPRESS)  # one path, in a child
     parser.add_argument("--grads", type=Path, help=argparse.SUPPRESS)
@@ -73,19 +79,37 @@ def main() -> None:
         return
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"loss_bench {dt.date.today()}: {device}, torch {torch.__version__}; GPT-2 124M, {args.batch} x {BLOCK} "
-          f"tokens, best of {args.steps} steps")
+    print(
+        f"loss_bench {dt.date.today()}: {device}, torch {torch.__version__}; GPT-2 124M, {args.batch} x {BLOCK} "
+        f"tokens, best of {args.steps} steps"
+    )
     results, grads = {}, {}
     for path in ("hf", "fused"):
         grads_file = Path(f"/tmp/loss_bench_{path}.pt")
-        child = subprocess.run([sys.executable, __file__, "--path", path, "--batch", str(args.batch),
-                                "--steps", str(args.steps), "--grads", str(grads_file)],
-                               check=True, capture_output=True, text=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--path",
+                path,
+                "--batch",
+                str(args.batch),
+                "--steps",
+                str(args.steps),
+                "--grads",
+                str(grads_file),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results[path] = json.loads(child.stdout.strip().splitlines()[-1])
         grads[path] = torch.load(grads_file)
         grads_file.unlink()
-    worst = max(float((grads["fused"][name] - grad).abs().max() / grad.abs().max().clamp(min=1e-30))
-                for name, grad in grads["hf"].items())
+    worst = max(
+        float((grads["fused"][name] - grad).abs().max() / grad.abs().max().clamp(min=1e-30))
+        for name, grad in grads["hf"].items()
+    )
     print("| path | peak memory | s per step | loss |")
     print("| --- | ---: | ---: | ---: |")
     for path, name in (("hf", "Hugging Face head + loss (float32 logits)"), ("fused", "ours: fused, chunked")):

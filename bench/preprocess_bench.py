@@ -15,6 +15,7 @@ plain loop (which re-reads everything). Each figure is the best of --repeat runs
 are noisy; configurations run interleaved); "pages/s" is pages in the output per second of wall
 time, "extracted" the pages actually parsed, "CPU s" the CPU time of the run including its workers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -145,8 +146,10 @@ def main() -> None:
         inputs = root / "inputs"
         started = time.perf_counter()
         make_corpus(inputs, args.documents, args.pages)
-        print(f"generated {args.documents} PDFs x {args.pages} pages in {time.perf_counter() - started:.1f} s; "
-              f"{os.cpu_count()} CPUs, {workers} workers, best of {args.repeat}")
+        print(
+            f"generated {args.documents} PDFs x {args.pages} pages in {time.perf_counter() - started:.1f} s; "
+            f"{os.cpu_count()} CPUs, {workers} workers, best of {args.repeat}"
+        )
 
         def fresh(name: str):
             return lambda attempt: (inputs, root / f"{name}_{attempt}")
@@ -170,7 +173,8 @@ def main() -> None:
             {
                 "re-run +1 PDF: plain loop (re-reads all)": (plain_loop, fresh("plain_again")),
                 "re-run +1 PDF: ours (cache, 1 extraction)": (
-                    lambda i, o: ours(i, o, workers), lambda attempt: (inputs, warm[attempt])
+                    lambda i, o: ours(i, o, workers),
+                    lambda attempt: (inputs, warm[attempt]),
                 ),
             },
             args.repeat,
@@ -184,11 +188,15 @@ def main() -> None:
         print(f"{label:<{width}}  {pages:>6}  {extracted:>9}  {seconds:>8.2f}  {pages / seconds:>8.0f}  {cpu:>6.2f}")
     seconds = {row[0]: row[3] for row in rows}
     plain, parallel = seconds["plain loop (design cell 2), 1 process"], seconds[f"ours, cold cache, {workers} workers"]
-    print(f"\ncold: ours with {workers} workers {plain / parallel:.1f}x the plain loop's pages/s; pdfium alone "
-          f"{seconds['engine alone: pypdf, 1 process'] / seconds['engine alone: pdfium, 1 process']:.1f}x pypdf alone")
+    print(
+        f"\ncold: ours with {workers} workers {plain / parallel:.1f}x the plain loop's pages/s; pdfium alone "
+        f"{seconds['engine alone: pypdf, 1 process'] / seconds['engine alone: pdfium, 1 process']:.1f}x pypdf alone"
+    )
     plain_again, incremental = rows[-2][3], rows[-1][3]
-    print(f"re-run after one upload: ours {incremental:.2f} s vs plain loop {plain_again:.2f} s "
-          f"({plain_again / incremental:.0f}x faster)")
+    print(
+        f"re-run after one upload: ours {incremental:.2f} s vs plain loop {plain_again:.2f} s "
+        f"({plain_again / incremental:.0f}x faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Pass: zero 5xx answers, every valid request answered in full (200, all its token
 its done event), the server's memory (resident set, sampled every 0.5 s) bounded. Prints p50/p95 latency of the
 valid requests as their clients saw them, requests/s, and the memory figures. Exits 1 when it does not pass.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,10 @@ import httpx
 import psutil
 import torch
 
-from pipeline_contracts.scoring import streamed_answer
 from aks_jobs.lm.serving_limits import ServingLimits
 from bench.serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary
 from local_stack.scoring_server import running_scoring_server
+from pipeline_contracts.scoring import streamed_answer
 
 EIGHT_MIB = "fox " * (2 * 1024 * 1024)
 
@@ -44,8 +45,14 @@ def hostile_requests(limits: ServingLimits) -> dict[str, dict]:
     return {
         "lone surrogate": {"prompt": "Once upon \ud800 a time"},
         "8 MiB prompt": {"prompt": EIGHT_MIB},
-        "maximum limits": {"prompt": [PROMPT] * prompts, "num_return_sequences": limits.max_return_sequences,
-                           "max_new_tokens": limits.max_new_tokens, "top_k": 0, "top_p": 1.0, "temperature": 2.0},
+        "maximum limits": {
+            "prompt": [PROMPT] * prompts,
+            "num_return_sequences": limits.max_return_sequences,
+            "max_new_tokens": limits.max_new_tokens,
+            "top_k": 0,
+            "top_p": 1.0,
+            "temperature": 2.0,
+        },
         "dropped stream": {"prompt": PROMPT, "max_new_tokens": limits.max_new_tokens, "stream": True},
     }
 
@@ -96,12 +103,16 @@ def hostile(http: httpx.Client, name: str, body: dict, record: Record) -> None:
     content = json.dumps(body).encode()  # lone surrogates go out as the valid JSON escape \ud800
     answer = http.post("/score", content=content, headers={"Content-Type": "application/json"})
     expected = 200 if name == "maximum limits" else 400
-    record.add(name, answer.status_code,
-               failure=None if answer.status_code == expected else f"HTTP {answer.status_code}, not {expected}")
+    record.add(
+        name,
+        answer.status_code,
+        failure=None if answer.status_code == expected else f"HTTP {answer.status_code}, not {expected}",
+    )
 
 
-def client(base_url: str, until: float, hostile_share: float, hostiles: dict[str, dict], seed: int,
-           record: Record) -> None:
+def client(
+    base_url: str, until: float, hostile_share: float, hostiles: dict[str, dict], seed: int, record: Record
+) -> None:
     draw = random.Random(seed)
     with httpx.Client(base_url=base_url, timeout=300) as http:
         while time.monotonic() < until:
@@ -142,14 +153,18 @@ def main() -> None:
     parser.add_argument("--design-requests", type=int, default=10)
     args = parser.parse_args()
 
-    print(f"date {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {os.cpu_count()} CPUs "
-          f"(shared with other work: load average {os.getloadavg()[0]:.2f}); torch {torch.__version__}; "
-          f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}")
+    print(
+        f"date {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; {os.cpu_count()} CPUs "
+        f"(shared with other work: load average {os.getloadavg()[0]:.2f}); torch {torch.__version__}; "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}"
+    )
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "model"
         parameters = build_model(folder, **SIZES[args.model_size])
-        print(f"model GPT-2 {args.model_size} {json.dumps(SIZES[args.model_size])}, {parameters / 1e6:.0f}M parameters "
-              f"(random init); valid request: {NEW_TOKENS} new tokens, {SAMPLING}")
+        print(
+            f"model GPT-2 {args.model_size} {json.dumps(SIZES[args.model_size])}, {parameters / 1e6:.0f}M parameters "
+            f"(random init); valid request: {NEW_TOKENS} new tokens, {SAMPLING}"
+        )
 
         design = design_generator(folder)
         design(0)  # warm-up
@@ -168,9 +183,12 @@ def main() -> None:
             httpx.post(base_url + "/score", json={"prompt": PROMPT, "max_new_tokens": 5}, timeout=120)  # warm-up
             idle_mib = memory_mib(server)
             until = time.monotonic() + args.seconds
-            threads = [threading.Thread(target=client, args=(base_url, until, args.hostile,
-                                                             hostile_requests(limits), i, record))
-                       for i in range(args.clients)]
+            threads = [
+                threading.Thread(
+                    target=client, args=(base_url, until, args.hostile, hostile_requests(limits), i, record)
+                )
+                for i in range(args.clients)
+            ]
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
@@ -183,15 +201,23 @@ def main() -> None:
 
     ours = summary(record.latencies, wall)
     print(f"\n{'path':<58} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
-    print(f"{'design: pipeline() per request, one at a time':<58} {design_figures['p50_ms']:>8.0f} "
-          f"{design_figures['p95_ms']:>8.0f} {design_figures['req_s']:>8.2f}")
-    print(f"{f'ours: azmlinfsrv + score.py, {args.clients} clients, valid requests':<58} {ours['p50_ms']:>8.0f} "
-          f"{ours['p95_ms']:>8.0f} {ours['req_s']:>8.2f}")
+    print(
+        f"{'design: pipeline() per request, one at a time':<58} {design_figures['p50_ms']:>8.0f} "
+        f"{design_figures['p95_ms']:>8.0f} {design_figures['req_s']:>8.2f}"
+    )
+    print(
+        f"{f'ours: azmlinfsrv + score.py, {args.clients} clients, valid requests':<58} {ours['p50_ms']:>8.0f} "
+        f"{ours['p95_ms']:>8.0f} {ours['req_s']:>8.2f}"
+    )
     total = sum(record.statuses.values())
-    print(f"\n{total} requests in {wall:.0f} s ({total / wall:.1f}/s in all): "
-          + ", ".join(f"{key}: {count}" for key, count in sorted(record.statuses.items())))
-    print(f"server memory: {idle_mib:.0f} MiB after warm-up, at most {max(samples):.0f} MiB under load, "
-          f"{after_mib:.0f} MiB after; health probe after the load: HTTP {health}")
+    print(
+        f"\n{total} requests in {wall:.0f} s ({total / wall:.1f}/s in all): "
+        + ", ".join(f"{key}: {count}" for key, count in sorted(record.statuses.items()))
+    )
+    print(
+        f"server memory: {idle_mib:.0f} MiB after warm-up, at most {max(samples):.0f} MiB under load, "
+        f"{after_mib:.0f} MiB after; health probe after the load: HTTP {health}"
+    )
     print(f"5xx answers: {len(record.server_errors)}; failed valid requests: {len(record.failures)}")
     for failure in (record.server_errors + record.failures)[:10]:
         print("  ", failure)

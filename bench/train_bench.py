@@ -22,6 +22,7 @@ groups, random 95/5 split, 3 epochs with evaluation and a checkpoint each epoch,
 save) against `lm.training.train` with the default preset, both from the same saved base model.
 The text is the Python standard library's source: real, varied, and present on every machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ from aks_jobs.lm.fused_loss import fused_loss
 from aks_jobs.lm.recipe import hyperparameters, precision, training_arguments
 from aks_jobs.lm.training import TrainRequest, train
 
-SIZES = {"gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
-         "small": dict(OFFLINE_ARCHITECTURE, vocab_size=8192)}
+SIZES = {
+    "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257),
+    "small": dict(OFFLINE_ARCHITECTURE, vocab_size=8192),
+}
 BATCH = 32  # blocks per optimizer step in both recipes (notebook: 4 x 8)
 CHARS_PER_PAGE = 3000
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name fragment.
@@ -119,22 +122,50 @@ class StepClock(TrainerCallback):
 def notebook_arguments(output: Path, **overrides: object) -> TrainingArguments:
     """The design notebook's TrainingArguments (cell "Define Hyperparameters"), logging_dir aside."""
     cuda = torch.cuda.is_available()
-    values = dict(output_dir=str(output), num_train_epochs=3, per_device_train_batch_size=4,
-                  per_device_eval_batch_size=4, learning_rate=5e-5, weight_decay=0.01, eval_strategy="epoch",
-                  logging_steps=100, save_strategy="epoch", load_best_model_at_end=True,
-                  fp16=cuda and torch.cuda.get_device_properties(0).major >= 7, seed=42,
-                  gradient_accumulation_steps=8, report_to="none", use_cpu=not cuda)
+    values = dict(
+        output_dir=str(output),
+        num_train_epochs=3,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        learning_rate=5e-5,
+        weight_decay=0.01,
+        eval_strategy="epoch",
+        logging_steps=100,
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        fp16=cuda and torch.cuda.get_device_properties(0).major >= 7,
+        seed=42,
+        gradient_accumulation_steps=8,
+        report_to="none",
+        use_cpu=not cuda,
+    )
     return TrainingArguments(**{**values, **overrides})
 
 
-def throughput_row(name: str, model, tokenizer, blocks: list[list[int]], steps: int, warmup: int,  # noqa: ANN001
-                   ours: bool, compile_mode: str, scratch: Path) -> dict[str, object]:
+def throughput_row(
+    name: str,
+    model,
+    tokenizer,
+    blocks: list[list[int]],
+    steps: int,
+    warmup: int,  # noqa: ANN001
+    ours: bool,
+    compile_mode: str,
+    scratch: Path,
+) -> dict[str, object]:
     common = dict(max_steps=steps, logging_steps=1, save_strategy="no", eval_strategy="no")
     if ours:
         hp = hyperparameters("default", "local", {"max_steps": steps, "best_epoch": False, "compile": compile_mode})
         pad_vocabulary(model)
-        plan = plan_execution(model, len(blocks[0]), hp.batch_size, hp.grad_accum, None, hp.compile,
-                              train_tokens=steps * BATCH * len(blocks[0]))
+        plan = plan_execution(
+            model,
+            len(blocks[0]),
+            hp.batch_size,
+            hp.grad_accum,
+            None,
+            hp.compile,
+            train_tokens=steps * BATCH * len(blocks[0]),
+        )
         args = training_arguments(hp, plan, scratch / name, len(blocks), world_size=1)
         args.logging_steps = 1
         collator = BlockCollator(tokenizer.pad_token_id)
@@ -147,8 +178,9 @@ def throughput_row(name: str, model, tokenizer, blocks: list[list[int]], steps: 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(model=model, args=args, train_dataset=BlockDataset(blocks), data_collator=collator,
-                      callbacks=[clock])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=BlockDataset(blocks), data_collator=collator, callbacks=[clock]
+    )
     with fused_loss(model) if ours else contextlib.nullcontext():
         trainer.train()
     peak = clock.stop()
@@ -156,8 +188,13 @@ def throughput_row(name: str, model, tokenizer, blocks: list[list[int]], steps: 
     measured = clock.times[warmup:]
     tokens_per_s = tokens_per_step * (len(measured) - 1) / (measured[-1] - measured[0])
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"name": name, "setting": setting, "tokens_per_s": tokens_per_s, "peak_bytes": peak,
-            "loss": sum(losses[-5:]) / len(losses[-5:])}
+    return {
+        "name": name,
+        "setting": setting,
+        "tokens_per_s": tokens_per_s,
+        "peak_bytes": peak,
+        "loss": sum(losses[-5:]) / len(losses[-5:]),
+    }
 
 
 def mfu(tokens_per_s: float, config: GPT2Config, parameters: int, block: int) -> str:
@@ -180,9 +217,14 @@ def notebook_pipeline(text_file: Path, base: Path, output: Path) -> None:
     held = max(1, round(0.05 * len(blocks))) if len(blocks) >= 2 else 0
     train_blocks, eval_blocks = (blocks[held:], blocks[:held]) if held else (blocks, blocks)
     model = AutoModelForCausalLM.from_pretrained(base)
-    trainer = Trainer(model=model, args=notebook_arguments(output / "checkpoints"),
-                      train_dataset=BlockDataset(train_blocks), eval_dataset=BlockDataset(eval_blocks),
-                      processing_class=tokenizer, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer = Trainer(
+        model=model,
+        args=notebook_arguments(output / "checkpoints"),
+        train_dataset=BlockDataset(train_blocks),
+        eval_dataset=BlockDataset(eval_blocks),
+        processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     trainer.train()
     trainer.save_model(output)
 
@@ -204,20 +246,26 @@ def part_one(args: argparse.Namespace, scratch: Path) -> Path:
     for attempt in range(args.repeat):  # rows interleaved, best of each: shared machines are noisy
         for name, ours, compile_mode in rows:
             logging.info("part 1, attempt %d: %s", attempt + 1, name)
-            row = throughput_row(name, copy.deepcopy(initial), tokenizer, blocks, args.steps, args.warmup, ours,
-                                 compile_mode, scratch)
+            row = throughput_row(
+                name, copy.deepcopy(initial), tokenizer, blocks, args.steps, args.warmup, ours, compile_mode, scratch
+            )
             if name not in best or row["tokens_per_s"] > best[name]["tokens_per_s"]:
                 best[name] = row
     results = list(best.values())
     baseline = results[0]["tokens_per_s"]
-    print(f"\nPart 1: throughput, {args.size} ({initial.num_parameters() / 1e6:.1f}M parameters), block {block}, "
-          f"{args.steps} steps of {BATCH} blocks, first {args.warmup} not timed, best of {args.repeat}")
+    print(
+        f"\nPart 1: throughput, {args.size} ({initial.num_parameters() / 1e6:.1f}M parameters), block {block}, "
+        f"{args.steps} steps of {BATCH} blocks, first {args.warmup} not timed, best of {args.repeat}"
+    )
     print(f"| path | settings | tokens/s | x notebook | MFU | peak memory | loss after {args.steps} steps |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in results:
-        print(f"| {row['name']} | {row['setting']} | {row['tokens_per_s']:,.0f} | "
-              f"{row['tokens_per_s'] / baseline:.2f} | {mfu(row['tokens_per_s'], initial.config, initial.num_parameters(), block)} | "
-              f"{row['peak_bytes'] / 2**30:.2f} GiB | {row['loss']:.3f} |")
+        print(
+            f"| {row['name']} | {row['setting']} | {row['tokens_per_s']:,.0f} | "
+            f"{row['tokens_per_s'] / baseline:.2f} | "
+            f"{mfu(row['tokens_per_s'], initial.config, initial.num_parameters(), block)} | "
+            f"{row['peak_bytes'] / 2**30:.2f} GiB | {row['loss']:.3f} |"
+        )
     return base
 
 
@@ -234,14 +282,18 @@ def part_two(args: argparse.Namespace, base: Path, scratch: Path) -> None:
         else:
             summary = train(TrainRequest(data=text_file, output=scratch / "our-model", base_model=str(base)))
         timings[name] = time.perf_counter() - started
-    print(f"\nPart 2: start to saved model, {args.pages} pages ({text_file.stat().st_size / 1e3:.0f} kB), "
-          f"3 epochs, default preset")
+    print(
+        f"\nPart 2: start to saved model, {args.pages} pages ({text_file.stat().st_size / 1e3:.0f} kB), "
+        f"3 epochs, default preset"
+    )
     print("| path | wall s | x notebook |")
     print("| --- | ---: | ---: |")
     for name, seconds in timings.items():
         print(f"| {name} | {seconds:.1f} | {timings['notebook'] / seconds:.2f} |")
-    print(f"(ours: {summary['train_tokens']:,} tokens at {summary['tokens_per_s']:,.0f} tokens/s, "
-          f"execution {summary['execution']})")
+    print(
+        f"(ours: {summary['train_tokens']:,} tokens at {summary['tokens_per_s']:,.0f} tokens/s, "
+        f"execution {summary['execution']})"
+    )
 
 
 def main() -> None:
@@ -257,8 +309,11 @@ def main() -> None:
     if args.steps - args.warmup < 2:
         parser.error("--steps must exceed --warmup by at least 2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, " \
-                                                      f"{torch.get_num_threads()} threads)"
+    device = (
+        torch.cuda.get_device_name()
+        if gpu
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     print(f"train_bench {dt.date.today()}: {device}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory(prefix="train-bench-") as folder:
         base = part_one(args, Path(folder))

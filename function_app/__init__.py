@@ -7,6 +7,7 @@ same-named module in the same folder, so `import function_app` loads THIS file, 
 function_app.py; hence the app is exposed here. tests/test_functions_app.py
 (test_worker_imports_the_package_and_finds_one_app) pins it.
 """
+
 from function_app.functions import app
 
 __all__ = ["app"]

@@ -12,10 +12,11 @@ it only requests no other web site can make a browser send: a POST must carry a 
 form or fetch cannot without a CORS preflight, which this API never grants) and neither Origin nor
 Sec-Fetch-Site may name another site.
 """
+
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
@@ -48,7 +49,9 @@ def require_caller_allowed(request: Request, svc: services.Services = Depends(ge
     key = svc.settings.local_api_key
     if key:
         if not secrets.compare_digest(request.headers.get("x-functions-key", ""), key):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "send the LOCAL_API_KEY value in the x-functions-key header")
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "send the LOCAL_API_KEY value in the x-functions-key header"
+            )
     elif request.client is None or request.client.host not in _LOOPBACK:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "without LOCAL_API_KEY set, only requests from this machine may change state"
@@ -115,12 +118,16 @@ def list_runs(
     return {"runs": [_summary(r) for r in runs], "next": cursor or None}
 
 
-@api.post("/api/runs/active/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=answers.RunCancelled,
-          dependencies=[Depends(require_caller_allowed)])
+@api.post(
+    "/api/runs/active/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=answers.RunCancelled,
+    dependencies=[Depends(require_caller_allowed)],
+)
 def cancel_active_run(svc: services.Services = Depends(get_services)) -> dict:
     """Cancel the active run: its job is cancelled (or its candidate rolled back); the serving model stays."""
     try:
-        run = svc.orchestrator.request_cancel(datetime.now(timezone.utc))
+        run = svc.orchestrator.request_cancel(datetime.now(UTC))
     except NoActiveRun as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return {"run": run.id, "state": run.state, "error": run.error or None}
@@ -153,23 +160,28 @@ def list_documents(svc: services.Services = Depends(get_services)) -> dict:
     return {"documents": documents}
 
 
-@api.delete("/api/documents/{name:path}", response_model=answers.DocumentRemoved,
-            dependencies=[Depends(require_caller_allowed)])
+@api.delete(
+    "/api/documents/{name:path}", response_model=answers.DocumentRemoved, dependencies=[Depends(require_caller_allowed)]
+)
 def delete_document(name: str, svc: services.Services = Depends(get_services)) -> dict:
     """Delete the upload inputs/<name>: no later run trains on it, and its cached text is purged."""
     if name not in svc.store.known_blobs() and name not in {p["name"] for p in svc.store.problems()}:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"no document {name!r} in inputs/; GET /api/documents lists them"
         )
-    uploads.delete(svc.store, svc.container, name, datetime.now(timezone.utc))
+    uploads.delete(svc.store, svc.container, name, datetime.now(UTC))
     return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 
 
-@api.post("/api/retrain", status_code=status.HTTP_202_ACCEPTED, response_model=answers.RetrainQueued,
-          dependencies=[Depends(require_caller_allowed)])
+@api.post(
+    "/api/retrain",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=answers.RetrainQueued,
+    dependencies=[Depends(require_caller_allowed)],
+)
 def retrain(svc: services.Services = Depends(get_services)) -> dict:
     try:
-        run = svc.orchestrator.request_retrain(datetime.now(timezone.utc))
+        run = svc.orchestrator.request_retrain(datetime.now(UTC))
     except RunActive as e:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {e} is active; retrain once it has finished") from None
     except NoDocuments as e:

@@ -4,6 +4,7 @@ A job that no node picks up (Submitted) or a step that hangs would otherwise hol
 slot forever. Past its deadline the run's job is cancelled and the run ends with the reason; a run
 in Deploying or SmokeTest is rolled back (the serving model stays).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

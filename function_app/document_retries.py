@@ -6,6 +6,7 @@ backoff (DOCUMENT_RETRY_SECONDS, doubling per attempt); after DOCUMENT_MAX_ATTEM
 as failed with the last reason, until a retrain or a new upload starts a run that includes them.
 Plain logic over the status store's document dicts.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

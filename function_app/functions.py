@@ -8,10 +8,11 @@
 - advance_pipeline: timer on %TIMER_SCHEDULE% -> Orchestrator.tick.
 - http_app_func: the FastAPI app (function_app.api) behind the host's HTTP trigger.
 """
+
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import azure.functions as func
 
@@ -25,8 +26,9 @@ app = func.AsgiFunctionApp(app=api, http_auth_level=func.AuthLevel.FUNCTION)
 @app.event_grid_trigger(arg_name="event")
 def follow_uploads(event: func.EventGridEvent) -> None:
     svc = services.get()
-    uploads.follow_event(svc.store, svc.container, svc.settings.data_container, event.event_type, event.subject,
-                         datetime.now(timezone.utc))
+    uploads.follow_event(
+        svc.store, svc.container, svc.settings.data_container, event.event_type, event.subject, datetime.now(UTC)
+    )
 
 
 @app.function_name("advance_pipeline")
@@ -34,6 +36,6 @@ def follow_uploads(event: func.EventGridEvent) -> None:
 def advance_pipeline(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logging.info("timer is past due; ticking now")
-    run = services.get().orchestrator.tick(datetime.now(timezone.utc))
+    run = services.get().orchestrator.tick(datetime.now(UTC))
     if run is not None:
         logging.info("run %s is %s", run.id, run.state)

@@ -1,5 +1,6 @@
 """The preprocess outputs in the data container (pipeline_contracts.blob_layout): a run's snapshot manifest,
 the extraction cache and snapshot retention."""
+
 from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -7,13 +8,27 @@ from azure.storage.blob import ContainerClient
 from pydantic import ValidationError
 
 from pipeline_contracts import snapshot_ref
-from pipeline_contracts.blob_layout import (CACHE, PROCESSED, SNAPSHOT_OUTPUT_PREFIX, SNAPSHOT_REF_OUTPUT,
-                                            manifest_file, run_output, snapshot_file)
+from pipeline_contracts.blob_layout import (
+    CACHE,
+    PROCESSED,
+    SNAPSHOT_OUTPUT_PREFIX,
+    SNAPSHOT_REF_OUTPUT,
+    manifest_file,
+    run_output,
+    snapshot_file,
+)
 from pipeline_contracts.snapshot_manifest import SnapshotManifest
 from pipeline_contracts.snapshot_ref import SnapshotRef
 
-__all__ = ["CACHE", "PROCESSED", "manifest_name", "prune_snapshots", "purge_cached_extraction", "read_manifest",
-           "run_snapshot"]
+__all__ = [
+    "CACHE",
+    "PROCESSED",
+    "manifest_name",
+    "prune_snapshots",
+    "purge_cached_extraction",
+    "read_manifest",
+    "run_snapshot",
+]
 
 
 def manifest_name(snapshot: str) -> str:
@@ -52,8 +67,12 @@ def purge_cached_extraction(container: ContainerClient, sha256: str) -> int:
 def prune_snapshots(container: ContainerClient, keep: int, also_keep: set[str]) -> list[str]:
     """Delete all but the newest `keep` snapshots (text and manifest) and those named in `also_keep`
     (e.g. the one the serving model was trained on). Returns the snapshots deleted."""
-    snapshots = sorted({snapshot_file(b.name.removeprefix(PROCESSED))
-                        for b in container.list_blobs(name_starts_with=SNAPSHOT_OUTPUT_PREFIX)})
+    snapshots = sorted(
+        {
+            snapshot_file(b.name.removeprefix(PROCESSED))
+            for b in container.list_blobs(name_starts_with=SNAPSHOT_OUTPUT_PREFIX)
+        }
+    )
     kept = set(snapshots[-keep:] if keep > 0 else snapshots) | {s for s in also_keep if s}
     deleted = []
     for snapshot in snapshots:

@@ -9,6 +9,7 @@ promotion that passed its smoke test. The rules around that live in their own mo
 per state (deadlines), when a failed run's documents are retried (document_retries), and making the
 table's serving deployment and the real traffic agree on every tick (reconcile).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,15 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import deadlines, document_retries, manifests, reconcile, run_states as rs, uploads
-from function_app.backends.base import (Deployment, PermanentBackendError, PipelineBackend, SmokeTestFailed,
-                                        TransientBackendError)
+from function_app import deadlines, document_retries, manifests, reconcile, uploads
+from function_app import run_states as rs
+from function_app.backends.base import (
+    Deployment,
+    PermanentBackendError,
+    PipelineBackend,
+    SmokeTestFailed,
+    TransientBackendError,
+)
 from function_app.run_states import DeploymentState, JobState, RunState
 from function_app.settings import Settings
 from function_app.status_store import Run, RunChanged, StatusStore
@@ -204,8 +211,12 @@ class Orchestrator:
             self.store.mark_trained_by(run.id, run.new_contents)
         else:
             reason = f"run {run.id} {run.state}: {run.error}"
-            self.store.give_back(run.id, run.new_contents, reason,
-                                 lambda attempts: document_retries.retry_at(attempts, now, self.settings))
+            self.store.give_back(
+                run.id,
+                run.new_contents,
+                reason,
+                lambda attempts: document_retries.retry_at(attempts, now, self.settings),
+            )
 
     def _advance(self, run: Run, now: datetime) -> None:
         """Take as many steps as are ready now (e.g. Completed -> Deploying -> begin deploy)."""
@@ -266,7 +277,11 @@ class Orchestrator:
             self._give_up(run, now, f"gave up after {attempts - 1} retries; last: {reason}")
             return
         delay = min(_BACKOFF_FIRST_S * 2 ** (attempts - 1), _BACKOFF_MAX_S)
-        run.retry = {"attempts": attempts, "next_attempt_at": _iso(now + timedelta(seconds=delay)), "last_error": reason}
+        run.retry = {
+            "attempts": attempts,
+            "next_attempt_at": _iso(now + timedelta(seconds=delay)),
+            "last_error": reason,
+        }
         run.events.append({"at": _iso(now), "event": f"retry {attempts} in {delay}s", "detail": reason})
         log.warning("run %s: %s; retry %d in %ds", run.id, reason, attempts, delay)
 
@@ -287,7 +302,9 @@ class Orchestrator:
                 # If this fails, reconciliation on the next ticks shifts it back.
                 self._best_effort(run, now, f"give the traffic back to {serving}", self.backend.shift_traffic, serving)
             # If this fails the candidate stays at 0% traffic; the next promotion removes it.
-            self._best_effort(run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment)
+            self._best_effort(
+                run, now, f"delete candidate {run.deployment}", self.backend.delete_deployment, run.deployment
+            )
         self._end(run, rs.ROLLED_BACK, now, reason)
 
     @staticmethod
@@ -376,8 +393,9 @@ class Orchestrator:
         elif deployment.state == DeploymentState.FAILED:
             self._roll_back(run, now, f"deployment {deployment.name} failed to start")
         elif now - _time(run.deploy_started_at) > timedelta(seconds=self.settings.deploy_timeout_seconds):
-            self._roll_back(run, now, f"deployment {deployment.name} not ready after "
-                                      f"{self.settings.deploy_timeout_seconds}s")
+            self._roll_back(
+                run, now, f"deployment {deployment.name} not ready after {self.settings.deploy_timeout_seconds}s"
+            )
 
     def _smoke_test_and_promote(self, run: Run, now: datetime) -> None:
         before = self.backend.deployments()
@@ -412,8 +430,9 @@ class Orchestrator:
         for d in before:
             if d.name not in (run.deployment, previous):
                 self._best_effort(run, now, f"delete {d.name}", self.backend.delete_deployment, d.name)
-        self._end(run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}",
-                  self._serving(run, now, previous))
+        self._end(
+            run, rs.DEPLOYED, now, f"100% traffic on {run.deployment}; {smoke}", self._serving(run, now, previous)
+        )
 
     def _prune_snapshots(self) -> None:
         """Retention: the newest SNAPSHOT_RETENTION snapshots and the serving model's stay, the rest go."""

@@ -6,11 +6,12 @@ that took effect although it reported an error, and whose run was rolled back). 
 deployment is gone, the table records what really serves. The decision is plain logic (`plan`);
 `reconcile` reads, decides and acts.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from datetime import datetime
 
 from function_app.backends.base import Deployment, PipelineBackend
@@ -38,14 +39,22 @@ def plan(table_serving: str, traffic: dict[str, int], deployment_names: set[str]
     if real == table_serving and (not real or traffic[real] == 100):
         return Plan(NOTHING)
     if table_serving and table_serving in deployment_names:
-        return Plan(RESTORE, table_serving, f"traffic was {traffic or 'on no deployment'}; the status table says "
-                                            f"{table_serving} serves")
-    return Plan(RECORD, real, f"the status table said {table_serving or 'nothing'} serves, which no longer "
-                              f"exists; {real or 'nothing'} takes the traffic")
+        return Plan(
+            RESTORE,
+            table_serving,
+            f"traffic was {traffic or 'on no deployment'}; the status table says {table_serving} serves",
+        )
+    return Plan(
+        RECORD,
+        real,
+        f"the status table said {table_serving or 'nothing'} serves, which no longer "
+        f"exists; {real or 'nothing'} takes the traffic",
+    )
 
 
-def reconcile(store: StatusStore, backend: PipelineBackend, now: datetime,
-              in_rollout: Callable[[Current], bool]) -> Plan:
+def reconcile(
+    store: StatusStore, backend: PipelineBackend, now: datetime, in_rollout: Callable[[Current], bool]
+) -> Plan:
     """Compare and repair, unless `in_rollout(current)`: a run between its traffic shift and the release
     of the active slot settles the difference itself. Traffic is read first: a shift seen here happened
     before the table reads below, so its run shows as in rollout in them."""
@@ -68,9 +77,18 @@ def reconcile(store: StatusStore, backend: PipelineBackend, now: datetime,
 
 def _serving_fields(current: Current, serving: Deployment | None) -> dict[str, str]:
     if serving is None:
-        return {"serving_model_name": "", "serving_model_version": "", "serving_deployment": "",
-                "serving_run_id": "", "scoring_url": ""}
-    return {"serving_model_name": serving.model_name, "serving_model_version": serving.model_version,
-            "serving_deployment": serving.name, "serving_run_id": "",
-            "previous_deployment": "" if current.previous_deployment == serving.name else current.previous_deployment,
-            "scoring_url": current.scoring_url}
+        return {
+            "serving_model_name": "",
+            "serving_model_version": "",
+            "serving_deployment": "",
+            "serving_run_id": "",
+            "scoring_url": "",
+        }
+    return {
+        "serving_model_name": serving.model_name,
+        "serving_model_version": serving.model_version,
+        "serving_deployment": serving.name,
+        "serving_run_id": "",
+        "previous_deployment": "" if current.previous_deployment == serving.name else current.previous_deployment,
+        "scoring_url": current.scoring_url,
+    }

@@ -5,6 +5,7 @@ The values are the strings stored in the status Table (runs' `state`, `transitio
 row's `last_run_state`): a StrEnum member is its value, so rows written before these enums read back as
 the same members. Never rename a value.
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

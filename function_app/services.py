@@ -3,6 +3,7 @@
 One set per process, made on first use: the Functions worker, uvicorn and the local timer loop
 all call `get()`; tests build their own `Services` directly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ Bicep app settings; tests check the three agree. Read once per invocation via `S
 pydantic-settings converts and checks each value (types and bounds below); a bad one raises SettingsError
 naming the setting and what to set instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,22 @@ class EnvSettings(BaseSettings):
     Constructing the class directly reads no environment: it is exactly what it is given.
     """
 
-    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
-                                      validate_by_name=True, alias_generator=AliasGenerator(validation_alias=str.upper))
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=str.upper),
+    )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
     @classmethod
@@ -66,10 +77,18 @@ class _Environment(EnvSettingsSource):
         return {name: value for name, value in self._env.items() if not (self.env_ignore_empty and value == "")}
 
 
-_NOT_A = {"int_parsing": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
-          "bool_parsing": "true or false"}
-_BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
-           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+_NOT_A = {
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
 
 
 def _explain(cls: type[BaseSettings], error: dict[str, Any]) -> str:
@@ -164,29 +183,41 @@ class Settings(EnvSettings):
 
     def preprocess_limits(self) -> dict[str, int]:
         """The preprocess component's limit inputs."""
-        return {"max_document_chars": self.preprocess_max_document_chars,
-                "max_corpus_chars": self.preprocess_max_corpus_chars,
-                "max_chars_per_byte": self.preprocess_max_chars_per_byte}
+        return {
+            "max_document_chars": self.preprocess_max_document_chars,
+            "max_corpus_chars": self.preprocess_max_corpus_chars,
+            "max_chars_per_byte": self.preprocess_max_chars_per_byte,
+        }
 
     def train_limits(self) -> dict[str, int]:
         """The train component's limit inputs that are set (0 = unset: no limit)."""
-        return {name: value for name, value in (("max_steps", self.train_max_steps),
-                                                ("max_wall_s", self.train_max_wall_s)) if value}
+        return {
+            name: value
+            for name, value in (("max_steps", self.train_max_steps), ("max_wall_s", self.train_max_wall_s))
+            if value
+        }
 
     def sweep(self) -> Sweep | None:
         """The sweep the train step runs, or None when SWEEP_TRIALS is 0."""
         if not self.sweep_trials:
             return None
-        return Sweep(space=self.sweep_space or SearchSpace(), rule=self.sweep_rule or BanditRule(),
-                     limits=SweepLimits(max_total_trials=self.sweep_trials,
-                                        max_concurrent_trials=self.sweep_max_concurrent_trials,
-                                        timeout_s=self.sweep_timeout_s or self.train_timeout_seconds))
+        return Sweep(
+            space=self.sweep_space or SearchSpace(),
+            rule=self.sweep_rule or BanditRule(),
+            limits=SweepLimits(
+                max_total_trials=self.sweep_trials,
+                max_concurrent_trials=self.sweep_max_concurrent_trials,
+                timeout_s=self.sweep_timeout_s or self.train_timeout_seconds,
+            ),
+        )
 
     @model_validator(mode="after")
     def _sweep_needs_per_epoch_evaluation(self) -> Self:
         if self.sweep_trials and self.train_preset not in PRESETS_EVALUATING_EVERY_EPOCH:
-            raise ValueError(f"SWEEP_TRIALS={self.sweep_trials} needs a preset that evaluates every epoch "
-                             f"(TRAIN_PRESET=default), not TRAIN_PRESET={self.train_preset}; or set SWEEP_TRIALS=0")
+            raise ValueError(
+                f"SWEEP_TRIALS={self.sweep_trials} needs a preset that evaluates every epoch "
+                f"(TRAIN_PRESET=default), not TRAIN_PRESET={self.train_preset}; or set SWEEP_TRIALS=0"
+            )
         return self
 
 

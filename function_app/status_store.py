@@ -19,13 +19,14 @@ One table, five partitions:
              Function instances cannot both start one), the last outcome, the serving model.
 Writes are MERGE upserts; read-modify-write of shared rows uses ETag conditions and retries.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Callable
 from urllib.parse import quote, unquote
 
 from azure.core import MatchConditions
@@ -121,7 +122,7 @@ class Run:
         return entity
 
     @classmethod
-    def from_entity(cls, entity: dict) -> "Run":
+    def from_entity(cls, entity: dict) -> Run:
         values = {"id": entity["RowKey"]}
         for f in fields(cls):
             if f.name in entity:
@@ -154,7 +155,7 @@ class Current:
     updated_at: str = ""
 
     @classmethod
-    def from_entity(cls, entity: dict) -> "Current":
+    def from_entity(cls, entity: dict) -> Current:
         return cls(**{f.name: entity.get(f.name, "") or "" for f in fields(cls)})
 
 
@@ -163,7 +164,7 @@ class StatusStore:
         self.table = table
 
     @classmethod
-    def open(cls, service: TableServiceClient, table_name: str) -> "StatusStore":
+    def open(cls, service: TableServiceClient, table_name: str) -> StatusStore:
         return cls(service.create_table_if_not_exists(table_name))
 
     # ---- generic helpers -------------------------------------------------------------------
@@ -180,9 +181,7 @@ class StatusStore:
     def _merge(self, pk: str, rk: str, values: dict) -> None:
         self.table.upsert_entity({"PartitionKey": pk, "RowKey": rk, **values}, mode=UpdateMode.MERGE)
 
-    def _update_if_unchanged(
-        self, pk: str, rk: str, change: Callable[[dict | None], dict | None]
-    ) -> dict | None:
+    def _update_if_unchanged(self, pk: str, rk: str, change: Callable[[dict | None], dict | None]) -> dict | None:
         """Read-modify-write one row under an ETag condition, retrying when someone else wrote first.
 
         `change` gets the row (None if missing) and returns the properties to write, or None to
@@ -324,8 +323,12 @@ class StatusStore:
         failed attempts so far (attempts, retry_at, last_error)."""
         rows = self._query(DOCUMENT, "run_id eq @empty", empty="")
         return [
-            {"sha256": e["RowKey"], "names": json.loads(e["names"]), "last_uploaded_at": e["last_uploaded_at"],
-             **{k: e.get(k) or v for k, v in _NO_ATTEMPTS.items()}}
+            {
+                "sha256": e["RowKey"],
+                "names": json.loads(e["names"]),
+                "last_uploaded_at": e["last_uploaded_at"],
+                **{k: e.get(k) or v for k, v in _NO_ATTEMPTS.items()},
+            }
             for e in rows
             if json.loads(e["names"])
         ]
@@ -334,7 +337,8 @@ class StatusStore:
         """The run ended Deployed or Rejected: its contents count as trained (idempotent)."""
         for sha in sha256s:
             self._update_if_unchanged(
-                DOCUMENT, sha,
+                DOCUMENT,
+                sha,
                 lambda e: None if e is None or e.get("run_id") else {"run_id": run_id, **_NO_ATTEMPTS},
             )
 
@@ -347,8 +351,12 @@ class StatusStore:
             if entity is None or entity.get("run_id") or entity.get("last_attempt_run") == run_id:
                 return None
             attempts = int(entity.get("attempts") or 0) + 1
-            return {"attempts": attempts, "retry_at": _iso(retry_at(attempts)), "last_error": reason[:2000],
-                    "last_attempt_run": run_id}
+            return {
+                "attempts": attempts,
+                "retry_at": _iso(retry_at(attempts)),
+                "last_error": reason[:2000],
+                "last_attempt_run": run_id,
+            }
 
         for sha in sha256s:
             self._update_if_unchanged(DOCUMENT, sha, change)
@@ -414,8 +422,10 @@ class StatusStore:
 
     def problems(self) -> list[dict]:
         """Blobs under inputs/ that could not be recorded: name, reason, when last tried."""
-        rows = [{"name": e["name"], "etag": e["etag"], "reason": e["reason"], "seen_at": e["seen_at"]}
-                for e in self._query(PROBLEM)]
+        rows = [
+            {"name": e["name"], "etag": e["etag"], "reason": e["reason"], "seen_at": e["seen_at"]}
+            for e in self._query(PROBLEM)
+        ]
         return sorted(rows, key=lambda p: p["name"])
 
     # ---- runs ------------------------------------------------------------------------------
@@ -425,8 +435,9 @@ class StatusStore:
         (e.g. turn an ended run back into a running one). Raises RunChanged then."""
         try:
             if run.etag:
-                written = self.table.update_entity(run.to_entity(), mode=UpdateMode.MERGE, etag=run.etag,
-                                                   match_condition=MatchConditions.IfNotModified)
+                written = self.table.update_entity(
+                    run.to_entity(), mode=UpdateMode.MERGE, etag=run.etag, match_condition=MatchConditions.IfNotModified
+                )
             else:
                 written = self.table.create_entity(run.to_entity())
         except (ResourceModifiedError, ResourceExistsError) as e:

@@ -1,4 +1,5 @@
 """Blob and Table clients for the DataStorage connection (connection string or managed identity)."""
+
 from __future__ import annotations
 
 from azure.data.tables import TableServiceClient

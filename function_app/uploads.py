@@ -1,4 +1,5 @@
 """Following uploads under inputs/: from the storage account's blob events, or by scanning for missed ones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -124,8 +125,9 @@ _SUBJECT = "/blobServices/default/containers/{container}/blobs/"
 CREATED, DELETED = "Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"
 
 
-def follow_event(store: StatusStore, container: ContainerClient, container_name: str, event_type: str, subject: str,
-                 now: datetime) -> str:
+def follow_event(
+    store: StatusStore, container: ContainerClient, container_name: str, event_type: str, subject: str, now: datetime
+) -> str:
     """One blob event: an upload under inputs/ is recorded (or reported as a problem, see record), a deleted
     one marked removed. Events outside inputs/ are ignored; anything missed is found by the next scan."""
     try:

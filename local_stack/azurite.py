@@ -3,6 +3,7 @@
 Used by the local stack and by the tests. Azurite's development account and key are public,
 documented constants (not a secret): every Azurite install accepts them.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,9 +48,18 @@ def start(ports: AzuritePorts, location: Path | None, log_file: Path, detach: bo
         "--disableTelemetry",
         "--skipApiVersionCheck",  # the Python SDKs may speak a newer API version than this Azurite
         *storage,
-        "--blobHost", "127.0.0.1", "--blobPort", str(ports.blob),
-        "--queueHost", "127.0.0.1", "--queuePort", str(ports.queue),
-        "--tableHost", "127.0.0.1", "--tablePort", str(ports.table),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(ports.blob),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(ports.queue),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(ports.table),
     ]
     if location is not None:
         location.mkdir(parents=True, exist_ok=True)

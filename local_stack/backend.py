@@ -11,6 +11,7 @@
 Processes outlive the call that started them (own sessions) and are ended by `stop()`
 (`python -m local_stack.backend stop`); `resume()` starts the recorded deployments again.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,11 @@ from function_app.run_states import JOB_RUNNING, DeploymentState, JobState
 from function_app.settings import Settings, child_env
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
-from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE
+from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import NoGeneration, parse_response, smoke_request, streamed_answer
-from pipeline_contracts.train_summary import FILE_NAME as TRAIN_SUMMARY_FILE, TrainSummary
+from pipeline_contracts.train_summary import FILE_NAME as TRAIN_SUMMARY_FILE
+from pipeline_contracts.train_summary import TrainSummary
 
 REPO = Path(__file__).resolve().parents[1]
 Output = TypeVar("Output", bound=BaseModel)
@@ -127,11 +130,17 @@ class LocalBackend(PipelineBackend):
             # Re-read: the job may have finished between the two reads.
             state = _read_json(job_dir / "state.json")
             if state["state"] in JOB_RUNNING:
-                return JobStatus(JobState.FAILED, error=f"the local job process died during {state['state']}; see {job_dir}/runner.log", training=training)
+                return JobStatus(
+                    JobState.FAILED,
+                    error=f"the local job process died during {state['state']}; see {job_dir}/runner.log",
+                    training=training,
+                )
         completed = state["state"] == JobState.COMPLETED
         evaluation = _read_output(Evaluation, job_dir / "evaluation" / EVALUATION_FILE) if completed else None
         if completed and evaluation is None:
-            return JobStatus(JobState.FAILED, error=f"evaluate wrote no {EVALUATION_FILE} in {job_dir}/evaluation", training=training)
+            return JobStatus(
+                JobState.FAILED, error=f"evaluate wrote no {EVALUATION_FILE} in {job_dir}/evaluation", training=training
+            )
         return JobStatus(JobState(state["state"]), error=state.get("error"), evaluation=evaluation, training=training)
 
     def cancel_job(self, job_id: str, reason: str) -> None:
@@ -198,8 +207,15 @@ class LocalBackend(PipelineBackend):
         return self._describe(name, record, state["traffic"])
 
     def _start_deployment(self, name: str, record: dict) -> dict:
-        argv = [sys.executable, "-m", "local_stack.deployment", record["model_name"],
-                record["model_version"], self._model_dir(record), str(record["port"])]
+        argv = [
+            sys.executable,
+            "-m",
+            "local_stack.deployment",
+            record["model_name"],
+            record["model_version"],
+            self._model_dir(record),
+            str(record["port"]),
+        ]
         return self._spawn(argv, self.work / "logs" / f"deployment-{name}.log")
 
     def deployment(self, name: str) -> Deployment:
@@ -230,8 +246,11 @@ class LocalBackend(PipelineBackend):
         return text
 
     def _score(self, name: str, record: dict, body: dict) -> str:
-        request = urllib.request.Request(f"http://127.0.0.1:{record['port']}/score", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{record['port']}/score",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=120) as r:
                 return r.read().decode("utf-8")
@@ -260,7 +279,9 @@ class LocalBackend(PipelineBackend):
         deadline = time.monotonic() + 20
         while not port_open(port):
             if time.monotonic() > deadline or not alive(state["router"]):
-                raise TransientBackendError(f"the local router did not listen on {port}; see {self.work}/logs/router.log")
+                raise TransientBackendError(
+                    f"the local router did not listen on {port}; see {self.work}/logs/router.log"
+                )
             time.sleep(0.1)
 
     def delete_deployment(self, name: str) -> None:

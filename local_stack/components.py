@@ -4,6 +4,7 @@ The local backend runs the very `command:` line AML runs: `${{inputs.x}}` / `${{
 local values and paths, and each optional `$[[ ... ]]` part is kept only when every input it names
 is set (AML's rule). Nothing about the steps is restated here.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,9 @@ class Component:
         """The command with every reference bound; `inputs` left out or None take the YAML default."""
         unknown = sorted(set(inputs) - set(self.inputs))
         if unknown:
-            raise ComponentError(f"{self.path.name}: no input named {', '.join(unknown)}; it has {', '.join(self.inputs)}")
+            raise ComponentError(
+                f"{self.path.name}: no input named {', '.join(unknown)}; it has {', '.join(self.inputs)}"
+            )
         missing_out = sorted(set(self.outputs) - set(outputs))
         if missing_out:
             raise ComponentError(f"{self.path.name}: give a path for output(s) {', '.join(missing_out)}")
@@ -56,7 +59,9 @@ class Component:
             kind, name = match.group(1), match.group(2)
             declared = self.inputs if kind == "inputs" else self.outputs
             if name not in declared:
-                raise ComponentError(f"{self.path.name}: command uses {kind}.{name}, which the component does not declare")
+                raise ComponentError(
+                    f"{self.path.name}: command uses {kind}.{name}, which the component does not declare"
+                )
             return shlex.quote(values[kind][name])
 
         def optional_part(match: re.Match) -> str:

@@ -4,6 +4,7 @@
 (started by LocalBackend.begin_deploy), like an AML deployment pulling its model before serving.
 It replaces itself with the real AML scoring server (exec), so its pid is the server's.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ def fetch_model(name: str, version: str, model_dir: Path) -> None:
     # Only here: the deployment process, not the control plane, talks to the registry, and through
     # the steps' own tracking module so both find the same store (MLFLOW_TRACKING_URI or the local default).
     import mlflow
+
     from aks_jobs.lm.tracking import tracking_uri
 
     if not any(model_dir.rglob("config.json")):

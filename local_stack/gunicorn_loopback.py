@@ -5,6 +5,7 @@ gunicorn's command line, which overrides config files and GUNICORN_CMD_ARGS. gun
 hook after reading all of them and before the arbiter creates its sockets (gunicorn/arbiter.py start()), so
 the hook moves every bind address to the loopback interface, keeping its port.
 """
+
 from __future__ import annotations
 
 LOOPBACK = "127.0.0.1"

@@ -5,6 +5,7 @@ LocalBackend.submit), mirrors inputs/ from the data container, runs each compone
 line (local_components) with cwd = the component's code folder, syncs processed/ back to the
 container, and keeps JOB_DIR/state.json current so job_status can answer without asking it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from azure.storage.blob import ContainerClient
@@ -38,7 +39,7 @@ class JobSpec:
     evaluate_inputs: dict = field(default_factory=dict)
 
     @classmethod
-    def read(cls, job_dir: Path) -> "JobSpec":
+    def read(cls, job_dir: Path) -> JobSpec:
         return cls(**json.loads((job_dir / "job.json").read_text()))
 
     def write(self, job_dir: Path) -> None:
@@ -53,7 +54,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def set_state(job_dir: Path, state: JobState, **extra) -> None:
-    write_json(job_dir / "state.json", {"state": state, "updated_at": datetime.now(timezone.utc).isoformat(), **extra})
+    write_json(job_dir / "state.json", {"state": state, "updated_at": datetime.now(UTC).isoformat(), **extra})
     log.info("job %s: %s %s", job_dir.name, state, extra.get("error", ""))
 
 
@@ -153,17 +154,29 @@ def run(job_dir: Path) -> None:
             drop_deleted(container, PROCESSED, processed)
         download_tree(container, PROCESSED, processed, only_missing=True)
         log.info("%d documents from %s/%s (%d skipped)", count, spec.container, INPUTS, len(skipped))
-        run_step(job_dir, "preprocess", {"documents": str(documents), **spec.preprocess_inputs},
-                 {"processed": str(processed), "snapshot": str(snapshot)}, env)
+        run_step(
+            job_dir,
+            "preprocess",
+            {"documents": str(documents), **spec.preprocess_inputs},
+            {"processed": str(processed), "snapshot": str(snapshot)},
+            env,
+        )
         log.info("uploaded %d new files to %s", upload_missing(container, processed, PROCESSED), PROCESSED)
         upload_missing(container, snapshot, run_output(spec.run_id, SNAPSHOT_REF_OUTPUT))  # as AML's output binding
 
         set_state(job_dir, JobState.TRAINING)
-        run_step(job_dir, "train", {"processed": str(processed), "snapshot": str(snapshot), **spec.train_inputs},
-                 {"model": str(model)}, env)
+        run_step(
+            job_dir,
+            "train",
+            {"processed": str(processed), "snapshot": str(snapshot), **spec.train_inputs},
+            {"model": str(model)},
+            env,
+        )
 
         set_state(job_dir, JobState.EVALUATING)
-        run_step(job_dir, "evaluate", {"model": str(model), **spec.evaluate_inputs}, {"evaluation": str(evaluation)}, env)
+        run_step(
+            job_dir, "evaluate", {"model": str(model), **spec.evaluate_inputs}, {"evaluation": str(evaluation)}, env
+        )
         set_state(job_dir, JobState.COMPLETED)
     except StepFailed as e:
         set_state(job_dir, JobState.FAILED, error=str(e))

@@ -1,4 +1,5 @@
 """Detached local processes: start one that outlives its caller, check it, end it with its children."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,12 @@ def spawn(argv: list[str], log_path: Path, cwd: Path, env: dict[str, str]) -> di
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     _children.append(child)

@@ -5,6 +5,7 @@ AML online endpoint in front of its deployments. It re-reads the local backend's
 every request, so a traffic shift needs no restart. As with AML, the header
 `azureml-model-deployment: <name>` sends a request to one deployment regardless of traffic.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -47,7 +48,9 @@ class Router(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         conn = http.client.HTTPConnection("127.0.0.1", ports[target], timeout=300)
         try:
-            conn.request(self.command, self.path, body, {"Content-Type": self.headers.get("Content-Type", "application/json")})
+            conn.request(
+                self.command, self.path, body, {"Content-Type": self.headers.get("Content-Type", "application/json")}
+            )
             answer = conn.getresponse()
             if answer.getheader("Content-Type", "").startswith("text/event-stream"):
                 self._pass_stream(answer, target)

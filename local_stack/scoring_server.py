@@ -2,6 +2,7 @@
 
 Local deployments (local_stack.deployment) use the same environment: loopback only, no shared control socket.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,27 +35,36 @@ def local_server_env() -> dict[str, str]:
 
 
 @contextmanager
-def running_scoring_server(model_dir: Path | str, port: int | None = None, *,
-                           env: Mapping[str, str] | None = None,
-                           startup_timeout_s: float = 180.0) -> Iterator[str]:
+def running_scoring_server(
+    model_dir: Path | str,
+    port: int | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    startup_timeout_s: float = 180.0,
+) -> Iterator[str]:
     """Start `azmlinfsrv --entry_script aks_jobs/score.py`, wait until it answers, yield its base URL.
 
     The server is always stopped on exit. `env` adds variables (e.g. MODEL_NAME, WORKER_COUNT).
     """
     port = port or free_port()
     azmlinfsrv = Path(sys.executable).parent / "azmlinfsrv"
-    process_env = {**os.environ,
-                  # Loopback only; parallel test servers must not share $HOME/.gunicorn/gunicorn.ctl.
-                  **local_server_env(),
-                  **(env or {}),
-                  # The server reads a config.json from its app root: keep that root away from model folders.
-                  "AML_APP_ROOT": str(REPO_ROOT)}
+    process_env = {
+        **os.environ,
+        # Loopback only; parallel test servers must not share $HOME/.gunicorn/gunicorn.ctl.
+        **local_server_env(),
+        **(env or {}),
+        # The server reads a config.json from its app root: keep that root away from model folders.
+        "AML_APP_ROOT": str(REPO_ROOT),
+    }
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [str(azmlinfsrv), "--entry_script", str(ENTRY_SCRIPT), "--model_dir", str(model_dir),
-             "--port", str(port)],
-            cwd=REPO_ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)  # own process group: gunicorn's workers are stopped with the master
+            [str(azmlinfsrv), "--entry_script", str(ENTRY_SCRIPT), "--model_dir", str(model_dir), "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=process_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # own process group: gunicorn's workers are stopped with the master
         try:
             base_url = f"http://127.0.0.1:{port}"
             _wait_until_ready(process, base_url, startup_timeout_s, log)

@@ -15,6 +15,7 @@ logs/, azurite/, work/, mlflow/), LOCAL_STACK_API_PORT (7071), LOCAL_STACK_UI_PO
 LOCAL_STACK_TIMER_INTERVAL_S (5, seconds between ticks), with
 LOCAL_SCORING_PORTS, LOCAL_ROUTER_PORT and DataStorage pointing elsewhere too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,8 +132,10 @@ def _start_azurite(config: StackConfig, env: Mapping[str, str], stack: dict) -> 
     else:
         proc = azurite.start(AZURITE_PORTS, config.folder / "azurite", config.logs / "azurite.log", detach=True)
         stack["azurite"] = identity(proc.pid)
-        print(f"Azurite: blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table} "
-              f"(data in {config.folder / 'azurite'})")
+        print(
+            f"Azurite: blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table} "
+            f"(data in {config.folder / 'azurite'})"
+        )
 
 
 def _commands(config: StackConfig, env: dict[str, str]) -> dict[str, tuple[list[str], int | None, dict[str, str]]]:
@@ -146,12 +149,33 @@ def _commands(config: StackConfig, env: dict[str, str]) -> dict[str, tuple[list[
         "FUNCTION_KEY": env.get("FUNCTION_KEY") or env.get("LOCAL_API_KEY", ""),
     }
     return {
-        "api": ([python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port",
-                 str(config.api_port)], config.api_port, env),
+        "api": (
+            [python, "-m", "uvicorn", "function_app.api:api", "--host", "127.0.0.1", "--port", str(config.api_port)],
+            config.api_port,
+            env,
+        ),
         "timer": ([python, "-m", "local_stack.timer_loop", "--interval", str(config.timer_interval_s)], None, env),
-        "ui": ([python, "-m", "streamlit", "run", "ui/app.py", "--server.address", "127.0.0.1", "--server.port",
-                str(config.ui_port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                "--client.toolbarMode", "minimal"], config.ui_port, ui_env),
+        "ui": (
+            [
+                python,
+                "-m",
+                "streamlit",
+                "run",
+                "ui/app.py",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                str(config.ui_port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--client.toolbarMode",
+                "minimal",
+            ],
+            config.ui_port,
+            ui_env,
+        ),
     }
 
 
@@ -165,8 +189,10 @@ def start_services(config: StackConfig, env: dict[str, str]) -> dict:
             continue
         if port is not None and port_open(port):
             _save_stack(config, stack)
-            raise SystemExit(f"port {port} (for the {name}) is taken by another program (`func start`?); stop "
-                             f"it, or run the stack on other ports: LOCAL_STACK_API_PORT, LOCAL_STACK_UI_PORT")
+            raise SystemExit(
+                f"port {port} (for the {name}) is taken by another program (`func start`?); stop "
+                f"it, or run the stack on other ports: LOCAL_STACK_API_PORT, LOCAL_STACK_UI_PORT"
+            )
         log = config.logs / f"{name}.log"
         stack[name] = spawn(argv, log, REPO, process_env)
         _save_stack(config, stack)  # recorded at once: `down` must find it even if a later step fails
@@ -280,16 +306,16 @@ def up(args: argparse.Namespace) -> None:
     model = status["serving_model"]
     print(f"\nServing {model['name']} version {model['version']} at {status['scoring_url']}")
     answer = ScoreResponse.model_validate(
-        _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False}))
+        _post_json(status["scoring_url"], {"prompt": args.prompt, "max_new_tokens": 24, "do_sample": False})
+    )
     print(f"\n> {args.prompt}\n{args.prompt}{answer.text}\n")
     api = config.api_url
     print(f"Web UI:  {config.ui_url}   (Knowledge Base: upload PDFs, watch runs and the loss curve; Chat)")
     print(f"API:     {api}/api/status   (also /api/runs, /api/documents; OpenAPI: {api}/api/docs)")
     print(f"Scoring: {status['scoring_url']}   (stable URL: always the deployment serving the traffic)")
     print(f"  curl -s -X POST {status['scoring_url']} -H 'Content-Type: application/json' \\")
-    print(f"       -d '{{\"prompt\": \"{args.prompt}\", \"max_new_tokens\": 30}}'")
-    print("Stop everything: python -m local_stack down   (or make down; data stays in "
-          f"{config.folder})")
+    print(f'       -d \'{{"prompt": "{args.prompt}", "max_new_tokens": 30}}\'')
+    print(f"Stop everything: python -m local_stack down   (or make down; data stays in {config.folder})")
 
 
 def down(_: argparse.Namespace) -> None:
@@ -301,21 +327,27 @@ def down(_: argparse.Namespace) -> None:
 def status(_: argparse.Namespace) -> None:
     config = StackConfig.from_env()
     stack = _read_stack(config)
-    where = {"azurite": f"blob http://127.0.0.1:{AZURITE_PORTS.blob}", "api": f"{config.api_url}/api/status",
-             "timer": str(config.logs / "timer.log"), "ui": config.ui_url}
+    where = {
+        "azurite": f"blob http://127.0.0.1:{AZURITE_PORTS.blob}",
+        "api": f"{config.api_url}/api/status",
+        "timer": str(config.logs / "timer.log"),
+        "ui": config.ui_url,
+    }
     for name in SERVICES:
         state = f"running (pid {stack[name]['pid']})" if alive(stack.get(name)) else "not running"
         print(f"{name:8} {state:22} {where[name]}")
     try:
         print(json.dumps(_get(f"{config.api_url}/api/status"), indent=2))
     except urllib.error.URLError:
-        raise SystemExit(f"the API is not running at {config.api_url}; start it with "
-                         f"`python -m local_stack up`") from None
+        raise SystemExit(
+            f"the API is not running at {config.api_url}; start it with `python -m local_stack up`"
+        ) from None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m local_stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start the stack, upload the samples, wait for a model, chat once")
     up_parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to ask the deployed model")

@@ -3,12 +3,13 @@
 `python -m local_stack.timer_loop [--interval 5]` (started by `local_stack up`). A failing tick is
 logged and the loop goes on, as the host would fire the timer again.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from function_app import services
 
@@ -24,7 +25,7 @@ def main() -> None:
     orchestrator = services.get().orchestrator
     while True:
         try:
-            run = orchestrator.tick(datetime.now(timezone.utc))
+            run = orchestrator.tick(datetime.now(UTC))
             if run is not None:
                 log.info("run %s: %s", run.id, run.state)
         except Exception:  # noqa: BLE001 - keep ticking; the next tick retries

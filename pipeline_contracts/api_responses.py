@@ -2,6 +2,7 @@
 
 Run and document states are the words of function_app.run_states and function_app.document_retries.
 """
+
 from __future__ import annotations
 
 from typing import Any

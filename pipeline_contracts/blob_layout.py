@@ -9,10 +9,11 @@ runs/<run id>/model/, runs/<run id>/evaluation/ the run's trained model and its 
 
 Snapshot names carry their UTC stamp, so they sort by time.
 """
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 INPUTS = "inputs/"
 PROCESSED = "processed/"
@@ -53,7 +54,7 @@ def snapshot_file(name: str) -> str:
 def stamp_of(name: str) -> datetime | None:
     """The UTC moment in a snapshot's or manifest's file name, or None for another name."""
     match = _STAMPED.match(name)
-    return datetime.strptime(match.group(1), STAMP_FORMAT).replace(tzinfo=timezone.utc) if match else None
+    return datetime.strptime(match.group(1), STAMP_FORMAT).replace(tzinfo=UTC) if match else None
 
 
 def cache_entry(sha256: str, limits_key: str | None = None) -> str:

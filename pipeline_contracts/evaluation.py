@@ -3,6 +3,7 @@
 Written by aks_jobs/lm/evaluation.py; read by both backends (a completed job's outcome), the orchestrator
 (promote or reject, which model version) and, through the HTTP API, the UI.
 """
+
 from __future__ import annotations
 
 from typing import Literal

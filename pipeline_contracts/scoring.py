@@ -8,6 +8,7 @@ POST /score -> 200 ScoreResponse | 400/503/500 ErrorBody;
 with "stream": true, Server-Sent Events: StreamPiece per piece of text, then `event: done` with a
 ScoreResponse, or `event: error` with a StreamError.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,12 @@ def parse_response(body: str | bytes) -> ScoreResponse:
 
 def smoke_request(prompt: str, *, stream: bool = False) -> dict[str, Any]:
     """The request every backend's smoke test sends a new deployment."""
-    return {"prompt": prompt, "max_new_tokens": SMOKE_MAX_NEW_TOKENS, "do_sample": False,
-            **({"stream": True} if stream else {})}
+    return {
+        "prompt": prompt,
+        "max_new_tokens": SMOKE_MAX_NEW_TOKENS,
+        "do_sample": False,
+        **({"stream": True} if stream else {}),
+    }
 
 
 def streamed_answer(body: str) -> tuple[list[str], ScoreResponse]:
@@ -98,8 +103,8 @@ def streamed_answer(body: str) -> tuple[list[str], ScoreResponse]:
         lines = [line for line in block.split("\n") if line]
         if not lines:
             continue
-        event = next((line[len("event: "):] for line in lines if line.startswith("event: ")), "message")
-        data = "\n".join(line[len("data: "):] for line in lines if line.startswith("data: "))
+        event = next((line[len("event: ") :] for line in lines if line.startswith("event: ")), "message")
+        data = "\n".join(line[len("data: ") :] for line in lines if line.startswith("data: "))
         if event == "done":
             return [texts[i] for i in sorted(texts)], ScoreResponse.model_validate_json(data)
         if event == "error":

@@ -3,6 +3,7 @@
 Written by aks_jobs/pdf_text (preprocess); read by the train step (per-document lengths) and the control plane
 (per-document outcome for the documents table).
 """
+
 from __future__ import annotations
 
 from typing import Literal

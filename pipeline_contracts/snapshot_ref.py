@@ -3,6 +3,7 @@
 The snapshots share processed/, so a run's own snapshot is named here rather than guessed from time: train
 reads it to train on exactly that snapshot, and the control plane reads it to record the run's extraction.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Written by aks_jobs/lm/training.py; read by the evaluate step (which carries it in evaluation.json), the
 backends (a run's metrics) and, through the HTTP API, the UI (figures and the loss curve).
 """
+
 from __future__ import annotations
 
 from typing import Any

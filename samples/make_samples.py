@@ -2,6 +2,7 @@
 
 The facts are made up on purpose: a model can only complete them if it learned them from these files.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

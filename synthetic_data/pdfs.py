@@ -2,6 +2,7 @@
 
 For tests and benchmarks: `from synthetic_data.pdfs import make_text_pdf`.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,6 +33,7 @@ GERMAN_TEXT = (
     "machten sich Sorgen über die Kosten des Projekts und baten vor der nächsten Sitzung um einen "
     "ausführlicheren Bericht. Die Vorsitzende sagte, sie werde ihn mit dem Finanzteam vorbereiten."
 )
+
 
 def _prepare(path: Path) -> Path:
     path = Path(path)
@@ -210,8 +212,13 @@ def make_scanned_text_pdf(path: Path, lines: list[str], pages: int = 1) -> Path:
     pdf = canvas.Canvas(str(path), pagesize=A4, invariant=1)
     width = A4[0] - 2 * 36
     for _ in range(pages):
-        pdf.drawImage(ImageReader(image), 36, A4[1] - 72 - width * image.height / image.width, width=width,
-                      height=width * image.height / image.width)
+        pdf.drawImage(
+            ImageReader(image),
+            36,
+            A4[1] - 72 - width * image.height / image.width,
+            width=width,
+            height=width * image.height / image.width,
+        )
         pdf.showPage()
     pdf.save()
     return path

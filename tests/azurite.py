@@ -3,6 +3,7 @@
 Test modules import `azurite_connection`; each import is a separate fixture definition to pytest, so
 the emulator itself is shared per test process here and stopped when the process exits.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -10,7 +11,7 @@ import http.client
 import subprocess
 import tempfile
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,14 +51,20 @@ def put_blob_verbatim(container: ContainerClient, name: str, data: bytes) -> Non
     """Upload a blob whose name has '.'/'..' segments kept as they are. The SDK's HTTP stack collapses
     them in the URL; a plain PUT with the dots percent-encoded reaches storage, which keeps them."""
     sas = generate_container_sas(
-        container.account_name, container.container_name, account_key=container.credential.account_key,
+        container.account_name,
+        container.container_name,
+        account_key=container.credential.account_key,
         permission=ContainerSasPermissions(write=True, create=True),
-        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
     )
     url = urllib.parse.urlparse(container.url)
     path = "/".join(urllib.parse.quote(s, safe="").replace(".", "%2E") for s in name.split("/"))
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    connection.request("PUT", f"{url.path}/{path}?{sas}", body=data,
-                       headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+    connection.request(
+        "PUT",
+        f"{url.path}/{path}?{sas}",
+        body=data,
+        headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"},
+    )
     response = connection.getresponse()
     assert response.status == 201, (response.status, response.read())

@@ -1,4 +1,5 @@
 """Shared fixtures. sys.path comes from pyproject's pythonpath (repo root and aks_jobs/)."""
+
 from __future__ import annotations
 
 import os

@@ -2,11 +2,12 @@
 test), the orchestrator driving the real aml backend, whose MLClient is the recording fake
 (tests/fakes/recording_ml_client.py, the one fake: Azure is unreachable here) with the workspace moving on by
 itself (tests/fakes/aml_service.py)."""
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -19,9 +20,13 @@ from function_app.status_store import Run, StatusStore
 from tests.fakes.aml_service import AmlService
 from tests.fakes.recording_ml_client import RecordingMLClient
 
-AML_WORKSPACE = {"pipeline_backend": "aml", "aml_subscription_id": "00000000-0000-0000-0000-000000000000",
-                 "aml_resource_group": "rg-gpt2", "aml_workspace": "ws-gpt2",
-                 "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"}
+AML_WORKSPACE = {
+    "pipeline_backend": "aml",
+    "aml_subscription_id": "00000000-0000-0000-0000-000000000000",
+    "aml_resource_group": "rg-gpt2",
+    "aml_workspace": "ws-gpt2",
+    "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
+}
 TIMER_PERIOD_S = 60  # the timer fires every minute (TIMER_SCHEDULE)
 
 
@@ -40,7 +45,7 @@ class ControlEnv:
 
     def tick(self, after_s: float = 0) -> Run | None:
         """One timer tick, `after_s` seconds from now (the debounce is measured against upload times)."""
-        return self.orchestrator.tick(datetime.now(timezone.utc) + timedelta(seconds=after_s))
+        return self.orchestrator.tick(datetime.now(UTC) + timedelta(seconds=after_s))
 
     def settle(self, after_s: float, ticks: int = 40) -> Run:
         """Tick once a minute from `after_s` on, as the timer does, until the active run ends; return it."""
@@ -59,16 +64,18 @@ class ControlEnv:
 def make_env(connection: str, *, endpoint: bool = True, **overrides) -> ControlEnv:
     """`endpoint`: the workspace's online endpoint exists already (the first deployment creates it otherwise)."""
     suffix = uuid.uuid4().hex[:10]
-    settings = Settings(data_container=f"data{suffix}", status_table=f"status{suffix}",
-                        **{**AML_WORKSPACE, **overrides})
+    settings = Settings(
+        data_container=f"data{suffix}", status_table=f"status{suffix}", **{**AML_WORKSPACE, **overrides}
+    )
     container = BlobServiceClient.from_connection_string(connection).create_container(settings.data_container)
     store = StatusStore.open(TableServiceClient.from_connection_string(connection), settings.status_table)
     azure = RecordingMLClient(settings.aml_subscription_id, settings.aml_resource_group, settings.aml_workspace)
     if endpoint:
         azure.add_endpoint(settings.aml_endpoint_name, compute=settings.aml_compute)
     backend = AmlBackend(settings, ml_client=azure)
-    return ControlEnv(settings, container, store, azure, AmlService(azure), backend,
-                      Orchestrator(store, backend, container, settings))
+    return ControlEnv(
+        settings, container, store, azure, AmlService(azure), backend, Orchestrator(store, backend, container, settings)
+    )
 
 
 @pytest.fixture

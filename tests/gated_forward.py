@@ -1,4 +1,5 @@
 """A real cached forward whose decode steps wait for the test's go: tests decide what joins the batch when."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """aks_jobs/score.py called in-process, as azmlinfsrv calls it: init() on a model folder, then run(body)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The aml backend driven through its API against RecordingMLClient: exactly which Azure calls each flow makes."""
+
 from __future__ import annotations
 
 import inspect
@@ -14,13 +15,22 @@ from pipeline_contracts.train_summary import TrainSummary
 from tests.contract_samples import evaluation, score_response
 from tests.fakes.recording_ml_client import RecordingMLClient, http_error
 
-SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
-                    aml_workspace="ws-gpt2", aml_environment_image="gpt2acr.azurecr.io/gpt2-pdf-jobs:7")
+SETTINGS = Settings(
+    aml_subscription_id="00000000-0000-0000-0000-000000000000",
+    aml_resource_group="rg-gpt2",
+    aml_workspace="ws-gpt2",
+    aml_environment_image="gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
+)
 RUN = "20261123T101500Z"
 JOB = f"gpt2-pdf-{RUN}"
 SCORE_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
-PROMOTE = evaluation("promote", candidate=12.1, serving=30.4, reason="perplexity 12.1 < 30.4 of the serving model",
-                     registered={"name": "gpt2-pdf", "version": "3"})
+PROMOTE = evaluation(
+    "promote",
+    candidate=12.1,
+    serving=30.4,
+    reason="perplexity 12.1 < 30.4 of the serving model",
+    registered={"name": "gpt2-pdf", "version": "3"},
+)
 REJECT = PROMOTE | {"decision": "reject", "reason": "perplexity 41.0 is not below 30.4", "registered": None}
 ANSWER = score_response(" the harbour closes at dusk.")
 
@@ -60,12 +70,16 @@ def run_pipeline_to_the_end(fake: RecordingMLClient, backend: AmlBackend, evalua
 def test_success_submits_deploys_smoke_tests_shifts_traffic_and_prunes(fake, backend):
     status = run_pipeline_to_the_end(fake, backend, PROMOTE)
     # The train summary evaluate carries is the run's training figures.
-    assert status == JobStatus(state="Completed", evaluation=Evaluation.model_validate(PROMOTE),
-                               training=TrainSummary.model_validate(PROMOTE["training"]))
+    assert status == JobStatus(
+        state="Completed",
+        evaluation=Evaluation.model_validate(PROMOTE),
+        training=TrainSummary.model_validate(PROMOTE["training"]),
+    )
 
     candidate = backend.begin_deploy(RUN, "gpt2-pdf", "3")
-    assert candidate == Deployment(name="gpt2-pdf-v3", model_name="gpt2-pdf", model_version="3",
-                                   scoring_url=SCORE_URL, traffic=0, state="Creating")
+    assert candidate == Deployment(
+        name="gpt2-pdf-v3", model_name="gpt2-pdf", model_version="3", scoring_url=SCORE_URL, traffic=0, state="Creating"
+    )
     assert backend.deployment("gpt2-pdf-v3").state == "Creating"
     fake.set_deployment_state("gpt2-pdf-v3", "Succeeded")
     assert backend.deployment("gpt2-pdf-v3").state == "Ready"
@@ -84,12 +98,17 @@ def test_success_submits_deploys_smoke_tests_shifts_traffic_and_prunes(fake, bac
     invoke = fake.last("online_endpoints.invoke")
     assert (invoke.args["endpoint_name"], invoke.args["deployment_name"]) == ("gpt2-pdf", "gpt2-pdf-v3")
     assert invoke.payload == {"prompt": "The harbour", "max_new_tokens": 20, "do_sample": False}
-    assert fake.last("online_endpoints.begin_create_or_update").args["endpoint"]["traffic"] == \
-        {"gpt2-pdf-v1": 0, "gpt2-pdf-v2": 0, "gpt2-pdf-v3": 100}
+    assert fake.last("online_endpoints.begin_create_or_update").args["endpoint"]["traffic"] == {
+        "gpt2-pdf-v1": 0,
+        "gpt2-pdf-v2": 0,
+        "gpt2-pdf-v3": 100,
+    }
     assert fake.traffic() == {"gpt2-pdf-v3": 100}
     assert fake.last("online_deployments.begin_delete").args == {"name": "gpt2-pdf-v1", "endpoint_name": "gpt2-pdf"}
-    assert [(d.name, d.model_version, d.traffic, d.state) for d in backend.deployments()] == \
-        [("gpt2-pdf-v2", "2", 0, "Ready"), ("gpt2-pdf-v3", "3", 100, "Ready")]
+    assert [(d.name, d.model_version, d.traffic, d.state) for d in backend.deployments()] == [
+        ("gpt2-pdf-v2", "2", 0, "Ready"),
+        ("gpt2-pdf-v3", "3", 100, "Ready"),
+    ]
     assert backend.scoring_url() == SCORE_URL
 
 
@@ -100,7 +119,9 @@ def test_submit_sends_the_pipeline_with_the_serving_model_to_compare_against(fak
     assert sent["settings"]["default_compute"] == "azureml:aks-compute-target"
     # v2's files by their storage path, typed as evaluate.yml declares serving_model (test below).
     assert sent["jobs"]["evaluate"]["inputs"]["serving_model"] == {
-        "type": "uri_folder", "path": "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/2/"}
+        "type": "uri_folder",
+        "path": "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/2/",
+    }
     assert fake.last("models.get").args == {"name": "gpt2-pdf", "version": "2", "label": None}
 
 
@@ -130,11 +151,17 @@ def test_first_run_has_no_serving_model_and_creates_the_endpoint_when_deploying(
     fake.set_endpoint_state("Succeeded")
     assert backend.begin_deploy(RUN, "gpt2-pdf", "1").name == "gpt2-pdf-v1"
 
-    assert fake.writes() == ["jobs.create_or_update", "online_endpoints.begin_create_or_update",
-                             "online_deployments.begin_create_or_update"]
+    assert fake.writes() == [
+        "jobs.create_or_update",
+        "online_endpoints.begin_create_or_update",
+        "online_deployments.begin_create_or_update",
+    ]
     endpoint = fake.last("online_endpoints.begin_create_or_update").args["endpoint"]
-    assert (endpoint["name"], endpoint["compute"], endpoint["auth_mode"]) == \
-        ("gpt2-pdf", "azureml:aks-compute-target", "aml_token")
+    assert (endpoint["name"], endpoint["compute"], endpoint["auth_mode"]) == (
+        "gpt2-pdf",
+        "azureml:aks-compute-target",
+        "aml_token",
+    )
     deployment = fake.last("online_deployments.begin_create_or_update").args["deployment"]
     assert (deployment["model"], deployment["instance_type"]) == ("azureml:gpt2-pdf:1", "cpu-small")
     assert deployment["code_configuration"]["scoring_script"] == "score.py"
@@ -149,8 +176,11 @@ def test_failed_smoke_test_deletes_the_candidate_and_leaves_traffic_alone(fake, 
         backend.smoke_test("gpt2-pdf-v3", "The harbour")
     backend.delete_deployment("gpt2-pdf-v3")
 
-    assert fake.writes() == ["online_deployments.begin_create_or_update", "online_endpoints.invoke",
-                             "online_deployments.begin_delete"]
+    assert fake.writes() == [
+        "online_deployments.begin_create_or_update",
+        "online_endpoints.invoke",
+        "online_deployments.begin_delete",
+    ]
     assert fake.traffic() == {"gpt2-pdf-v2": 100}
     assert fake.deployment_names() == ["gpt2-pdf-v1", "gpt2-pdf-v2"]
 
@@ -168,9 +198,12 @@ def test_rejected_candidate_touches_no_endpoint(fake, backend):
 
 def test_failed_step_is_reported_with_the_error_from_run_history(fake, backend):
     job_id = backend.submit(RUN)
-    fake.script_job(job_id, "Failed", {"preprocess": "Completed", "train": "Failed", "evaluate": "Canceled"},
-                    errors={"train": "Execution failed. User process 'python' exited with status code 1: "
-                                     "CUDA out of memory."})
+    fake.script_job(
+        job_id,
+        "Failed",
+        {"preprocess": "Completed", "train": "Failed", "evaluate": "Canceled"},
+        errors={"train": "Execution failed. User process 'python' exited with status code 1: CUDA out of memory."},
+    )
     status = backend.job_status(job_id)
     assert status.state == "Failed"
     assert status.error.startswith("train step Failed: UserError: Execution failed.")
@@ -183,7 +216,8 @@ def test_a_pipeline_that_fails_before_any_step_reports_its_own_error(fake, backe
     job_id = backend.submit(RUN)
     fake.script_job(job_id, "Failed", errors={"pipeline": "InstanceType gpu-t4 not found on compute"})
     assert backend.job_status(job_id).error.startswith(
-        "pipeline job Failed: UserError: InstanceType gpu-t4 not found on compute")
+        "pipeline job Failed: UserError: InstanceType gpu-t4 not found on compute"
+    )
 
 
 def test_canceled_pipeline_is_failed(fake, backend):
@@ -208,24 +242,30 @@ def test_retried_submit_finds_the_job_instead_of_starting_a_second(fake, backend
     assert fake.writes() == ["jobs.create_or_update"]
 
 
-@pytest.mark.parametrize("error", [
-    http_error(429, "Too many requests"),
-    http_error(503, "Service unavailable"),
-    http_error(409, "Endpoint gpt2-pdf is being updated"),
-    ServiceRequestError("Name or service not known"),
-    ServiceResponseError("Read timed out"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        http_error(429, "Too many requests"),
+        http_error(503, "Service unavailable"),
+        http_error(409, "Endpoint gpt2-pdf is being updated"),
+        ServiceRequestError("Name or service not known"),
+        ServiceResponseError("Read timed out"),
+    ],
+)
 def test_throttling_outages_and_timeouts_are_transient(fake, backend, error):
     fake.fail_next("jobs.create_or_update", error)
     with pytest.raises(TransientBackendError, match=f"submit pipeline job {JOB}"):
         backend.submit(RUN)
 
 
-@pytest.mark.parametrize("error, reason", [
-    (ClientAuthenticationError("(AuthorizationFailed) no access"), "AzureML Data Scientist"),
-    (http_error(400, "InstanceType gpu-t4 is not defined"), "HTTP 400 .*InstanceType gpu-t4"),
-    (http_error(403, "Forbidden"), "HTTP 403"),
-])
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (ClientAuthenticationError("(AuthorizationFailed) no access"), "AzureML Data Scientist"),
+        (http_error(400, "InstanceType gpu-t4 is not defined"), "HTTP 400 .*InstanceType gpu-t4"),
+        (http_error(403, "Forbidden"), "HTTP 403"),
+    ],
+)
 def test_bad_configuration_is_permanent_with_a_readable_reason(fake, backend, error, reason):
     fake.fail_next("online_deployments.begin_create_or_update", error)
     with pytest.raises(PermanentBackendError, match=reason):
@@ -273,12 +313,21 @@ def test_failed_endpoint_stops_deploying_with_what_to_do(fake, backend):
 
 def test_every_call_the_backend_makes_fits_the_real_ml_client(fake, backend):
     """The fake records by MLClient's parameter names; each call must bind to the real operation's signature."""
-    from azure.ai.ml.operations import (JobOperations, ModelOperations, OnlineDeploymentOperations,
-                                        OnlineEndpointOperations)
+    from azure.ai.ml.operations import (
+        JobOperations,
+        ModelOperations,
+        OnlineDeploymentOperations,
+        OnlineEndpointOperations,
+    )
     from azure.ai.ml.operations._run_operations import RunOperations
 
-    real = {"jobs": JobOperations, "jobs._runs_operations": RunOperations, "models": ModelOperations,
-            "online_endpoints": OnlineEndpointOperations, "online_deployments": OnlineDeploymentOperations}
+    real = {
+        "jobs": JobOperations,
+        "jobs._runs_operations": RunOperations,
+        "models": ModelOperations,
+        "online_endpoints": OnlineEndpointOperations,
+        "online_deployments": OnlineDeploymentOperations,
+    }
     run_pipeline_to_the_end(fake, backend, PROMOTE)
     fake.register_model("gpt2-pdf", "3")  # what evaluate did
     backend.begin_deploy(RUN, "gpt2-pdf", "3")

@@ -1,7 +1,8 @@
 """The real orchestrator (status table on Azurite) driving the aml backend against RecordingMLClient."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from function_app import run_states as rs
 from function_app.backends.aml import AmlBackend
@@ -11,11 +12,20 @@ from tests.contract_samples import evaluation, score_response
 from tests.control_env import make_env
 from tests.fakes.recording_ml_client import RecordingMLClient
 
-AML = {"aml_subscription_id": "00000000-0000-0000-0000-000000000000", "aml_resource_group": "rg-gpt2",
-       "aml_workspace": "ws-gpt2", "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
-       "debounce_seconds": 0}
-EVALUATION = evaluation("promote", candidate=12.1, serving=30.4, reason="perplexity 12.1 < 30.4",
-                        registered={"name": "gpt2-pdf", "version": "3"})  # with the train summary it carries
+AML = {
+    "aml_subscription_id": "00000000-0000-0000-0000-000000000000",
+    "aml_resource_group": "rg-gpt2",
+    "aml_workspace": "ws-gpt2",
+    "aml_environment_image": "gpt2acr.azurecr.io/gpt2-pdf-jobs:7",
+    "debounce_seconds": 0,
+}
+EVALUATION = evaluation(
+    "promote",
+    candidate=12.1,
+    serving=30.4,
+    reason="perplexity 12.1 < 30.4",
+    registered={"name": "gpt2-pdf", "version": "3"},
+)  # with the train summary it carries
 
 
 def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connection):  # noqa: F811
@@ -26,7 +36,7 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     fake.add_deployment("gpt2-pdf-v2", "gpt2-pdf", "2", traffic=100)
     fake.register_model("gpt2-pdf", "2")
     orchestrator = Orchestrator(env.store, AmlBackend(env.settings, ml_client=fake), env.container, env.settings)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def tick(state_after: str):
         nonlocal now
@@ -59,7 +69,10 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     assert fake.traffic() == {"gpt2-pdf-v3": 100}
     assert fake.deployment_names() == ["gpt2-pdf-v2", "gpt2-pdf-v3"]  # v2 stays for rollback
     serving = orchestrator.status()["serving_model"]
-    assert (serving["version"], serving["deployment"], serving["rollback_deployment"]) == \
-        ("3", "gpt2-pdf-v3", "gpt2-pdf-v2")
+    assert (serving["version"], serving["deployment"], serving["rollback_deployment"]) == (
+        "3",
+        "gpt2-pdf-v3",
+        "gpt2-pdf-v2",
+    )
     assert orchestrator.status()["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
     assert run.metrics == EVALUATION["training"]  # the train summary, once

@@ -1,4 +1,5 @@
 """The train step as an Azure ML sweep node, checked offline by azure-ai-ml itself (validate, REST body)."""
+
 from __future__ import annotations
 
 import math
@@ -10,12 +11,29 @@ from function_app.backends import aml_pipeline, aml_sweep
 from function_app.settings import Settings, SettingsError
 
 IMAGE = "gpt2acr.azurecr.io/gpt2-pdf-jobs:7"
-SPACE = SearchSpace(learning_rate_min=2e-5, learning_rate_max=3e-4, epochs_min=2, epochs_max=4,
-                    warmup_ratio_min=0.0, warmup_ratio_max=0.15, weight_decay_min=0.0, weight_decay_max=0.05)
+SPACE = SearchSpace(
+    learning_rate_min=2e-5,
+    learning_rate_max=3e-4,
+    epochs_min=2,
+    epochs_max=4,
+    warmup_ratio_min=0.0,
+    warmup_ratio_max=0.15,
+    weight_decay_min=0.0,
+    weight_decay_max=0.05,
+)
 RULE = BanditRule(slack_factor=0.15, evaluation_interval=1, delay_evaluation=2)
-SETTINGS = Settings(aml_subscription_id="00000000-0000-0000-0000-000000000000", aml_resource_group="rg-gpt2",
-                    aml_workspace="ws-gpt2", base_model="offline", train_epochs=9, sweep_trials=6,
-                    sweep_max_concurrent_trials=3, sweep_timeout_s=7200, sweep_space=SPACE, sweep_rule=RULE)
+SETTINGS = Settings(
+    aml_subscription_id="00000000-0000-0000-0000-000000000000",
+    aml_resource_group="rg-gpt2",
+    aml_workspace="ws-gpt2",
+    base_model="offline",
+    train_epochs=9,
+    sweep_trials=6,
+    sweep_max_concurrent_trials=3,
+    sweep_timeout_s=7200,
+    sweep_space=SPACE,
+    sweep_rule=RULE,
+)
 DS = "azureml://datastores/gpt2_training_data/paths"
 
 
@@ -40,8 +58,12 @@ def test_rest_body_has_random_sampling_the_bandit_policy_and_the_limits(rest_tra
     assert rest_train["type"] == "sweep" and rest_train["display_name"] == "train"
     assert rest_train["sampling_algorithm"] == "random"
     assert rest_train["objective"] == {"goal": GOAL, "primary_metric": PRIMARY_METRIC}
-    assert rest_train["early_termination"] == {"policy_type": "Bandit", "slack_factor": 0.15,
-                                               "evaluation_interval": 1, "delay_evaluation": 2}
+    assert rest_train["early_termination"] == {
+        "policy_type": "Bandit",
+        "slack_factor": 0.15,
+        "evaluation_interval": 1,
+        "delay_evaluation": 2,
+    }
     assert rest_train["limits"] == {"max_total_trials": 6, "max_concurrent_trials": 3, "timeout": 7200}
     assert rest_train["resources"] == {"instance_type": "gpu-t4"}
 

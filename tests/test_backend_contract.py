@@ -7,6 +7,7 @@ test_local_backend.py's slow blue/green test). `aml`: the real AmlBackend over t
 outside world moves on (a job running, a deployment answering, a deployment's pods gone); the tests only
 call the backend.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ class _StandIn(BaseHTTPRequestHandler):
         text, kind = self.answer, "application/json"
         if body.get("stream"):
             pieces = json.loads(text)["generations"][0]
-            text = "".join(f"data: {json.dumps({'index': 0, 'prompt': 0, 'sequence': 0, 'text': p})}\n\n" for p in pieces)
+            text = "".join(
+                f"data: {json.dumps({'index': 0, 'prompt': 0, 'sequence': 0, 'text': p})}\n\n" for p in pieces
+            )
             text += f"event: done\ndata: {self.answer}\n\n"
             kind = "text/event-stream"
         self.send_response(200)
@@ -60,9 +63,12 @@ class _StandIn(BaseHTTPRequestHandler):
 class LocalWorld:
     def __init__(self, tmp_path: Path) -> None:
         # Deployment processes find no model in this empty registry and end: only stand-ins answer.
-        self.settings = Settings(local_work_dir=str(tmp_path / "work"), local_router_port=free_port(),
-                                 local_scoring_ports=",".join(str(free_port()) for _ in range(3)),
-                                 mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+        self.settings = Settings(
+            local_work_dir=str(tmp_path / "work"),
+            local_router_port=free_port(),
+            local_scoring_ports=",".join(str(free_port()) for _ in range(3)),
+            mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        )
         self.backend = LocalBackend(self.settings)
         self.servers: list[ThreadingHTTPServer] = []
 
@@ -70,8 +76,9 @@ class LocalWorld:
         """A job whose runner is busy in a step."""
         job_dir = self.backend.work / "jobs" / "local-running"
         job_dir.mkdir(parents=True)
-        runner = spawn([sys.executable, "-c", "import time; time.sleep(300)"], job_dir / "runner.log",
-                       cwd=job_dir, env={})
+        runner = spawn(
+            [sys.executable, "-c", "import time; time.sleep(300)"], job_dir / "runner.log", cwd=job_dir, env={}
+        )
         write_json(job_dir / "process.json", runner)
         set_state(job_dir, JobState.TRAINING)
         return job_dir.name
@@ -149,8 +156,12 @@ def test_a_new_deployment_takes_no_traffic_until_it_is_shifted_to(world) -> None
     backend = world.backend
     assert backend.deployments() == [] and backend.traffic() == {} and backend.scoring_url() is None
     first = backend.begin_deploy("r1", MODEL, "1")
-    assert (first.state, first.traffic, first.model_name, first.model_version) == \
-        (DeploymentState.CREATING, 0, MODEL, "1")
+    assert (first.state, first.traffic, first.model_name, first.model_version) == (
+        DeploymentState.CREATING,
+        0,
+        MODEL,
+        "1",
+    )
     assert backend.begin_deploy("r1", MODEL, "1").name == first.name  # a retried call: still one deployment
     second = backend.begin_deploy("r2", MODEL, "2")
     assert [d.name for d in backend.deployments()] == [first.name, second.name] and backend.traffic() == {}

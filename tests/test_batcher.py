@@ -1,6 +1,7 @@
 """Continuous batching: requests join the running batch at the next step and leave when done, each still gets
 exactly its own answer (settings, seeds, errors), and the engine is bounded (in-process and through the real
 azmlinfsrv)."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gated_forward import GatedForward
+from tiny_model import make_tiny_model
 
 from aks_jobs.lm.batcher import Engine, Job, JobFailed, Overloaded
 from aks_jobs.lm.decoding import ContinuousDecoder
@@ -17,9 +20,7 @@ from aks_jobs.lm.generation import RowText, completion, eos_ids, generate, prepa
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import parse_request
 from aks_jobs.lm.serving_model import ServingModel, load_serving_model
-from gated_forward import GatedForward
 from local_stack.scoring_server import running_scoring_server
-from tiny_model import make_tiny_model
 
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the"]
 
@@ -71,8 +72,16 @@ def test_a_request_joins_the_running_batch_and_leaves_when_done(served):
 
 
 def test_a_seeded_request_gives_the_same_text_alone_or_joining_any_batch(served):
-    seeded = request(PROMPTS, seed=7, num_return_sequences=3, max_new_tokens=20, temperature=1.2, top_k=0,
-                     top_p=0.9, repetition_penalty=1.2)
+    seeded = request(
+        PROMPTS,
+        seed=7,
+        num_return_sequences=3,
+        max_new_tokens=20,
+        temperature=1.2,
+        top_k=0,
+        top_p=0.9,
+        repetition_penalty=1.2,
+    )
     alone = generate(served.model, served.tokenizer, [seeded])[0].generations
     engine, gated = engine_for(served, slots=12)
     neighbour = prepare(served.tokenizer, request("The quick brown fox " * 3, seed=1, max_new_tokens=40), 128)
@@ -113,8 +122,10 @@ def test_a_cancelled_request_is_dropped_at_the_next_step(served):
     gone_job.cancel()
     staying_job = engine.submit(staying.rows)
     gated.go.release(1000)
-    assert texts_of(served, staying_job, staying) == \
-        generate(served.model, served.tokenizer, [staying.request])[0].generations
+    assert (
+        texts_of(served, staying_job, staying)
+        == generate(served.model, served.tokenizer, [staying.request])[0].generations
+    )
     assert len(gated.step_rows) <= 3 + 12 and engine.in_flight == 0  # the cancelled one ran no further
 
 
@@ -139,8 +150,10 @@ def test_a_failing_step_fails_the_running_requests_and_the_engine_serves_on(serv
         list(job.tokens(timeout_s=60))
     gated.fail_step = False
     gated.go.release(1000)
-    assert texts_of(served, engine.submit(running.rows), running) == \
-        generate(served.model, served.tokenizer, [running.request])[0].generations
+    assert (
+        texts_of(served, engine.submit(running.rows), running)
+        == generate(served.model, served.tokenizer, [running.request])[0].generations
+    )
 
 
 def test_the_cache_is_static_and_steps_read_only_the_positions_reached(served):
@@ -159,12 +172,14 @@ def test_the_cache_is_static_and_steps_read_only_the_positions_reached(served):
 def test_real_azmlinfsrv_answers_concurrent_requests_each_with_its_settings(tiny_model_dir, tmp_path):
     model_root = tmp_path / "azureml-models" / "gpt2-pdf" / "2"
     shutil.copytree(tiny_model_dir, model_root / tiny_model_dir.name)
-    bodies = [{"prompt": PROMPTS, "seed": 11, "num_return_sequences": 3, "max_new_tokens": 6},
-              {"prompt": "Diogo is", "do_sample": False, "max_new_tokens": 15, "repetition_penalty": 1.4},
-              {"prompt": PROMPTS[1], "seed": 12, "temperature": 1.5, "top_k": 0, "top_p": 0.8, "max_new_tokens": 9},
-              {"prompt": ["a", "b", "c"], "seed": 13, "num_return_sequences": 2, "top_k": 3},
-              {"prompt": "fox " * 200},  # too long: 400 for this one only
-              *({"prompt": f"Request {i} says", "seed": 100 + i, "max_new_tokens": 4 + i} for i in range(11))]
+    bodies = [
+        {"prompt": PROMPTS, "seed": 11, "num_return_sequences": 3, "max_new_tokens": 6},
+        {"prompt": "Diogo is", "do_sample": False, "max_new_tokens": 15, "repetition_penalty": 1.4},
+        {"prompt": PROMPTS[1], "seed": 12, "temperature": 1.5, "top_k": 0, "top_p": 0.8, "max_new_tokens": 9},
+        {"prompt": ["a", "b", "c"], "seed": 13, "num_return_sequences": 2, "top_k": 3},
+        {"prompt": "fox " * 200},  # too long: 400 for this one only
+        *({"prompt": f"Request {i} says", "seed": 100 + i, "max_new_tokens": 4 + i} for i in range(11)),
+    ]
     with running_scoring_server(model_root) as base_url, httpx.Client(base_url=base_url, timeout=120) as http:
         with ThreadPoolExecutor(len(bodies)) as pool:
             answers = list(pool.map(lambda body: http.post("/score", json=body), bodies))
@@ -174,8 +189,9 @@ def test_real_azmlinfsrv_answers_concurrent_requests_each_with_its_settings(tiny
                 continue
             assert answer.status_code == 200, answer.text
             parameters = answer.json()["parameters"]
-            assert {key: parameters[key] for key in body if key != "prompt"} == {k: v for k, v in body.items()
-                                                                               if k != "prompt"}
+            assert {key: parameters[key] for key in body if key != "prompt"} == {
+                k: v for k, v in body.items() if k != "prompt"
+            }
             prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
             expected = [parameters["num_return_sequences"]] * len(prompts)
             assert [len(texts) for texts in answer.json()["generations"]] == expected

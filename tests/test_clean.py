@@ -1,4 +1,5 @@
 """Each cleaning rule on its own, then the whole per-document cleaner, then the English check."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,6 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthetic_data.pdfs import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
 from aks_jobs.pdf_text.clean import (
     clean_document,
     clean_page,
@@ -19,6 +19,7 @@ from aks_jobs.pdf_text.clean import (
     normalize_unicode,
 )
 from aks_jobs.pdf_text.language import check_english
+from synthetic_data.pdfs import ENGLISH_TEXT, GERMAN_TEXT, PORTUGUESE_TEXT
 
 
 def test_newlines_of_every_kind_become_line_feeds() -> None:
@@ -66,8 +67,12 @@ def test_real_hyphens_numbers_and_paragraph_ends_are_left_alone() -> None:
 
 def _pages(count: int, header: str = "ACME Annual Report", footer: str = "Page {n} of {total}") -> list[list[str]]:
     return [
-        [header, f"Body line one, about topic {n * 7}.", f"Body line two, item {n * n}.",
-         footer.format(n=n, total=count)]
+        [
+            header,
+            f"Body line one, about topic {n * 7}.",
+            f"Body line two, item {n * n}.",
+            footer.format(n=n, total=count),
+        ]
         for n in range(1, count + 1)
     ]
 
@@ -106,8 +111,12 @@ def test_a_line_repeated_on_only_a_minority_of_pages_is_content() -> None:
 
 
 def test_a_repeated_line_in_the_middle_of_long_pages_is_content() -> None:
-    pages = [[f"Line {chr(97 + i)} of page {chr(97 + n)}." for i in range(4)] + ["Repeated sentence."]
-             + [f"Tail {chr(97 + i)} of page {chr(97 + n)}." for i in range(4)] for n in range(4)]
+    pages = [
+        [f"Line {chr(97 + i)} of page {chr(97 + n)}." for i in range(4)]
+        + ["Repeated sentence."]
+        + [f"Tail {chr(97 + i)} of page {chr(97 + n)}." for i in range(4)]
+        for n in range(4)
+    ]
     assert drop_repeated_edge_lines(pages) == pages
 
 

@@ -1,5 +1,6 @@
 """Each step is declared once, as an AML command component; its command line must parse with the
 script's own argument parser, with optional inputs both set and unset."""
+
 from __future__ import annotations
 
 import importlib
@@ -17,18 +18,37 @@ STEPS = ("preprocess", "train", "evaluate")
 # A value for every input, optional ones included, of the type the component declares.
 ALL_INPUTS = {
     "preprocess": {"documents": "/mnt/inputs", "timeout_s": 30, "memory_mb": 512},
-    "train": {"processed": "/mnt/processed", "snapshot": "/mnt/snapshot", "base_model": "offline",
-              "preset": "memorize", "epochs": 7, "learning_rate": 0.001, "batch_size": 2,
-              "grad_accum": 3, "micro_batch": 3, "compile": "off", "block_size": 128, "seed": 5},
-    "evaluate": {"model": "/mnt/model", "serving_model": "/mnt/serving", "max_perplexity": 50.0,
-                 "min_improvement": 0.02, "model_name": "demo-model"},
+    "train": {
+        "processed": "/mnt/processed",
+        "snapshot": "/mnt/snapshot",
+        "base_model": "offline",
+        "preset": "memorize",
+        "epochs": 7,
+        "learning_rate": 0.001,
+        "batch_size": 2,
+        "grad_accum": 3,
+        "micro_batch": 3,
+        "compile": "off",
+        "block_size": 128,
+        "seed": 5,
+    },
+    "evaluate": {
+        "model": "/mnt/model",
+        "serving_model": "/mnt/serving",
+        "max_perplexity": 50.0,
+        "min_improvement": 0.02,
+        "model_name": "demo-model",
+    },
 }
 REQUIRED_ONLY = {
     "train": {"processed": "/mnt/processed"},
     "evaluate": {"model": "/mnt/model"},
 }
-OUTPUTS = {"preprocess": {"processed": "/mnt/out", "snapshot": "/mnt/snapshot"}, "train": {"model": "/mnt/out"},
-           "evaluate": {"evaluation": "/mnt/out"}}
+OUTPUTS = {
+    "preprocess": {"processed": "/mnt/out", "snapshot": "/mnt/snapshot"},
+    "train": {"model": "/mnt/out"},
+    "evaluate": {"evaluation": "/mnt/out"},
+}
 
 
 def parse(step: str, inputs: dict) -> dict:

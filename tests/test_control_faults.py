@@ -18,6 +18,7 @@ and these must hold:
 - no tick raised; a Pending run never waited past DEBOUNCE_MAX_WAIT_SECONDS; a retrain over no present
   document is refused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,16 +26,18 @@ import hashlib
 import os
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import ServiceResponseError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from function_app import run_states as rs, services, uploads
+from function_app import run_states as rs
+from function_app import services, uploads
 from function_app.api import get_status, list_documents
 from function_app.backends.aml import AmlBackend
 from function_app.backends.aml_endpoint import model_of
@@ -49,22 +52,42 @@ from tests.fakes.aml_service import QUEUED, AmlService, JobPlan, _running_until,
 from tests.fakes.recording_ml_client import RecordingMLClient, http_error
 
 # Short deadlines and backoffs, so that "past every deadline" is a few simulated hours.
-SETTINGS = dict(debounce_seconds=60, debounce_max_wait_seconds=300, queued_timeout_seconds=600,
-                preprocess_timeout_seconds=600, train_timeout_seconds=600, evaluate_timeout_seconds=600,
-                deploy_timeout_seconds=600, document_retry_seconds=120, document_max_attempts=2,
-                max_transient_retries=2, keep_runs=6)
+SETTINGS = dict(
+    debounce_seconds=60,
+    debounce_max_wait_seconds=300,
+    queued_timeout_seconds=600,
+    preprocess_timeout_seconds=600,
+    train_timeout_seconds=600,
+    evaluate_timeout_seconds=600,
+    deploy_timeout_seconds=600,
+    document_retry_seconds=120,
+    document_max_attempts=2,
+    max_transient_retries=2,
+    keep_runs=6,
+)
 TIMER_S = 60
 # Names: plain, nested, accented, and one whose percent-encoded form is over the Table's 1 KiB key limit and
 # whose UTF-8 is over the 255 bytes a file name may have (it cannot be extracted: it must be reported).
 ODD = "報" * 120 + ".pdf"
 NAMES = ("a.pdf", "b.pdf", "folder/c.pdf", "résumé d.pdf", ODD)
 # Backend operations a fault can hit (the next such call).
-OPERATIONS = ("jobs.create_or_update", "jobs.get", "jobs.begin_cancel", "online_deployments.begin_create_or_update",
-              "online_deployments.get", "online_endpoints.begin_create_or_update", "online_endpoints.invoke",
-              "online_deployments.begin_delete", "online_endpoints.get", "online_deployments.list")
-ERRORS = {"transient": lambda: http_error(503, "Service unavailable (injected)"),
-          "permanent": lambda: http_error(400, "Bad request (injected)"),
-          "connection": lambda: ServiceResponseError("Connection reset by peer (injected)")}
+OPERATIONS = (
+    "jobs.create_or_update",
+    "jobs.get",
+    "jobs.begin_cancel",
+    "online_deployments.begin_create_or_update",
+    "online_deployments.get",
+    "online_endpoints.begin_create_or_update",
+    "online_endpoints.invoke",
+    "online_deployments.begin_delete",
+    "online_endpoints.get",
+    "online_deployments.list",
+)
+ERRORS = {
+    "transient": lambda: http_error(503, "Service unavailable (injected)"),
+    "permanent": lambda: http_error(400, "Bad request (injected)"),
+    "connection": lambda: ServiceResponseError("Connection reset by peer (injected)"),
+}
 JOBS = {
     "promotes": promoting,
     "fails in preprocess": lambda: failing("preprocess", "node preempted (injected)"),
@@ -168,24 +191,30 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
         suffix = uuid.uuid4().hex[:10]
         # Settings older code lacks are left out: the same test runs against it to show what it finds.
         known = set(Settings.model_fields)
-        self.settings = Settings(data_container=f"faults{suffix}", status_table=f"faults{suffix}", **AML_WORKSPACE,
-                                 **{k: v for k, v in SETTINGS.items() if k in known})
+        self.settings = Settings(
+            data_container=f"faults{suffix}",
+            status_table=f"faults{suffix}",
+            **AML_WORKSPACE,
+            **{k: v for k, v in SETTINGS.items() if k in known},
+        )
         self.blobs = BlobServiceClient.from_connection_string(connection)
         self.container = self.blobs.create_container(self.settings.data_container)
         self.tables = TableServiceClient.from_connection_string(connection)
         self.table = LossyTable(self.tables.create_table(self.settings.status_table))
         self.store = StatusStore(self.table)
-        self.azure = RecordingMLClient(self.settings.aml_subscription_id, self.settings.aml_resource_group,
-                                       self.settings.aml_workspace)
+        self.azure = RecordingMLClient(
+            self.settings.aml_subscription_id, self.settings.aml_resource_group, self.settings.aml_workspace
+        )
         self.azure.add_endpoint(self.settings.aml_endpoint_name, compute=self.settings.aml_compute)
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
         self.workspace = Workspace(self.azure, self.container, lambda: self.now)
         backend = AmlBackend(self.settings, ml_client=self.azure)
         self.orchestrator = Orchestrator(self.store, backend, self.container, self.settings)
         # The second ticker: another Function instance, with its own clients, on the same table and workspace.
         self.other_store = StatusStore(self.tables.get_table_client(self.settings.status_table))
-        self.other = Orchestrator(self.other_store, AmlBackend(self.settings, ml_client=self.azure), self.container,
-                                  self.settings)
+        self.other = Orchestrator(
+            self.other_store, AmlBackend(self.settings, ml_client=self.azure), self.container, self.settings
+        )
         self.svc = services.Services(self.settings, self.other_store, self.container, backend, self.other)
         self.present: dict[str, bytes] = {}  # what inputs/ holds: name -> bytes
         self.removed: list[tuple[str, str, datetime]] = []  # (name, sha256, when it left inputs/)
@@ -307,8 +336,9 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
         calm = fired == (self.table.fired, sum(map(len, self.azure._failures.values())))
         if calm and run is not None and run.state == rs.PENDING and run.trigger == "uploads" and not run.retry:
             waited = self.now - datetime.fromisoformat(run.created_at)
-            assert waited <= timedelta(seconds=SETTINGS["debounce_max_wait_seconds"] + TIMER_S), \
+            assert waited <= timedelta(seconds=SETTINGS["debounce_max_wait_seconds"] + TIMER_S), (
                 f"run {run.id} still Pending after {waited} while uploads kept arriving"
+            )
 
     @rule(count=st.integers(2, 8), advance=st.sampled_from([30, 70, 400]))
     def ticks(self, count: int, advance: int) -> None:
@@ -339,8 +369,10 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
             idle = idle + 1 if not self.other_store.current().active_run_id else 0
             if idle == 3:  # 900 s with no run: past every backoff
                 return
-        raise AssertionError(f"the control plane never came to rest; active run "
-                             f"{self.other.store.get_run(self.other_store.current().active_run_id)}")
+        raise AssertionError(
+            f"the control plane never came to rest; active run "
+            f"{self.other.store.get_run(self.other_store.current().active_run_id)}"
+        )
 
     def teardown(self) -> None:
         try:
@@ -354,37 +386,48 @@ class ControlPlaneUnderFaults(RuleBasedStateMachine):
         current = self.other_store.current()
         assert not current.active_run_id
         serving = next((name for name, share in self.azure.traffic().items() if share == 100), "")
-        assert current.serving_deployment == serving, \
-            f"the status table says {current.serving_deployment or 'nothing'} serves; the endpoint's traffic " \
+        assert current.serving_deployment == serving, (
+            f"the status table says {current.serving_deployment or 'nothing'} serves; the endpoint's traffic "
             f"is {self.azure.traffic()}"
+        )
         snapshot = {}
         if serving:
             _, version = model_of(str(self.azure._deployments[serving].model))
             snapshot = self.workspace.snapshots[self.workspace.trained_by[version]][1]
         listed = {d["name"]: d for d in list_documents(svc=self.svc)["documents"]}
         problems = {p["name"]: p["reason"] for p in get_status(svc=self.svc).get("problem_documents") or []}
-        assert set(listed) == self._recordable(), \
+        assert set(listed) == self._recordable(), (
             f"the API lists {sorted(listed)}; inputs/ holds {sorted(self._recordable())}"
+        )
         for name, data in self.present.items():
             if snapshot.get(name) == _sha(data):
                 continue
             doc = listed.get(name)
             state = doc["state"] if doc else None
             accounted = state in ACCOUNTED or (state == "failed" and doc.get("last_error")) or problems.get(name)
-            assert accounted, (f"{name!r} is present but not in the serving model's snapshot, and the API says "
-                               f"{state or 'nothing'} about it ({doc or problems.get(name)})")
+            assert accounted, (
+                f"{name!r} is present but not in the serving model's snapshot, and the API says "
+                f"{state or 'nothing'} about it ({doc or problems.get(name)})"
+            )
         for name, sha, when in self.removed:
             if self.present.get(name) is not None and _sha(self.present[name]) == sha:
                 continue  # the same bytes came back under that name
             for job, (made, documents) in self.workspace.snapshots.items():
-                assert not (made > when and documents.get(name) == sha), \
+                assert not (made > when and documents.get(name) == sha), (
                     f"snapshot of job {job} made at {made} holds {name!r}, removed at {when}"
+                )
 
 
 # Bounded and derandomized: the same examples on every CI run, a few minutes at most.
-FAULT_SETTINGS = settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", "30")), stateful_step_count=30,
-                          deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck), print_blob=True)
+FAULT_SETTINGS = settings(
+    max_examples=int(os.environ.get("FAULT_EXAMPLES", "30")),
+    stateful_step_count=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 
 
 def test_every_upload_reaches_a_served_model_whatever_fails(monkeypatch: pytest.MonkeyPatch) -> None:

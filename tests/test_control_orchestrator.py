@@ -4,9 +4,10 @@ The real orchestrator over the real status table (Azurite) drives the real aml b
 the recording fake (tests/control_env.py). Each scenario asserts the run's course AND what would have been
 sent to Azure: pipeline jobs, deployments, smoke-test requests, traffic updates, deletions.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -40,14 +41,22 @@ _NAMED = {
 
 def _sent(env: ControlEnv, since: int = 0) -> list[tuple]:
     """Every call that would have changed (or, for invoke, exercised) something in Azure, in order."""
-    return [(call.operation, _NAMED[call.operation](call.args))
-            for call in env.azure.calls[since:] if call.operation in _NAMED]
+    return [
+        (call.operation, _NAMED[call.operation](call.args))
+        for call in env.azure.calls[since:]
+        if call.operation in _NAMED
+    ]
 
 
 def _rollout(run_id: str, candidate: str, traffic: dict[str, int], *deleted: str) -> list[tuple]:
     """What a promoted run sends: its job, the candidate, one smoke test, the traffic, then the pruning."""
-    return [(SUBMIT, run_id), (DEPLOY, candidate), (INVOKE, candidate), (ENDPOINT, traffic),
-            *((DELETE, name) for name in deleted)]
+    return [
+        (SUBMIT, run_id),
+        (DEPLOY, candidate),
+        (INVOKE, candidate),
+        (ENDPOINT, traffic),
+        *((DELETE, name) for name in deleted),
+    ]
 
 
 def _states(run) -> list[str]:
@@ -103,7 +112,7 @@ def test_every_change_goes_through_the_transition_table_and_an_illegal_one_chang
         assert states[0] == rs.START and all(rs.check(a, b) for a, b in zip(states, states[1:]))
     ended = env.store.get_run(runs[0].id)
     with pytest.raises(rs.IllegalTransition, match="cannot go from Deployed to Training"):
-        env.orchestrator._transition(ended, rs.TRAINING, datetime.now(timezone.utc))
+        env.orchestrator._transition(ended, rs.TRAINING, datetime.now(UTC))
     stored = env.store.table.get_entity(RUN, ended.id)
     assert stored["state"] == "Deployed" and len(stored["transitions"]) == len(runs[0].to_entity()["transitions"])
     assert type(stored["state"]) is str and isinstance(env.store.get_run(ended.id).state, rs.RunState)
@@ -118,8 +127,11 @@ def test_first_deployment_creates_the_endpoint_and_waits_for_it(azurite_connecti
     assert waited["event"] == "retry 1 in 10s" and "creating online endpoint gpt2-pdf" in waited["detail"]
     assert _sent(env) == [(SUBMIT, run.id), (ENDPOINT, {}), *_rollout(run.id, V1, {V1: 100})[1:]]
     created = next(c.args["endpoint"] for c in env.azure.calls if c.operation == ENDPOINT)
-    assert (created["name"], created["compute"], created["auth_mode"]) == \
-        ("gpt2-pdf", "azureml:aks-compute-target", "aml_token")
+    assert (created["name"], created["compute"], created["auth_mode"]) == (
+        "gpt2-pdf",
+        "azureml:aks-compute-target",
+        "aml_token",
+    )
 
 
 def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> None:
@@ -139,8 +151,10 @@ def test_upload_during_a_run_starts_the_next_run_afterwards(env: ControlEnv) -> 
     assert _sent(env, mark) == _rollout(second.id, V2, {V1: 0, V2: 100})
     # The second job's evaluate compares its candidate with the model serving when it was submitted.
     # (as the folder of registered model gpt2-pdf:1, the uri_folder evaluate declares)
-    assert env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"] == \
-        "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/1/"
+    assert (
+        env.azure.last(SUBMIT).args["job"]["jobs"]["evaluate"]["inputs"]["serving_model"]["path"]
+        == "azureml://datastores/workspaceblobstore/paths/models/gpt2-pdf/1/"
+    )
 
 
 def test_same_content_under_a_new_name_starts_no_run(env: ControlEnv) -> None:
@@ -230,8 +244,9 @@ def test_rejected_candidate_leaves_the_serving_model(env: ControlEnv) -> None:
     # Once the job was submitted, nothing but the job and the endpoint's traffic was looked at.
     operations = env.azure.operations()
     submitted = len(operations) - operations[::-1].index(SUBMIT)
-    assert operations[submitted:] and all(op.startswith("jobs.") or op == "online_endpoints.get"
-                                          for op in operations[submitted:])
+    assert operations[submitted:] and all(
+        op.startswith("jobs.") or op == "online_endpoints.get" for op in operations[submitted:]
+    )
     assert env.azure.writes()[-1] == SUBMIT
 
 
@@ -279,7 +294,7 @@ def test_blue_green_keeps_one_rollback_target(env: ControlEnv) -> None:
 
 def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: ControlEnv) -> None:
     try:
-        env.orchestrator.request_retrain(datetime.now(timezone.utc))
+        env.orchestrator.request_retrain(datetime.now(UTC))
     except NoDocuments:
         pass
     else:
@@ -287,10 +302,10 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
     env.upload("a.pdf", b"%PDF-1.4 a")
     env.settle(SETTLED)
     mark = len(env.azure.calls)
-    run = env.orchestrator.request_retrain(datetime.now(timezone.utc))
+    run = env.orchestrator.request_retrain(datetime.now(UTC))
     assert run.trigger == "manual"
     try:
-        env.orchestrator.request_retrain(datetime.now(timezone.utc))
+        env.orchestrator.request_retrain(datetime.now(UTC))
     except RunActive:
         pass
     else:
@@ -303,15 +318,24 @@ def test_manual_retrain_skips_the_debounce_and_refuses_a_second_active_run(env: 
 
 def _write_manifest(env: ControlEnv, snapshot: str, outcomes: dict[str, tuple[str, list[str]]]) -> None:
     """A snapshot and its manifest as preprocess writes them: {name: (status, messages)}."""
-    write_snapshot_blobs(env.container, snapshot, {name: (f"{i:064x}", status, messages)
-                                                   for i, (name, (status, messages)) in enumerate(outcomes.items())})
+    write_snapshot_blobs(
+        env.container,
+        snapshot,
+        {name: (f"{i:064x}", status, messages) for i, (name, (status, messages)) in enumerate(outcomes.items())},
+    )
 
 
 def _training_then_done() -> JobPlan:
     promoted = promoting()
-    return JobPlan([QUEUED, ("Running", {"preprocess": "Completed", "train": "Running"}),
-                    ("Running", {"preprocess": "Completed", "train": "Running"}), promoted.stages[-1]],
-                   promoted.evaluation)
+    return JobPlan(
+        [
+            QUEUED,
+            ("Running", {"preprocess": "Completed", "train": "Running"}),
+            ("Running", {"preprocess": "Completed", "train": "Running"}),
+            promoted.stages[-1],
+        ],
+        promoted.evaluation,
+    )
 
 
 def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) -> None:
@@ -329,7 +353,9 @@ def test_preprocess_outcome_per_document_reaches_the_documents(env: ControlEnv) 
     assert run.metrics["perplexity"] == run.evaluation["candidate"]["perplexity"]  # the train summary, kept beside
     docs = {d["name"]: d for d in env.store.documents()}
     assert docs["good.pdf"]["extraction"] == "ok" and docs["good.pdf"]["snapshot"] == snapshot
-    assert docs["scan.pdf"]["extraction"] == "warning" and docs["scan.pdf"]["messages"] == ["page 2: no text (image only?)"]
+    assert docs["scan.pdf"]["extraction"] == "warning" and docs["scan.pdf"]["messages"] == [
+        "page 2: no text (image only?)"
+    ]
 
 
 def test_the_run_records_the_snapshot_its_job_wrote_not_the_newest_one(env: ControlEnv) -> None:

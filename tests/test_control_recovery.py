@@ -3,15 +3,17 @@ back and retried, the serving deployment and the real traffic agree, the debounc
 stuck states have deadlines and a run can be cancelled, failed submissions back off, runs are pruned and
 paged. The real orchestrator and status table (Azurite) drive the real aml backend over the recording fake.
 """
+
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
-from function_app import run_states as rs, services
+from function_app import run_states as rs
+from function_app import services
 from function_app.api import api
 from function_app.status_store import RunChanged, UploadedBlob
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
@@ -70,7 +72,7 @@ def test_a_failed_run_gives_its_documents_back_and_a_later_run_deploys_them(env:
     assert env.orchestrator.tick(ended + timedelta(seconds=RETRY_S - 5)) is None
     retry = env.orchestrator.tick(ended + timedelta(seconds=RETRY_S + 1))
     assert retry.id != failed.id and retry.new_documents == ["a.pdf"]
-    assert env.settle((ended - datetime.now(timezone.utc)).total_seconds() + RETRY_S + 1).state == rs.DEPLOYED
+    assert env.settle((ended - datetime.now(UTC)).total_seconds() + RETRY_S + 1).state == rs.DEPLOYED
     doc = _documents()["a.pdf"]
     assert doc["state"] == "included" and doc["first_run"] == {"id": retry.id, "state": rs.DEPLOYED}
     assert env.serving() == V1
@@ -142,7 +144,7 @@ def test_when_the_tables_deployment_is_gone_the_table_records_what_serves(env: C
 # ---- 4: the debounce has a maximum wait ----------------------------------------------------------------------
 def test_steady_uploads_every_50s_still_start_a_run_within_the_max_wait(azurite_connection: str) -> None:  # noqa: F811
     env = _env(azurite_connection, debounce_max_wait_seconds=600)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     submitted_at = None
     for i in range(40):  # one upload every 50 s for over half an hour, a tick after each
         now = start + timedelta(seconds=50 * i)
@@ -161,8 +163,7 @@ def test_steady_uploads_every_50s_still_start_a_run_within_the_max_wait(azurite_
 
 
 # ---- 5: deadlines per state, and cancel -----------------------------------------------------------------------
-def test_a_job_stuck_queued_is_cancelled_at_its_deadline_and_its_documents_retried(
-        azurite_connection: str) -> None:  # noqa: F811
+def test_a_job_stuck_queued_is_cancelled_at_its_deadline_and_its_documents_retried(azurite_connection: str) -> None:  # noqa: F811
     env = _env(azurite_connection, queued_timeout_seconds=1800)
     env.upload("a.pdf", b"%PDF-1.4 a")
     env.aml.plans.append(JobPlan([QUEUED]))  # no GPU node can be had: the job never starts
@@ -225,8 +226,10 @@ def test_a_permanent_submit_failure_does_not_make_a_failed_run_every_tick(env: C
     assert doc["state"] == "failed" and "quota exceeded" in doc["last_error"]
 
 
-def test_old_runs_are_pruned_but_never_the_serving_one(azurite_connection: str,  # noqa: F811
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_old_runs_are_pruned_but_never_the_serving_one(
+    azurite_connection: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     env = _env(azurite_connection, keep_runs=2)
     _serve_api(env, monkeypatch)
     _deploy(env, "first.pdf")
@@ -234,7 +237,7 @@ def test_old_runs_are_pruned_but_never_the_serving_one(azurite_connection: str, 
     for i in range(3):  # three failed runs after it
         env.aml.plans.append(failing("preprocess", "no text"))
         later = 3600 * (i + 1)
-        env.orchestrator.request_retrain(datetime.now(timezone.utc) + timedelta(seconds=later))
+        env.orchestrator.request_retrain(datetime.now(UTC) + timedelta(seconds=later))
         assert env.settle(later).state == rs.FAILED
     ids = env.store.run_ids()
     assert len(ids) == 3 and serving in ids and ids[:2] == [r.id for r in env.store.runs()[:2]]

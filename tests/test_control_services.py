@@ -1,4 +1,5 @@
 """Building the control plane's services against storage where the identity may only read blobs."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,6 +16,7 @@ def refused(status: int):
         error = HttpResponseError(message=f"({status}) AuthorizationPermissionMismatch")
         error.status_code = status
         raise error
+
     return create_container
 
 

@@ -1,4 +1,5 @@
 """The DataStorage connection: a connection string locally, managed identity in Azure."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,10 +11,12 @@ from local_stack.azurite import AzuritePorts
 
 
 def test_identity_based_connection_uses_the_service_uris_and_default_credential() -> None:
-    conn = StorageConnection.from_env({
-        "DataStorage__blobServiceUri": "https://gpt2data.blob.core.windows.net",
-        "DataStorage__tableServiceUri": "https://gpt2data.table.core.windows.net",
-    })
+    conn = StorageConnection.from_env(
+        {
+            "DataStorage__blobServiceUri": "https://gpt2data.blob.core.windows.net",
+            "DataStorage__tableServiceUri": "https://gpt2data.table.core.windows.net",
+        }
+    )
     blobs, tables = blob_service(conn), table_service(conn)
     assert blobs.url.startswith("https://gpt2data.blob.core.windows.net")
     assert tables.url.startswith("https://gpt2data.table.core.windows.net")

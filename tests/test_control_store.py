@@ -1,8 +1,9 @@
 """Status table semantics on a real Azurite: idempotent uploads, content identity, the active-run claim."""
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from function_app import uploads
 from function_app.status_store import StatusStore, UploadedBlob
@@ -10,7 +11,7 @@ from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.contract_samples import manifest
 from tests.control_env import ControlEnv, env  # noqa: F401 - fixture
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 def _record(env: ControlEnv, name: str) -> str:
@@ -119,8 +120,10 @@ def test_documents_report_what_preprocess_extracted(env: ControlEnv) -> None:
     _record(env, "b.pdf")
     assert {d["name"]: d["pages"] for d in env.store.documents()} == {"a.pdf": None, "b.pdf": None}
 
-    extracted = manifest("combined_data_20261123_120000.txt", {"a.pdf": ("a" * 64, "ok", []),
-                                                               "b.pdf": ("b" * 64, "error", ["no text layer"])})
+    extracted = manifest(
+        "combined_data_20261123_120000.txt",
+        {"a.pdf": ("a" * 64, "ok", []), "b.pdf": ("b" * 64, "error", ["no text layer"])},
+    )
     extracted.documents[0].pages, extracted.documents[0].chars = 3, 1200
     extracted.documents[1].pages, extracted.documents[1].chars = 0, 0
     env.store.record_extraction(extracted)

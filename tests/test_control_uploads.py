@@ -1,15 +1,16 @@
 """Following inputs/ on a real Azurite: every blob is recorded or reported, one at a time, and a blob that
 cannot be recorded never stops the others or the tick."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from function_app import uploads
 from function_app.run_states import PENDING
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, env  # noqa: F401 - fixture
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 # Table keys hold at most 1 KiB and no / \ # ? or control characters (Azure Storage REST "Understanding the
 # Table service data model"; azure-data-tables (Azure/azure-sdk-for-python sdk/tables) does not check keys
 # client-side, its _error.py only decodes the service's InvalidInput). Azurite enforces the same limit.
@@ -90,7 +91,10 @@ def test_text_uploads_are_recorded_by_the_scan_and_the_blob_event(env: ControlEn
     # The control plane records every blob under inputs/; which kinds give text is the preprocess step's call.
     env.upload("notes.txt", b"Plain notes.")
     env.upload("handbook/intro.md", b"# Intro")
-    assert uploads.scan(env.store, env.container, NOW) == {"notes.txt": "new_content", "handbook/intro.md": "new_content"}
+    assert uploads.scan(env.store, env.container, NOW) == {
+        "notes.txt": "new_content",
+        "handbook/intro.md": "new_content",
+    }
     env.upload("later.txt", b"Arrived after the scan.")
     assert uploads.record(env.store, env.container, "later.txt", NOW) == "new_content"
     assert sorted(env.store.document_names()) == ["handbook/intro.md", "later.txt", "notes.txt"]

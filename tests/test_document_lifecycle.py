@@ -1,12 +1,13 @@
 """Document lifecycle on a real Azurite: deletes (API or elsewhere), renames and overwrites are followed;
 a removed document leaves later runs, its cached text and, with retention, old snapshots."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
-from function_app import manifests, run_states as rs
+from function_app import manifests
+from function_app import run_states as rs
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.contract_samples import name_snapshot, write_snapshot_blobs
@@ -98,5 +99,6 @@ def test_retention_keeps_the_newest_snapshots_and_the_serving_models(env: Contro
 
     left = sorted(b.name for b in env.container.list_blobs(name_starts_with="processed/combined_data_"))
     kept = [manifests.manifest_name(serving), "processed/" + serving] + [
-        name for stem in stems[-2:] for name in (stem + ".manifest.json", stem + ".txt")]
+        name for stem in stems[-2:] for name in (stem + ".manifest.json", stem + ".txt")
+    ]
     assert left == sorted(kept)

@@ -7,6 +7,7 @@ processes, MLflow sqlite registry, azmlinfsrv + score.py behind the local router
 model (GPT-2 architecture, tokenizer trained on the snapshot) with the memorize preset, so it fits
 a couple of CPU minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ import pytest
 from azure.functions.timer import TimerRequest
 from fastapi.testclient import TestClient
 
-from function_app import functions, run_states as rs, services
+from function_app import functions, services
+from function_app import run_states as rs
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
 from local_stack.processes import free_port
@@ -38,7 +40,9 @@ EXPECTED = "lighthouse keeper of Port Ymmeral"
 
 @pytest.mark.slow
 def test_uploaded_fact_is_answered_by_the_deployed_model(
-    tmp_path: Path, azurite_connection: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    azurite_connection: str,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     monkeypatch.setenv("DataStorage", azurite_connection)  # the job process reaches storage with it
     settings = Settings(

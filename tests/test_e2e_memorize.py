@@ -1,6 +1,7 @@
 """The data plane end to end, through each step's own command line: a PDF stating a made-up fact ->
 preprocess -> train (memorize preset, offline base) -> the scoring script completes the sentence with
 the fact, in-process and then through the real AML scoring server over HTTP."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ GREEDY = {"prompt": PROMPT, "do_sample": False, "max_new_tokens": 40}
 
 def step(script: str, *args: str, env: dict[str, str]) -> None:
     """Run a step the way AML does (cwd aks_jobs/), failing with its output."""
-    done = subprocess.run([sys.executable, f"{script}.py", *args], cwd=AKS_JOBS, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, f"{script}.py", *args], cwd=AKS_JOBS, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
@@ -33,14 +35,28 @@ def step(script: str, *args: str, env: dict[str, str]) -> None:
 def memorized_model(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("memorize")
     inputs, processed, model = work / "inputs", work / "processed", work / "model"
-    make_text_pdf(inputs / "archive.pdf", [
-        "The archive keeps star charts, ship logs and letters from the first settlers.\n"
-        f"{FACT}\n"
-        "Visitors may read the records in the great hall every morning."])
+    make_text_pdf(
+        inputs / "archive.pdf",
+        [
+            "The archive keeps star charts, ship logs and letters from the first settlers.\n"
+            f"{FACT}\n"
+            "Visitors may read the records in the great hall every morning."
+        ],
+    )
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
     step("preprocess", "--input", str(inputs), "--output", str(processed), env=env)
-    step("train", "--data", str(processed), "--output", str(model), "--base-model", "offline",
-         "--preset", "memorize", env=env)
+    step(
+        "train",
+        "--data",
+        str(processed),
+        "--output",
+        str(model),
+        "--base-model",
+        "offline",
+        "--preset",
+        "memorize",
+        env=env,
+    )
     summary = json.loads((model / "train_summary.json").read_text())
     assert summary["base_model"]["kind"] == "offline"
     assert summary["snapshot"].startswith("combined_data_")

@@ -5,6 +5,7 @@ Real everything, as tests/test_e2e_local.py: Azurite, the component steps as pro
 azmlinfsrv + score.py behind the local router; only the timer is this loop. Offline base model with the
 memorize preset and one epoch, so that a run is about a CPU minute.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,8 @@ import pytest
 from azure.functions.timer import TimerRequest
 from fastapi.testclient import TestClient
 
-from function_app import functions, run_states as rs, services
+from function_app import functions, services
+from function_app import run_states as rs
 from function_app.api import api
 from function_app.settings import Settings, StorageConnection
 from local_stack.processes import free_port
@@ -41,14 +43,24 @@ def _tick_until(client: TestClient, done, what: str, limit_s: float = 600) -> di
 
 @pytest.mark.slow
 def test_a_run_killed_in_training_is_retried_and_deployed_by_itself(
-    tmp_path: Path, azurite_connection: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tmp_path: Path,
+    azurite_connection: str,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
 ) -> None:
     monkeypatch.setenv("DataStorage", azurite_connection)  # the job process reaches storage with it
     settings = Settings(
-        data_container="e2e-recovery", status_table="e2erecovery", debounce_seconds=1, document_retry_seconds=2,
-        base_model="offline", train_preset="memorize", train_epochs="1", smoke_prompt="Declaration: Quillon Brask is",
-        local_work_dir=str(tmp_path / "work"), local_scoring_ports=f"{free_port()},{free_port()}",
-        local_router_port=free_port(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        data_container="e2e-recovery",
+        status_table="e2erecovery",
+        debounce_seconds=1,
+        document_retry_seconds=2,
+        base_model="offline",
+        train_preset="memorize",
+        train_epochs="1",
+        smoke_prompt="Declaration: Quillon Brask is",
+        local_work_dir=str(tmp_path / "work"),
+        local_scoring_ports=f"{free_port()},{free_port()}",
+        local_router_port=free_port(),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
     )
     svc = services.build(settings, StorageConnection(connection_string=azurite_connection))
     monkeypatch.setattr(services, "get", lambda: svc)
@@ -73,8 +85,10 @@ def test_a_run_killed_in_training_is_retried_and_deployed_by_itself(
         assert doc["state"] == "included" and doc["first_run"] == {"id": runs[0]["id"], "state": rs.DEPLOYED}
         assert doc["attempts"] == 0  # trained: the failed attempt no longer counts against it
         request = urllib.request.Request(
-            status["scoring_url"], json.dumps({"prompt": "The lamp", "max_new_tokens": 4}).encode(),
-            {"Content-Type": "application/json"})
+            status["scoring_url"],
+            json.dumps({"prompt": "The lamp", "max_new_tokens": 4}).encode(),
+            {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as r:
             assert json.loads(r.read())["generations"][0][0]
     finally:

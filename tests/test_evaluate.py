@@ -1,4 +1,5 @@
 """The evaluate step: the promotion gate, scoring on held-out text, and MLflow registration with tags."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from tiny_model import make_tiny_model
 
 from aks_jobs import evaluate as evaluate_step
 from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
@@ -15,7 +17,6 @@ from aks_jobs.lm.gate import Rules, decide
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
 from pipeline_contracts.evaluation import Evaluation, RegisteredModel
-from tiny_model import make_tiny_model
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,7 @@ def score(bits_per_byte: float, perplexity: float = 10.0) -> TextScore:
 
 
 # --- the gate -----------------------------------------------------------------------------------
+
 
 def test_gate_promotes_the_first_model_and_only_real_improvements() -> None:
     first = decide(score(1.5), None, Rules())
@@ -50,6 +52,7 @@ def test_gate_caps_perplexity_even_without_a_serving_model() -> None:
 
 # --- real models --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
@@ -66,11 +69,18 @@ def trained(tmp_path_factory, store) -> dict[str, Path]:
     models = {}
     for name, steps in (("weak", 1), ("strong", 40)):
         models[name] = root / name
-        train(TrainRequest(data=root / "processed", output=models[name], base_model="offline",
-                           overrides={"block_size": 64, "grad_accum": 1, "max_steps": steps, "best_epoch": False},
-                           experiment="eval-tests"))
+        train(
+            TrainRequest(
+                data=root / "processed",
+                output=models[name],
+                base_model="offline",
+                overrides={"block_size": 64, "grad_accum": 1, "max_steps": steps, "best_epoch": False},
+                experiment="eval-tests",
+            )
+        )
     assert json.loads((models["weak"] / "heldout.json").read_text()) == json.loads(
-        (models["strong"] / "heldout.json").read_text())
+        (models["strong"] / "heldout.json").read_text()
+    )
     return models
 
 
@@ -79,8 +89,9 @@ def version_tags(name: str, version: str) -> dict[str, str]:
 
 
 def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tmp_path: Path) -> None:
-    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, model_name="first",
-                                          experiment="eval-tests"))
+    evaluation = evaluate(
+        EvaluateRequest(model=trained["strong"], output=tmp_path, model_name="first", experiment="eval-tests")
+    )
 
     assert evaluation.decision == "promote" and evaluation.serving is None
     assert evaluation.snapshot == "combined_data_20250101_000000.txt"
@@ -98,25 +109,35 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
     assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation.candidate.perplexity)
     files = mlflow.artifacts.download_artifacts("models:/first/1", dst_path=str(tmp_path / "download"))
     assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json"} <= {
-        p.name for p in Path(files).iterdir()}
+        p.name for p in Path(files).iterdir()
+    }
 
 
 def test_candidate_worse_than_serving_is_rejected_but_registered(trained, store, tmp_path: Path) -> None:
-    evaluation = evaluate(EvaluateRequest(model=trained["weak"], output=tmp_path, serving_model=trained["strong"],
-                                          model_name="contest", experiment="eval-tests"))
+    evaluation = evaluate(
+        EvaluateRequest(
+            model=trained["weak"],
+            output=tmp_path,
+            serving_model=trained["strong"],
+            model_name="contest",
+            experiment="eval-tests",
+        )
+    )
 
     assert evaluation.decision == "reject" and "the serving model stays" in evaluation.reason
     assert evaluation.serving.bits_per_byte < evaluation.candidate.bits_per_byte
     assert f"{evaluation.serving.bits_per_byte:.4f}" in evaluation.reason
     tags = version_tags("contest", evaluation.registered.version)
     assert tags["decision"] == "reject" and float(tags["serving_bits_per_byte"]) == pytest.approx(
-        evaluation.serving.bits_per_byte)
+        evaluation.serving.bits_per_byte
+    )
 
 
 def test_serving_model_with_another_tokenizer_is_compared_per_byte(trained, store, tmp_path: Path) -> None:
     other = make_tiny_model(tmp_path / "serving")  # its own 300-token vocabulary, random weights
-    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path / "eval", serving_model=other,
-                                          register=False))
+    evaluation = evaluate(
+        EvaluateRequest(model=trained["strong"], output=tmp_path / "eval", serving_model=other, register=False)
+    )
     assert evaluation.decision == "promote" and evaluation.improvement > 0
     blocks = json.loads((trained["strong"] / "heldout.json").read_text())["blocks"]
     text_bytes = sum(len(block.encode()) for block in blocks)
@@ -127,16 +148,37 @@ def test_serving_model_with_another_tokenizer_is_compared_per_byte(trained, stor
 
 
 def test_candidate_over_max_perplexity_is_rejected(trained, store, tmp_path: Path) -> None:
-    evaluation = evaluate(EvaluateRequest(model=trained["strong"], output=tmp_path, rules=Rules(max_perplexity=1.0),
-                                          model_name="capped", experiment="eval-tests"))
+    evaluation = evaluate(
+        EvaluateRequest(
+            model=trained["strong"],
+            output=tmp_path,
+            rules=Rules(max_perplexity=1.0),
+            model_name="capped",
+            experiment="eval-tests",
+        )
+    )
     assert evaluation.decision == "reject" and "above the limit 1" in evaluation.reason
     assert version_tags("capped", evaluation.registered.version)["decision"] == "reject"
 
 
 def test_cli_writes_evaluation_without_registering(trained, store, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "aks_jobs" / "evaluate.py"), "--model", str(trained["weak"]),
-                             "--serving-model", str(trained["strong"]), "--output", str(tmp_path), "--no-register"],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "aks_jobs" / "evaluate.py"),
+            "--model",
+            str(trained["weak"]),
+            "--serving-model",
+            str(trained["strong"]),
+            "--output",
+            str(tmp_path),
+            "--no-register",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = Evaluation.model_validate_json((tmp_path / "evaluation.json").read_text())
     assert evaluation.decision == "reject" and evaluation.registered is None

@@ -1,4 +1,5 @@
 """How the recipe runs on the hardware: micro-batches, compile decision, padded vocabulary."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import run_train
+from tiny_model import make_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
 from aks_jobs.lm.execution_plan import (
@@ -18,8 +21,6 @@ from aks_jobs.lm.execution_plan import (
     should_compile,
     trim_vocabulary,
 )
-from test_train import run_train
-from tiny_model import make_tiny_model
 from synthetic_data.prose import prose
 
 GIB = 2**30
@@ -81,15 +82,38 @@ def test_compiled_accumulated_run_saves_a_plain_model_the_tokenizer_size(tmp_pat
     # batch (accumulation), the padded vocabulary trimmed before saving.
     (tmp_path / "t.txt").write_text(prose(11, 60))
     output = tmp_path / "model"
-    result = run_train("--data", str(tmp_path / "t.txt"), "--output", str(output), "--base-model", "offline",
-                       "--block-size", "64", "--max-steps", "2", "--batch-size", "4", "--grad-accum", "1",
-                       "--micro-batch", "2", "--compile", "on", "--experiment", "compiled",
-                       env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    result = run_train(
+        "--data",
+        str(tmp_path / "t.txt"),
+        "--output",
+        str(output),
+        "--base-model",
+        "offline",
+        "--block-size",
+        "64",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--micro-batch",
+        "2",
+        "--compile",
+        "on",
+        "--experiment",
+        "compiled",
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
-    assert summary["execution"] == {"micro_batch": 2, "grad_accum": 2, "compile": True,
-                                    "optimizer": "adamw_torch_fused"}
+    assert summary["execution"] == {
+        "micro_batch": 2,
+        "grad_accum": 2,
+        "compile": True,
+        "optimizer": "adamw_torch_fused",
+    }
     assert summary["steps"] == 2 and summary["hyperparameters"]["effective_batch"] == 4
     model, tok = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
     assert model.config.vocab_size == len(tok)

@@ -1,4 +1,5 @@
 """The HTTP API and the trigger handlers, called as the host calls them, on a real Azurite."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,8 @@ from azure.functions.timer import TimerRequest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from function_app import functions, run_states as rs, services
+from function_app import functions, services
+from function_app import run_states as rs
 from function_app.api import api
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.control_env import ControlEnv, api_env  # noqa: F401 - fixture
@@ -32,8 +34,14 @@ async def _through_the_host(method: str, path: str, body: bytes = b"") -> func.H
     """Call http_app_func the way the worker does: AsgiMiddleware with an invocation context."""
     http = indexed_functions()["http_app_func"].get_user_function()
     request = func.HttpRequest(method=method, url=f"http://localhost:7071{path}", headers={}, body=body)
-    context = SimpleNamespace(function_directory="/home/site/wwwroot", function_name="http_app_func",
-                              invocation_id="1", thread_local_storage=None, trace_context=None, retry_context=None)
+    context = SimpleNamespace(
+        function_directory="/home/site/wwwroot",
+        function_name="http_app_func",
+        invocation_id="1",
+        thread_local_storage=None,
+        trace_context=None,
+        retry_context=None,
+    )
     return await http(request, context)
 
 
@@ -41,7 +49,9 @@ def test_blob_events_record_uploads_idempotently(env: ControlEnv, monkeypatch: p
     env.upload("a.pdf", b"%PDF-1.4 a")
     downloads = []
     real_download = env.container.download_blob
-    monkeypatch.setattr(env.container, "download_blob", lambda name, **kw: downloads.append(name) or real_download(name, **kw))
+    monkeypatch.setattr(
+        env.container, "download_blob", lambda name, **kw: downloads.append(name) or real_download(name, **kw)
+    )
     _blob_event(env, "a.pdf")
     assert downloads == ["inputs/a.pdf"]  # the event brings no bytes; one streamed read hashes the blob
     _blob_event(env, "a.pdf")  # at-least-once delivery: the same event again
@@ -73,7 +83,10 @@ def test_timer_advances_runs_and_the_api_reports_them(env: ControlEnv) -> None:
         functions.advance_pipeline(TimerRequest(past_due=False))
     status = client.get("/api/status").json()
     assert status["state"] == rs.NEW_MODEL_DEPLOYED and status["active_run"] is None
-    assert status["serving_model"]["version"] == "1" and status["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
+    assert (
+        status["serving_model"]["version"] == "1"
+        and status["scoring_url"] == "https://aks.example/api/v1/endpoint/gpt2-pdf/score"
+    )
     [run] = client.get("/api/runs").json()["runs"]
     assert run["state"] == rs.DEPLOYED and run["documents"] == 1 and run["model_version"] == "1"
     detail = client.get(f"/api/runs/{run['id']}").json()
@@ -102,7 +115,9 @@ def test_without_a_local_key_only_loopback_may_retrain(env: ControlEnv, monkeypa
     from dataclasses import replace
 
     svc = services.get()
-    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""})))
+    monkeypatch.setattr(
+        services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""}))
+    )
     assert TestClient(api).post("/api/retrain").status_code == 403  # TestClient's peer is "testclient"
     local = TestClient(api, client=("127.0.0.1", 5555))
     assert local.post("/api/retrain", json={}).status_code == 409  # allowed, no docs
@@ -114,7 +129,9 @@ def test_without_a_local_key_cross_site_requests_from_this_machine_are_refused(
     from dataclasses import replace
 
     svc = services.get()
-    monkeypatch.setattr(services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""})))
+    monkeypatch.setattr(
+        services, "get", lambda: replace(svc, settings=svc.settings.model_copy(update={"local_api_key": ""}))
+    )
     env.upload("a.pdf", b"%PDF-1.4 a")
     _blob_event(env, "a.pdf")
     local = TestClient(api, client=("127.0.0.1", 5555), base_url="http://127.0.0.1:7071")
@@ -146,11 +163,16 @@ def test_through_the_functions_host_path_the_host_did_the_auth(env: ControlEnv) 
 
 def test_openapi_is_served_under_the_api_prefix(env: ControlEnv) -> None:
     schema = TestClient(api).get("/api/openapi.json").json()
-    assert {"/api/status", "/api/runs", "/api/runs/{run_id}", "/api/documents", "/api/retrain", "/api/health"} <= set(schema["paths"])
+    assert {"/api/status", "/api/runs", "/api/runs/{run_id}", "/api/documents", "/api/retrain", "/api/health"} <= set(
+        schema["paths"]
+    )
     # Every answer is a model from pipeline_contracts.api_responses, documented as such.
     routes = [route for route in api.routes if isinstance(route, APIRoute)]
     assert routes and all(route.response_model.__module__ == "pipeline_contracts.api_responses" for route in routes)
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             ok = next(answer for code, answer in operation["responses"].items() if code.startswith("2"))
-            assert ok["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/"), (method, path)
+            assert ok["content"]["application/json"]["schema"]["$ref"].startswith("#/components/schemas/"), (
+                method,
+                path,
+            )

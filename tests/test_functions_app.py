@@ -7,6 +7,7 @@ on sys.path, and takes the single FunctionRegister among `module.__dir__()`. The
 every binding name must be a Python parameter and back (functions.validate_function_params), with
 annotations resolved by typing.get_type_hints and accepted by the binding's converter.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -47,7 +48,11 @@ print(json.dumps({
 def _index(**env: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _WORKER_STYLE_INDEX],
-        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -68,8 +73,10 @@ def test_worker_imports_the_package_and_finds_one_app(indexed: dict) -> None:
 
 def test_root_file_loaded_by_path_gives_the_same_app() -> None:
     # `python -c` has the current folder, the app root, first on sys.path already.
-    code = "import runpy; g = runpy.run_path('function_app.py'); " \
-           "print(sorted(f.get_function_name() for f in g['app'].get_functions()))"
+    code = (
+        "import runpy; g = runpy.run_path('function_app.py'); "
+        "print(sorted(f.get_function_name() for f in g['app'].get_functions()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['advance_pipeline', 'follow_uploads', 'http_app_func']"
@@ -80,10 +87,16 @@ def test_binding_json_is_what_the_host_needs(indexed: dict) -> None:
     # An Event Grid trigger, not a blob trigger: the host hands it the event (subject, type), never the blob's
     # bytes, which the blob trigger's InputStream binding reads into the worker before the function runs.
     assert functions["follow_uploads"]["bindings"] == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
-    assert functions["advance_pipeline"]["bindings"] == [{
-        "direction": "IN", "type": "timerTrigger", "name": "timer", "schedule": "%TIMER_SCHEDULE%",
-        "runOnStartup": False, "useMonitor": True,
-    }]
+    assert functions["advance_pipeline"]["bindings"] == [
+        {
+            "direction": "IN",
+            "type": "timerTrigger",
+            "name": "timer",
+            "schedule": "%TIMER_SCHEDULE%",
+            "runOnStartup": False,
+            "useMonitor": True,
+        }
+    ]
     http = functions["http_app_func"]["bindings"]
     assert http[0]["type"] == "httpTrigger" and http[0]["authLevel"] == "FUNCTION" and http[0]["route"] == "/{*route}"
     assert http[1] == {"direction": "OUT", "type": "http", "name": "$return"}
@@ -101,7 +114,10 @@ def test_every_binding_name_is_a_parameter_with_an_accepted_annotation() -> None
         for binding in function.get_bindings():
             if binding.name in hints:
                 converter = meta.get_binding_registry().get(binding.type)
-                assert converter.check_input_type_annotation(hints[binding.name]), (function.get_function_name(), binding.name)
+                assert converter.check_input_type_annotation(hints[binding.name]), (
+                    function.get_function_name(),
+                    binding.name,
+                )
 
 
 def test_host_json_uses_the_v4_bundle_and_the_api_prefix() -> None:

@@ -1,4 +1,5 @@
 """The fused head + cross-entropy gives Hugging Face's loss and gradients without materialising the logits."""
+
 from __future__ import annotations
 
 import inspect
@@ -13,8 +14,18 @@ from aks_jobs.lm.fused_loss import causal_lm_loss, fused_loss
 
 def tiny_model() -> GPT2LMHeadModel:
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=101, bos_token_id=0,
-                        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # same pass twice
+    config = GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        n_positions=64,
+        vocab_size=101,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )  # same pass twice
     return GPT2LMHeadModel(config).train()
 
 
@@ -94,5 +105,7 @@ def test_the_fused_loss_runs_outside_the_compiled_graph():
     with fused_loss(model):
         explanation = torch._dynamo.explain(model)(**inputs)
     assert explanation.graph_break_count >= 1
-    assert any("linear_cross_entropy" in str(reason) or "disable" in str(reason).lower()
-               for reason in explanation.break_reasons), explanation.break_reasons
+    assert any(
+        "linear_cross_entropy" in str(reason) or "disable" in str(reason).lower()
+        for reason in explanation.break_reasons
+    ), explanation.break_reasons

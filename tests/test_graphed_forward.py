@@ -1,10 +1,12 @@
 """The CUDA-graph decode step: bucket choice, padding to a bucket, the static (whole-context) step, the setting
 that turns it off; on a CUDA machine, graph replays against eager steps."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_model import make_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aks_jobs.lm.decoding import Row, decode
@@ -12,7 +14,6 @@ from aks_jobs.lm.graphed_forward import GraphedForward, bucket_for, row_buckets
 from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 from aks_jobs.lm.serving_limits import ServingLimits
 from aks_jobs.lm.serving_model import ServingModel, cached_forward
-from tiny_model import make_tiny_model
 
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the", "Declaration: the documents describe a", "x", "The"]
 
@@ -22,8 +23,9 @@ def served(tmp_path_factory) -> ServingModel:
     """The tiny model in float32 on the CPU, on any machine (load_serving_model would take a GPU when present)."""
     folder = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")  # context of 128 tokens
     model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
-    return ServingModel(model=model, tokenizer=AutoTokenizer.from_pretrained(folder), name="tiny", version="1",
-                        folder=folder)
+    return ServingModel(
+        model=model, tokenizer=AutoTokenizer.from_pretrained(folder), name="tiny", version="1", folder=folder
+    )
 
 
 def test_buckets_are_powers_of_two_up_to_the_slots():
@@ -49,7 +51,7 @@ def test_a_batch_gets_the_smallest_bucket_that_holds_it():
 def positions_in_use(forward: Gpt2CachedForward, served: ServingModel) -> torch.Tensor:
     """Prefill a prompt per slot; return each slot's next position."""
     lengths = []
-    for slot, prompt in enumerate(PROMPTS[:forward.slots]):
+    for slot, prompt in enumerate(PROMPTS[: forward.slots]):
         ids = served.tokenizer(prompt)["input_ids"]
         forward.prefill(slot, torch.tensor(ids))
         lengths.append(len(ids))
@@ -73,8 +75,7 @@ def test_padding_to_a_bucket_leaves_the_real_rows_logits_alone(served):
     tokens = torch.tensor([7, 8, 9])
     reference = Gpt2CachedForward(served.model, slots=5)
     positions_in_use(reference, served)
-    torch.testing.assert_close(padded.step(tokens, positions), reference.step(tokens, positions),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(padded.step(tokens, positions), reference.step(tokens, positions), rtol=1e-5, atol=1e-5)
     assert padded._tokens[3] == 0 and padded._positions[3] == 0  # the idle row fed token 0 at position 0
 
 
@@ -85,10 +86,22 @@ def decode_with(forward: CachedForward, served: ServingModel, rows: list[Row]) -
 def rows_to_decode(served: ServingModel) -> list[Row]:
     """Greedy rows of different lengths (the batch shrinks through the buckets) and seeded sampled rows."""
     generator = torch.Generator().manual_seed(3)
-    rows = [Row(served.tokenizer(prompt)["input_ids"], max_new_tokens=length, repetition_penalty=1.2)
-            for prompt, length in zip(PROMPTS[:3], [20, 9, 14])]
-    rows += [Row(served.tokenizer(prompt)["input_ids"], max_new_tokens=16, do_sample=True, temperature=1.3,
-                 top_k=20, top_p=0.9, uniforms=torch.rand(16, generator=generator)) for prompt in PROMPTS[3:]]
+    rows = [
+        Row(served.tokenizer(prompt)["input_ids"], max_new_tokens=length, repetition_penalty=1.2)
+        for prompt, length in zip(PROMPTS[:3], [20, 9, 14])
+    ]
+    rows += [
+        Row(
+            served.tokenizer(prompt)["input_ids"],
+            max_new_tokens=16,
+            do_sample=True,
+            temperature=1.3,
+            top_k=20,
+            top_p=0.9,
+            uniforms=torch.rand(16, generator=generator),
+        )
+        for prompt in PROMPTS[3:]
+    ]
     return rows
 
 
@@ -98,10 +111,14 @@ def test_padded_static_decoding_matches_generate_and_the_eager_decoder(served):
     eager = decode_with(Gpt2CachedForward(served.model, 6), served, rows)
     assert padded == eager
     for row, tokens in zip(rows[:3], padded):
-        expected = served.model.generate(torch.tensor([row.prompt]), max_new_tokens=row.max_new_tokens,
-                                         do_sample=False, repetition_penalty=1.2,
-                                         pad_token_id=served.tokenizer.eos_token_id)
-        assert tokens == expected[0, len(row.prompt):].tolist()
+        expected = served.model.generate(
+            torch.tensor([row.prompt]),
+            max_new_tokens=row.max_new_tokens,
+            do_sample=False,
+            repetition_penalty=1.2,
+            pad_token_id=served.tokenizer.eos_token_id,
+        )
+        assert tokens == expected[0, len(row.prompt) :].tolist()
 
 
 def test_capture_needs_a_cuda_device(served):
@@ -136,5 +153,6 @@ def test_graph_replays_give_the_eager_logits_on_cuda(served):
         torch.testing.assert_close(graphed.step(tokens, positions[:rows]), expected, rtol=1e-4, atol=1e-4)
         positions[:rows] += 1
     rows = rows_to_decode(served)
-    assert decode_with(GraphedForward(Gpt2CachedForward(model, 6)), served, rows) == \
-        decode_with(Gpt2CachedForward(model, 6), served, rows)
+    assert decode_with(GraphedForward(Gpt2CachedForward(model, 6)), served, rows) == decode_with(
+        Gpt2CachedForward(model, 6), served, rows
+    )

@@ -8,6 +8,7 @@
   kubectl, kubelogin and func (the only fake: the Azure control plane), which answers like Azure
   and logs every call, so the tests assert the commands that would have been sent.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,14 +65,25 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 # ---------------------------------------------------------------- static analysis (tool venv)
 
+
 @pytest.fixture(scope="module")
 def checkov_reports() -> dict[str, dict]:
     """checkov over infra/ (Bicep, Kubernetes YAML) and the Dockerfile, run side by side: {framework: report}."""
     checkov = [tool("checkov"), "--output", "json", "--skip-download"]
-    scans = [subprocess.Popen([*checkov, *target], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True)
-             for target in (["-d", "infra", "--framework", "bicep", "kubernetes"],
-                            ["-f", "aks_jobs/Dockerfile", "--framework", "dockerfile"])]
+    scans = [
+        subprocess.Popen(
+            [*checkov, *target],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for target in (
+            ["-d", "infra", "--framework", "bicep", "kubernetes"],
+            ["-f", "aks_jobs/Dockerfile", "--framework", "dockerfile"],
+        )
+    ]
     reports = []
     for scan in scans:
         out, err = scan.communicate(timeout=300)
@@ -92,8 +104,11 @@ def test_checkov_passes_with_every_skip_justified(checkov_reports, framework, mi
     assert not failed, f"checkov {framework} failures:\n" + "\n".join(failed)
     assert summary["parsing_errors"] == 0
     assert summary["passed"] >= min_passed, f"checkov checked too little: {summary}"
-    unjustified = [c["check_id"] for c in results["skipped_checks"]
-                   if len((c["check_result"].get("suppress_comment") or "").strip()) < 20]
+    unjustified = [
+        c["check_id"]
+        for c in results["skipped_checks"]
+        if len((c["check_result"].get("suppress_comment") or "").strip()) < 20
+    ]
     assert not unjustified, f"skipped without a reason next to the resource: {unjustified}"
 
 
@@ -104,9 +119,14 @@ def test_checkov_covers_every_bicep_file_and_the_key_resources(checkov_reports):
     types = {c["resource"].rsplit(".", 1)[0] for c in checked}
     for module in ("modules/storage.bicep", "modules/functionapp.bicep", "modules/aml.bicep", "modules/aks.bicep"):
         assert module in files, f"checkov did not evaluate {module}"
-    for resource_type in ("Microsoft.Storage/storageAccounts", "Microsoft.Web/sites",
-                          "Microsoft.ContainerService/managedClusters", "Microsoft.KeyVault/vaults",
-                          "Microsoft.ContainerRegistry/registries", "Microsoft.MachineLearningServices/workspaces"):
+    for resource_type in (
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Web/sites",
+        "Microsoft.ContainerService/managedClusters",
+        "Microsoft.KeyVault/vaults",
+        "Microsoft.ContainerRegistry/registries",
+        "Microsoft.MachineLearningServices/workspaces",
+    ):
         assert resource_type in types
 
 
@@ -131,12 +151,15 @@ def test_dockerfile_passes_hadolint():
 
 # ---------------------------------------------------------------- Bicep, parsed by checkov's parser
 
+
 @pytest.fixture(scope="module")
 def bicep() -> dict[str, dict]:
     """{path: template as JSON} via pycep (the parser checkov uses); a syntax error fails here."""
-    script = ("import json, sys\nfrom pathlib import Path\nfrom pycep import BicepParser\n"
-              "parser = BicepParser()\n"
-              "print(json.dumps({f: parser.parse(file_path=Path(f)) for f in sys.argv[1:]}, default=str))\n")
+    script = (
+        "import json, sys\nfrom pathlib import Path\nfrom pycep import BicepParser\n"
+        "parser = BicepParser()\n"
+        "print(json.dumps({f: parser.parse(file_path=Path(f)) for f in sys.argv[1:]}, default=str))\n"
+    )
     result = run([tool("python"), "-c", script, *BICEP_FILES], cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -199,8 +222,16 @@ def test_bicep_defaults_equal_the_code_defaults(bicep):
             continue
         assert str(main_param_default(bicep, param)) == str(defaults[key]), (key, param)
         compared.append(key)
-    assert {"DATA_CONTAINER", "STATUS_TABLE", "AML_COMPUTE", "AML_CPU_INSTANCE_TYPE", "AML_GPU_INSTANCE_TYPE",
-            "AML_DATASTORE", "AML_ENDPOINT_NAME", "MODEL_NAME"} <= set(compared)
+    assert {
+        "DATA_CONTAINER",
+        "STATUS_TABLE",
+        "AML_COMPUTE",
+        "AML_CPU_INSTANCE_TYPE",
+        "AML_GPU_INSTANCE_TYPE",
+        "AML_DATASTORE",
+        "AML_ENDPOINT_NAME",
+        "MODEL_NAME",
+    } <= set(compared)
 
 
 def test_parameters_file_names_only_real_parameters(bicep):
@@ -214,8 +245,11 @@ def test_storage_is_private_identity_only_and_tls12(bicep):
     assert account["allowSharedKeyAccess"] is False
     assert account["allowBlobPublicAccess"] is False
     assert account["minimumTlsVersion"] == "TLS1_2"
-    containers = {n: r["config"] for n, r in bicep["infra/modules/storage.bicep"]["resources"].items()
-                  if r["type"].endswith("/containers")}
+    containers = {
+        n: r["config"]
+        for n, r in bicep["infra/modules/storage.bicep"]["resources"].items()
+        if r["type"].endswith("/containers")
+    }
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
 
 
@@ -244,10 +278,17 @@ def test_compute_identity_writes_only_where_the_pipeline_writes(bicep):
     serving = Input(type="uri_folder", path="azureml://datastores/x/paths/y/")
     job = aml_pipeline.build_pipeline_job(Settings(), "2026-11-30 run/1", serving)
     datastore = aml_pipeline.datastore_uri(Settings().aml_datastore, "")
-    bound = [(step, name, output["path"]) for step, node in job._to_dict()["jobs"].items()
-             for name, output in node.get("outputs", {}).items()]
-    assert {(step, name) for step, name, _ in bound} == {("preprocess", "processed"), ("preprocess", "snapshot"),
-                                                         ("train", "model"), ("evaluate", "evaluation")}
+    bound = [
+        (step, name, output["path"])
+        for step, node in job._to_dict()["jobs"].items()
+        for name, output in node.get("outputs", {}).items()
+    ]
+    assert {(step, name) for step, name, _ in bound} == {
+        ("preprocess", "processed"),
+        ("preprocess", "snapshot"),
+        ("train", "model"),
+        ("evaluate", "evaluation"),
+    }
     for step, name, path in bound:
         assert path.startswith(datastore), (step, name, path)
         blob_path = path.removeprefix(datastore)
@@ -289,31 +330,41 @@ def test_the_function_identity_writes_no_blob_of_the_data_account_and_deletes_on
     # Microsoft.Azure.WebJobs.Extensions.Storage.Blobs, BlobListenerFactory: "poison queue in the same
     # storage account as the triggering blob by default").
     function = bicep["infra/modules/functionapp.bicep"]
-    runtime = json.dumps(runtime_settings(bicep)) + json.dumps(function["resources"]["functionApp"]["config"]
-                                                               ["properties"]["functionAppConfig"])
+    runtime = json.dumps(runtime_settings(bicep)) + json.dumps(
+        function["resources"]["functionApp"]["config"]["properties"]["functionAppConfig"]
+    )
     assert function["resources"]["account"]["config"]["name"] == "hostStorageAccountName"
     assert "AzureWebJobsStorage__blobServiceUri" in runtime and "account.properties" in runtime
     main = bicep["infra/main.bicep"]["modules"]
-    assert dotted(main["functionApp"]["config"]["params"]["hostStorageAccountName"]) == "hostStorage.outputs.accountName"
+    assert (
+        dotted(main["functionApp"]["config"]["params"]["hostStorageAccountName"]) == "hostStorage.outputs.accountName"
+    )
     assert main["hostStorage"]["config"]["params"]["storageAccountName"] == "hostStorageAccountName"
     assert main_param_default(bicep, "hostStorageAccountName") != main_param_default(bicep, "storageAccountName")
-    function_roles = [(scope, role) for principal, scope, role in role_assignments(bicep)
-                      if principal == "functionPrincipalId"]
+    function_roles = [
+        (scope, role) for principal, scope, role in role_assignments(bicep) if principal == "functionPrincipalId"
+    ]
     on_data = {role for scope, role in function_roles if "dataAccount" in scope}
-    assert on_data == {"roleIds.storageBlobDataContributor", "roleIds.storageQueueDataContributor",
-                       "roleIds.storageTableDataContributor"}, on_data
+    assert on_data == {
+        "roleIds.storageBlobDataContributor",
+        "roleIds.storageQueueDataContributor",
+        "roleIds.storageTableDataContributor",
+    }, on_data
     roles = bicep["infra/modules/roles.bicep"]
     deleter = roles["resources"]["functionBlobDeleter"]["config"]["properties"]
     assert deleter["condition"] == "functionDeleteCondition" and deleter["conditionVersion"] == "2.0"
     condition = roles["variables"]["functionDeleteCondition"]["value"].replace("\\'", "'")
     # Everything but write/add/delete passes; delete only under inputs/ and processed/; write and add never.
     denied_unless, allowed = condition.split(") OR (", 1)
-    assert all(f"!(ActionMatches{{'${{{a}}}'}})" in denied_unless
-               for a in ("blobWriteAction", "blobAddAction", "blobDeleteAction"))
+    assert all(
+        f"!(ActionMatches{{'${{{a}}}'}})" in denied_unless
+        for a in ("blobWriteAction", "blobAddAction", "blobDeleteAction")
+    )
     assert "blobWriteAction" not in allowed and "blobAddAction" not in allowed
     assert "ActionMatches{'${blobDeleteAction}'} AND" in allowed
     assert {"StringStartsWith '${inputsPrefix}'", "StringStartsWith '${processedPrefix}'"} == set(
-        re.findall(r"StringStartsWith '\$\{\w+\}'", allowed))
+        re.findall(r"StringStartsWith '\$\{\w+\}'", allowed)
+    )
     on_host = {role for scope, role in function_roles if "hostAccount" in scope}
     assert "roleIds.storageBlobDataOwner" in on_host
 
@@ -324,8 +375,15 @@ def test_the_ui_is_deployed_behind_entra_sign_in_with_a_least_privilege_identity
     main = bicep["infra/main.bicep"]
     ui_settings = main["variables"]["uiAppSettings"]["value"]
     assert set(ui_settings) <= set(env_names()), sorted(set(ui_settings) - set(env_names()))
-    assert {"API_BASE_URL", "DataStorage__blobServiceUri", "DATA_CONTAINER", "AML_SUBSCRIPTION_ID",
-            "AML_RESOURCE_GROUP", "AML_WORKSPACE", "AML_ENDPOINT_NAME"} <= set(ui_settings)
+    assert {
+        "API_BASE_URL",
+        "DataStorage__blobServiceUri",
+        "DATA_CONTAINER",
+        "AML_SUBSCRIPTION_ID",
+        "AML_RESOURCE_GROUP",
+        "AML_WORKSPACE",
+        "AML_ENDPOINT_NAME",
+    } <= set(ui_settings)
     assert "SCORING_KEY" not in ui_settings  # tokens through the identity, never a key that expires
     assert main["modules"]["ui"]["config"]["params"]["uiSettings"] == "uiAppSettings"
 
@@ -355,11 +413,13 @@ def test_the_ui_is_deployed_behind_entra_sign_in_with_a_least_privilege_identity
     assert "blobDeleteAction" not in allowed_branch and "StringStartsWith '${inputsPrefix}'" in allowed_branch
     assert bicep["infra/main.bicep"]["modules"]["roles"]["config"]["params"]["inputsPrefix"] == "inputsPrefix"
     token_role = roles["resources"]["scoringTokenRole"]["config"]["properties"]
-    assert token_role["permissions"] == [{"actions": [
-        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"], "notActions": []}]
+    assert token_role["permissions"] == [
+        {"actions": ["Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"], "notActions": []}
+    ]
 
 
 # ---------------------------------------------------------------- AKS pools and AML instance types
+
 
 def quantity(value) -> float:
     """Kubernetes CPU/memory quantity as a number (cores or bytes)."""
@@ -386,7 +446,11 @@ def pools(bicep) -> dict[str, dict]:
 
 def test_instance_type_names_are_the_code_defaults(bicep, instance_types):
     defaults = Settings()
-    assert set(instance_types) == {"defaultinstancetype", defaults.aml_cpu_instance_type, defaults.aml_gpu_instance_type}
+    assert set(instance_types) == {
+        "defaultinstancetype",
+        defaults.aml_cpu_instance_type,
+        defaults.aml_gpu_instance_type,
+    }
     assert main_param_default(bicep, "cpuInstanceType") == defaults.aml_cpu_instance_type
     assert main_param_default(bicep, "gpuInstanceType") == defaults.aml_gpu_instance_type
     # A step submitted without an instance type gets the CPU type, not AML's tiny built-in default.
@@ -527,6 +591,7 @@ def test_instance_type_requests_fit_their_limits(instance_types):
 
 # ---------------------------------------------------------------- AML names shared with the components
 
+
 def component_environments() -> set[str]:
     return {yaml.safe_load(p.read_text())["environment"] for p in (REPO / "aks_jobs" / "components").glob("*.yml")}
 
@@ -534,8 +599,9 @@ def component_environments() -> set[str]:
 def test_components_use_the_registered_environment():
     from azure.ai.ml import load_environment
 
-    env = load_environment(REPO / "aks_jobs" / "environment.yml",
-                           params_override=[{"image": "example.azurecr.io/gpt2-pdf-jobs:abc"}])
+    env = load_environment(
+        REPO / "aks_jobs" / "environment.yml", params_override=[{"image": "example.azurecr.io/gpt2-pdf-jobs:abc"}]
+    )
     assert component_environments() == {f"azureml:{env.name}@latest"}
     assert env.image == "example.azurecr.io/gpt2-pdf-jobs:abc"
     routes = env.inference_config
@@ -559,6 +625,7 @@ def test_component_defaults_and_aml_names_agree(bicep):
 
 
 # ---------------------------------------------------------------- the image
+
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     lines, current = [], ""
@@ -591,14 +658,15 @@ def test_image_installs_only_pinned_requirements():
     copies = {arg.split()[-1]: arg.split()[-2] for op, arg in instructions if op == "COPY"}
     assert copies["/tmp/requirements.txt"] == "aks_jobs/requirements.txt"
     assert copies["/tmp/constraints.txt"] == "constraints.txt"
-    installs = [segment for op, arg in instructions if op == "RUN"
-                for segment in arg.split("&&") if "pip install" in segment]
+    installs = [
+        segment for op, arg in instructions if op == "RUN" for segment in arg.split("&&") if "pip install" in segment
+    ]
     assert installs, "the Dockerfile installs nothing"
     # The project itself (the aks_jobs package) goes in with --no-deps: it adds no package of its own choosing.
     project = copies["/tmp/project/pyproject.toml"] == "pyproject.toml" and "/tmp/project"
     for segment in installs:
         words = shlex.split(segment)
-        args = words[words.index("install") + 1:]
+        args = words[words.index("install") + 1 :]
         assert "--no-cache-dir" in args
         packages = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in ("-r", "-c")]
         if packages == [project]:
@@ -607,7 +675,10 @@ def test_image_installs_only_pinned_requirements():
             assert copies["/tmp/project/pipeline_contracts/"] == "pipeline_contracts/"
             continue
         assert not packages, f"installs unpinned packages: {packages}"
-        assert args[args.index("-r") + 1] == "/tmp/requirements.txt" and args[args.index("-c") + 1] == "/tmp/constraints.txt"
+        assert (
+            args[args.index("-r") + 1] == "/tmp/requirements.txt"
+            and args[args.index("-c") + 1] == "/tmp/constraints.txt"
+        )
     assert any(project in shlex.split(segment) for segment in installs), "the image does not install aks_jobs"
     pins = requirement_pins(REPO / "aks_jobs" / "requirements.txt")
     locked = requirement_pins(REPO / "constraints.txt")
@@ -627,7 +698,7 @@ def test_jobs_run_as_root_and_only_the_scoring_server_drops_to_uid_1000():
     assert "PYTHONUNBUFFERED=1" in env and "HF_HOME=/home/app/" in env
     cmd = json.loads([arg for op, arg in instructions if op == "CMD"][-1])
     separator = cmd.index("--")
-    drop, serve = cmd[:separator], cmd[separator + 1:]
+    drop, serve = cmd[:separator], cmd[separator + 1 :]
     assert drop[0] == "setpriv" and {"--reuid=1000", "--regid=1000", "--clear-groups"} <= set(drop[1:])
     assert "azmlinfsrv --entry_script" in serve[-1]
     created = " ".join(arg for op, arg in instructions if op == "RUN")
@@ -642,6 +713,7 @@ def test_jobs_run_as_root_and_only_the_scoring_server_drops_to_uid_1000():
 
 # ---------------------------------------------------------------- files other parts must provide
 
+
 def test_local_settings_sample_lists_every_setting():
     sample = REPO / "local.settings.sample.json"
     assert sample.exists(), "local.settings.sample.json is missing at the repo root"
@@ -653,8 +725,9 @@ def test_local_settings_sample_lists_every_setting():
 def test_funcignore_keeps_the_published_package_small():
     funcignore = REPO / ".funcignore"
     assert funcignore.exists(), ".funcignore is missing: `func azure functionapp publish` would upload .venv"
-    patterns = [p.strip().strip("/") for p in funcignore.read_text().splitlines()
-                if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip().strip("/") for p in funcignore.read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
 
     def ignored(name: str) -> bool:
         return any(fnmatch(name, p) for p in patterns)
@@ -663,8 +736,14 @@ def test_funcignore_keeps_the_published_package_small():
         assert ignored(heavy), f".funcignore must exclude {heavy}"
     # The control plane loads the component YAML and uploads aks_jobs/ as job and scoring code; it reads and
     # answers through pipeline_contracts.
-    for needed in ("function_app", "function_app.py", "host.json", "requirements.txt", "aks_jobs",
-                   "pipeline_contracts"):
+    for needed in (
+        "function_app",
+        "function_app.py",
+        "host.json",
+        "requirements.txt",
+        "aks_jobs",
+        "pipeline_contracts",
+    ):
         assert not ignored(needed), f".funcignore must keep {needed}"
 
 
@@ -682,13 +761,22 @@ def _func_publish_files(root: Path) -> list[str]:
         negated = line.startswith("!")
         rules[negated].append(_funcignore_regex(line[negated:].removeprefix("/")))
     positive, negative = (re.compile("|".join(rules[n])) if rules[n] else None for n in (False, True))
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     kept = []
     for path in sorted(p for p in listed if (root / p).is_file()):
         parts = path.split("/")
-        if {".git", ".vscode"} & set(parts[:-1]) or parts[-1] in (".funcignore", ".gitignore",
-                                                                    "local.settings.json", "project.lock.json"):
+        if {".git", ".vscode"} & set(parts[:-1]) or parts[-1] in (
+            ".funcignore",
+            ".gitignore",
+            "local.settings.json",
+            "project.lock.json",
+        ):
             continue
         if positive and positive.match(path) and not (negative and negative.match(path)):
             continue
@@ -712,8 +800,13 @@ def _first_party_imports(path: Path) -> set[str]:
     """Every first-party module `path` imports, at any depth (lazy imports included)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+            else []
+        )
         found |= {n for n in names if n.split(".")[0] in ("function_app", "aks_jobs", "local_stack", "synthetic_data")}
     return found
 
@@ -743,9 +836,19 @@ def test_the_function_package_holds_what_function_app_py_needs_and_nothing_local
                 if file and file not in needed:
                     todo.append(file)
     assert lazy == {"function_app/backends/__init__.py"}, f"only create_backend may import local_stack: {lazy}"
-    missing = sorted((needed | {"host.json", "requirements.txt", "aks_jobs/score.py", "aks_jobs/environment.yml",
-                                *(f"aks_jobs/components/{c}.yml" for c in ("preprocess", "train", "evaluate"))})
-                     - published)
+    missing = sorted(
+        (
+            needed
+            | {
+                "host.json",
+                "requirements.txt",
+                "aks_jobs/score.py",
+                "aks_jobs/environment.yml",
+                *(f"aks_jobs/components/{c}.yml" for c in ("preprocess", "train", "evaluate")),
+            }
+        )
+        - published
+    )
     assert not missing, f"the Function package would lack {missing}"
 
 
@@ -773,8 +876,14 @@ def test_the_published_package_indexes_and_runs_without_the_local_stack(tmp_path
     for path in _func_publish_files(REPO):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / path, tmp_path / path)
-    out = subprocess.run([sys.executable, "-c", _PACKAGE_ONLY_INDEX], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=180, env={**os.environ, "PIPELINE_BACKEND": "aml"})
+    out = subprocess.run(
+        [sys.executable, "-c", _PACKAGE_ONLY_INDEX],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PIPELINE_BACKEND": "aml"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["local"] == [] and "follow_uploads" in result["functions"]
@@ -898,9 +1007,22 @@ reply("fake Azure: no answer for this call", 2)
 '''
 
 # Everything deploy.sh / teardown.sh read from the environment: the tests set these explicitly.
-DEPLOY_ENV = {"RESOURCE_GROUP", "LOCATION", "SUBSCRIPTION", "PARAMETERS_FILE", "IMAGE_TAG", "STEPS",
-              "DEPLOYMENT_NAME", "IMAGE_REPOSITORY", "TORCH_INDEX_URL", "DEPLOYER_PRINCIPAL_ID",
-              "DEPLOYER_PRINCIPAL_TYPE", "BLOB_FUNCTION_NAME", "EVENT_SUBSCRIPTION_NAME", "UI_APP_REGISTRATION"}
+DEPLOY_ENV = {
+    "RESOURCE_GROUP",
+    "LOCATION",
+    "SUBSCRIPTION",
+    "PARAMETERS_FILE",
+    "IMAGE_TAG",
+    "STEPS",
+    "DEPLOYMENT_NAME",
+    "IMAGE_REPOSITORY",
+    "TORCH_INDEX_URL",
+    "DEPLOYER_PRINCIPAL_ID",
+    "DEPLOYER_PRINCIPAL_TYPE",
+    "BLOB_FUNCTION_NAME",
+    "EVENT_SUBSCRIPTION_NAME",
+    "UI_APP_REGISTRATION",
+}
 
 OUTPUTS = {
     "functionAppName": "gpt2pdf-func-abc123",
@@ -965,8 +1087,12 @@ def fake_azure(tmp_path):
             scenario_file.write_text(json.dumps(self.answers))
             self.log.unlink(missing_ok=True)
             environ = {k: v for k, v in os.environ.items() if k not in DEPLOY_ENV}
-            environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_AZURE_LOG=str(self.log),
-                           FAKE_AZURE_SCENARIO=str(scenario_file), **env)
+            environ.update(
+                PATH=f"{bin_dir}:{os.environ['PATH']}",
+                FAKE_AZURE_LOG=str(self.log),
+                FAKE_AZURE_SCENARIO=str(scenario_file),
+                **env,
+            )
             return run(["bash", script, *args], env=environ, cwd=self.where)
 
         def calls(self) -> list[dict]:
@@ -991,18 +1117,22 @@ def arg(call: dict, name: str) -> str:
 
 def args_after(call: dict, name: str) -> list[str]:
     """Every value of a multi-valued option (up to the next --option)."""
-    rest = call["args"][call["args"].index(name) + 1:]
+    rest = call["args"][call["args"].index(name) + 1 :]
     return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
 
 
 @pytest.mark.parametrize("where", ["elsewhere", "root", "infra"])
 def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tmp_path, where):
     # From any folder: the repo root, infra/, or somewhere unrelated.
-    fake_azure.where = {"elsewhere": tmp_path / "elsewhere", "root": fake_azure.root,
-                        "infra": fake_azure.root / "infra"}[where]
+    fake_azure.where = {
+        "elsewhere": tmp_path / "elsewhere",
+        "root": fake_azure.root,
+        "infra": fake_azure.root / "infra",
+    }[where]
     fake_azure.where.mkdir(exist_ok=True)
-    result = fake_azure.run("deploy.sh", "-g", "rg-gpt2", "-l", "westeurope", "--set", "gpuPoolMaxCount=2",
-                            IMAGE_TAG="v42")
+    result = fake_azure.run(
+        "deploy.sh", "-g", "rg-gpt2", "-l", "westeurope", "--set", "gpuPoolMaxCount=2", IMAGE_TAG="v42"
+    )
     calls = fake_azure.calls()
     assert result.returncode == 0, result.stderr[-3000:]
     assert not [c for c in calls if c.get("unmodelled")]
@@ -1027,10 +1157,17 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     # Only what the Dockerfile copies is uploaded: aks_jobs/, pipeline_contracts/ and constraints.txt, not the
     # decoy .venv.
     files = build["context_files"]
-    assert {"aks_jobs/Dockerfile", "constraints.txt", "pyproject.toml", "aks_jobs/requirements.txt",
-            "pipeline_contracts/__init__.py", "pipeline_contracts/evaluation.py"} <= set(files)
-    assert all(f in ("constraints.txt", "pyproject.toml") or f.startswith(("aks_jobs/", "pipeline_contracts/"))
-               for f in files), files
+    assert {
+        "aks_jobs/Dockerfile",
+        "constraints.txt",
+        "pyproject.toml",
+        "aks_jobs/requirements.txt",
+        "pipeline_contracts/__init__.py",
+        "pipeline_contracts/evaluation.py",
+    } <= set(files)
+    assert all(
+        f in ("constraints.txt", "pyproject.toml") or f.startswith(("aks_jobs/", "pipeline_contracts/")) for f in files
+    ), files
     assert not [f for f in files if "__pycache__" in f]
 
     i_env, env = one(calls, "az", "ml", "environment", "create")
@@ -1056,9 +1193,14 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     assert arg(sub, "--endpoint-type") == "webhook"
     # The Event Grid trigger's webhook (learn.microsoft.com azure-functions/event-grid-how-tos: "Webhook endpoint
     # URL" .../runtime/webhooks/eventgrid?functionName={functionname}&code={systemkey}, key eventgrid_extension).
-    assert arg(sub, "--endpoint") == ("https://gpt2pdf-func-abc123.azurewebsites.net/runtime/webhooks/eventgrid"
-                                      "?functionName=follow_uploads&code=fake-eventgrid-extension-key")
-    assert args_after(sub, "--included-event-types") == ["Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted"]
+    assert arg(sub, "--endpoint") == (
+        "https://gpt2pdf-func-abc123.azurewebsites.net/runtime/webhooks/eventgrid"
+        "?functionName=follow_uploads&code=fake-eventgrid-extension-key"
+    )
+    assert args_after(sub, "--included-event-types") == [
+        "Microsoft.Storage.BlobCreated",
+        "Microsoft.Storage.BlobDeleted",
+    ]
     assert arg(sub, "--subject-begins-with") == "/blobServices/default/containers/gpt2-training-data/blobs/inputs/"
 
     i_redirect, redirect = one(calls, "az", "ad", "app", "update")
@@ -1066,10 +1208,17 @@ def test_deploy_runs_every_step_in_order_with_the_right_arguments(fake_azure, tm
     assert arg(redirect, "--web-redirect-uris") == f"https://{OUTPUTS['uiHostName']}/.auth/login/aad/callback"
     i_ui, ui = one(calls, "az", "webapp", "deploy")
     assert arg(ui, "--name") == OUTPUTS["uiAppName"] and arg(ui, "--type") == "zip"
-    assert {"ui/app.py", "ui/requirements.txt", "constraints.txt", "requirements.txt",
-            "pipeline_contracts/api_responses.py"} <= set(ui["zip_files"])
-    assert all(f.startswith(("ui/", "pipeline_contracts/")) or f in ("constraints.txt", "requirements.txt")
-               for f in ui["zip_files"])
+    assert {
+        "ui/app.py",
+        "ui/requirements.txt",
+        "constraints.txt",
+        "requirements.txt",
+        "pipeline_contracts/api_responses.py",
+    } <= set(ui["zip_files"])
+    assert all(
+        f.startswith(("ui/", "pipeline_contracts/")) or f in ("constraints.txt", "requirements.txt")
+        for f in ui["zip_files"]
+    )
     assert not [f for f in ui["zip_files"] if "__pycache__" in f]
     assert ui["requirements"].split() == ["-c", "constraints.txt", "-r", "ui/requirements.txt"]
 
@@ -1088,11 +1237,14 @@ def test_deploy_can_rerun_single_steps_against_an_existing_group(fake_azure):
     one(calls, "az", "eventgrid", "system-topic", "event-subscription", "create")
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "no resource group"),
-    (("-g", "rg-gpt2", "--steps", "infra,magic"), "unknown step 'magic'"),
-    (("-g", "rg-gpt2", "--steps", "infra"), "does not exist: pass -l REGION"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "no resource group"),
+        (("-g", "rg-gpt2", "--steps", "infra,magic"), "unknown step 'magic'"),
+        (("-g", "rg-gpt2", "--steps", "infra"), "does not exist: pass -l REGION"),
+    ],
+)
 def test_deploy_refuses_bad_input_with_a_clear_message(fake_azure, args, message):
     result = fake_azure.run("deploy.sh", *args)
     assert result.returncode != 0
@@ -1143,8 +1295,10 @@ DOC_TOOLS = ("az ", "kubectl ", "kubelogin ", "func ", "curl ", "infra/deploy.sh
 
 def doc_command_blocks() -> list[str]:
     """The ```bash blocks of docs/deploy.md in order (those inside list items dedented)."""
-    return [textwrap.dedent(block) for block in
-            re.findall(r"^[ \t]*```bash\n(.*?)^[ \t]*```", DOC.read_text(), re.MULTILINE | re.DOTALL)]
+    return [
+        textwrap.dedent(block)
+        for block in re.findall(r"^[ \t]*```bash\n(.*?)^[ \t]*```", DOC.read_text(), re.MULTILINE | re.DOTALL)
+    ]
 
 
 def test_deploy_md_has_no_command_outside_its_blocks():
@@ -1167,6 +1321,6 @@ def test_every_command_of_deploy_md_runs_in_order_against_the_recorded_cli(fake_
     # The scoring call carries the endpoint's aml_token (accessToken), not a key it does not have.
     _, credentials = one(calls, "az", "ml", "online-endpoint", "get-credentials")
     assert arg(credentials, "--query") == "accessToken"
-    (_, scoring), = [(i, c) for i, c in find(calls, "kubectl") if "run" in c["args"]]
+    ((_, scoring),) = [(i, c) for i, c in find(calls, "kubectl") if "run" in c["args"]]
     assert "Authorization: Bearer fake-aml-token" in scoring["args"]
     one(calls, "az", "group", "delete")

@@ -1,5 +1,6 @@
 """Int8 weights for CPU serving: close to float32, a row's output independent of its batch, on by default on CPU
 only, the float path unchanged, and the decode loop's promises (greedy = generate(), seeds) kept with them."""
+
 from __future__ import annotations
 
 import json
@@ -70,14 +71,17 @@ def test_every_linear_layer_of_gpt2_becomes_int8_and_embeddings_stay_float(float
     assert torch.equal(model.transformer.wte.weight, float_served.model.transformer.wte.weight)
 
 
-@pytest.mark.parametrize(("env", "device", "expected"), [
-    ({}, "cpu", "int8"),
-    ({"SCORING_WEIGHTS": "auto"}, "cpu", "int8"),
-    ({"SCORING_WEIGHTS": "INT8"}, "cpu", "int8"),
-    ({"SCORING_WEIGHTS": "float"}, "cpu", "float32"),
-    ({}, "cuda", "bfloat16"),
-    ({"SCORING_WEIGHTS": "float"}, "cuda", "bfloat16"),
-])
+@pytest.mark.parametrize(
+    ("env", "device", "expected"),
+    [
+        ({}, "cpu", "int8"),
+        ({"SCORING_WEIGHTS": "auto"}, "cpu", "int8"),
+        ({"SCORING_WEIGHTS": "INT8"}, "cpu", "int8"),
+        ({"SCORING_WEIGHTS": "float"}, "cpu", "float32"),
+        ({}, "cuda", "bfloat16"),
+        ({"SCORING_WEIGHTS": "float"}, "cuda", "bfloat16"),
+    ],
+)
 def test_weights_setting_is_int8_on_cpu_by_default_and_off_on_gpu(env, device, expected):
     assert served_weights(env, torch.device(device)) == expected
 
@@ -93,13 +97,15 @@ def test_float_setting_serves_the_saved_weights_with_unchanged_greedy_output(flo
     assert any(isinstance(module, Conv1D) for module in float_served.model.modules())
     plain = AutoModelForCausalLM.from_pretrained(trained_dir).eval()  # the float32 model as train.py saved it
     tokenizer = float_served.tokenizer
-    answers = generate(float_served.model, tokenizer,
-                       [parse_request(json.dumps({"prompt": prompt, "do_sample": False, "max_new_tokens": 20}))
-                        for prompt in PROMPTS])
+    answers = generate(
+        float_served.model,
+        tokenizer,
+        [parse_request(json.dumps({"prompt": prompt, "do_sample": False, "max_new_tokens": 20})) for prompt in PROMPTS],
+    )
     for prompt, answer in zip(PROMPTS, answers):
         ids = tokenizer(prompt, return_tensors="pt")
         expected = plain.generate(**ids, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        assert answer.generations == [[tokenizer.decode(expected[0, ids["input_ids"].shape[1]:])]]
+        assert answer.generations == [[tokenizer.decode(expected[0, ids["input_ids"].shape[1] :])]]
 
 
 def test_int8_perplexity_on_held_out_text_is_within_2_percent_of_float32(int8_served, float_served):
@@ -118,15 +124,20 @@ def test_decode_loop_with_int8_weights_keeps_greedy_and_seeds(int8_served):
         return parse_request(json.dumps({"prompt": prompt, "max_new_tokens": 16, **settings}))
 
     # Greedy rows beside sampled ones with their own settings: each equals generate() on its prompt alone.
-    mixed = [request(PROMPTS[0], do_sample=False), request(PROMPTS[1], seed=5, temperature=1.3, top_k=0),
-             request(PROMPTS[2], do_sample=False, repetition_penalty=1.3), request(PROMPTS[1], seed=7, top_p=0.5)]
+    mixed = [
+        request(PROMPTS[0], do_sample=False),
+        request(PROMPTS[1], seed=5, temperature=1.3, top_k=0),
+        request(PROMPTS[2], do_sample=False, repetition_penalty=1.3),
+        request(PROMPTS[1], seed=7, top_p=0.5),
+    ]
     answers = generate(model, tokenizer, mixed)
     assert all(isinstance(answer, Completion) for answer in answers), answers
     for index, penalty in ((0, 1.0), (2, 1.3)):
         ids = tokenizer(PROMPTS[index], return_tensors="pt")
-        plain = model.generate(**ids, max_new_tokens=16, do_sample=False, repetition_penalty=penalty,
-                               pad_token_id=tokenizer.pad_token_id)
-        assert answers[index].generations == [[tokenizer.decode(plain[0, ids["input_ids"].shape[1]:])]]
+        plain = model.generate(
+            **ids, max_new_tokens=16, do_sample=False, repetition_penalty=penalty, pad_token_id=tokenizer.pad_token_id
+        )
+        assert answers[index].generations == [[tokenizer.decode(plain[0, ids["input_ids"].shape[1] :])]]
     # A seeded request gives the same text alone as in the mixed batch.
     for index in (1, 3):
         assert generate(model, tokenizer, [mixed[index]])[0].generations == answers[index].generations

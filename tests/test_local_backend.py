@@ -1,5 +1,6 @@
 """The local backend: component commands from the YAMLs, real deployments (azmlinfsrv + score.py)
 fetched from a real MLflow registry, the stable router URL, stop/resume, and a failing job step."""
+
 from __future__ import annotations
 
 import http.client
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_contracts.scoring import streamed_answer
 from function_app.backends.base import PermanentBackendError
 from function_app.settings import Settings
 from local_stack import components as local_components
 from local_stack.backend import LocalBackend
 from local_stack.processes import alive, free_port
 from local_stack.router import Router
+from pipeline_contracts.scoring import streamed_answer
 from tests.contract_samples import evaluation
 from tests.tiny_model import make_tiny_model
 

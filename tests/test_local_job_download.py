@@ -1,5 +1,6 @@
 """The local job's mirror of the data container on a real Azurite: every blob lands inside the job folder
 or is refused with its reason, one at a time; what the container dropped is dropped locally too."""
+
 from __future__ import annotations
 
 import uuid
@@ -28,13 +29,20 @@ def test_a_blob_name_leading_out_of_the_job_folder_is_refused_and_the_others_cop
 
     result = download_tree(container, "inputs/", target, only_missing=False)
 
-    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["jobs/job-1/inputs/a.pdf"]
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [
+        "jobs/job-1/inputs/a.pdf"
+    ]
     count, skipped = result
     assert count == 1 and (target / "a.pdf").read_bytes() == b"%PDF-1.4 a"
-    assert list(skipped) == ["inputs/../../escaped.pdf"] and "outside the job folder" in skipped["inputs/../../escaped.pdf"]
+    assert (
+        list(skipped) == ["inputs/../../escaped.pdf"]
+        and "outside the job folder" in skipped["inputs/../../escaped.pdf"]
+    )
 
 
-def test_a_blob_that_cannot_become_a_file_is_skipped_with_the_reason(container: ContainerClient, tmp_path: Path) -> None:
+def test_a_blob_that_cannot_become_a_file_is_skipped_with_the_reason(
+    container: ContainerClient, tmp_path: Path
+) -> None:
     odd = "inputs/" + "報" * 300 + ".pdf"  # 904 bytes: over the 255 a file name may have
     container.upload_blob(odd, b"%PDF-1.4 odd")
     container.upload_blob("inputs/b.pdf", b"%PDF-1.4 b")

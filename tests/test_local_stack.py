@@ -1,16 +1,16 @@
 """local_stack (what `make demo` runs): its processes, their URLs, `status` and `down`, on free ports."""
+
 from __future__ import annotations
 
 import json
 import os
-import uuid
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-
 from azure.storage.blob import BlobServiceClient
 
 from function_app.settings import Settings
@@ -20,8 +20,7 @@ from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.ui_local_stack import running_local_stack
 
 
-def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(
-        azurite_connection: str, tmp_path: Path) -> None:  # noqa: F811 - fixture
+def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(azurite_connection: str, tmp_path: Path) -> None:  # noqa: F811 - fixture
     with running_local_stack(azurite_connection, tmp_path) as stack:
         processes = json.loads((tmp_path / "stack.json").read_text())
         assert set(processes) == {"api", "timer", "ui"}  # DataStorage given: no Azurite of its own
@@ -31,10 +30,18 @@ def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(
         assert httpx.get(f"{stack['UI_URL']}/_stcore/health", timeout=10).text == "ok"
 
         shown = subprocess.run(
-            [sys.executable, "-m", "local_stack", "status"], cwd=local_stack.REPO, capture_output=True,
-            text=True, timeout=60, env={**os.environ, "LOCAL_STACK_DIR": str(tmp_path),
-                             "LOCAL_STACK_API_PORT": stack["API_BASE_URL"].rsplit(":", 1)[1],
-                             "LOCAL_STACK_UI_PORT": stack["UI_URL"].rsplit(":", 1)[1]})
+            [sys.executable, "-m", "local_stack", "status"],
+            cwd=local_stack.REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **os.environ,
+                "LOCAL_STACK_DIR": str(tmp_path),
+                "LOCAL_STACK_API_PORT": stack["API_BASE_URL"].rsplit(":", 1)[1],
+                "LOCAL_STACK_UI_PORT": stack["UI_URL"].rsplit(":", 1)[1],
+            },
+        )
         assert shown.returncode == 0, shown.stderr
         lines = {line.split()[0]: line for line in shown.stdout.splitlines()[:4]}
         assert f"running (pid {processes['ui']['pid']})" in lines["ui"] and stack["UI_URL"] in lines["ui"]
@@ -44,10 +51,14 @@ def test_stack_serves_the_api_and_the_ui_and_down_ends_every_process(
 
 
 def test_stack_folder_and_ports_come_from_the_environment() -> None:
-    config = local_stack.StackConfig.from_env({"LOCAL_STACK_DIR": "out/stack2", "LOCAL_STACK_API_PORT": "7072",
-                                               "LOCAL_STACK_UI_PORT": "8502"})
+    config = local_stack.StackConfig.from_env(
+        {"LOCAL_STACK_DIR": "out/stack2", "LOCAL_STACK_API_PORT": "7072", "LOCAL_STACK_UI_PORT": "8502"}
+    )
     assert (config.folder, config.api_url, config.ui_url) == (
-        local_stack.REPO / "out" / "stack2", "http://127.0.0.1:7072", "http://127.0.0.1:8502")
+        local_stack.REPO / "out" / "stack2",
+        "http://127.0.0.1:7072",
+        "http://127.0.0.1:8502",
+    )
     env = local_stack.stack_env(config, {"PATH": "/bin"})
     assert env["LOCAL_WORK_DIR"] == str(local_stack.REPO / "out" / "stack2" / "work")  # jobs and models follow it
     assert local_stack.StackConfig.from_env({}) == local_stack.StackConfig(folder=local_stack.REPO / ".local")

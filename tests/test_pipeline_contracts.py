@@ -1,10 +1,11 @@
 """pipeline_contracts: light enough for every plane to import, and each contract refuses what breaks it."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -17,18 +18,20 @@ from tests.contract_samples import evaluation, score_response
 
 
 def test_importing_every_contract_loads_no_torch_transformers_azure_or_mlflow() -> None:
-    code = ("import importlib, pkgutil, sys, pipeline_contracts\n"
-            "names = [m.name for m in pkgutil.iter_modules(pipeline_contracts.__path__, 'pipeline_contracts.')]\n"
-            "for name in names: importlib.import_module(name)\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'azure', 'mlflow'})\n"
-            "print(len(names), heavy)")
+    code = (
+        "import importlib, pkgutil, sys, pipeline_contracts\n"
+        "names = [m.name for m in pkgutil.iter_modules(pipeline_contracts.__path__, 'pipeline_contracts.')]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'azure', 'mlflow'})\n"
+        "print(len(names), heavy)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     count, heavy = done.stdout.split(" ", 1)
     assert int(count) >= 7 and heavy.strip() == "[]"
 
 
 def test_snapshot_names_carry_their_utc_stamp_and_sort_by_it() -> None:
-    moment = datetime(2026, 11, 23, 10, 15, 0, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 23, 10, 15, 0, tzinfo=UTC)
     snapshot = blob_layout.snapshot_stem(moment) + ".txt"
     assert snapshot == "combined_data_20261123_101500.txt"
     assert blob_layout.manifest_file(snapshot) == "combined_data_20261123_101500.manifest.json"

@@ -2,6 +2,7 @@
 
 One real run (real PDFs, real worker processes) over the whole corpus; each test reads its result.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from aks_jobs.pdf_text.build import BuildResult, Options, build_snapshot
+from aks_jobs.pdf_text.extract import describe_content, is_pdf_header
 from synthetic_data.pdfs import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
@@ -25,8 +28,6 @@ from synthetic_data.pdfs import (
     make_text_pdf,
     make_truncated_pdf,
 )
-from aks_jobs.pdf_text.build import BuildResult, Options, build_snapshot
-from aks_jobs.pdf_text.extract import describe_content, is_pdf_header
 
 REPORT_PAGES = [f"Section {letter} opens here. {ENGLISH_TEXT} Section {letter} ends here." for letter in "ABCD"]
 
@@ -84,8 +85,20 @@ def test_manifest_has_the_contract_fields(corpus: Run) -> None:
     created = manifest["created_utc"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", created)
     assert stamp == created[:10].replace("-", "") + "_" + created[11:19].replace(":", "")
-    fields = {"name", "sha256", "bytes", "pages", "chars", "status", "messages", "cached", "seconds", "engine",
-              "ocr_pages", "records"}
+    fields = {
+        "name",
+        "sha256",
+        "bytes",
+        "pages",
+        "chars",
+        "status",
+        "messages",
+        "cached",
+        "seconds",
+        "engine",
+        "ocr_pages",
+        "records",
+    }
     assert all(set(entry) == fields for entry in manifest["documents"])
 
 
@@ -166,8 +179,14 @@ def test_page_counts_are_recorded(corpus: Run) -> None:
 
 
 def test_broken_documents_do_not_stop_the_good_ones(corpus: Run) -> None:
-    markers = ("Section A opens here.", "Section D opens here.", "A nested upload", "Encrypted with an empty",
-               "AES with an empty", "Every offset in this file is wrong.")
+    markers = (
+        "Section A opens here.",
+        "Section D opens here.",
+        "A nested upload",
+        "Encrypted with an empty",
+        "AES with an empty",
+        "Every offset in this file is wrong.",
+    )
     for marker in markers:
         assert marker in corpus.text
 
@@ -180,8 +199,16 @@ def test_a_damaged_page_loses_only_that_page(corpus: Run) -> None:
 def test_snapshot_is_the_documents_texts_in_name_order_separated_by_a_blank_line(corpus: Run) -> None:
     with_text = [entry for entry in corpus.manifest["documents"] if entry["chars"]]
     assert [entry["name"] for entry in with_text] == [
-        "aes_open.pdf", "bad_page.pdf", "german.pdf", "lost_page.pdf", "open_encrypted.pdf", "partly_scanned.pdf",
-        "portuguese.pdf", "report.pdf", "shifted.pdf", "sub/nested.PDF",
+        "aes_open.pdf",
+        "bad_page.pdf",
+        "german.pdf",
+        "lost_page.pdf",
+        "open_encrypted.pdf",
+        "partly_scanned.pdf",
+        "portuguese.pdf",
+        "report.pdf",
+        "shifted.pdf",
+        "sub/nested.PDF",
     ]
     pieces = corpus.text.removesuffix("\n").split("\n\n")
     assert [len(piece) for piece in pieces] == [entry["chars"] for entry in with_text]

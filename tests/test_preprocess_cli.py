@@ -1,4 +1,5 @@
 """The preprocess.py command line, run as AML runs it: a separate Python process."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,9 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "aks_jobs" / "preprocess.py"
 
 
 def preprocess(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 def snapshots(folder: Path) -> list[str]:
@@ -48,8 +47,19 @@ def test_a_run_with_some_text_exits_0_even_with_broken_documents(tmp_path: Path)
     for name in ("good.pdf", "scan.pdf", "empty.pdf"):
         assert f"] {name}: " in done.stderr
     header, values = done.stdout.splitlines()[:2]
-    assert header.split() == ["documents", "ok", "warning", "error", "pages", "chars", "seconds", "cache",
-                              "hits", "extracted", "workers"]
+    assert header.split() == [
+        "documents",
+        "ok",
+        "warning",
+        "error",
+        "pages",
+        "chars",
+        "seconds",
+        "cache",
+        "hits",
+        "extracted",
+        "workers",
+    ]
     assert values.split()[:4] == ["3", "1", "0", "2"]
     assert "no extractable text" in done.stdout and "empty file (0 bytes)" in done.stdout
 

@@ -1,4 +1,5 @@
 """pdfium as the primary engine, pypdf as its fallback, and a crash in the C engine confined to its worker."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from aks_jobs.pdf_text import extract
-from aks_jobs.pdf_text import isolate
+from aks_jobs.pdf_text import extract, isolate
+from aks_jobs.pdf_text.build import Options, build_snapshot
+from aks_jobs.pdf_text.document import process_pdf
 from synthetic_data.pdfs import (
     ENGLISH_TEXT,
     GERMAN_TEXT,
@@ -23,8 +25,6 @@ from synthetic_data.pdfs import (
     make_text_pdf,
     make_truncated_pdf,
 )
-from aks_jobs.pdf_text.build import Options, build_snapshot
-from aks_jobs.pdf_text.document import process_pdf
 
 THREE = [f"Part {letter}. {ENGLISH_TEXT}" for letter in "XYZ"]
 

@@ -1,5 +1,6 @@
 """Instruction data (seed 002, Alpaca): .jsonl/.json records -> the template of lm.prompt_format in the snapshot;
 bad records reported in the manifest by line and reason, the good ones used."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,8 @@ PROMPT_COMPLETION = {"prompt": "Where is the spare key?", "completion": "Under t
 def test_the_template_is_the_alpaca_format_with_input_only_when_present() -> None:
     assert training_example("Do it.", "", "Done.") == "### Instruction:\nDo it.\n\n### Response:\nDone.<|endoftext|>"
     assert training_example("Do it.", "this", "Done.") == (
-        "### Instruction:\nDo it.\n\n### Input:\nthis\n\n### Response:\nDone.<|endoftext|>")
+        "### Instruction:\nDo it.\n\n### Input:\nthis\n\n### Response:\nDone.<|endoftext|>"
+    )
     assert instruction_prompt("Do it.") == "### Instruction:\nDo it.\n\n### Response:\n"
     assert response_only(" Done.<|endoftext|>### Instruction:\nMore") == "Done."
     assert response_only(" Done.\n### Instruction:\nMore") == "Done."
@@ -31,8 +33,16 @@ def _run(tmp_path: Path):
 def test_jsonl_and_json_records_become_templated_examples_and_bad_lines_are_reported(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    lines = [json.dumps(ALPACA), json.dumps(WITH_INPUT), "", "{not json", json.dumps({"instruction": "No answer."}),
-             json.dumps(PROMPT_COMPLETION), json.dumps(["a", "list"]), json.dumps({"prompt": "", "completion": "x"})]
+    lines = [
+        json.dumps(ALPACA),
+        json.dumps(WITH_INPUT),
+        "",
+        "{not json",
+        json.dumps({"instruction": "No answer."}),
+        json.dumps(PROMPT_COMPLETION),
+        json.dumps(["a", "list"]),
+        json.dumps({"prompt": "", "completion": "x"}),
+    ]
     (inputs / "facts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (inputs / "more.json").write_text(json.dumps([PROMPT_COMPLETION, {"output": "orphan"}], indent=2), encoding="utf-8")
     (inputs / "broken.json").write_text('[{"instruction": "x", "output": "y"},', encoding="utf-8")

@@ -1,4 +1,5 @@
 """Time and memory limits per document, and how many workers the machine or container allows."""
+
 from __future__ import annotations
 
 import mmap
@@ -108,10 +109,14 @@ def test_cgroup_v2_cpu_quota_and_memory_limit_are_read(tmp_path: Path) -> None:
 
 
 def test_cgroup_v1_files_and_unlimited_values_are_understood(tmp_path: Path) -> None:
-    v1 = _cgroup(tmp_path / "v1", {
-        "cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000",
-        "memory/memory.limit_in_bytes": str(2**30),
-    })
+    v1 = _cgroup(
+        tmp_path / "v1",
+        {
+            "cpu/cpu.cfs_quota_us": "100000",
+            "cpu/cpu.cfs_period_us": "100000",
+            "memory/memory.limit_in_bytes": str(2**30),
+        },
+    )
     assert cgroup_cpu_quota(v1) == 1.0 and cgroup_memory_limit(v1) == 2**30
     unlimited_v1 = _cgroup(
         tmp_path / "u1", {"cpu/cpu.cfs_quota_us": "-1", "memory/memory.limit_in_bytes": str(2**63 - 4096)}
@@ -162,8 +167,10 @@ def test_a_worker_that_dies_mid_document_fails_only_that_document(
     def kill_the_first_worker() -> None:
         # What a crash in a C extension or the kernel's OOM killer would do to it.
         deadline = time.monotonic() + 10
-        while not (workers := [c for c in psutil.Process().children() if c.pid not in others]) \
-                and time.monotonic() < deadline:
+        while (
+            not (workers := [c for c in psutil.Process().children() if c.pid not in others])
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         time.sleep(0.2)
         os.kill(workers[0].pid, signal_number)

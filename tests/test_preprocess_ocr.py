@@ -1,5 +1,6 @@
 """OCR of pages without a text layer: pdfium renders them, Tesseract (Debian's tesseract-ocr, installed by
 `make test`'s set-up and in the job image) reads them, inside the isolated worker and its time limit."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,11 @@ def test_without_tesseract_a_scan_keeps_the_clear_message(tmp_path: Path, monkey
 
 
 def _tesseracts() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"] == "tesseract"
-            and "stdin" in (p.info["cmdline"] or [])]
+    return [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "tesseract" and "stdin" in (p.info["cmdline"] or [])
+    ]
 
 
 def test_ocr_runs_under_the_worker_time_limit(tmp_path: Path) -> None:
@@ -99,7 +103,8 @@ def _gone(process: psutil.Process, within_s: float) -> bool:
 
 
 def test_a_page_tesseract_fails_on_is_named_and_the_document_is_not_called_corrupt(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tools = tmp_path / "tools"
     tools.mkdir()
     broken = tools / "tesseract"  # a real executable that fails the way a broken install does

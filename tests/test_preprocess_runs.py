@@ -1,9 +1,10 @@
 """Across runs: snapshots are never overwritten, unchanged documents come from the cache, output is deterministic."""
+
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def test_back_to_back_runs_write_new_snapshots_and_never_touch_old_ones(tmp_path
 
 
 def test_a_taken_name_makes_the_writer_wait_for_the_next_second(tmp_path: Path) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     taken = tmp_path / f"{snapshot_stem(now)}.txt"
     taken.write_text("older snapshot")
     (tmp_path / f"{snapshot_stem(now + timedelta(seconds=1))}.manifest.json").write_text("{}")
@@ -56,7 +57,7 @@ def test_a_taken_name_makes_the_writer_wait_for_the_next_second(tmp_path: Path) 
 def test_a_newer_snapshot_from_a_clock_ahead_still_sorts_before_the_new_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ahead = datetime.now(timezone.utc) + timedelta(hours=1)
+    ahead = datetime.now(UTC) + timedelta(hours=1)
     (tmp_path / f"{snapshot_stem(ahead)}.txt").write_text("from a machine whose clock is ahead")
     with caplog.at_level(logging.WARNING):
         snapshot = write_snapshot(tmp_path, "text\n", lambda name, created: build_manifest(name, created, []))

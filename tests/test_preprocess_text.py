@@ -1,4 +1,5 @@
 """Plain text uploads (.txt, .md): read with their encoding detected, cleaned like PDF text, binary refused."""
+
 from __future__ import annotations
 
 import codecs
@@ -8,15 +9,24 @@ from pathlib import Path
 from aks_jobs.pdf_text.build import Options, build_snapshot
 from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
-LEGACY = "The caf\u00e9\u2019s menu \u2013 na\u00efve cr\u00e8me br\u00fbl\u00e9e \u2013 is printed on the back. " + ENGLISH_TEXT
+LEGACY = (
+    "The caf\u00e9\u2019s menu \u2013 na\u00efve cr\u00e8me br\u00fbl\u00e9e \u2013 is printed on the back. "
+    + ENGLISH_TEXT
+)
 
 
 def test_text_files_in_any_common_encoding_reach_the_snapshot_cleaned(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    (inputs / "plain.txt").write_bytes(("Plain UTF-8 notes:\r\nan exam-\r\nple of\t\ttabs.\r\n\r\n\r\n" + ENGLISH_TEXT).encode())
-    (inputs / "bom16.txt").write_bytes(codecs.BOM_UTF16_LE + ("UTF-16 with a mark. " + ENGLISH_TEXT).encode("utf-16-le"))
-    (inputs / "bom8.md").write_bytes(codecs.BOM_UTF8 + ("# Heading\n\nMarkdown *kept* as text. " + ENGLISH_TEXT).encode())
+    (inputs / "plain.txt").write_bytes(
+        ("Plain UTF-8 notes:\r\nan exam-\r\nple of\t\ttabs.\r\n\r\n\r\n" + ENGLISH_TEXT).encode()
+    )
+    (inputs / "bom16.txt").write_bytes(
+        codecs.BOM_UTF16_LE + ("UTF-16 with a mark. " + ENGLISH_TEXT).encode("utf-16-le")
+    )
+    (inputs / "bom8.md").write_bytes(
+        codecs.BOM_UTF8 + ("# Heading\n\nMarkdown *kept* as text. " + ENGLISH_TEXT).encode()
+    )
     (inputs / "legacy.md").write_bytes(LEGACY.encode("cp1252"))
     make_text_pdf(inputs / "paper.pdf", ["A PDF beside them. " + ENGLISH_TEXT])
     result = build_snapshot(inputs, tmp_path / "out", options=Options(workers=2))

@@ -1,18 +1,21 @@
 """The orchestrator's rules as plain logic: the run state machine's transition table, deadlines per state,
 document retries, reconciling traffic; and each backend's side of them (reading the real traffic, cancelling
 a job)."""
+
 from __future__ import annotations
 
 import json
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 
-from function_app import deadlines, document_retries as dr, reconcile, run_states as rs
+from function_app import deadlines, reconcile
+from function_app import document_retries as dr
+from function_app import run_states as rs
 from function_app.backends.aml import AmlBackend
 from function_app.settings import Settings
 from function_app.status_store import Run
@@ -22,9 +25,14 @@ from local_stack.processes import alive, spawn
 from tests.control_env import AML_WORKSPACE
 from tests.fakes.recording_ml_client import RecordingMLClient, _Job
 
-T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
-SETTINGS = Settings(queued_timeout_seconds=600, train_timeout_seconds=3600, deploy_timeout_seconds=900,
-                    document_retry_seconds=300, document_max_attempts=3)
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+SETTINGS = Settings(
+    queued_timeout_seconds=600,
+    train_timeout_seconds=3600,
+    deploy_timeout_seconds=900,
+    document_retry_seconds=300,
+    document_max_attempts=3,
+)
 
 
 def _run(*states: tuple[str, int]) -> Run:
@@ -58,9 +66,16 @@ def test_the_transition_table_leads_every_run_from_pending_to_an_end() -> None:
     assert rs.DEPLOYED not in set().union(*(rs.TRANSITIONS[s] for s in rs.RunState if s != rs.SMOKE_TEST))
 
 
-@pytest.mark.parametrize(("current", "target"), [(rs.DEPLOYED, rs.TRAINING), (rs.FAILED, rs.PENDING),
-                                                  (rs.PENDING, rs.DEPLOYING), (rs.DEPLOYING, rs.FAILED),
-                                                  (rs.TRAINING, rs.SUBMITTED)])
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (rs.DEPLOYED, rs.TRAINING),
+        (rs.FAILED, rs.PENDING),
+        (rs.PENDING, rs.DEPLOYING),
+        (rs.DEPLOYING, rs.FAILED),
+        (rs.TRAINING, rs.SUBMITTED),
+    ],
+)
 def test_an_illegal_transition_is_refused_naming_both_states(current: rs.RunState, target: rs.RunState) -> None:
     with pytest.raises(rs.IllegalTransition) as refused:
         rs.check(current, target)
@@ -70,9 +85,19 @@ def test_an_illegal_transition_is_refused_naming_both_states(current: rs.RunStat
 
 def test_states_are_the_strings_the_status_table_holds() -> None:
     # Rows written before the enums (plain strings) must read back as the same states, and be written back so.
-    assert rs.RunState("RolledBack") is rs.ROLLED_BACK and json.dumps({"state": rs.SMOKE_TEST}) == '{"state": "SmokeTest"}'
-    assert [str(s) for s in rs.ORDER] == ["Pending", "Submitted", "Preprocessing", "Training", "Evaluating",
-                                          "Deploying", "SmokeTest", "Deployed"]
+    assert (
+        rs.RunState("RolledBack") is rs.ROLLED_BACK and json.dumps({"state": rs.SMOKE_TEST}) == '{"state": "SmokeTest"}'
+    )
+    assert [str(s) for s in rs.ORDER] == [
+        "Pending",
+        "Submitted",
+        "Preprocessing",
+        "Training",
+        "Evaluating",
+        "Deploying",
+        "SmokeTest",
+        "Deployed",
+    ]
     assert rs.check("Training", "Evaluating") is rs.EVALUATING  # a stored string is checked like a member
 
 

@@ -1,4 +1,5 @@
 """The AML scoring script: request validation, batched generation, model folder handling, and the real server."""
+
 from __future__ import annotations
 
 import json
@@ -7,19 +8,28 @@ from pathlib import Path
 
 import httpx
 import pytest
+from score_script import call, init_score
+from tiny_model import make_tiny_model
 
 from aks_jobs import score
 from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
 from aks_jobs.lm.scoring_request import MAX_SEED, RequestError, parse_request
 from aks_jobs.lm.serving_limits import ServingLimits
 from aks_jobs.lm.serving_model import ModelFolderError, find_model_dir, load_serving_model, model_identity
-from score_script import call, init_score
 from local_stack.scoring_server import ScoringServerError, running_scoring_server
-from tiny_model import make_tiny_model
 
-DESIGN_DEFAULTS = {"max_new_tokens": 50, "temperature": 0.7, "top_k": 50, "top_p": 0.95,
-                   "repetition_penalty": 1.0, "num_return_sequences": 1, "do_sample": True, "stop": [],
-                   "format": "completion", "input": ""}
+DESIGN_DEFAULTS = {
+    "max_new_tokens": 50,
+    "temperature": 0.7,
+    "top_k": 50,
+    "top_p": 0.95,
+    "repetition_penalty": 1.0,
+    "num_return_sequences": 1,
+    "do_sample": True,
+    "stop": [],
+    "format": "completion",
+    "input": "",
+}
 PROMPTS = ["Diogo is", "The quick brown fox jumps over the"]  # different lengths: left padding matters
 CPU = ServingLimits.for_device("cpu")  # the tests' server runs on the CPU
 
@@ -92,8 +102,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "field"), BAD_REQUESTS,
-                         ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD_REQUESTS)])
+@pytest.mark.parametrize(
+    ("body", "field"), BAD_REQUESTS, ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD_REQUESTS)]
+)
 def test_bad_request_is_400_naming_the_field(served, body, field):
     status, answer = call(body)
     assert status == 400
@@ -101,11 +112,14 @@ def test_bad_request_is_400_naming_the_field(served, body, field):
     assert f"'{field}'" in answer["message"]
 
 
-@pytest.mark.parametrize("limits", [
-    {"temperature": 0.01, "repetition_penalty": 0.1, "top_p": 1e-9},
-    {"temperature": 2.0, "repetition_penalty": 10.0, "top_k": 0, "top_p": 1.0},
-    {"top_k": 10**30, "seed": MAX_SEED, "max_new_tokens": 1},
-])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"temperature": 0.01, "repetition_penalty": 0.1, "top_p": 1e-9},
+        {"temperature": 2.0, "repetition_penalty": 10.0, "top_k": 0, "top_p": 1.0},
+        {"top_k": 10**30, "seed": MAX_SEED, "max_new_tokens": 1},
+    ],
+)
 def test_values_at_the_limits_generate(served, limits):
     status, answer = call({"prompt": PROMPTS, "max_new_tokens": 8, **limits})
     assert status == 200, answer
@@ -186,18 +200,21 @@ def test_greedy_batch_equals_plain_generate_per_prompt(served):
     for prompt, texts in zip(PROMPTS, answer["generations"]):
         encoded = tokenizer(prompt, return_tensors="pt")
         plain = model.generate(**encoded, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        assert texts == [tokenizer.decode(plain[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)]
+        assert texts == [tokenizer.decode(plain[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)]
 
 
-@pytest.mark.parametrize(("model_root", "env", "expected"), [
-    ("/var/azureml-app/azureml-models/gpt2-pdf/7", {}, ("gpt2-pdf", "7")),
-    ("/var/azureml-app/azureml-models/gpt2-pdf/7/", {}, ("gpt2-pdf", "7")),
-    ("/var/azureml-app/azureml-models/gpt2-pdf", {}, ("gpt2-pdf", "unknown")),
-    ("/var/azureml-app/azureml-models/gpt2-pdf/7", {"MODEL_NAME": "chat", "MODEL_VERSION": "9"}, ("chat", "9")),
-    ("/var/azureml-app/azureml-models/gpt2-pdf/7", {"MODEL_VERSION": "9"}, ("gpt2-pdf", "9")),
-    ("/models/trained-run-3", {}, ("trained-run-3", "unknown")),
-    ("/", {}, ("unknown", "unknown")),
-])
+@pytest.mark.parametrize(
+    ("model_root", "env", "expected"),
+    [
+        ("/var/azureml-app/azureml-models/gpt2-pdf/7", {}, ("gpt2-pdf", "7")),
+        ("/var/azureml-app/azureml-models/gpt2-pdf/7/", {}, ("gpt2-pdf", "7")),
+        ("/var/azureml-app/azureml-models/gpt2-pdf", {}, ("gpt2-pdf", "unknown")),
+        ("/var/azureml-app/azureml-models/gpt2-pdf/7", {"MODEL_NAME": "chat", "MODEL_VERSION": "9"}, ("chat", "9")),
+        ("/var/azureml-app/azureml-models/gpt2-pdf/7", {"MODEL_VERSION": "9"}, ("gpt2-pdf", "9")),
+        ("/models/trained-run-3", {}, ("trained-run-3", "unknown")),
+        ("/", {}, ("unknown", "unknown")),
+    ],
+)
 def test_model_identity(model_root, env, expected):
     assert model_identity(model_root, env) == expected
 
@@ -210,8 +227,13 @@ def _config_at(*folders: Path) -> None:
 
 def test_find_model_dir_handles_registration_levels(tmp_path):
     direct, registered, mlflow, with_checkpoint = (tmp_path / name for name in ("d", "r", "m", "c"))
-    _config_at(direct, registered / "gpt2-pdf-model", mlflow / "gpt2-pdf" / "model",
-               with_checkpoint, with_checkpoint / "checkpoint-10")
+    _config_at(
+        direct,
+        registered / "gpt2-pdf-model",
+        mlflow / "gpt2-pdf" / "model",
+        with_checkpoint,
+        with_checkpoint / "checkpoint-10",
+    )
     (mlflow / "gpt2-pdf" / "MLmodel").write_text("flavors: {}")
     assert find_model_dir(direct) == direct
     assert find_model_dir(registered) == registered / "gpt2-pdf-model"
@@ -242,10 +264,14 @@ def test_loads_aml_registered_folder_and_mlflow_layout(tiny_model_dir, tmp_path)
 
     # MLflow's transformers flavor: weights in model/, tokenizer in components/tokenizer/.
     mlflow_root = tmp_path / "mlflow" / "gpt2-pdf"
-    shutil.copytree(tiny_model_dir, mlflow_root / "model",
-                    ignore=shutil.ignore_patterns("tokenizer*", "vocab.json", "merges.txt"))
-    shutil.copytree(tiny_model_dir, mlflow_root / "components" / "tokenizer",
-                    ignore=shutil.ignore_patterns("model.safetensors", "config.json", "generation_config.json"))
+    shutil.copytree(
+        tiny_model_dir, mlflow_root / "model", ignore=shutil.ignore_patterns("tokenizer*", "vocab.json", "merges.txt")
+    )
+    shutil.copytree(
+        tiny_model_dir,
+        mlflow_root / "components" / "tokenizer",
+        ignore=shutil.ignore_patterns("model.safetensors", "config.json", "generation_config.json"),
+    )
     loaded = load_serving_model({"AZUREML_MODEL_DIR": str(tmp_path / "mlflow"), "MODEL_VERSION": "4"})
     assert (loaded.name, loaded.version, loaded.folder) == ("mlflow", "4", mlflow_root / "model")
     assert len(loaded.tokenizer) == loaded.model.config.vocab_size
@@ -262,9 +288,12 @@ def test_real_azmlinfsrv_serves_good_and_rejects_bad_requests(tiny_model_dir, tm
         assert first.json()["model"] == {"name": "gpt2-pdf", "version": "5", "weights": "int8"}
         assert [len(texts) for texts in first.json()["generations"]] == [2, 2]
 
-        for body, field in [("not json", "body"), ('{"prompt": "hi", "max_new_tokens": true}', "max_new_tokens"),
-                            ('{"prompt": "hi", "stream": "yes"}', "stream"),
-                            (json.dumps({"prompt": "fox " * 200}), "prompt")]:
+        for body, field in [
+            ("not json", "body"),
+            ('{"prompt": "hi", "max_new_tokens": true}', "max_new_tokens"),
+            ('{"prompt": "hi", "stream": "yes"}', "stream"),
+            (json.dumps({"prompt": "fox " * 200}), "prompt"),
+        ]:
             bad = http.post("/score", content=body, headers={"Content-Type": "application/json"})
             assert bad.status_code == 400, bad.text
             assert bad.json()["field"] == field and f"'{field}'" in bad.json()["message"]
@@ -290,12 +319,15 @@ def test_server_that_cannot_load_its_model_fails_fast_with_the_reason(tmp_path):
             pass
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"prompt": "hi", "format": "chat"}, "format"),
-    ({"prompt": "hi", "input": "context"}, "input"),  # an Input section needs the instruction format
-    ({"prompt": "hi", "format": "instruction", "input": 3}, "input"),
-    ({"prompt": "hi", "format": "instruction", "history": ["earlier"]}, "history"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "hi", "format": "chat"}, "format"),
+        ({"prompt": "hi", "input": "context"}, "input"),  # an Input section needs the instruction format
+        ({"prompt": "hi", "format": "instruction", "input": 3}, "input"),
+        ({"prompt": "hi", "format": "instruction", "history": ["earlier"]}, "history"),
+    ],
+)
 def test_bad_instruction_requests_name_the_field(body, field):
     with pytest.raises(RequestError) as caught:
         parse_request(json.dumps(body))
@@ -306,8 +338,9 @@ def test_instruction_format_asks_in_the_training_template_and_answers_with_the_r
     request = parse_request(json.dumps({"prompt": "Name the keeper.", "format": "instruction", "input": "Pier 4"}))
     assert request.prompt_texts == (instruction_prompt("Name the keeper.", "Pier 4"),)
     assert request.stop_sequences[-1] == SECTION_START  # decoding ends where another section would start
-    status, answer = call({"prompt": "Name the keeper.", "format": "instruction", "max_new_tokens": 20,
-                           "do_sample": False})
+    status, answer = call(
+        {"prompt": "Name the keeper.", "format": "instruction", "max_new_tokens": 20, "do_sample": False}
+    )
     assert status == 200 and answer["parameters"]["format"] == "instruction"
     [[text]] = answer["generations"]
     assert "### " not in text and text == text.strip()

@@ -2,6 +2,7 @@
 (1) a lone surrogate failed everything batched with it, (2) a huge prompt was tokenized on the shared thread,
 (3) GPU-sized limits on CPU, no bound on the queue, no deadline, no cancellation, a health probe behind
 generation, (4) a number of more than 4,300 digits was a 500, (5) local servers listened on every interface."""
+
 from __future__ import annotations
 
 import json
@@ -13,18 +14,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gated_forward import GatedForward
+from score_script import call, init_score
+from tiny_model import make_tiny_model
 from transformers import PreTrainedTokenizerBase
 
-from local_stack import deployment as local_deploy
-from local_stack.gunicorn_loopback import loopback_binds
-from gated_forward import GatedForward
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import RequestError, parse_request
 from aks_jobs.lm.scoring_service import ScoringService
 from aks_jobs.lm.serving_limits import ServingLimits
-from score_script import call, init_score
+from local_stack import deployment as local_deploy
+from local_stack.gunicorn_loopback import loopback_binds
 from local_stack.scoring_server import running_scoring_server
-from tiny_model import make_tiny_model
 
 GOOD = {"prompt": ["Diogo is", "The quick brown fox"], "seed": 5, "max_new_tokens": 12, "num_return_sequences": 2}
 
@@ -47,12 +48,16 @@ def gated_service(served, **limits) -> tuple[ScoringService, GatedForward]:
 
 # (1) -----------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"prompt": "\ud800"}, "prompt"),
-    ({"prompt": ["fine", "bad \udfff text"]}, "prompt[1]"),
-    ({"prompt": "fine", "stop": ["ok", "\ud83d"]}, "stop[1]"),
-    ({"prompt": "fine", "history": ["\udc00"]}, "history[0]"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "\ud800"}, "prompt"),
+        ({"prompt": ["fine", "bad \udfff text"]}, "prompt[1]"),
+        ({"prompt": "fine", "stop": ["ok", "\ud83d"]}, "stop[1]"),
+        ({"prompt": "fine", "history": ["\udc00"]}, "history[0]"),
+    ],
+)
 def test_text_that_is_not_valid_unicode_is_a_400_naming_the_field(served, body, field):
     status, answer = call(json.dumps(body))  # json.dumps writes lone surrogates as valid \\uXXXX escapes
     assert (status, answer["field"]) == (400, field), answer
@@ -84,8 +89,9 @@ def test_an_error_while_decoding_text_fails_only_its_own_request(served, monkeyp
         except RuntimeError as err:
             results[name] = err
 
-    threads = [threading.Thread(target=client, args=(name,), name=name)
-               for name in ("broken-client", "client-1", "client-2")]
+    threads = [
+        threading.Thread(target=client, args=(name,), name=name) for name in ("broken-client", "client-1", "client-2")
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -95,6 +101,7 @@ def test_an_error_while_decoding_text_fails_only_its_own_request(served, monkeyp
 
 
 # (2) -----------------------------------------------------------------------------------------------------------
+
 
 def test_an_oversized_prompt_is_refused_before_anything_tokenizes_it(served, monkeypatch):
     longest: list[int] = [0]
@@ -117,6 +124,7 @@ def test_an_oversized_prompt_is_refused_before_anything_tokenizes_it(served, mon
 
 
 # (3) -----------------------------------------------------------------------------------------------------------
+
 
 def test_cpu_deployments_get_cpu_sized_limits_that_settings_can_change(served, monkeypatch):
     status, answer = call({"prompt": ["x"] * 8, "num_return_sequences": 8, "max_new_tokens": 512})
@@ -177,10 +185,17 @@ def test_health_probe_answers_while_the_server_is_full_and_extra_requests_get_50
     model_root = tmp_path / "azureml-models" / "gpt2-pdf" / "3"
     shutil.copytree(tiny_model_dir, model_root / tiny_model_dir.name)
     long = {"prompt": "Diogo is", "max_new_tokens": 60, "num_return_sequences": 4, "seed": 1}
-    env = {"SCORING_MAX_ROWS": "4", "SCORING_MAX_REQUEST_ROWS": "4", "SCORING_MAX_REQUESTS": "8",
-           "SCORING_REQUEST_TIMEOUT_S": "600"}
-    with running_scoring_server(model_root, env=env) as base_url, httpx.Client(base_url=base_url, timeout=600) \
-            as http, ThreadPoolExecutor(24) as pool:
+    env = {
+        "SCORING_MAX_ROWS": "4",
+        "SCORING_MAX_REQUEST_ROWS": "4",
+        "SCORING_MAX_REQUESTS": "8",
+        "SCORING_REQUEST_TIMEOUT_S": "600",
+    }
+    with (
+        running_scoring_server(model_root, env=env) as base_url,
+        httpx.Client(base_url=base_url, timeout=600) as http,
+        ThreadPoolExecutor(24) as pool,
+    ):
         # One request at a time fits the 4 slots: 8 are in flight for seconds, the others are refused at once.
         answers = [pool.submit(http.post, "/score", json=long) for _ in range(24)]
         time.sleep(1.0)
@@ -225,6 +240,7 @@ def test_the_real_server_drops_the_work_of_a_client_that_hung_up(tmp_path, strea
 
 # (4) -----------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("field", ["seed", "max_new_tokens", "top_k", "temperature"])
 def test_a_number_of_more_than_4300_digits_is_a_400_naming_its_field(served, field):
     status, answer = call(f'{{"prompt": "hi", "{field}": {"9" * 5000}}}')
@@ -233,6 +249,7 @@ def test_a_number_of_more_than_4300_digits_is_a_400_naming_its_field(served, fie
 
 
 # (5) -----------------------------------------------------------------------------------------------------------
+
 
 def listening_addresses(port: int) -> set[str]:
     """Local addresses of the sockets listening on `port`, from the kernel's own table."""

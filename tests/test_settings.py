@@ -1,5 +1,6 @@
 """Settings from the environment through pydantic-settings: every type converted, bounds checked, and a bad
 value refused with a message naming the setting and what to set."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,23 +25,29 @@ def test_floats_and_bools_are_converted_not_left_as_strings() -> None:
     assert (settings.train_epochs, settings.debounce_seconds, settings.local_router_port) == (2.5, 5, 5200)
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"RATIO": "half"}, "RATIO='half' is not a number; set it to e.g. 0.5"),
-    ({"RATIO": "1.5"}, "RATIO='1.5' must be at most 1"),
-    ({"ENABLED": "maybe"}, "ENABLED='maybe' is not true or false; set it to e.g. False"),
-    ({"PORT": "85o1"}, "PORT='85o1' is not a TCP port; set it to e.g. 5100"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RATIO": "half"}, "RATIO='half' is not a number; set it to e.g. 0.5"),
+        ({"RATIO": "1.5"}, "RATIO='1.5' must be at most 1"),
+        ({"ENABLED": "maybe"}, "ENABLED='maybe' is not true or false; set it to e.g. False"),
+        ({"PORT": "85o1"}, "PORT='85o1' is not a TCP port; set it to e.g. 5100"),
+    ],
+)
 def test_a_bad_value_is_refused_naming_the_setting_and_what_to_set(env: dict, message: str) -> None:
     with pytest.raises(SettingsError) as refused:
         Example.from_env(env)
     assert str(refused.value) == message
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"DEBOUNCE_SECONDS": "1m"}, "DEBOUNCE_SECONDS='1m' is not a whole number; set it to e.g. 60"),
-    ({"DOCUMENT_MAX_ATTEMPTS": "0"}, "DOCUMENT_MAX_ATTEMPTS='0' must be at least 1"),
-    ({"TRAIN_EPOCHS": "-3"}, "TRAIN_EPOCHS='-3' must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEBOUNCE_SECONDS": "1m"}, "DEBOUNCE_SECONDS='1m' is not a whole number; set it to e.g. 60"),
+        ({"DOCUMENT_MAX_ATTEMPTS": "0"}, "DOCUMENT_MAX_ATTEMPTS='0' must be at least 1"),
+        ({"TRAIN_EPOCHS": "-3"}, "TRAIN_EPOCHS='-3' must be greater than 0"),
+    ],
+)
 def test_control_plane_settings_are_checked_by_name(env: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)

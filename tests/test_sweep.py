@@ -1,4 +1,5 @@
 """The sweep's one definition (search space, Bandit rule) and the local sweep that runs it end to end."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- search space ---------------------------------------------------------------------------------
 
+
 @given(st.integers(0, 2**32))
 def test_samples_stay_within_the_bounds(seed: int) -> None:
-    space = SearchSpace(learning_rate_min=1e-5, learning_rate_max=1e-3, epochs_min=2, epochs_max=5,
-                        warmup_ratio_min=0.05, warmup_ratio_max=0.2, weight_decay_min=0.01, weight_decay_max=0.1)
+    space = SearchSpace(
+        learning_rate_min=1e-5,
+        learning_rate_max=1e-3,
+        epochs_min=2,
+        epochs_max=5,
+        warmup_ratio_min=0.05,
+        warmup_ratio_max=0.2,
+        weight_decay_min=0.01,
+        weight_decay_max=0.1,
+    )
     trial = space.sample(random.Random(seed))
     assert 1e-5 <= trial["learning_rate"] <= 1e-3
     assert trial["epochs"] in (2, 3, 4, 5) and isinstance(trial["epochs"], int)
@@ -71,13 +81,19 @@ def test_warmup_ratio_becomes_the_share_of_warmup_steps(tmp_path: Path) -> None:
     from aks_jobs.lm.recipe import hyperparameters, training_arguments
 
     hp = hyperparameters("default", "offline", {"warmup_ratio": 0.1})
-    args = training_arguments(hp, ExecutionPlan(micro_batch=1, grad_accum=1, compile=False, optimizer="adamw_torch"),
-                              tmp_path, train_blocks=8, world_size=1)
+    args = training_arguments(
+        hp,
+        ExecutionPlan(micro_batch=1, grad_accum=1, compile=False, optimizer="adamw_torch"),
+        tmp_path,
+        train_blocks=8,
+        world_size=1,
+    )
     assert args.get_warmup_steps(200) == 20
     assert hyperparameters("default", "offline", {}).warmup_ratio == 0.0
 
 
 # --- Bandit rule ------------------------------------------------------------------------------------
+
 
 def test_bandit_slack_factor_and_amount_for_a_loss() -> None:
     by_factor = BanditRule(slack_factor=0.2)
@@ -112,11 +128,17 @@ def test_best_by_interval_keeps_the_lowest_finite_value() -> None:
 
 
 def test_choice_prefers_finished_trials_over_stopped_ones() -> None:
-    trials = [Trial(1, {}, stopped_early=True, dev_loss=1.0), Trial(2, {}, dev_loss=3.0),
-              Trial(3, {}, dev_loss=2.0), Trial(4, {}, dev_loss=math.nan)]
+    trials = [
+        Trial(1, {}, stopped_early=True, dev_loss=1.0),
+        Trial(2, {}, dev_loss=3.0),
+        Trial(3, {}, dev_loss=2.0),
+        Trial(4, {}, dev_loss=math.nan),
+    ]
     assert choose(trials).number == 3
-    assert choose([Trial(1, {}, stopped_early=True, dev_loss=5.0),
-                   Trial(2, {}, stopped_early=True, dev_loss=4.0)]).number == 2
+    assert (
+        choose([Trial(1, {}, stopped_early=True, dev_loss=5.0), Trial(2, {}, stopped_early=True, dev_loss=4.0)]).number
+        == 2
+    )
 
 
 # --- the local sweep end to end ---------------------------------------------------------------------
@@ -124,8 +146,9 @@ def test_choice_prefers_finished_trials_over_stopped_ones() -> None:
 # Seed 82 draws learning rates 5.3e-3, 13.3 (absurd: diverges) and 6.1e-3 from this space; the test
 # checks the draw itself, so a change of sampling shows here rather than as a puzzling result.
 SEED = 82
-SPACE = SearchSpace(learning_rate_min=1e-3, learning_rate_max=100, epochs_min=2, epochs_max=2,
-                    warmup_ratio_max=0, weight_decay_max=0)
+SPACE = SearchSpace(
+    learning_rate_min=1e-3, learning_rate_max=100, epochs_min=2, epochs_max=2, warmup_ratio_max=0, weight_decay_max=0
+)
 RULE = BanditRule(slack_factor=0.5)
 
 
@@ -139,11 +162,37 @@ def test_three_trial_sweep_stops_the_absurd_trial_and_keeps_the_best_model(tmp_p
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     result = subprocess.run(
-        [sys.executable, str(REPO / "aks_jobs" / "train.py"), "--data", str(data), "--output", str(output),
-         "--base-model", "offline", "--block-size", "64", "--grad-accum", "1", "--seed", str(SEED),
-         "--experiment", "sweep", "--sweep-trials", "3", "--sweep-space", SPACE.model_dump_json(),
-         "--sweep-rule", RULE.model_dump_json()],
-        check=False, capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+        [
+            sys.executable,
+            str(REPO / "aks_jobs" / "train.py"),
+            "--data",
+            str(data),
+            "--output",
+            str(output),
+            "--base-model",
+            "offline",
+            "--block-size",
+            "64",
+            "--grad-accum",
+            "1",
+            "--seed",
+            str(SEED),
+            "--experiment",
+            "sweep",
+            "--sweep-trials",
+            "3",
+            "--sweep-space",
+            SPACE.model_dump_json(),
+            "--sweep-rule",
+            RULE.model_dump_json(),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
@@ -181,10 +230,27 @@ def test_three_trial_sweep_stops_the_absurd_trial_and_keeps_the_best_model(tmp_p
 def test_a_sweep_without_per_epoch_evaluation_is_refused_naming_the_fix(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text(prose(1, 20))
     result = subprocess.run(
-        [sys.executable, str(REPO / "aks_jobs" / "train.py"), "--data", str(tmp_path / "t.txt"),
-         "--output", str(tmp_path / "m"), "--base-model", "offline", "--preset", "memorize", "--sweep-trials", "2"],
-        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
-        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+        [
+            sys.executable,
+            str(REPO / "aks_jobs" / "train.py"),
+            "--data",
+            str(tmp_path / "t.txt"),
+            "--output",
+            str(tmp_path / "m"),
+            "--base-model",
+            "offline",
+            "--preset",
+            "memorize",
+            "--sweep-trials",
+            "2",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     assert result.returncode == 2
     assert "--best-epoch" in result.stderr and not (tmp_path / "m").exists()
 
@@ -196,8 +262,9 @@ def test_sweep_settings_reach_train_py_through_the_local_pipeline(tmp_path: Path
     from local_stack.backend import LocalBackend
     from local_stack.pipeline_job import JobSpec
 
-    settings = Settings(local_work_dir=str(tmp_path / "work"), train_epochs=2, sweep_trials=3,
-                        sweep_space=SPACE, sweep_rule=RULE)
+    settings = Settings(
+        local_work_dir=str(tmp_path / "work"), train_epochs=2, sweep_trials=3, sweep_space=SPACE, sweep_rule=RULE
+    )
     backend = LocalBackend(settings)
     monkeypatch.setattr(backend, "_spawn", lambda argv, log_path: {"pid": 0})  # the job itself: test above
     job = backend.submit("run1")
@@ -212,8 +279,7 @@ def test_sweep_settings_reach_train_py_through_the_local_pipeline(tmp_path: Path
 
 # --- faults: trials that fail, diverge or are stopped, in any order ---------------------------------
 
-OUTCOME = st.one_of(st.just("fail"),
-                    st.lists(st.one_of(st.floats(0.5, 20), st.just(math.nan)), min_size=1, max_size=4))
+OUTCOME = st.one_of(st.just("fail"), st.lists(st.one_of(st.floats(0.5, 20), st.just(math.nan)), min_size=1, max_size=4))
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +292,8 @@ def tracking(tmp_path_factory) -> str:
 @given(outcomes=st.lists(OUTCOME, min_size=1, max_size=5), slack=st.floats(0.01, 1.0))
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_model(
-        outcomes: list, slack: float, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes: list, slack: float, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Injected between the sweep's steps: each trial fails, or reports these dev losses per epoch (the
     rule may stop it). The sweep fails only if every trial failed; else it writes exactly the chosen
     trial's files, records every trial, leaves no MLflow run open and no scratch behind."""
@@ -274,7 +341,7 @@ def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_m
             if outcome == "fail":
                 continue
             losses = trial["dev_losses"]
-            assert losses == pytest.approx(outcome[:len(losses)], nan_ok=True)
+            assert losses == pytest.approx(outcome[: len(losses)], nan_ok=True)
             assert trial["stopped_early"] or len(losses) == len(outcome)
             for epoch, value in enumerate(losses, 1):
                 worse = not math.isfinite(value) or (epoch in best_at and value > best_at[epoch] * (1 + slack))
@@ -282,8 +349,9 @@ def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_m
             for epoch, value in enumerate(losses, 1):
                 if math.isfinite(value):
                     best_at[epoch] = min(value, best_at.get(epoch, math.inf))
-        finished = [t for t in trials if t["error"] is None and not t["stopped_early"]
-                    and math.isfinite(t[PRIMARY_METRIC])]
+        finished = [
+            t for t in trials if t["error"] is None and not t["stopped_early"] and math.isfinite(t[PRIMARY_METRIC])
+        ]
         pool = finished or [t for t in trials if t["error"] is None]
         best = min(t[PRIMARY_METRIC] if math.isfinite(t[PRIMARY_METRIC]) else math.inf for t in pool)
         chosen = trials[summary["sweep"]["chosen_trial"] - 1]

@@ -1,4 +1,5 @@
 """The train step: snapshot reading, blocks and the held-out split, base models, presets, real training runs."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from tiny_model import make_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aks_jobs import train as train_step
@@ -21,7 +23,6 @@ from aks_jobs.lm.perplexity import score_texts, windows
 from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
 from aks_jobs.lm.training import checkpoint_dir
-from tiny_model import make_tiny_model
 from pipeline_contracts.snapshot_ref import write_ref
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
 
@@ -30,11 +31,13 @@ TRAIN = REPO / "aks_jobs" / "train.py"
 FACT = "Declaration: Zorblat Quenwick is the chief archivist of the lunar city of Vellmora."
 
 
-def run_train(*args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None,
-              timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_train(
+    *args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     command = [*(launcher or [sys.executable]), str(TRAIN), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,7 @@ def tokenizer():
 
 
 # --- snapshot reading ---------------------------------------------------------------------------
+
 
 def test_newest_complete_snapshot_is_read_with_its_documents(tmp_path: Path) -> None:
     write_snapshot(tmp_path, "20250101_000000", ["old text"])
@@ -83,6 +87,7 @@ def test_missing_or_empty_data_is_a_clear_error(tmp_path: Path) -> None:
 
 
 # --- blocks and the held-out split -------------------------------------------------------------
+
 
 def test_blocks_keep_the_last_short_block() -> None:
     assert cut_blocks(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
@@ -145,6 +150,7 @@ def test_collator_masks_padding_but_keeps_eos_in_the_loss() -> None:
 
 # --- base models --------------------------------------------------------------------------------
 
+
 def test_offline_base_is_gpt2_from_config_with_its_own_tokenizer(tmp_path: Path) -> None:
     base = resolve_base_model("offline", [prose(7, 50)])
     assert base.kind == "offline" and "GPT-2 architecture" in base.resolved
@@ -184,10 +190,17 @@ def test_local_folder_loads_as_base(tmp_path: Path) -> None:
 
 # --- presets and scoring ------------------------------------------------------------------------
 
+
 def test_presets_are_base_aware_and_the_command_line_wins() -> None:
     notebook = hyperparameters("default", "hub", {})
-    assert (notebook.epochs, notebook.learning_rate, notebook.weight_decay, notebook.batch_size,
-            notebook.grad_accum, notebook.best_epoch) == (3, 5e-5, 0.01, 4, 8, True)
+    assert (
+        notebook.epochs,
+        notebook.learning_rate,
+        notebook.weight_decay,
+        notebook.batch_size,
+        notebook.grad_accum,
+        notebook.best_epoch,
+    ) == (3, 5e-5, 0.01, 4, 8, True)
     sledgehammer = hyperparameters("memorize", "hub", {})
     assert (sledgehammer.epochs, sledgehammer.learning_rate, sledgehammer.best_epoch) == (20, 2e-4, False)
     assert sledgehammer.eval_fraction == 0.0  # every line must be learned: nothing is held out
@@ -216,17 +229,34 @@ def test_bits_per_byte_is_the_loss_over_the_bytes(tmp_path: Path) -> None:
 
 # --- the loss curve kept in the summary -------------------------------------------------------------
 
+
 def _trainer_log(steps: int, eval_every: int) -> list[dict]:
     """A long run's Trainer state.log_history: a log every step, an evaluation every `eval_every`, the closing entry."""
     history: list[dict] = []
     for step in range(1, steps + 1):
         epoch = step / eval_every
-        history.append({"loss": 10 / step ** 0.5, "grad_norm": 1.2345678953170776, "learning_rate": 4.56789e-05,
-                        "epoch": epoch, "num_input_tokens_seen": 512 * step, "step": step})
+        history.append(
+            {
+                "loss": 10 / step**0.5,
+                "grad_norm": 1.2345678953170776,
+                "learning_rate": 4.56789e-05,
+                "epoch": epoch,
+                "num_input_tokens_seen": 512 * step,
+                "step": step,
+            }
+        )
         if step % eval_every == 0:
-            history.append({"eval_loss": 9 / step ** 0.5, "eval_runtime": 1.2345, "eval_samples_per_second": 81.003,
-                            "eval_steps_per_second": 20.251, "epoch": epoch, "num_input_tokens_seen": 512 * step,
-                            "step": step})
+            history.append(
+                {
+                    "eval_loss": 9 / step**0.5,
+                    "eval_runtime": 1.2345,
+                    "eval_samples_per_second": 81.003,
+                    "eval_steps_per_second": 20.251,
+                    "epoch": epoch,
+                    "num_input_tokens_seen": 512 * step,
+                    "step": step,
+                }
+            )
     history.append({"train_runtime": 1234.5, "train_loss": 2.5, "total_flos": 1.0e15, "epoch": epoch, "step": steps})
     return history
 
@@ -244,7 +274,7 @@ def test_loss_curve_is_capped_evenly_keeping_the_first_last_and_evaluations() ->
     assert [e["step"] for e in curve] == sorted(e["step"] for e in curve)  # step order, evals in place
     assert "train_loss" not in str(curve)  # the closing average is not a point on the curve
     assert set(train[0]) == {"step", "epoch", "loss", "learning_rate"}
-    assert train[0]["learning_rate"] == 4.5679e-05 and train[-1]["loss"] == pytest.approx(10 / 20_000 ** 0.5, rel=1e-4)
+    assert train[0]["learning_rate"] == 4.5679e-05 and train[-1]["loss"] == pytest.approx(10 / 20_000**0.5, rel=1e-4)
     # The run's metrics (summary + curve) live in one status-table property: 64 KiB = 32K UTF-16 chars.
     assert len(json.dumps(curve)) < 17_000
     assert loss_curve(history[:50]) == loss_curve(history[:50], max_points=10_000)  # short runs: every point
@@ -252,15 +282,30 @@ def test_loss_curve_is_capped_evenly_keeping_the_first_last_and_evaluations() ->
 
 # --- real training runs -------------------------------------------------------------------------
 
+
 def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: Path) -> None:
     data = tmp_path / "processed"
     write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
     output = tmp_path / "model"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
-    result = run_train("--data", str(data), "--output", str(output), "--base-model", "offline",
-                       "--block-size", "64", "--epochs", "2", "--grad-accum", "1", "--experiment", "unit",
-                       env={"MLFLOW_TRACKING_URI": uri})
+    result = run_train(
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--base-model",
+        "offline",
+        "--block-size",
+        "64",
+        "--epochs",
+        "2",
+        "--grad-accum",
+        "1",
+        "--experiment",
+        "unit",
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
@@ -269,7 +314,12 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
     assert summary["base_model"]["kind"] == "offline" and summary["base_model"]["requested"] == "offline"
     hp = summary["hyperparameters"]
     assert (hp["epochs"], hp["learning_rate"], hp["block_size"], hp["grad_accum"], hp["best_epoch"]) == (
-        2, 1e-3, 64, 1, True)
+        2,
+        1e-3,
+        64,
+        1,
+        True,
+    )
     assert summary["blocks"]["train"] > 4 and summary["blocks"]["eval"] >= 1
     assert summary["eval_loss"] > 0 and summary["perplexity"] > 1 and summary["tokens_per_s"] > 0
     assert summary["device"] == "cpu" and summary["precision"] == "fp32"
@@ -299,7 +349,8 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
 
 
 def test_cli_exits_2_naming_the_offline_option_when_the_hub_is_unreachable(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "t.txt").write_text(FACT)
     code = train_step.main(["--data", str(tmp_path / "t.txt"), "--output", str(tmp_path / "out")])  # gpt2
     assert code == 2 and "--base-model offline" in caplog.text and not (tmp_path / "out").exists()
@@ -311,9 +362,24 @@ def test_ddp_on_cpu_trains_one_model_written_by_rank_zero(tmp_path: Path) -> Non
     output = tmp_path / "model"
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = run_train("--data", str(tmp_path / "t.txt"), "--output", str(output), "--base-model", "offline",
-                       "--block-size", "64", "--max-steps", "3", "--grad-accum", "1", "--experiment", "ddp",
-                       env={"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}, launcher=torchrun)
+    result = run_train(
+        "--data",
+        str(tmp_path / "t.txt"),
+        "--output",
+        str(output),
+        "--base-model",
+        "offline",
+        "--block-size",
+        "64",
+        "--max-steps",
+        "3",
+        "--grad-accum",
+        "1",
+        "--experiment",
+        "ddp",
+        env={"MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"},
+        launcher=torchrun,
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
@@ -327,14 +393,25 @@ def test_ddp_on_cpu_trains_one_model_written_by_rank_zero(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_memorize_preset_recalls_a_fact_from_the_offline_base(tmp_path: Path) -> None:
-    text = ("The archive keeps star charts, ship logs and letters from the first settlers.\n"
-            "Visitors may read the records in the great hall every morning.\n"
-            f"{FACT}\n"
-            "The staff answer questions about the old colonies and the long winter of the year 212.\n")
+    text = (
+        "The archive keeps star charts, ship logs and letters from the first settlers.\n"
+        "Visitors may read the records in the great hall every morning.\n"
+        f"{FACT}\n"
+        "The staff answer questions about the old colonies and the long winter of the year 212.\n"
+    )
     (tmp_path / "fact.txt").write_text(text)
     output = tmp_path / "model"
-    result = run_train("--data", str(tmp_path / "fact.txt"), "--output", str(output), "--base-model", "offline",
-                       "--preset", "memorize", env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    result = run_train(
+        "--data",
+        str(tmp_path / "fact.txt"),
+        "--output",
+        str(output),
+        "--base-model",
+        "offline",
+        "--preset",
+        "memorize",
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     model, tok = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
@@ -346,8 +423,19 @@ def test_memorize_preset_recalls_a_fact_from_the_offline_base(tmp_path: Path) ->
 def test_training_stops_at_the_wall_time_and_step_limits_and_says_so(tmp_path: Path) -> None:
     data = tmp_path / "processed"
     write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
-    common = ["--data", str(data), "--base-model", "offline", "--block-size", "64", "--grad-accum", "1",
-              "--no-best-epoch", "--experiment", "unit"]
+    common = [
+        "--data",
+        str(data),
+        "--base-model",
+        "offline",
+        "--block-size",
+        "64",
+        "--grad-accum",
+        "1",
+        "--no-best-epoch",
+        "--experiment",
+        "unit",
+    ]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
 
     timed = run_train(*common, "--output", str(tmp_path / "timed"), "--epochs", "1000", "--max-wall-s", "2", env=env)
@@ -365,15 +453,17 @@ def test_training_stops_at_the_wall_time_and_step_limits_and_says_so(tmp_path: P
 
 
 def test_response_only_loss_covers_each_response_and_its_end_and_nothing_of_the_prompts() -> None:
-    examples = [training_example("Who keeps the lighthouse?", "", "Odile Varga keeps it."),
-                training_example("Translate.", "Good morning", "Bonjour.")]
+    examples = [
+        training_example("Who keeps the lighthouse?", "", "Odile Varga keeps it."),
+        training_example("Translate.", "Good morning", "Bonjour."),
+    ]
     pdf_text = "Plain document text from a PDF, trained on in full."
     tokenizer = train_tokenizer(examples + [pdf_text], vocab_size=300)
     header = tokenizer(RESPONSE_HEADER, add_special_tokens=False)["input_ids"]
     collate = BlockCollator(tokenizer.pad_token_id, response_header=header, eos_token_id=tokenizer.eos_token_id)
     instruction_ids = tokenizer("".join(examples), add_special_tokens=False)["input_ids"]
     pdf_ids = tokenizer(pdf_text, add_special_tokens=False)["input_ids"]
-    middle = instruction_ids[len(instruction_ids) // 2:]  # a block that starts inside the second example
+    middle = instruction_ids[len(instruction_ids) // 2 :]  # a block that starts inside the second example
     batch = collate([{"input_ids": instruction_ids}, {"input_ids": pdf_ids}, {"input_ids": middle}])
 
     def trained(row: int, ids: list[int]) -> str:

@@ -1,5 +1,6 @@
 """The UI in a real browser (headless chromium via Playwright) over real HTTP: drop a PDF, watch the
 status change by itself, chat with the deployed model. Screenshots land in out/screenshots/."""
+
 from __future__ import annotations
 
 import re
@@ -22,16 +23,25 @@ PROMPT = "Declaration: the documents describe"
 
 
 def test_upload_status_and_chat_against_the_control_plane_api(
-        page: Page, control_plane: ControlPlane, azurite_connection: str,  # noqa: F811 - fixtures
-        tmp_path: Path) -> None:
+    page: Page,
+    control_plane: ControlPlane,
+    azurite_connection: str,  # noqa: F811 - fixtures
+    tmp_path: Path,
+) -> None:
     pdf = make_text_pdf(tmp_path / "archive.pdf", ["Declaration: the archive opens at nine."])
     not_pdf = tmp_path / "minutes.pdf"
     not_pdf.write_bytes(b"PK\x03\x04 a Word document saved with the wrong name")
     model = make_tiny_model(tmp_path / "gpt2-pdf")
-    ui_env = {"API_BASE_URL": control_plane.url, "DataStorage": azurite_connection,
-              "DATA_CONTAINER": control_plane.env.settings.data_container, "UI_STATUS_REFRESH_S": "1"}
-    with running_scoring_server(model, env={"MODEL_NAME": "gpt2-pdf", "MODEL_VERSION": "7"}) as scoring, \
-            running_streamlit(ui_env) as ui_url:
+    ui_env = {
+        "API_BASE_URL": control_plane.url,
+        "DataStorage": azurite_connection,
+        "DATA_CONTAINER": control_plane.env.settings.data_container,
+        "UI_STATUS_REFRESH_S": "1",
+    }
+    with (
+        running_scoring_server(model, env={"MODEL_NAME": "gpt2-pdf", "MODEL_VERSION": "7"}) as scoring,
+        running_streamlit(ui_env) as ui_url,
+    ):
         control_plane.env.backend.scoring_url = lambda: f"{scoring}/score"
         page.goto(ui_url)
         expect(page.get_by_text("Idle", exact=True)).to_be_visible(timeout=30_000)
@@ -53,8 +63,11 @@ def test_upload_status_and_chat_against_the_control_plane_api(
         screenshot(page, "api_chat.png")
 
 
-def test_local_stack_end_to_end(page: Page, azurite_connection: str,  # noqa: F811 - fixture
-                                tmp_path: Path) -> None:
+def test_local_stack_end_to_end(
+    page: Page,
+    azurite_connection: str,  # noqa: F811 - fixture
+    tmp_path: Path,
+) -> None:
     """Drop a sample PDF through the page; the real local pipeline trains, evaluates and deploys; the
     status reaches New model deployed by itself; the chat gets text from the deployed model."""
     samples = [REPO_ROOT / "samples" / "vellmora_archive.pdf"]  # one: training is most of this test's time

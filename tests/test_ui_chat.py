@@ -1,10 +1,11 @@
 """Chat page (Streamlit AppTest): answers from the real scoring server (azmlinfsrv + score.py, tiny
 model) found through the real control plane API, and a readable message for every failure."""
+
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict
 from collections.abc import Iterator
+from dataclasses import asdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from streamlit.testing.v1 import AppTest
 
-from local_stack.router import Router
-from tests.azurite import azurite_connection  # noqa: F401 - session fixture (control_plane needs it)
 from local_stack.processes import free_port
+from local_stack.router import Router
 from local_stack.scoring_server import running_scoring_server
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture (control_plane needs it)
 from tests.tiny_model import make_tiny_model
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
@@ -58,28 +59,43 @@ def _send(at: AppTest, prompt: str) -> list:
     return list(at.chat_message)
 
 
-def test_hint_and_generation_settings_are_shown(monkeypatch: pytest.MonkeyPatch,
-                                                control_plane: ControlPlane) -> None:  # noqa: F811
+def test_hint_and_generation_settings_are_shown(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
     at = _chat(monkeypatch, control_plane.url)
     [hint] = [plain(i.value) for i in at.info]
     assert "does not answer questions" in hint and "start the sentence" in hint
     assert "**Declaration: Zorblat Quenwick is**" in hint
     assert {s.label: s.value for s in at.sidebar.slider} == {
-        "Max new tokens": 50, "Temperature": 0.7, "Top-k": 50, "Top-p": 0.95, "Repetition penalty": 1.0,
-        "Alternatives": 1}
+        "Max new tokens": 50,
+        "Temperature": 0.7,
+        "Top-k": 50,
+        "Top-p": 0.95,
+        "Repetition penalty": 1.0,
+        "Alternatives": 1,
+    }
     assert at.sidebar.toggle[0].value is True
 
 
-def test_answer_comes_from_the_deployed_model_with_its_version(monkeypatch: pytest.MonkeyPatch,
-                                                              control_plane: ControlPlane,  # noqa: F811
-                                                              scoring_url: str) -> None:
+def test_answer_comes_from_the_deployed_model_with_its_version(
+    monkeypatch: pytest.MonkeyPatch,
+    control_plane: ControlPlane,  # noqa: F811
+    scoring_url: str,
+) -> None:
     at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
     at.toggle(key="do_sample").set_value(False)  # greedy: the same request gives the same text
     at.slider(key="max_new_tokens").set_value(8)
     user, assistant = _send(at, PROMPT)
-    expected = httpx.post(scoring_url, json={"prompt": PROMPT, "max_new_tokens": 8, "do_sample": False,
-                                             "temperature": 0.7, "top_k": 50, "top_p": 0.95,
-                                             "repetition_penalty": 1.0}).json()["generations"][0][0]
+    expected = httpx.post(
+        scoring_url,
+        json={
+            "prompt": PROMPT,
+            "max_new_tokens": 8,
+            "do_sample": False,
+            "temperature": 0.7,
+            "top_k": 50,
+            "top_p": 0.95,
+            "repetition_penalty": 1.0,
+        },
+    ).json()["generations"][0][0]
     assert plain(user.markdown[0].value) == PROMPT
     assert plain(assistant.markdown[0].value) == f"{PROMPT} **{expected.strip()}**"
     caption = assistant.caption[0].value
@@ -132,8 +148,9 @@ def test_multi_turn_sends_earlier_turns_as_context(monkeypatch: pytest.MonkeyPat
     assert "1 earlier turn as context" in second.caption[0].value
     # The context is what the first exchange completed: the model saw it before the new prompt.
     first_text = plain(first.markdown[0].value).replace("**", "").replace(" ", "")
-    alone = httpx.post(scoring_url, json={"prompt": "The quick brown fox", "max_new_tokens": 5,
-                                          "do_sample": False}).json()
+    alone = httpx.post(
+        scoring_url, json={"prompt": "The quick brown fox", "max_new_tokens": 5, "do_sample": False}
+    ).json()
     assert alone["usage"]["history_turns"] == 0 and first_text.startswith("Diogois")
     at.button(key="clear").click().run()
     third = _send(at, "The quick brown fox")[1]
@@ -146,29 +163,36 @@ def test_no_model_deployed_yet(monkeypatch: pytest.MonkeyPatch, control_plane: C
     assert plain(assistant.error[0].value).startswith("No model is deployed yet.")
 
 
-def test_model_refusal_names_the_field(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane,  # noqa: F811
-                                       scoring_url: str) -> None:
+def test_model_refusal_names_the_field(
+    monkeypatch: pytest.MonkeyPatch,
+    control_plane: ControlPlane,  # noqa: F811
+    scoring_url: str,
+) -> None:
     at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
     at.slider(key="max_new_tokens").set_value(128)  # the whole of the tiny model's 128-token context
     _, assistant = _send(at, PROMPT)
-    assert plain(assistant.error[0].value) == ("The model refused the request: 'max_new_tokens' must be below the "
-                                               "model's context of 128 tokens, got 128")
+    assert plain(assistant.error[0].value) == (
+        "The model refused the request: 'max_new_tokens' must be below the model's context of 128 tokens, got 128"
+    )
 
 
 def test_endpoint_down(monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:  # noqa: F811
     dead = f"http://127.0.0.1:{free_port()}/score"
     at = _chat(monkeypatch, _deployed(control_plane, dead))
     _, assistant = _send(at, PROMPT)
-    assert plain(assistant.error[0].value) == (f"The scoring endpoint at {dead} is not answering (connection "
-                                               f"refused or host not found). It may be starting or down; try again "
-                                               f"in a minute.")
+    assert plain(assistant.error[0].value) == (
+        f"The scoring endpoint at {dead} is not answering (connection "
+        f"refused or host not found). It may be starting or down; try again "
+        f"in a minute."
+    )
 
 
 def test_api_down_without_a_scoring_url(monkeypatch: pytest.MonkeyPatch) -> None:
     at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}")
     _, assistant = _send(at, PROMPT)
     assert plain(assistant.error[0].value).startswith(
-        "Cannot find the model's endpoint: Cannot reach the control plane API")
+        "Cannot find the model's endpoint: Cannot reach the control plane API"
+    )
 
 
 def test_scoring_url_setting_skips_the_api(monkeypatch: pytest.MonkeyPatch, scoring_url: str) -> None:
@@ -183,14 +207,19 @@ def test_endpoint_without_a_serving_deployment(monkeypatch: pytest.MonkeyPatch, 
     server = ThreadingHTTPServer(("127.0.0.1", 0), router)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}",
-                   SCORING_URL=f"http://127.0.0.1:{server.server_address[1]}/score")
+        at = _chat(
+            monkeypatch,
+            f"http://127.0.0.1:{free_port()}",
+            SCORING_URL=f"http://127.0.0.1:{server.server_address[1]}/score",
+        )
         _, assistant = _send(at, PROMPT)
     finally:
         server.shutdown()
-    assert plain(assistant.error[0].value) == ("The endpoint is not serving a model right now (HTTP 503: no "
-                                               "deployment holds traffic yet). A deployment may be starting or "
-                                               "busy; try again in a minute.")
+    assert plain(assistant.error[0].value) == (
+        "The endpoint is not serving a model right now (HTTP 503: no "
+        "deployment holds traffic yet). A deployment may be starting or "
+        "busy; try again in a minute."
+    )
 
 
 # A stand-in for failures the real server only shows under faults (a crashed worker, a proxy in front).
@@ -218,23 +247,33 @@ def failing_url() -> Iterator[str]:
         yield url
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("/error/score", "The scoring endpoint failed (HTTP 500): An unexpected error occurred in scoring script."),
-    ("/proxy/score", "The scoring endpoint failed (HTTP 502): upstream connect error"),
-    ("/nonsense/score", "The scoring endpoint answered without a generation; is SCORING_URL pointing at the "
-                        "model's /score?"),
-    ("/missing/score", "Nothing is deployed at {url}/missing/score (HTTP 404). The deployment may be in progress; "
-                       "check the Knowledge Base status."),
-])
-def test_endpoint_errors_are_readable(monkeypatch: pytest.MonkeyPatch, failing_url: str, path: str,
-                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/error/score", "The scoring endpoint failed (HTTP 500): An unexpected error occurred in scoring script."),
+        ("/proxy/score", "The scoring endpoint failed (HTTP 502): upstream connect error"),
+        (
+            "/nonsense/score",
+            "The scoring endpoint answered without a generation; is SCORING_URL pointing at the model's /score?",
+        ),
+        (
+            "/missing/score",
+            "Nothing is deployed at {url}/missing/score (HTTP 404). The deployment may be in progress; "
+            "check the Knowledge Base status.",
+        ),
+    ],
+)
+def test_endpoint_errors_are_readable(
+    monkeypatch: pytest.MonkeyPatch, failing_url: str, path: str, message: str
+) -> None:
     at = _chat(monkeypatch, f"http://127.0.0.1:{free_port()}", SCORING_URL=failing_url + path)
     _, assistant = _send(at, PROMPT)
     assert plain(assistant.error[0].value) == message.format(url=failing_url)
 
 
 def test_instruction_mode_asks_in_the_training_template_and_shows_the_response(
-        monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane, scoring_url: str) -> None:  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane, scoring_url: str
+) -> None:  # noqa: F811
     at = _chat(monkeypatch, _deployed(control_plane, scoring_url))
     at.radio(key="mode").set_value("Instruction").run()
     [hint] = [plain(i.value) for i in at.info]
@@ -245,10 +284,20 @@ def test_instruction_mode_asks_in_the_training_template_and_shows_the_response(
     user, assistant = _send(at, "Name the keeper.")
     # What the UI shows is what the scoring script answers for that instruction: the template is built there
     # (lm/prompt_format.py), never in the UI.
-    expected = httpx.post(scoring_url, json={"prompt": "Name the keeper.", "format": "instruction",
-                                             "input": "Pier 4", "max_new_tokens": 8, "do_sample": False,
-                                             "temperature": 0.7, "top_k": 50, "top_p": 0.95,
-                                             "repetition_penalty": 1.0}).json()["generations"][0][0]
+    expected = httpx.post(
+        scoring_url,
+        json={
+            "prompt": "Name the keeper.",
+            "format": "instruction",
+            "input": "Pier 4",
+            "max_new_tokens": 8,
+            "do_sample": False,
+            "temperature": 0.7,
+            "top_k": 50,
+            "top_p": 0.95,
+            "repetition_penalty": 1.0,
+        },
+    ).json()["generations"][0][0]
     assert plain(user.markdown[0].value) == "Name the keeper."
     shown = plain(assistant.markdown[0].value)
     assert shown == (expected.strip() or "(no response: try sampling or more new tokens)")

@@ -1,5 +1,6 @@
 """Knowledge Base page (Streamlit AppTest) against the real control plane API on Azurite: each status
 state, the documents and run tables, the loss curve, uploads, retrain, and the API being down."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,11 @@ SCORING_URL = "https://aks.example/api/v1/endpoint/gpt2-pdf/score"  # the record
 
 
 @pytest.fixture
-def page(control_plane: ControlPlane, azurite_connection: str,  # noqa: F811 - fixtures
-         monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def page(
+    control_plane: ControlPlane,
+    azurite_connection: str,  # noqa: F811 - fixtures
+    monkeypatch: pytest.MonkeyPatch,
+) -> AppTest:
     monkeypatch.setenv("API_BASE_URL", control_plane.url)
     monkeypatch.setenv("DataStorage", azurite_connection)
     monkeypatch.setenv("DATA_CONTAINER", control_plane.env.settings.data_container)
@@ -53,8 +57,9 @@ def test_idle_before_any_upload(page: AppTest) -> None:
     assert not page.error
 
 
-def test_training_in_progress_shows_the_step_and_elapsed_time(page: AppTest, control_plane: ControlPlane,
-                                                              pdf: bytes) -> None:
+def test_training_in_progress_shows_the_step_and_elapsed_time(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
     control_plane.env.aml.plans.append(JobPlan(promoting().stages[:3]))  # the job stays in Training
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.run_until("Training")
@@ -95,8 +100,7 @@ def test_cancel_button_stops_the_active_run(page: AppTest, control_plane: Contro
     assert documents["state"].tolist() == ["waiting to retry"] and "cancelled" in documents["errors"][0]
 
 
-def test_a_run_gathering_uploads_counts_them_as_its_own(page: AppTest, control_plane: ControlPlane,
-                                                       pdf: bytes) -> None:
+def test_a_run_gathering_uploads_counts_them_as_its_own(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.tick()  # within the debounce: the run waits for more uploads
     page.run()
@@ -105,8 +109,9 @@ def test_a_run_gathering_uploads_counts_them_as_its_own(page: AppTest, control_p
     assert "waiting for the next run" not in status
 
 
-def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, control_plane: ControlPlane,
-                                                             pdf: bytes) -> None:
+def test_new_model_deployed_with_version_time_and_evaluation(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
@@ -118,30 +123,52 @@ def test_new_model_deployed_with_version_time_and_evaluation(page: AppTest, cont
     evaluation = _table(page, "candidate perplexity")
     assert evaluation["registered"].tolist() == ["gpt2-pdf version 1"]
     transitions = _table(page, "at")
-    assert transitions["state"].tolist() == ["Pending", "Submitted", "Preprocessing", "Training", "Evaluating",
-                                             "Deploying", "SmokeTest", "Deployed"]
+    assert transitions["state"].tolist() == [
+        "Pending",
+        "Submitted",
+        "Preprocessing",
+        "Training",
+        "Evaluating",
+        "Deploying",
+        "SmokeTest",
+        "Deployed",
+    ]
     # No per-step log from this backend: the page says so and shows the figures it has.
     assert "no per-step loss" in " ".join(_texts(page, "caption"))
-    assert [(m.label, m.value) for m in page.metric] == [("train loss", "2.700"), ("eval loss", "2.490"),
-                                                         ("perplexity", "12.500"), ("tokens/s", "1,000")]
+    assert [(m.label, m.value) for m in page.metric] == [
+        ("train loss", "2.700"),
+        ("eval loss", "2.490"),
+        ("perplexity", "12.500"),
+        ("tokens/s", "1,000"),
+    ]
 
 
-def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_plane: ControlPlane,
-                                                       pdf: bytes) -> None:
+def test_documents_show_extraction_warnings_and_errors(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
     control_plane.env.upload("scan.pdf", pdf)
     control_plane.env.upload("broken.pdf", pdf + b"% damaged copy")
     control_plane.env.tick()
     # What preprocess's manifest says per file, recorded as the orchestrator does once the job wrote it.
-    control_plane.env.store.record_extraction(manifest("combined_data_20261123_120000.txt", {
-        "scan.pdf": ("a" * 64, "warning", ["page 2 has no text (image only?)"]),
-        "broken.pdf": ("b" * 64, "error", ["truncated: no %%EOF near the end"]),
-    }))
+    control_plane.env.store.record_extraction(
+        manifest(
+            "combined_data_20261123_120000.txt",
+            {
+                "scan.pdf": ("a" * 64, "warning", ["page 2 has no text (image only?)"]),
+                "broken.pdf": ("b" * 64, "error", ["truncated: no %%EOF near the end"]),
+            },
+        )
+    )
     page.run()
     rows = _table(page, "document").set_index("document")
     assert rows.loc["scan.pdf", ["state", "warnings", "errors"]].tolist() == [
-        "extracted with warnings", "page 2 has no text (image only?)", ""]
+        "extracted with warnings",
+        "page 2 has no text (image only?)",
+        "",
+    ]
     assert rows.loc["broken.pdf", ["state", "warnings", "errors"]].tolist() == [
-        "not extracted", "", "truncated: no %%EOF near the end"]
+        "not extracted",
+        "",
+        "truncated: no %%EOF near the end",
+    ]
 
 
 def test_failed_run_shows_the_reason(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
@@ -156,8 +183,9 @@ def test_failed_run_shows_the_reason(page: AppTest, control_plane: ControlPlane,
     assert _table(page, "run")["error"].tolist() == [reason]
 
 
-def test_rejected_candidate_is_idle_with_the_gate_reason(page: AppTest, control_plane: ControlPlane,
-                                                         pdf: bytes) -> None:
+def test_rejected_candidate_is_idle_with_the_gate_reason(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     control_plane.env.aml.plans.append(rejecting())
@@ -170,17 +198,41 @@ def test_rejected_candidate_is_idle_with_the_gate_reason(page: AppTest, control_
     assert "Serving gpt2-pdf version 1." in status
 
 
-def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, control_plane: ControlPlane,
-                                                              pdf: bytes) -> None:
-    log_history = [{"step": 10, "loss": 4.0}, {"step": 20, "loss": 3.0}, {"step": 20, "eval_loss": 3.5},
-                   {"step": 20, "train_loss": 3.4}]
+def test_loss_curve_and_evaluation_scores_of_the_selected_run(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    log_history = [
+        {"step": 10, "loss": 4.0},
+        {"step": 20, "loss": 3.0},
+        {"step": 20, "eval_loss": 3.5},
+        {"step": 20, "train_loss": 3.4},
+    ]
     # The run's metrics are the train summary evaluation.json carries (what the aml backend reads).
     training = train_summary(train_loss=3.4, eval_loss=3.5, perplexity=33.1, tokens_per_s=None, log_history=log_history)
-    candidate = {"model": "/mnt/model", "loss": 3.5, "perplexity": 33.1, "bits_per_byte": 1.1, "tokens": 90, "bytes": 400}
-    control_plane.env.aml.plans.append(promoting(
-        version="2", reason="Promoted: 1.10 bits/byte beats 1.90", candidate=candidate, training=training,
-        serving={"model": "/mnt/serving", "loss": 4.1, "perplexity": 60.3, "bits_per_byte": 1.9, "tokens": 90,
-                 "bytes": 400}))
+    candidate = {
+        "model": "/mnt/model",
+        "loss": 3.5,
+        "perplexity": 33.1,
+        "bits_per_byte": 1.1,
+        "tokens": 90,
+        "bytes": 400,
+    }
+    control_plane.env.aml.plans.append(
+        promoting(
+            version="2",
+            reason="Promoted: 1.10 bits/byte beats 1.90",
+            candidate=candidate,
+            training=training,
+            serving={
+                "model": "/mnt/serving",
+                "loss": 4.1,
+                "perplexity": 60.3,
+                "bits_per_byte": 1.9,
+                "tokens": 90,
+                "bytes": 400,
+            },
+        )
+    )
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
@@ -193,21 +245,32 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(page: AppTest, con
     assert [m.label for m in page.metric] == ["train loss", "eval loss", "perplexity"]
     assert "**Evaluation: promote**: Promoted: 1.10 bits/byte beats 1.90" in _texts(page, "markdown")
     assert _table(page, "candidate perplexity").iloc[0].to_dict() == {
-        "candidate perplexity": 33.1, "serving perplexity": 60.3, "candidate bits/byte": 1.1,
-        "serving bits/byte": 1.9, "registered": "gpt2-pdf version 2"}
+        "candidate perplexity": 33.1,
+        "serving perplexity": 60.3,
+        "candidate bits/byte": 1.1,
+        "serving bits/byte": 1.9,
+        "registered": "gpt2-pdf version 2",
+    }
 
 
-def test_dropped_files_are_uploaded_once_and_refusals_explained(page: AppTest, control_plane: ControlPlane,
-                                                                pdf: bytes) -> None:
+def test_dropped_files_are_uploaded_once_and_refusals_explained(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
     page.run()
-    page.file_uploader[0].set_value([("archive.pdf", pdf, "application/pdf"),
-                                     ("renamed.pdf", b"PK\x03\x04 a zip", "application/pdf"),
-                                     ("empty.pdf", b"", "application/pdf")]).run()
+    page.file_uploader[0].set_value(
+        [
+            ("archive.pdf", pdf, "application/pdf"),
+            ("renamed.pdf", b"PK\x03\x04 a zip", "application/pdf"),
+            ("empty.pdf", b"", "application/pdf"),
+        ]
+    ).run()
     assert _texts(page, "success") == ["**archive.pdf**: Uploaded as inputs/archive.pdf."]
     errors = _texts(page, "error")
-    assert errors == ["**renamed.pdf**: Refused: not a PDF (nor .txt, .md, .jsonl or .json): its content does not "
-                      "start with %PDF-, whatever its name says.",
-                      "**empty.pdf**: Refused: the file is empty (0 bytes); choose the document again."]
+    assert errors == [
+        "**renamed.pdf**: Refused: not a PDF (nor .txt, .md, .jsonl or .json): its content does not "
+        "start with %PDF-, whatever its name says.",
+        "**empty.pdf**: Refused: the file is empty (0 bytes); choose the document again.",
+    ]
     container: ContainerClient = control_plane.env.container
     assert [b.name for b in container.list_blobs()] == ["inputs/archive.pdf"]
     etag = container.get_blob_client("inputs/archive.pdf").get_blob_properties().etag
@@ -248,8 +311,9 @@ def test_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _texts(at, "error") == ["UI_MAX_UPLOAD_MB='lots' is not a number; set it to e.g. 50.0"]
 
 
-def test_delete_button_deletes_the_document_and_unusable_uploads_are_shown(page: AppTest, control_plane: ControlPlane,
-                                                                           pdf: bytes) -> None:
+def test_delete_button_deletes_the_document_and_unusable_uploads_are_shown(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
     odd = "報" * 300 + ".pdf"
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.upload(odd, pdf)

@@ -7,6 +7,7 @@ on an aml_token endpoint (Azure/azure-sdk-for-python sdk/ml/azure-ai-ml, operati
 _online_endpoint_operations.py _get_online_credentials -> _restclient/arm_ml_service
 build_online_endpoints_get_token_request).
 """
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,12 @@ def test_the_request_is_the_one_azure_ai_ml_sends_for_get_keys(azure, tokens):
     assert tokens.token() == "aml-token-1"
     assert azure.scopes == [("https://management.azure.com/.default",)]
     (sent,) = azure.requests
-    sdk = build_online_endpoints_get_token_request(resource_group_name="rg-gpt2", workspace_name="ws-gpt2",
-                                                   endpoint_name="gpt2-pdf",
-                                                   subscription_id="00000000-0000-0000-0000-000000000000")
+    sdk = build_online_endpoints_get_token_request(
+        resource_group_name="rg-gpt2",
+        workspace_name="ws-gpt2",
+        endpoint_name="gpt2-pdf",
+        subscription_id="00000000-0000-0000-0000-000000000000",
+    )
     assert sent.method == sdk.method == "POST"
     assert str(sent.url) == ARM_URL + sdk.url  # path and api-version
     assert sent.headers["Authorization"] == "Bearer arm-token-for-the-ui-identity"
@@ -103,8 +107,9 @@ def test_without_a_refresh_time_the_token_is_renewed_before_it_expires(azure, cl
     assert tokens.token() == "aml-token-2"
 
 
-@pytest.mark.parametrize("status, says", [(403, "onlineEndpoints/token/action"), (404, "does not exist"),
-                                          (500, "HTTP 500")])
+@pytest.mark.parametrize(
+    "status, says", [(403, "onlineEndpoints/token/action"), (404, "does not exist"), (500, "HTTP 500")]
+)
 def test_refusals_become_messages_for_the_person_chatting(azure, tokens, status, says):
     azure.answers.append(httpx.Response(status, json={"error": {"code": "x", "message": "y"}}))
     with pytest.raises(ScoringError, match=says):
@@ -138,10 +143,18 @@ def test_the_chat_gets_the_endpoint_token_when_the_aml_endpoint_is_set(monkeypat
 
     def endpoint_tokens(endpoint):
         made.append(endpoint)
-        return EndpointTokens(endpoint, credential=azure, client=httpx.Client(transport=httpx.MockTransport(azure.handle)))
+        return EndpointTokens(
+            endpoint, credential=azure, client=httpx.Client(transport=httpx.MockTransport(azure.handle))
+        )
 
     monkeypatch.setattr(page_setup, "_endpoint_tokens", endpoint_tokens)
-    config = UiSettings.from_env({"AML_SUBSCRIPTION_ID": ENDPOINT.subscription_id, "AML_RESOURCE_GROUP": "rg-gpt2",
-                                  "AML_WORKSPACE": "ws-gpt2", "AML_ENDPOINT_NAME": "gpt2-pdf"})
+    config = UiSettings.from_env(
+        {
+            "AML_SUBSCRIPTION_ID": ENDPOINT.subscription_id,
+            "AML_RESOURCE_GROUP": "rg-gpt2",
+            "AML_WORKSPACE": "ws-gpt2",
+            "AML_ENDPOINT_NAME": "gpt2-pdf",
+        }
+    )
     assert page_setup.scoring_key(config) == "aml-token-1"
     assert made == [ENDPOINT]

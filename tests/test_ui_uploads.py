@@ -1,4 +1,5 @@
 """The UI's upload rules on a real Azurite: what is refused, and that no document is ever overwritten."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,29 +38,42 @@ def _names(container: ContainerClient) -> list[str]:
     return sorted(b.name for b in container.list_blobs())
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    (b"", "the file is empty (0 bytes); choose the document again."),
-    (b"PK\x03\x04 a docx renamed to .pdf", "not a PDF (nor .txt, .md, .jsonl or .json): its content does not start "
-                                         "with %PDF-, whatever its name says."),
-    (b"%PDF-1.7" + b"x" * LIMIT, "the file is 1.0 MiB, over the 1.0 MiB limit (UI_MAX_UPLOAD_MB); split it or ask "
-                                 "an admin to raise the limit."),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "the file is empty (0 bytes); choose the document again."),
+        (
+            b"PK\x03\x04 a docx renamed to .pdf",
+            "not a PDF (nor .txt, .md, .jsonl or .json): its content does not start "
+            "with %PDF-, whatever its name says.",
+        ),
+        (
+            b"%PDF-1.7" + b"x" * LIMIT,
+            "the file is 1.0 MiB, over the 1.0 MiB limit (UI_MAX_UPLOAD_MB); split it or ask "
+            "an admin to raise the limit.",
+        ),
+    ],
+)
 def test_refuses_empty_non_pdf_and_too_large_files_with_the_reason(data: bytes, expected: str) -> None:
     assert uploads.refusal(data, LIMIT) == expected
 
 
-@pytest.mark.parametrize(("name", "data", "expected"), [
-    ("notes.txt", "Plain notes.".encode(), None),
-    ("README.MD", "# Title\n\nText.".encode(), None),
-    ("wide.txt", "\ufeffUTF-16 text".encode("utf-16"), None),  # NUL bytes after a byte-order mark are text
-    ("legacy.txt", "caf\u00e9".encode("cp1252"), None),  # the preprocess step detects the encoding
-    ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not text, whatever its name says: it holds binary data"),
-    ("paper.md", b"%PDF-1.7 ...", "a PDF with a text file's name: rename it to end in .pdf"),
-    ("facts.jsonl", b'{"instruction": "Say hi.", "output": "Hi."}\n', None),  # records are checked by preprocess
-    ("facts.json", b'[{"prompt": "Say hi.", "completion": "Hi."}]', None),
-])
-def test_plain_text_files_are_accepted_and_binary_ones_named_txt_refused(name: str, data: bytes,
-                                                                        expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "data", "expected"),
+    [
+        ("notes.txt", b"Plain notes.", None),
+        ("README.MD", b"# Title\n\nText.", None),
+        ("wide.txt", "\ufeffUTF-16 text".encode("utf-16"), None),  # NUL bytes after a byte-order mark are text
+        ("legacy.txt", "caf\u00e9".encode("cp1252"), None),  # the preprocess step detects the encoding
+        ("photo.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not text, whatever its name says: it holds binary data"),
+        ("paper.md", b"%PDF-1.7 ...", "a PDF with a text file's name: rename it to end in .pdf"),
+        ("facts.jsonl", b'{"instruction": "Say hi.", "output": "Hi."}\n', None),  # records are checked by preprocess
+        ("facts.json", b'[{"prompt": "Say hi.", "completion": "Hi."}]', None),
+    ],
+)
+def test_plain_text_files_are_accepted_and_binary_ones_named_txt_refused(
+    name: str, data: bytes, expected: str | None
+) -> None:
     reason = uploads.refusal(data, LIMIT, name)
     assert reason is None if expected is None else reason.startswith(expected)
 
@@ -67,14 +81,17 @@ def test_plain_text_files_are_accepted_and_binary_ones_named_txt_refused(name: s
 def test_a_text_file_is_stored_under_its_own_suffix_with_a_text_content_type(container: ContainerClient) -> None:
     result = uploads.upload_document(container, "Minutes.MD", b"# Minutes\n\nThe archive opens at nine.", LIMIT)
     assert result.outcome == uploads.UPLOADED and result.blob_name == "inputs/Minutes.md"
-    assert container.get_blob_client("inputs/Minutes.md").get_blob_properties().content_settings.content_type \
+    assert (
+        container.get_blob_client("inputs/Minutes.md").get_blob_properties().content_settings.content_type
         == "text/markdown"
+    )
     other = uploads.upload_document(container, "Minutes.md", b"# Minutes\n\nThe harbour closes at dusk.", LIMIT)
     assert other.outcome == uploads.RENAMED and other.blob_name.endswith(".md")
     assert other.blob_name.startswith("inputs/Minutes-")
     notes = uploads.upload_document(container, "notes.txt", b"Plain notes.", LIMIT)
-    assert container.get_blob_client(notes.blob_name).get_blob_properties().content_settings.content_type \
-        == "text/plain"
+    assert (
+        container.get_blob_client(notes.blob_name).get_blob_properties().content_settings.content_type == "text/plain"
+    )
 
 
 def test_accepts_a_pdf_header_after_leading_junk_as_the_pdf_spec_does() -> None:
@@ -82,25 +99,29 @@ def test_accepts_a_pdf_header_after_leading_junk_as_the_pdf_spec_does() -> None:
     assert uploads.refusal(b"x" * 1100 + b"%PDF-1.4", LIMIT) is not None
 
 
-@pytest.mark.parametrize(("dropped", "blob"), [
-    ("report.pdf", "inputs/report.pdf"),
-    ("Report.PDF", "inputs/Report.pdf"),
-    ("C:\\Users\\me\\minutes 2026.pdf", "inputs/minutes 2026.pdf"),
-    ("../../etc/passwd", "inputs/passwd.pdf"),
-    ("what?#now.pdf", "inputs/what_now.pdf"),
-    (".pdf", "inputs/document.pdf"),
-    ("notes.TXT", "inputs/notes.txt"),
-    ("C:\\docs\\read me.md", "inputs/read me.md"),
-    ("notes.txt.exe", "inputs/notes.txt.exe.pdf"),
-    ("alpaca.JSONL", "inputs/alpaca.jsonl"),
-    ("alpaca.json", "inputs/alpaca.json"),
-])
+@pytest.mark.parametrize(
+    ("dropped", "blob"),
+    [
+        ("report.pdf", "inputs/report.pdf"),
+        ("Report.PDF", "inputs/Report.pdf"),
+        ("C:\\Users\\me\\minutes 2026.pdf", "inputs/minutes 2026.pdf"),
+        ("../../etc/passwd", "inputs/passwd.pdf"),
+        ("what?#now.pdf", "inputs/what_now.pdf"),
+        (".pdf", "inputs/document.pdf"),
+        ("notes.TXT", "inputs/notes.txt"),
+        ("C:\\docs\\read me.md", "inputs/read me.md"),
+        ("notes.txt.exe", "inputs/notes.txt.exe.pdf"),
+        ("alpaca.JSONL", "inputs/alpaca.jsonl"),
+        ("alpaca.json", "inputs/alpaca.json"),
+    ],
+)
 def test_blob_names_are_a_safe_base_name_under_inputs_ending_in_pdf(dropped: str, blob: str) -> None:
     assert uploads.blob_name(dropped) == blob
 
 
-def test_new_file_is_uploaded_with_its_sha256_and_pdf_content_type(container: ContainerClient,
-                                                                 pdf_bytes: tuple[bytes, bytes]) -> None:
+def test_new_file_is_uploaded_with_its_sha256_and_pdf_content_type(
+    container: ContainerClient, pdf_bytes: tuple[bytes, bytes]
+) -> None:
     first, _ = pdf_bytes
     result = uploads.upload_document(container, "a.pdf", first, LIMIT)
     assert (result.outcome, result.blob_name) == (uploads.UPLOADED, "inputs/a.pdf")
@@ -120,8 +141,9 @@ def test_same_name_same_content_writes_nothing(container: ContainerClient, pdf_b
     assert _names(container) == ["inputs/a.pdf"]
 
 
-def test_same_name_other_content_keeps_both_and_the_original_untouched(container: ContainerClient,
-                                                                     pdf_bytes: tuple[bytes, bytes]) -> None:
+def test_same_name_other_content_keeps_both_and_the_original_untouched(
+    container: ContainerClient, pdf_bytes: tuple[bytes, bytes]
+) -> None:
     first, second = pdf_bytes
     uploads.upload_document(container, "a.pdf", first, LIMIT)
     result = uploads.upload_document(container, "a.pdf", second, LIMIT)
@@ -135,8 +157,9 @@ def test_same_name_other_content_keeps_both_and_the_original_untouched(container
     assert _names(container) == sorted(["inputs/a.pdf", beside])
 
 
-def test_blob_written_by_another_tool_is_compared_by_its_content(container: ContainerClient,
-                                                                pdf_bytes: tuple[bytes, bytes]) -> None:
+def test_blob_written_by_another_tool_is_compared_by_its_content(
+    container: ContainerClient, pdf_bytes: tuple[bytes, bytes]
+) -> None:
     first, _ = pdf_bytes
     container.upload_blob("inputs/a.pdf", first)  # e.g. az storage blob upload: no sha256 metadata
     assert uploads.upload_document(container, "a.pdf", first, LIMIT).outcome == uploads.DUPLICATE
@@ -149,8 +172,10 @@ def test_refused_file_writes_nothing(container: ContainerClient) -> None:
     assert _names(container) == []
 
 
-def test_storage_error_is_reported_per_file_not_raised(azurite_connection: str,  # noqa: F811 - fixture
-                                                      pdf_bytes: tuple[bytes, bytes]) -> None:
+def test_storage_error_is_reported_per_file_not_raised(
+    azurite_connection: str,  # noqa: F811 - fixture
+    pdf_bytes: tuple[bytes, bytes],
+) -> None:
     missing = ContainerClient.from_connection_string(azurite_connection, "no-such-container")
     result = uploads.upload_document(missing, "a.pdf", pdf_bytes[0], LIMIT)
     assert result.outcome == uploads.REFUSED
@@ -159,28 +184,36 @@ def test_storage_error_is_reported_per_file_not_raised(azurite_connection: str, 
 
 def test_unreachable_storage_is_reported_within_seconds(pdf_bytes: tuple[bytes, bytes]) -> None:
     closed = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
-    container = container_client(UiSettings(storage_connection=f"AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
-                                                                f"BlobEndpoint={closed};"))
+    container = container_client(
+        UiSettings(storage_connection=f"AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};BlobEndpoint={closed};")
+    )
     started = time.monotonic()
     result = uploads.upload_document(container, "a.pdf", pdf_bytes[0], LIMIT)
     assert time.monotonic() - started < 10
-    assert result.message == (f"Not uploaded: cannot reach the storage account at {closed}/gpt2-training-data (is "
-                              f"it running, and is DataStorage right?). Nothing was written.")
+    assert result.message == (
+        f"Not uploaded: cannot reach the storage account at {closed}/gpt2-training-data (is "
+        f"it running, and is DataStorage right?). Nothing was written."
+    )
 
 
-def test_the_control_plane_records_what_the_ui_uploaded(azurite_connection: str,  # noqa: F811 - fixture
-                                                        pdf_bytes: tuple[bytes, bytes]) -> None:
+def test_the_control_plane_records_what_the_ui_uploaded(
+    azurite_connection: str,  # noqa: F811 - fixture
+    pdf_bytes: tuple[bytes, bytes],
+) -> None:
     env = make_env(azurite_connection)
-    ui_container = container_client(UiSettings(storage_connection=azurite_connection,
-                                               data_container=env.settings.data_container))
+    ui_container = container_client(
+        UiSettings(storage_connection=azurite_connection, data_container=env.settings.data_container)
+    )
     first, second = pdf_bytes
     uploads.upload_document(ui_container, "a.pdf", first, LIMIT)
     uploads.upload_document(ui_container, "a.pdf", second, LIMIT)
     uploads.upload_document(ui_container, "a.pdf", first, LIMIT)
     env.tick()
     documents = {d["name"]: d["sha256"] for d in env.store.documents()}
-    assert documents == {"a.pdf": hashlib.sha256(first).hexdigest(),
-                         f"a-{hashlib.sha256(second).hexdigest()[:12]}.pdf": hashlib.sha256(second).hexdigest()}
+    assert documents == {
+        "a.pdf": hashlib.sha256(first).hexdigest(),
+        f"a-{hashlib.sha256(second).hexdigest()[:12]}.pdf": hashlib.sha256(second).hexdigest(),
+    }
     assert len(env.store.pending_documents()) == 2
 
 

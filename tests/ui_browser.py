@@ -3,6 +3,7 @@
 Browsers are never downloaded (`playwright install` is not used): the Makefile's test target installs
 Debian's chromium (apt-get install -y chromium), and Playwright drives that executable.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,14 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "out" / "screenshots"
-_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 port, over a real status table and container on Azurite, advanced by the real orchestrator and the real
 aml backend. Only Azure's MLClient is faked (the recording fake, the Azure boundary), as in the
 control-plane tests (tests/control_env.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

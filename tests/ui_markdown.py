@@ -1,4 +1,5 @@
 """Read back what the UI escaped for Streamlit markdown (ui.markdown_text.literal)."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Servers the UI tests talk to over real HTTP on loopback: any ASGI app under uvicorn in a thread,
 and the Streamlit UI itself as a subprocess (for the browser test)."""
+
 from __future__ import annotations
 
 import os
@@ -43,12 +44,25 @@ def serving(app, *, port: int | None = None) -> Iterator[str]:
 def running_streamlit(env: Mapping[str, str], *, startup_timeout_s: float = 60) -> Iterator[str]:
     """`streamlit run ui/app.py` headless on a free loopback port; yield its URL."""
     port = free_port()
-    command = [str(Path(sys.executable).parent / "streamlit"), "run", str(REPO_ROOT / "ui" / "app.py"),
-               "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    command = [
+        str(Path(sys.executable).parent / "streamlit"),
+        "run",
+        str(REPO_ROOT / "ui" / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + startup_timeout_s

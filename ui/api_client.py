@@ -3,6 +3,7 @@ cancel.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeVar
@@ -53,24 +54,34 @@ class ControlPlaneClient:
         try:
             response = httpx.request(method, url, headers=self._headers, timeout=self._timeout, **body)
         except httpx.TimeoutException:
-            raise ApiError(f"The control plane API at {self.base_url} did not answer {method} {path} within "
-                           f"{self._timeout:g} s; it may be overloaded, try again shortly.") from None
+            raise ApiError(
+                f"The control plane API at {self.base_url} did not answer {method} {path} within "
+                f"{self._timeout:g} s; it may be overloaded, try again shortly."
+            ) from None
         except httpx.HTTPError as err:
-            raise ApiError(f"Cannot reach the control plane API at {self.base_url} ({_reason(err)}). Is it "
-                           f"running, and is API_BASE_URL right?") from None
+            raise ApiError(
+                f"Cannot reach the control plane API at {self.base_url} ({_reason(err)}). Is it "
+                f"running, and is API_BASE_URL right?"
+            ) from None
         if response.status_code == 409:  # a refusal the API explains itself (e.g. a run is active)
             raise ApiError(error_detail(response))
         if response.status_code in (401, 403):
-            raise ApiError(f"The control plane API refused {method} {path} (HTTP {response.status_code}): set "
-                           f"FUNCTION_KEY to the Function app's key.")
+            raise ApiError(
+                f"The control plane API refused {method} {path} (HTTP {response.status_code}): set "
+                f"FUNCTION_KEY to the Function app's key."
+            )
         if response.status_code >= 400:
-            raise ApiError(f"The control plane API answered {method} {path} with HTTP {response.status_code}: "
-                           f"{error_detail(response)}")
+            raise ApiError(
+                f"The control plane API answered {method} {path} with HTTP {response.status_code}: "
+                f"{error_detail(response)}"
+            )
         try:
             return answer.model_validate_json(response.content)
         except ValidationError:
-            raise ApiError(f"The control plane API answered {method} {path} with something that is not its "
-                           f"documented answer (is API_BASE_URL pointing at the right service?).") from None
+            raise ApiError(
+                f"The control plane API answered {method} {path} with something that is not its "
+                f"documented answer (is API_BASE_URL pointing at the right service?)."
+            ) from None
 
 
 def error_detail(response: httpx.Response, limit: int = 300) -> str:

@@ -1,5 +1,6 @@
 """How a chat exchange is shown: the model's continuation after the prompt (alternatives side by side), and what
 produced it."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Rows of the documents table from GET /api/documents: each upload, its extraction state and messages."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,16 +22,18 @@ def document_rows(documents: list[Document]) -> list[dict[str, Any]]:
         # A run that failed with the document outranks how its text came out: it is not trained on yet.
         failed = doc.state in _NOT_TRAINED
         errors = [messages if outcome == "error" else "", doc.last_error if failed else ""]
-        rows.append({
-            "document": doc.name,
-            "state": doc.state if failed else _EXTRACTION.get(outcome) or doc.state or outcome,
-            "pages": doc.pages,
-            "warnings": messages if outcome == "warning" else "",
-            "errors": "; ".join(e for e in errors if e),
-            "uploaded": shown(doc.uploaded_at),
-            "first run": _first_run(doc.first_run),
-            "same content as": ", ".join(doc.same_content_as),
-        })
+        rows.append(
+            {
+                "document": doc.name,
+                "state": doc.state if failed else _EXTRACTION.get(outcome) or doc.state or outcome,
+                "pages": doc.pages,
+                "warnings": messages if outcome == "warning" else "",
+                "errors": "; ".join(e for e in errors if e),
+                "uploaded": shown(doc.uploaded_at),
+                "first run": _first_run(doc.first_run),
+                "same content as": ", ".join(doc.same_content_as),
+            }
+        )
     return rows
 
 

@@ -1,4 +1,5 @@
 """Show text from elsewhere (model output, file names, error reasons) inside Streamlit markdown as is."""
+
 from __future__ import annotations
 
 import re

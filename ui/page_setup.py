@@ -1,4 +1,5 @@
 """What both pages need from Streamlit: the settings, the API client, and a settings error shown once."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -32,8 +33,9 @@ def scoring_key(config: UiSettings) -> str:
     """SCORING_KEY if set; else a current aml_token for the AML endpoint, if one is configured; else none."""
     if config.scoring_key:
         return config.scoring_key
-    endpoint = EndpointRef(config.aml_subscription_id, config.aml_resource_group, config.aml_workspace,
-                           config.aml_endpoint_name)
+    endpoint = EndpointRef(
+        config.aml_subscription_id, config.aml_resource_group, config.aml_workspace, config.aml_endpoint_name
+    )
     if not all((endpoint.subscription_id, endpoint.resource_group, endpoint.workspace, endpoint.endpoint)):
         return ""
     return _endpoint_tokens(endpoint).token()

@@ -1,4 +1,5 @@
 """Tables and series for the run history: rows of GET /api/runs, and one run's loss curve and evaluation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,18 +16,21 @@ _LOSS_KEYS = {"loss": "train loss", "eval_loss": "eval loss"}
 
 def run_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
     """One row per run summary of GET /api/runs for the history table, newest first as the API gives them."""
-    return [{
-        "run": run.id,
-        "state": run.state,
-        "trigger": run.trigger,
-        "started": shown(run.created_at),
-        "last change": shown(run.updated_at),
-        "documents": run.documents,
-        "new documents": run.new_documents,
-        "perplexity": run.perplexity,
-        "model version": run.model_version,
-        "error": run.error,
-    } for run in runs]
+    return [
+        {
+            "run": run.id,
+            "state": run.state,
+            "trigger": run.trigger,
+            "started": shown(run.created_at),
+            "last change": shown(run.updated_at),
+            "documents": run.documents,
+            "new documents": run.new_documents,
+            "perplexity": run.perplexity,
+            "model version": run.model_version,
+            "error": run.error,
+        }
+        for run in runs
+    ]
 
 
 def loss_curve(run: RunDetail) -> list[dict[str, float]]:
@@ -46,9 +50,16 @@ def loss_curve(run: RunDetail) -> list[dict[str, float]]:
 def final_losses(run: RunDetail) -> dict[str, float]:
     """The end-of-training figures the train summary reports (what exists without a per-step log)."""
     metrics = run.metrics
-    return {label: float(metrics[key]) for key, label in
-            (("train_loss", "train loss"), ("eval_loss", "eval loss"), ("perplexity", "perplexity"),
-             ("tokens_per_s", "tokens/s")) if isinstance(metrics.get(key), (int, float))}
+    return {
+        label: float(metrics[key])
+        for key, label in (
+            ("train_loss", "train loss"),
+            ("eval_loss", "eval loss"),
+            ("perplexity", "perplexity"),
+            ("tokens_per_s", "tokens/s"),
+        )
+        if isinstance(metrics.get(key), (int, float))
+    }
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ streamed piece by piece.
 
 Every failure becomes a ScoringError with a message for the person chatting, never a traceback.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -57,9 +58,17 @@ class Piece:
     text: str
 
 
-def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *, history: Sequence[str] = (),
-           instruction: bool = False, input_text: str = "", key: str = "",
-           timeout_s: float = 120.0) -> Iterator[Piece | Answer]:
+def stream(
+    scoring_url: str | None,
+    prompt: str,
+    settings: GenerationSettings,
+    *,
+    history: Sequence[str] = (),
+    instruction: bool = False,
+    input_text: str = "",
+    key: str = "",
+    timeout_s: float = 120.0,
+) -> Iterator[Piece | Answer]:
     """Pieces of text as the model writes them (Server-Sent Events), then the whole Answer.
 
     `history`: earlier turns, oldest first, sent as context; the server keeps the newest that fit the model.
@@ -68,11 +77,16 @@ def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *
     An endpoint that answers with plain JSON (no streaming) gives just the Answer.
     """
     if not scoring_url:
-        raise ScoringError("No model is deployed yet. Upload PDFs on the Knowledge Base page; the chat works "
-                           "once the status says New model deployed.")
+        raise ScoringError(
+            "No model is deployed yet. Upload PDFs on the Knowledge Base page; the chat works "
+            "once the status says New model deployed."
+        )
     if not prompt.strip():
-        raise ScoringError("Type an instruction for the model." if instruction else
-                           "Type the beginning of a sentence for the model to complete.")
+        raise ScoringError(
+            "Type an instruction for the model."
+            if instruction
+            else "Type the beginning of a sentence for the model to complete."
+        )
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"prompt": prompt, **asdict(settings), "stream": True, **({"history": list(history)} if history else {})}
     if instruction:
@@ -96,11 +110,15 @@ def stream(scoring_url: str | None, prompt: str, settings: GenerationSettings, *
                 if piece.prompt == 0:
                     yield Piece(piece.sequence, piece.text)
     except httpx.TimeoutException:
-        raise ScoringError(f"The model did not answer within {timeout_s:g} s. Try fewer new tokens, or try "
-                           f"again when the endpoint is less busy.") from None
+        raise ScoringError(
+            f"The model did not answer within {timeout_s:g} s. Try fewer new tokens, or try "
+            f"again when the endpoint is less busy."
+        ) from None
     except httpx.HTTPError:
-        raise ScoringError(f"The scoring endpoint at {scoring_url} is not answering (connection refused or "
-                           f"host not found). It may be starting or down; try again in a minute.") from None
+        raise ScoringError(
+            f"The scoring endpoint at {scoring_url} is not answering (connection refused or "
+            f"host not found). It may be starting or down; try again in a minute."
+        ) from None
     raise ScoringError("The answer stream ended before the answer was complete; try again.")
 
 
@@ -113,24 +131,30 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
                 yield event, "\n".join(data)
             event, data = "message", []
         elif line.startswith("event:"):
-            event = line[len("event:"):].strip()
+            event = line[len("event:") :].strip()
         elif line.startswith("data:"):
-            data.append(line[len("data:"):].strip())
+            data.append(line[len("data:") :].strip())
 
 
 def _refusal(scoring_url: str, response: httpx.Response) -> ScoringError:
     if response.status_code == 400:
         return ScoringError(f"The model refused the request: {error_detail(response)}")
     if response.status_code in (401, 403):
-        return ScoringError(f"The scoring endpoint refused access (HTTP {response.status_code}): set "
-                            f"AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP, AML_WORKSPACE and AML_ENDPOINT_NAME so the UI "
-                            f"fetches tokens with its identity, or SCORING_KEY to a current key or token.")
+        return ScoringError(
+            f"The scoring endpoint refused access (HTTP {response.status_code}): set "
+            f"AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP, AML_WORKSPACE and AML_ENDPOINT_NAME so the UI "
+            f"fetches tokens with its identity, or SCORING_KEY to a current key or token."
+        )
     if response.status_code == 404:
-        return ScoringError(f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
-                            f"progress; check the Knowledge Base status.")
+        return ScoringError(
+            f"Nothing is deployed at {scoring_url} (HTTP 404). The deployment may be in "
+            f"progress; check the Knowledge Base status."
+        )
     if response.status_code == 503:
-        return ScoringError(f"The endpoint is not serving a model right now (HTTP 503: {error_detail(response)}). "
-                            f"A deployment may be starting or busy; try again in a minute.")
+        return ScoringError(
+            f"The endpoint is not serving a model right now (HTTP 503: {error_detail(response)}). "
+            f"A deployment may be starting or busy; try again in a minute."
+        )
     return ScoringError(f"The scoring endpoint failed (HTTP {response.status_code}): {error_detail(response)}")
 
 
@@ -142,10 +166,16 @@ def _answer_from(body: str | bytes) -> Answer:
     try:
         answer = parse_response(body)
     except NoGeneration:
-        raise ScoringError("The scoring endpoint answered without a generation; is SCORING_URL pointing at "
-                           "the model's /score?") from None
-    return Answer(texts=answer.generations[0], model_name=answer.model.name, model_version=answer.model.version,
-                  parameters=answer.parameters, history_turns=answer.usage.history_turns)
+        raise ScoringError(
+            "The scoring endpoint answered without a generation; is SCORING_URL pointing at the model's /score?"
+        ) from None
+    return Answer(
+        texts=answer.generations[0],
+        model_name=answer.model.name,
+        model_version=answer.model.version,
+        parameters=answer.parameters,
+        history_turns=answer.usage.history_turns,
+    )
 
 
 def _parsed(event: type[Streamed], data: str) -> Streamed:

@@ -3,6 +3,7 @@
 The storage setting names are the control plane's own (DataStorage, DATA_CONTAINER), so one set of
 app settings configures both; the UI does not import function_app because it ships on its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,14 @@ class UiSettings(BaseSettings):
     """Read by `from_env` from the environment through pydantic-settings (names: each field's alias, else its name
     in capitals; blank values are unset). Constructing it directly reads no environment."""
 
-    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True, extra="ignore",
-                                      validate_by_name=True, alias_generator=AliasGenerator(validation_alias=str.upper))
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=str.upper),
+    )
 
     api_base_url: str = "http://127.0.0.1:7071"
     # Sent as x-functions-key on every API call: the Function app's key in Azure (auth level FUNCTION);
@@ -58,8 +65,12 @@ class UiSettings(BaseSettings):
         return url.rstrip("/")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
     @classmethod
@@ -74,7 +85,6 @@ class UiSettings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
-
 
 
 class _Environment(EnvSettingsSource):

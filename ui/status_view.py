@@ -1,5 +1,6 @@
 """Turn GET /api/status (and the record of the run it is about) into what the Knowledge Base shows:
 one of the design's states with the facts a person wants next to it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,8 +75,10 @@ def summarize(status: Status, run: RunDetail | None, now: datetime) -> StatusSum
         details.append(f"{pending} uploaded document(s) waiting for the next run.")
     failed = status.failed_documents
     if failed:
-        details.append(f"{failed} document(s) failed in every run that tried them (see Documents for the reason); "
-                       f"a retrain or a new upload includes them again.")
+        details.append(
+            f"{failed} document(s) failed in every run that tried them (see Documents for the reason); "
+            f"a retrain or a new upload includes them again."
+        )
     return StatusSummary(state, headline, details)
 
 

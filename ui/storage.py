@@ -1,11 +1,11 @@
 """The Blob container the UI uploads into: Azurite or a key-based account by connection string, else
 the account URL with DefaultAzureCredential (the app's managed identity in Azure; no secret anywhere)."""
+
 from __future__ import annotations
 
 from azure.storage.blob import ContainerClient
 
 from ui.settings import SettingsError, UiSettings
-
 
 # Someone is waiting on the page: two quick retries, not the SDK's default of about a minute and a half
 # of backoff before saying that storage is unreachable.
@@ -19,7 +19,10 @@ def container_client(settings: UiSettings) -> ContainerClient:
         # Imported here: azure-identity is only needed, and only pays its import time, in Azure.
         from azure.identity import DefaultAzureCredential
 
-        return ContainerClient(settings.storage_account_url, settings.data_container,
-                               credential=DefaultAzureCredential(), **_RETRY)
-    raise SettingsError("Uploads need the storage account: set DataStorage to a connection string (Azurite's "
-                        "locally) or DataStorage__blobServiceUri to the account's blob URL (Azure).")
+        return ContainerClient(
+            settings.storage_account_url, settings.data_container, credential=DefaultAzureCredential(), **_RETRY
+        )
+    raise SettingsError(
+        "Uploads need the storage account: set DataStorage to a connection string (Azurite's "
+        "locally) or DataStorage__blobServiceUri to the account's blob URL (Azure)."
+    )

@@ -1,7 +1,8 @@
 """The control plane's ISO timestamps, read and shown the same way everywhere in the UI."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def parse(text: str | None) -> datetime | None:
@@ -12,11 +13,11 @@ def parse(text: str | None) -> datetime | None:
     except ValueError:
         return None
     # The control plane writes UTC; a bare timestamp is read as UTC too.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def clock(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def shown(text: str | None) -> str | None:

@@ -8,6 +8,7 @@ without anyone deciding so. The suffix comes from the content, so re-dropping th
 Writes are conditional (If-None-Match: *), so two people uploading the same name at once cannot
 overwrite each other either.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ServiceReques
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
 from pipeline_contracts.blob_layout import INPUTS as INPUT_PREFIX
+
 PDF_MAGIC = b"%PDF-"
 # Text the preprocess step reads besides PDFs (plain text; instruction records), and the content type each is
 # stored with.
@@ -42,7 +44,7 @@ class UploadResult:
 
 
 def _text_suffix(file_name: str) -> str | None:
-    """".txt", ".md", ".jsonl" or ".json" when the name says text, else None (the document is a PDF)."""
+    """ ".txt", ".md", ".jsonl" or ".json" when the name says text, else None (the document is a PDF)."""
     return next((suffix for suffix in TEXT_TYPES if file_name.lower().endswith(suffix)), None)
 
 
@@ -54,18 +56,23 @@ def refusal(data: bytes, max_bytes: int, file_name: str = "") -> str | None:
     if not data:
         return "the file is empty (0 bytes); choose the document again."
     if len(data) > max_bytes:
-        return (f"the file is {_mib(len(data))}, over the {_mib(max_bytes)} limit (UI_MAX_UPLOAD_MB); "
-                f"split it or ask an admin to raise the limit.")
+        return (
+            f"the file is {_mib(len(data))}, over the {_mib(max_bytes)} limit (UI_MAX_UPLOAD_MB); "
+            f"split it or ask an admin to raise the limit."
+        )
     if _text_suffix(file_name):
         if PDF_MAGIC in data[:MAGIC_WINDOW]:
             return "a PDF with a text file's name: rename it to end in .pdf and drop it again."
         if b"\x00" in data[:MAGIC_WINDOW] and not data.startswith(_WIDE_BOMS):
-            return ("not text, whatever its name says: it holds binary data; save it as plain text (.txt, .md), "
-                    "instruction records (.jsonl, .json) or PDF.")
+            return (
+                "not text, whatever its name says: it holds binary data; save it as plain text (.txt, .md), "
+                "instruction records (.jsonl, .json) or PDF."
+            )
         return None
     if PDF_MAGIC not in data[:MAGIC_WINDOW]:
-        return ("not a PDF (nor .txt, .md, .jsonl or .json): its content does not start with %PDF-, whatever its "
-                "name says.")
+        return (
+            "not a PDF (nor .txt, .md, .jsonl or .json): its content does not start with %PDF-, whatever its name says."
+        )
     return None
 
 
@@ -91,31 +98,47 @@ def upload_document(container: ContainerClient, file_name: str, data: bytes, max
         if _create(container.get_blob_client(wanted), data, sha256, file_name):
             return UploadResult(file_name, UPLOADED, f"Uploaded as {wanted}.", wanted)
         if _stored_sha256(container.get_blob_client(wanted)) == sha256:
-            return UploadResult(file_name, DUPLICATE, f"Already in the knowledge base as {wanted} (same content); "
-                                                      f"nothing uploaded.", wanted)
+            return UploadResult(
+                file_name,
+                DUPLICATE,
+                f"Already in the knowledge base as {wanted} (same content); nothing uploaded.",
+                wanted,
+            )
         stem, dot, suffix = wanted.rpartition(".")
         beside = f"{stem}-{sha256[:12]}{dot}{suffix}"
         if _create(container.get_blob_client(beside), data, sha256, file_name):
-            return UploadResult(file_name, RENAMED, f"A different file is already named {wanted}; kept both: this "
-                                                    f"one is {beside}.", beside)
+            return UploadResult(
+                file_name,
+                RENAMED,
+                f"A different file is already named {wanted}; kept both: this one is {beside}.",
+                beside,
+            )
         # Only this very content can have made that name (bar a 48-bit prefix collision).
-        return UploadResult(file_name, DUPLICATE, f"Already in the knowledge base as {beside} (same content); "
-                                                  f"nothing uploaded.", beside)
+        return UploadResult(
+            file_name, DUPLICATE, f"Already in the knowledge base as {beside} (same content); nothing uploaded.", beside
+        )
     except ServiceRequestError:
-        return UploadResult(file_name, REFUSED, f"Not uploaded: cannot reach the storage account at {container.url} "
-                                                f"(is it running, and is DataStorage right?). Nothing was written.")
+        return UploadResult(
+            file_name,
+            REFUSED,
+            f"Not uploaded: cannot reach the storage account at {container.url} "
+            f"(is it running, and is DataStorage right?). Nothing was written.",
+        )
     except AzureError as err:
-        return UploadResult(file_name, REFUSED, f"Not uploaded: storage said {_first_line(err)}. Try again; "
-                                                f"nothing was overwritten.")
+        return UploadResult(
+            file_name, REFUSED, f"Not uploaded: storage said {_first_line(err)}. Try again; nothing was overwritten."
+        )
 
 
 def _create(blob: BlobClient, data: bytes, sha256: str, file_name: str) -> bool:
     """Write the blob only if no blob has that name; False when one already does."""
     try:
-        blob.upload_blob(data, overwrite=False,
-                         content_settings=ContentSettings(content_type=_content_type(blob.blob_name)),
-                         metadata={SHA256_METADATA: sha256, "uploaded_by": "web-ui",
-                                   "original_name": _ascii(file_name)})
+        blob.upload_blob(
+            data,
+            overwrite=False,
+            content_settings=ContentSettings(content_type=_content_type(blob.blob_name)),
+            metadata={SHA256_METADATA: sha256, "uploaded_by": "web-ui", "original_name": _ascii(file_name)},
+        )
     except ResourceExistsError:
         return False
     return True

@@ -4,6 +4,7 @@
 BPE tokenizer trained on the snapshot. It runs the real training code on machines without hub access
 (and in tests); it knows only what the snapshot teaches it, so it is no substitute for `gpt2`.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,32 +65,46 @@ def train_tokenizer(documents: list[str], vocab_size: int = OFFLINE_VOCAB_SIZE) 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(documents, trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, whatever the corpus
-    ))
+    bpe.train_from_iterator(
+        documents,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=2,
+            special_tokens=[EOS],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, whatever the corpus
+        ),
+    )
     learned = json.loads(bpe.to_str())["model"]
-    return GPT2Tokenizer(vocab=learned["vocab"], merges=[tuple(pair) for pair in learned["merges"]],
-                         pad_token=EOS, model_max_length=OFFLINE_ARCHITECTURE["n_positions"])
+    return GPT2Tokenizer(
+        vocab=learned["vocab"],
+        merges=[tuple(pair) for pair in learned["merges"]],
+        pad_token=EOS,
+        model_max_length=OFFLINE_ARCHITECTURE["n_positions"],
+    )
 
 
 def build_offline(documents: list[str], attn_implementation: str) -> BaseModel:
     tokenizer = train_tokenizer(documents)
-    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-                        **OFFLINE_ARCHITECTURE)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        **OFFLINE_ARCHITECTURE,
+    )
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     shape = " ".join(f"{key}={value}" for key, value in OFFLINE_ARCHITECTURE.items())
     resolved = f"GPT-2 architecture from config ({shape}, vocab={len(tokenizer)} BPE trained on the snapshot)"
     return BaseModel(model, tokenizer, OFFLINE, resolved, "offline")
 
 
-def load_pretrained(source: str | Path, tokenizer_source: str | Path,
-                    attn_implementation: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_pretrained(
+    source: str | Path, tokenizer_source: str | Path, attn_implementation: str
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Weights in float32 whatever they were saved in: mixed precision casts per op, the master copy stays fp32."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
-                                                 attn_implementation=attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, attn_implementation=attn_implementation)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 ships without one
     return model, tokenizer
@@ -133,8 +148,10 @@ def resolve_base_model(requested: str, documents: list[str], attn_implementation
     elif Path(requested).expanduser().exists():
         base = load_local(Path(requested).expanduser(), "--base-model", attn_implementation)
     elif requested.startswith(("/", ".", "~")):
-        raise BaseModelError(f"--base-model {requested}: no such folder; give a save_pretrained() model "
-                             f"folder, a Hugging Face id, or {OFFLINE}")
+        raise BaseModelError(
+            f"--base-model {requested}: no such folder; give a save_pretrained() model "
+            f"folder, a Hugging Face id, or {OFFLINE}"
+        )
     else:
         base = load_hub(requested, attn_implementation)
     log.info("base model (%s): %s", base.kind, base.resolved)

@@ -6,6 +6,7 @@ waits in a bounded queue only until enough cache slots are free; beyond `max_req
 submit() refuses at once with Overloaded, so a server thread is never parked behind an endless queue. A job
 whose client has gone, whose deadline passed, or whose rows hit a stop sequence is dropped at the next step.
 """
+
 from __future__ import annotations
 
 import logging

@@ -11,6 +11,7 @@ short block, hold out 5%, and use everything for both when there are fewer than 
   passage of the document text (cut at line breaks, independent of any tokenizer), so an unchanged
   passage is held out in every snapshot, whichever tokenizer each model uses.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,9 +77,9 @@ def split_passages(documents: list[str], eval_fraction: float) -> TextSplit | No
         return score != highest and (score < eval_fraction or score == lowest)
 
     train, heldout = [], []
-    for pieces, row in zip(cut, scores):
+    for pieces, row in zip(cut, scores, strict=True):
         runs: list[tuple[bool, str]] = []
-        for piece, score in zip(pieces, row):
+        for piece, score in zip(pieces, row, strict=True):
             if runs and runs[-1][0] == held(score):
                 runs[-1] = (runs[-1][0], runs[-1][1] + piece)
             else:
@@ -106,7 +107,7 @@ MIN_BLOCK = 2  # a block of one token has nothing to predict
 
 def cut_blocks(ids: list[int], block_size: int) -> list[list[int]]:
     """Consecutive blocks of block_size tokens; the last, shorter block is kept (as in the notebook)."""
-    blocks = [ids[start:start + block_size] for start in range(0, len(ids), block_size)]
+    blocks = [ids[start : start + block_size] for start in range(0, len(ids), block_size)]
     return [block for block in blocks if len(block) >= MIN_BLOCK]
 
 
@@ -123,7 +124,7 @@ def line_blocks(ids: list[int], block_size: int, ends: set[int]) -> list[list[in
     always starts at position 0; so to recall a line from its start it must have seen it there.
     """
     starts = [0] + [index + 1 for index, token in enumerate(ids[:-1]) if token in ends]
-    return [ids[start:start + block_size] for start in starts if len(ids) - start >= MIN_BLOCK]
+    return [ids[start : start + block_size] for start in starts if len(ids) - start >= MIN_BLOCK]
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,13 @@ class Blocks:
     note: str  # how the split was made, for logs and the summary
 
 
-def build_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int,
-                 eval_fraction: float, by_line: bool = False) -> Blocks:
+def build_blocks(
+    documents: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    eval_fraction: float,
+    by_line: bool = False,
+) -> Blocks:
     """Train and eval blocks per the recipe above; `by_line` makes overlapping train blocks (memorize)."""
     ends = line_ends(tokenizer) if by_line else set()
 
@@ -145,15 +151,22 @@ def build_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, block
     total = len(cut_blocks(everything, block_size))
     split = split_passages(documents, eval_fraction) if total >= 2 and eval_fraction > 0 else None
     if split is None:
-        reason = ("eval fraction 0" if eval_fraction <= 0 else
-                  f"{total} block(s)" if total < 2 else "fewer than 2 distinct passages")
+        reason = (
+            "eval fraction 0"
+            if eval_fraction <= 0
+            else f"{total} block(s)"
+            if total < 2
+            else "fewer than 2 distinct passages"
+        )
         note = f"{reason}: nothing held out; using all {total} block(s) for both train and eval"
         log.warning(note)
         return Blocks(train=train_blocks(everything), eval=cut_blocks(everything, block_size), note=note)
     train = train_blocks(tokenize_runs(tokenizer, split.train))
     heldout = cut_blocks(tokenize_runs(tokenizer, split.heldout), block_size)
-    note = (f"held out {len(split.heldout)} of {len(split.train) + len(split.heldout)} text run(s) by passage "
-            f"hash: {len(train)} train / {len(heldout)} eval block(s)")
+    note = (
+        f"held out {len(split.heldout)} of {len(split.train) + len(split.heldout)} text run(s) by passage "
+        f"hash: {len(train)} train / {len(heldout)} eval block(s)"
+    )
     log.info(note)
     return Blocks(train=train, eval=heldout, note=note)
 
@@ -181,7 +194,7 @@ def response_tokens(ids: list[int], header: list[int], eos: int) -> list[bool]:
     start = 0  # first token of the current stretch
     index = 0
     while index < len(ids):
-        if ids[index:index + len(header)] == header:
+        if ids[index : index + len(header)] == header:
             end = index + len(header)
             keep[start:end] = [False] * (end - start)  # the prompt up to here, and the header itself
             start = index = end
@@ -200,8 +213,9 @@ class BlockCollator:
     lm.prompt_format.RESPONSE_HEADER) the loss covers instruction responses only (see response_tokens).
     """
 
-    def __init__(self, pad_token_id: int, response_header: list[int] | None = None,
-                 eos_token_id: int | None = None) -> None:
+    def __init__(
+        self, pad_token_id: int, response_header: list[int] | None = None, eos_token_id: int | None = None
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.response_header = response_header
         self.eos_token_id = eos_token_id
@@ -212,11 +226,11 @@ class BlockCollator:
         attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
         for row, feature in enumerate(features):
             ids = feature["input_ids"]
-            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         if self.response_header:
             for row, feature in enumerate(features):
                 keep = response_tokens(feature["input_ids"], self.response_header, self.eos_token_id)
-                labels[row, :len(keep)].masked_fill_(~torch.tensor(keep), -100)
+                labels[row, : len(keep)].masked_fill_(~torch.tensor(keep), -100)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

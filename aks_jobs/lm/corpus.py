@@ -1,4 +1,5 @@
 """Read the training text: the newest complete snapshot (or one .txt file), its manifest, its documents."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,7 @@ def newest_snapshot(folder: Path) -> Path:
             return path
         log.warning("skipping %s: no %s beside it (incomplete snapshot)", path.name, manifest_path(path).name)
     found = f"{len(candidates)} snapshot(s) without a manifest" if candidates else f"no {SNAPSHOT_PREFIX}*.txt"
-    raise CorpusError(f"--data {folder}: {found}; run preprocess into this folder first, "
-                      f"or pass a .txt file as --data")
+    raise CorpusError(f"--data {folder}: {found}; run preprocess into this folder first, or pass a .txt file as --data")
 
 
 def split_documents(text: str, manifest: SnapshotManifest | None) -> list[str]:
@@ -63,7 +63,7 @@ def split_documents(text: str, manifest: SnapshotManifest | None) -> list[str]:
     lengths = [length for length in lengths if length > 0]
     documents, start = [], 0
     for length in lengths:
-        documents.append(text[start:start + length])
+        documents.append(text[start : start + length])
         start += length + len(DOCUMENT_SEPARATOR)
     if not lengths or DOCUMENT_SEPARATOR.join(documents) + "\n" != text:
         if manifest is not None:
@@ -77,12 +77,16 @@ def snapshot_named(folder: Path, ref_folder: Path) -> Path:
     try:
         name = read_ref(ref_folder).snapshot
     except (OSError, ValidationError) as error:
-        raise CorpusError(f"--snapshot-ref {ref_folder}: no valid snapshot.json ({error}); pass the folder "
-                          f"preprocess --snapshot-ref wrote, or leave it out to train on the newest snapshot") from error
+        raise CorpusError(
+            f"--snapshot-ref {ref_folder}: no valid snapshot.json ({error}); pass the folder "
+            f"preprocess --snapshot-ref wrote, or leave it out to train on the newest snapshot"
+        ) from error
     path = folder / name
     if not manifest_path(path).is_file():
-        raise CorpusError(f"--data {folder}: {name} (named by --snapshot-ref) or its manifest is missing; "
-                          f"run preprocess into this folder again")
+        raise CorpusError(
+            f"--data {folder}: {name} (named by --snapshot-ref) or its manifest is missing; "
+            f"run preprocess into this folder again"
+        )
     return path
 
 
@@ -109,9 +113,15 @@ def load_corpus(data: Path, snapshot_ref: Path | None = None) -> Corpus:
         try:
             manifest = SnapshotManifest.model_validate_json(manifest_path(path).read_bytes())
         except ValidationError as error:
-            raise CorpusError(f"{manifest_path(path)}: not a snapshot manifest ({error}); run preprocess "
-                              f"again") from error
+            raise CorpusError(
+                f"{manifest_path(path)}: not a snapshot manifest ({error}); run preprocess again"
+            ) from error
     documents = split_documents(text, manifest)
-    log.info("training text %s: %d characters in %d document(s)%s", path, len(text), len(documents),
-             "" if manifest else " (no manifest)")
+    log.info(
+        "training text %s: %d characters in %d document(s)%s",
+        path,
+        len(text),
+        len(documents),
+        "" if manifest else " (no manifest)",
+    )
     return Corpus(path=path, manifest=manifest, documents=documents)

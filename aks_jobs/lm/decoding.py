@@ -8,6 +8,7 @@ inverse CDF, so a sampled row depends only on its prompt, settings and numbers, 
 neighbours or the step it joined at. (The logits themselves may still differ in the last bits with the batch's
 shape, so in bf16 a near-tie can flip a token; in float32 that is vanishingly rare.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -52,7 +53,7 @@ class Settings:
         self.any_penalty = any(row.repetition_penalty != 1.0 for row in rows)
         # Sampling looks only at the best `candidates` tokens of each row: a top-k of the whole vocabulary
         # (let alone a full sort) costs far more than the rest of a step's processing on a CPU.
-        self.candidates = max((k for k, s in zip(top_k, sampling) if s), default=1)
+        self.candidates = max((k for k, s in zip(top_k, sampling, strict=True) if s), default=1)
         # Every sampling row's draws, one row each, on the device: a step picks them by the rows' token counts
         # there, with no per-row work or host-to-device copy per step.
         width = max((row.max_new_tokens for row in rows if row.do_sample), default=1)
@@ -60,7 +61,7 @@ class Settings:
         for index, row in enumerate(rows):
             if row.do_sample and row.uniforms is not None:  # None: a settings-only check, never stepped
                 draws = row.uniforms[:width]
-                uniforms[index, :len(draws)] = draws
+                uniforms[index, : len(draws)] = draws
         self.uniforms = uniforms.to(device)
 
     def draws(self, generated: torch.Tensor) -> torch.Tensor:
@@ -116,8 +117,7 @@ def draw(values: torch.Tensor, ids: torch.Tensor, uniforms: torch.Tensor) -> tor
     return ids.gather(1, torch.minimum(index, kept - 1))[:, 0]
 
 
-def next_tokens(logits: torch.Tensor, seen: torch.Tensor, settings: Settings,
-                generated: torch.Tensor) -> torch.Tensor:
+def next_tokens(logits: torch.Tensor, seen: torch.Tensor, settings: Settings, generated: torch.Tensor) -> torch.Tensor:
     """Every row's next token; `generated` [rows] counts the tokens each row has made so far."""
     scores = penalize(logits, seen, settings.penalty) if settings.any_penalty else logits
     greedy = scores.argmax(-1)
@@ -162,9 +162,9 @@ class ContinuousDecoder:
         if len(rows) > len(free):
             raise ValueError(f"{len(rows)} rows do not fit the {len(free)} free slots")
         prefilled: dict[tuple[int, ...], int] = {}
-        slots = free[:len(rows)]
+        slots = free[: len(rows)]
         try:
-            for slot, row in zip(slots, rows):
+            for slot, row in zip(slots, rows, strict=True):
                 key = tuple(row.prompt)
                 if key in prefilled:
                     self.forward.copy_slot(prefilled[key], slot, len(key))
@@ -222,11 +222,12 @@ class ContinuousDecoder:
 
 
 _IDLE = Row(prompt=[0], max_new_tokens=1)  # neutral greedy settings for an empty slot
-_IDLE_POSITION = -(2 ** 62)  # an empty slot's position: stays below 0 (fed as 0) however many steps pass
+_IDLE_POSITION = -(2**62)  # an empty slot's position: stays below 0 (fed as 0) however many steps pass
 
 
-def decode(model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int],
-           forward: CachedForward | None = None) -> list[list[int]]:
+def decode(
+    model: PreTrainedModel, rows: Sequence[Row], *, eos_token_ids: Collection[int], forward: CachedForward | None = None
+) -> list[list[int]]:
     """The new tokens of every row, decoded together: up to and including its first EOS, at most its
     max_new_tokens. Every prompt plus its max_new_tokens must fit the model's context (the caller checks).
     `forward` runs the model (a cache of at least len(rows) slots); by default an eager Gpt2CachedForward."""

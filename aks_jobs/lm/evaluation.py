@@ -3,6 +3,7 @@
 Rejected candidates are registered too (tag decision=reject), so every trained model stays traceable
 to its snapshot and its verdict; only the control plane acts on the decision.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def read_train_output(model_dir: Path) -> tuple[dict[str, Any], TrainSummary]:
     try:
         summary = TrainSummary.model_validate_json(paths[1].read_bytes())
     except ValidationError as error:
-        raise BaseModelError(f"--model {model_dir}: {SUMMARY} is not a train summary ({error}); pass a train.py "
-                             f"output folder") from error
+        raise BaseModelError(
+            f"--model {model_dir}: {SUMMARY} is not a train summary ({error}); pass a train.py output folder"
+        ) from error
     if not any(heldout.get("blocks", [])):
         raise BaseModelError(f"--model {model_dir}: {HELDOUT} holds no text to evaluate on")
     return heldout, summary
@@ -61,13 +63,21 @@ def score_model(path: Path, option: str, texts: list[str]) -> TextScore:
     base = load_local(path, option)
     base.model.to("cuda" if torch.cuda.is_available() else "cpu")
     score = score_texts(base.model, base.tokenizer, texts)
-    log.info("%s %s: loss %.4f, perplexity %.2f, %.4f bits/byte over %d tokens", option, path, score.loss,
-             score.perplexity, score.bits_per_byte, score.tokens)
+    log.info(
+        "%s %s: loss %.4f, perplexity %.2f, %.4f bits/byte over %d tokens",
+        option,
+        path,
+        score.loss,
+        score.perplexity,
+        score.bits_per_byte,
+        score.tokens,
+    )
     return score
 
 
-def registration_tags(heldout: dict[str, Any], summary: TrainSummary, verdict: Decision,
-                      candidate: TextScore, serving: TextScore | None) -> dict[str, str]:
+def registration_tags(
+    heldout: dict[str, Any], summary: TrainSummary, verdict: Decision, candidate: TextScore, serving: TextScore | None
+) -> dict[str, str]:
     tags = {
         "snapshot": heldout.get("snapshot") or "",
         "documents_sha256": heldout.get("documents_sha256") or "",
@@ -95,9 +105,16 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     if request.register:
         use_experiment(request.experiment)
         with mlflow.start_run(run_name=f"evaluate-{heldout.get('snapshot')}"):
-            mlflow.log_params(flat_params({"model": str(request.model), "serving_model": request.serving_model,
-                                           "min_improvement": request.rules.min_improvement,
-                                           "max_perplexity": request.rules.max_perplexity}))
+            mlflow.log_params(
+                flat_params(
+                    {
+                        "model": str(request.model),
+                        "serving_model": request.serving_model,
+                        "min_improvement": request.rules.min_improvement,
+                        "max_perplexity": request.rules.max_perplexity,
+                    }
+                )
+            )
             metrics = {f"candidate_{key}": value for key, value in candidate.to_dict().items()}
             if serving is not None:
                 metrics.update({f"serving_{key}": value for key, value in serving.to_dict().items()})
@@ -115,8 +132,9 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         candidate=Score(**candidate.to_dict(), model=str(request.model)),
         serving=None if serving is None else Score(**serving.to_dict(), model=str(request.serving_model)),
         improvement=verdict.improvement,
-        rules=contract.Rules(min_improvement=request.rules.min_improvement,
-                             max_perplexity=request.rules.max_perplexity),
+        rules=contract.Rules(
+            min_improvement=request.rules.min_improvement, max_perplexity=request.rules.max_perplexity
+        ),
         heldout_blocks=len(texts),
         split=heldout.get("split"),
         snapshot=heldout.get("snapshot"),

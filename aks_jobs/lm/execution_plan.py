@@ -14,6 +14,7 @@ choices of speed only:
 - The head and its cross-entropy run fused in chunks (fused_loss.py, always on): no [tokens, vocabulary]
   logits are held, which is most of what a micro-batch would add beyond its activations.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -76,22 +77,38 @@ def should_compile(mode: CompileMode, train_tokens: float, on_gpu: bool) -> bool
     return mode == "on"
 
 
-def plan_execution(model: PreTrainedModel, block_size: int, batch_size: int, grad_accum: int,
-                   micro_batch: int | None, compile_mode: CompileMode, train_tokens: float) -> ExecutionPlan:
+def plan_execution(
+    model: PreTrainedModel,
+    block_size: int,
+    batch_size: int,
+    grad_accum: int,
+    micro_batch: int | None,
+    compile_mode: CompileMode,
+    train_tokens: float,
+) -> ExecutionPlan:
     """The recipe's batch is batch_size x grad_accum blocks per device and step; `micro_batch` None = auto."""
     on_gpu = torch.cuda.is_available()
     batch = batch_size * grad_accum
     if micro_batch is None:
         micro_batch = batch_size
         if on_gpu:
-            micro_batch = choose_micro_batch(batch, bytes_per_block(model.config, block_size),
-                                             int(gpu_memory() * GPU_MEMORY_SHARE), model.num_parameters())
+            micro_batch = choose_micro_batch(
+                batch,
+                bytes_per_block(model.config, block_size),
+                int(gpu_memory() * GPU_MEMORY_SHARE),
+                model.num_parameters(),
+            )
     elif batch % micro_batch:
-        raise ValueError(f"--micro-batch {micro_batch} must divide --batch-size x --grad-accum ({batch}), so the "
-                         f"optimizer still sees the recipe's batch")
-    return ExecutionPlan(micro_batch=micro_batch, grad_accum=batch // micro_batch,
-                         compile=should_compile(compile_mode, train_tokens, on_gpu),
-                         optimizer="adamw_torch_fused")  # one kernel for all parameters; CPU and CUDA
+        raise ValueError(
+            f"--micro-batch {micro_batch} must divide --batch-size x --grad-accum ({batch}), so the "
+            f"optimizer still sees the recipe's batch"
+        )
+    return ExecutionPlan(
+        micro_batch=micro_batch,
+        grad_accum=batch // micro_batch,
+        compile=should_compile(compile_mode, train_tokens, on_gpu),
+        optimizer="adamw_torch_fused",
+    )  # one kernel for all parameters; CPU and CUDA
 
 
 def pad_vocabulary(model: PreTrainedModel, multiple: int = VOCAB_MULTIPLE) -> int:

@@ -7,6 +7,7 @@ loss and its gradients (for the hidden states and the head's weights) at once, a
 dropped before the next one; backward only scales the stored gradients. Same math, same dtypes as the
 unfused path (logits in the autocast dtype, loss in float32), far less memory.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,13 +29,14 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T` against `targets`; gradients computed during forward."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                chunk: int, needs_grad: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, needs_grad: bool
+    ) -> torch.Tensor:
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
-            part, target = hidden[start:start + chunk], targets[start:start + chunk]
+            part, target = hidden[start : start + chunk], targets[start : start + chunk]
             raw = part @ weight.T  # autocast (when on) runs the product in bf16/fp16, as for the unfused head
             logits = raw.float()
             valid = target != IGNORE_INDEX
@@ -47,7 +49,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad = logits.sub_(log_norm[:, None]).exp_()
             grad.scatter_add_(1, index, torch.full_like(index, -1, dtype=grad.dtype))
             grad = grad.mul_(valid[:, None]).to(raw.dtype)  # one cast for both products below
-            grad_hidden[start:start + chunk] = grad @ weight
+            grad_hidden[start : start + chunk] = grad @ weight
             grad_weight += grad.T @ part
         if needs_grad:
             ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
@@ -66,12 +68,17 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     """Summed loss over the tokens of `hidden` [..., C] whose `targets` [...] are not IGNORE_INDEX."""
     chunk = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return LinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), chunk,
-                                    needs_grad)
+    return LinearCrossEntropy.apply(
+        hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), chunk, needs_grad
+    )
 
 
-def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                   num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+def causal_lm_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
     """Hugging Face's causal-LM loss (ForCausalLMLoss) without the logits: token t predicts label t + 1; the
     mean over the batch's targets, or the sum over `num_items_in_batch` when the Trainer accumulates."""
     targets = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
@@ -81,8 +88,13 @@ def causal_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Ten
     return total / num_items_in_batch
 
 
-def _forward_with_fused_loss(self: PreTrainedModel, *args: Any, labels: torch.Tensor | None = None,
-                             num_items_in_batch: torch.Tensor | int | None = None, **kwargs: Any) -> Any:
+def _forward_with_fused_loss(
+    self: PreTrainedModel,
+    *args: Any,
+    labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    **kwargs: Any,
+) -> Any:
     """The model's forward; given labels, the loss comes from causal_lm_loss and no logits are returned."""
     if labels is None:
         return type(self).forward(self, *args, **kwargs)

@@ -3,6 +3,7 @@ turn the engine's tokens into text (Follower): stop sequences, streamed pieces, 
 
 Nothing here runs on the engine's thread, so a request whose text cannot be encoded or decoded fails alone.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,8 +40,9 @@ class Completion:
 def prepare(tokenizer: PreTrainedTokenizerBase, request: ScoreRequest, context: int) -> Prepared:
     """Raise RequestError naming the prompt that does not fit `context` tokens with max_new_tokens."""
     if request.max_new_tokens >= context:
-        raise RequestError("max_new_tokens", f"must be below the model's context of {context} tokens, "
-                                             f"got {request.max_new_tokens}")
+        raise RequestError(
+            "max_new_tokens", f"must be below the model's context of {context} tokens, got {request.max_new_tokens}"
+        )
     try:
         prompts = tokenizer(list(request.prompt_texts))["input_ids"]
         turns = tokenizer([turn + TURN_SEPARATOR for turn in request.history])["input_ids"] if request.history else []
@@ -51,9 +53,12 @@ def prepare(tokenizer: PreTrainedTokenizerBase, request: ScoreRequest, context: 
         if not ids:
             raise RequestError(name, "encodes to no tokens; send some text")
         if len(ids) + request.max_new_tokens > context:
-            raise RequestError(name, f"is {len(ids)} tokens; with max_new_tokens={request.max_new_tokens} that "
-                                     f"exceeds the model's context of {context} tokens: shorten the prompt "
-                                     f"or lower max_new_tokens")
+            raise RequestError(
+                name,
+                f"is {len(ids)} tokens; with max_new_tokens={request.max_new_tokens} that "
+                f"exceeds the model's context of {context} tokens: shorten the prompt "
+                f"or lower max_new_tokens",
+            )
     kept = 0
     if turns:  # newest turns first while they fit; the oldest are dropped
         room = context - request.max_new_tokens - len(prompts[0])
@@ -62,9 +67,10 @@ def prepare(tokenizer: PreTrainedTokenizerBase, request: ScoreRequest, context: 
                 break
             room -= len(ids)
             kept += 1
-        prompts = [[token for ids in turns[len(turns) - kept:] for token in ids] + prompts[0]]
-    return Prepared(request=request, rows=_rows(request, prompts), prompt_tokens=sum(map(len, prompts)),
-                    history_turns=kept)
+        prompts = [[token for ids in turns[len(turns) - kept :] for token in ids] + prompts[0]]
+    return Prepared(
+        request=request, rows=_rows(request, prompts), prompt_tokens=sum(map(len, prompts)), history_turns=kept
+    )
 
 
 def _rows(request: ScoreRequest, prompts: list[list[int]]) -> list[Row]:
@@ -73,12 +79,19 @@ def _rows(request: ScoreRequest, prompts: list[list[int]]) -> list[Row]:
     if request.do_sample:
         seeded = torch.Generator().manual_seed(request.seed)
         uniforms = torch.rand((request.rows, request.max_new_tokens), generator=seeded)
-    settings = {"max_new_tokens": request.max_new_tokens, "do_sample": request.do_sample,
-                "temperature": request.temperature, "top_k": request.top_k, "top_p": request.top_p,
-                "repetition_penalty": request.repetition_penalty}
+    settings = {
+        "max_new_tokens": request.max_new_tokens,
+        "do_sample": request.do_sample,
+        "temperature": request.temperature,
+        "top_k": request.top_k,
+        "top_p": request.top_p,
+        "repetition_penalty": request.repetition_penalty,
+    }
     repeated = [prompt for prompt in prompts for _ in range(request.num_return_sequences)]
-    return [Row(prompt=prompt, uniforms=None if uniforms is None else uniforms[i], **settings)
-            for i, prompt in enumerate(repeated)]
+    return [
+        Row(prompt=prompt, uniforms=None if uniforms is None else uniforms[i], **settings)
+        for i, prompt in enumerate(repeated)
+    ]
 
 
 @dataclass
@@ -98,7 +111,7 @@ class RowText:
         self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         found = [index for index in (self.text.find(stop) for stop in self.stop) if index >= 0]
         if found:
-            self.text, self.done = self.text[:min(found)], True
+            self.text, self.done = self.text[: min(found)], True
             return self.finish()
         # Held back: a partial UTF-8 character, and what may still become the start of a stop sequence.
         end = len(self.text) - (max(map(len, self.stop)) - 1 if self.stop else 0)
@@ -113,7 +126,7 @@ class RowText:
     def _piece(self, end: int) -> str:
         if end <= self.sent:
             return ""
-        piece, self.sent = self.text[self.sent:end], end
+        piece, self.sent = self.text[self.sent : end], end
         return piece
 
 
@@ -121,14 +134,16 @@ def completion(prepared: Prepared, texts: Sequence[RowText]) -> Completion:
     per_prompt = prepared.request.num_return_sequences
     finish = response_only if prepared.request.format == "instruction" else str
     return Completion(
-        generations=[[finish(row.text) for row in texts[i:i + per_prompt]] for i in range(0, len(texts), per_prompt)],
+        generations=[[finish(row.text) for row in texts[i : i + per_prompt]] for i in range(0, len(texts), per_prompt)],
         prompt_tokens=prepared.prompt_tokens,
         completion_tokens=sum(len(row.ids) for row in texts),
-        history_turns=prepared.history_turns)
+        history_turns=prepared.history_turns,
+    )
 
 
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-             requests: Sequence[ScoreRequest]) -> list[Completion | RequestError]:
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, requests: Sequence[ScoreRequest]
+) -> list[Completion | RequestError]:
     """Answer several requests with one decode loop, each as if it had run alone (no server, no threads).
 
     A request that does not fit the model's context gets its RequestError; the others still run.

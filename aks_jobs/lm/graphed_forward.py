@@ -11,6 +11,7 @@ All buckets are captured when the forward is built, not lazily on first use: cap
 allocates from the graphs' memory pool, so doing it at start-up keeps that latency and memory out of the
 first requests of each batch size and makes an out-of-memory show at start rather than mid-serving.
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ whatever it shares a batch with, as the decode loop promises for seeds. (torch.a
 as fast but scales activations per tensor, so a row would change with its neighbours; see
 docs/performance.md for the measured choice.)
 """
+
 from __future__ import annotations
 
 import torch

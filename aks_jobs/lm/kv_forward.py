@@ -10,6 +10,7 @@ This is the seam for other ways of running the model (int8 weights, another runt
 model's own modules (c_attn, c_proj, mlp, layer norms), so modules swapped in place (e.g. quantized linear
 layers) are used as they are.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -49,7 +50,7 @@ class Gpt2CachedForward:
         self.device = model.device
         self.heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
-        self.scale = self.head_dim ** -0.5 if config.scale_attn_weights else 1.0
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         dtype = next(model.parameters()).dtype
         shape = (slots, self.heads, self.context, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(config.n_layer)]
@@ -105,7 +106,8 @@ class Gpt2CachedForward:
             keys, values = self.keys[layer], self.values[layer]
             keys[row_index, :, positions] = key[:, :, 0]
             values[row_index, :, positions] = value[:, :, 0]
-            return F.scaled_dot_product_attention(query, keys[:rows, :, :window], values[:rows, :, :window],
-                                                  attn_mask=visible, scale=self.scale)
+            return F.scaled_dot_product_attention(
+                query, keys[:rows, :, :window], values[:rows, :, :window], attn_mask=visible, scale=self.scale
+            )
 
         return self._run(tokens[:, None], positions[:, None], attend)

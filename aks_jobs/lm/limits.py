@@ -1,4 +1,5 @@
 """Training limits that end a run early with the reason recorded: optimizer steps and wall time."""
+
 from __future__ import annotations
 
 import time
@@ -21,12 +22,12 @@ class WallClockLimit(TrainerCallback):
         self.started = time.monotonic()
         self.stopped_at_step: int | None = None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.started = time.monotonic()
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         over = time.monotonic() - self.started >= self.limit_s
         if dist.is_available() and dist.is_initialized():
             flag = torch.tensor([float(over)], device=args.device)
@@ -40,10 +41,14 @@ class WallClockLimit(TrainerCallback):
 def stop_reason(max_steps: int | None, planned_steps: int, steps: int, wall: WallClockLimit | None) -> str | None:
     """Why training ended before its planned steps, naming the limit and how to change it; None if it did not."""
     if wall is not None and wall.stopped_at_step is not None:
-        return (f"stopped at the wall-time limit of {wall.limit_s:g} s after {steps} optimizer steps (--max-wall-s, "
-                "app setting TRAIN_MAX_WALL_S); the model is what those steps learned. Raise the limit to train "
-                "longer.")
+        return (
+            f"stopped at the wall-time limit of {wall.limit_s:g} s after {steps} optimizer steps (--max-wall-s, "
+            "app setting TRAIN_MAX_WALL_S); the model is what those steps learned. Raise the limit to train "
+            "longer."
+        )
     if max_steps and steps >= max_steps and max_steps < planned_steps:
-        return (f"stopped at the limit of {max_steps} optimizer steps of {planned_steps} planned (--max-steps, app "
-                "setting TRAIN_MAX_STEPS); raise it to train on every epoch.")
+        return (
+            f"stopped at the limit of {max_steps} optimizer steps of {planned_steps} planned (--max-steps, app "
+            "setting TRAIN_MAX_STEPS); raise it to train on every epoch."
+        )
     return None

@@ -5,6 +5,7 @@ plots `log_history` from it; a long run logs thousands of entries. So: only the 
 points on a curve (train `loss` or `eval_loss`), only the keys worth plotting, values rounded, and at
 most MAX_POINTS entries, evenly spread over the run with its first and last point always kept.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,11 @@ def evenly(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def _compact(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: float(f"{value:.{SIGNIFICANT_DIGITS}g}") if isinstance(value, float) else value
-            for key, value in entry.items() if key in KEYS}
+    return {
+        key: float(f"{value:.{SIGNIFICANT_DIGITS}g}") if isinstance(value, float) else value
+        for key, value in entry.items()
+        if key in KEYS
+    }
 
 
 def loss_curve(log_history: list[dict[str, Any]], max_points: int = MAX_POINTS) -> list[dict[str, Any]]:

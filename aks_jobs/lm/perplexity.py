@@ -4,6 +4,7 @@ Token perplexity depends on the tokenizer (a model with a coarser vocabulary pre
 tokens), so two models with different tokenizers are compared by bits per byte: the total negative
 log-likelihood of the same text divided by its size in bytes.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,13 @@ def windows(ids: list[int], context: int) -> list[list[int]]:
     first is predicted exactly once, as in training (blocks start without a separator token).
     """
     step = context - 1
-    return [ids[start:start + context] for start in range(0, max(len(ids) - 1, 1), step)]
+    return [ids[start : start + context] for start in range(0, max(len(ids) - 1, 1), step)]
 
 
 @torch.inference_mode()
-def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                batch_size: int = 8) -> TextScore:
+def score_texts(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = 8
+) -> TextScore:
     texts = [text for text in texts if text]
     was_training = model.training
     model.eval()
@@ -50,23 +52,32 @@ def score_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         longest = max(map(len, batch))
         input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
         for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
         input_ids, mask = input_ids.to(model.device), mask.to(model.device)
         logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
         targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        total_nll += F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                     ignore_index=-100, reduction="sum").item()
+        total_nll += F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        ).item()
         total_tokens += int((targets != -100).sum())
     model.train(was_training)
     # The bytes predicted: all but each text's first token, which is context only.
-    total_bytes = sum(len(text.encode("utf-8")) - len(tokenizer.decode(ids[:1]).encode("utf-8"))
-                      for text, ids in zip(texts, encoded) if len(ids) > 1)
+    total_bytes = sum(
+        len(text.encode("utf-8")) - len(tokenizer.decode(ids[:1]).encode("utf-8"))
+        for text, ids in zip(texts, encoded, strict=True)
+        if len(ids) > 1
+    )
     loss = total_nll / total_tokens
-    return TextScore(loss=loss, perplexity=math.exp(min(loss, 700.0)),  # exp(>709) overflows a float
-                     bits_per_byte=total_nll / math.log(2) / total_bytes, tokens=total_tokens, bytes=total_bytes)
+    return TextScore(
+        loss=loss,
+        perplexity=math.exp(min(loss, 700.0)),  # exp(>709) overflows a float
+        bits_per_byte=total_nll / math.log(2) / total_bytes,
+        tokens=total_tokens,
+        bytes=total_bytes,
+    )

@@ -4,6 +4,7 @@ always asked in exactly the form it learnt.
 
     ### Instruction:\\n{instruction}\\n\\n[### Input:\\n{input}\\n\\n]### Response:\\n{response}<|endoftext|>
 """
+
 from __future__ import annotations
 
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's end-of-text token, as text: the tokenizer reads it as the token

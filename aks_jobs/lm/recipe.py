@@ -5,6 +5,7 @@
 offline base (random init, see base_model.py), which needs other settings to learn at all. Any value
 given on the command line wins over the preset.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,13 +22,28 @@ from aks_jobs.lm.execution_plan import CompileMode, ExecutionPlan
 PRETRAINED = {
     # The notebook: 3 epochs, lr 5e-5, weight decay 0.01, batch 4 x accumulation 8 (32 blocks a step),
     # evaluate and save every epoch, keep the best epoch.
-    "default": dict(epochs=3.0, learning_rate=5e-5, weight_decay=0.01, batch_size=4, grad_accum=8,
-                    best_epoch=True, line_blocks=False),
+    "default": dict(
+        epochs=3.0,
+        learning_rate=5e-5,
+        weight_decay=0.01,
+        batch_size=4,
+        grad_accum=8,
+        best_epoch=True,
+        line_blocks=False,
+    ),
     # The notebook's "sledgehammer": 20 epochs at lr 2e-4, batch 4, no checkpoints. Nothing is held
     # out (the notebook's own fallback: evaluate on the training blocks): the point is to recall every
     # line, and a held-out passage would never be learned.
-    "memorize": dict(epochs=20.0, learning_rate=2e-4, weight_decay=0.0, batch_size=4, grad_accum=1,
-                     best_epoch=False, line_blocks=False, eval_fraction=0.0),
+    "memorize": dict(
+        epochs=20.0,
+        learning_rate=2e-4,
+        weight_decay=0.0,
+        batch_size=4,
+        grad_accum=1,
+        best_epoch=False,
+        line_blocks=False,
+        eval_fraction=0.0,
+    ),
 }
 FROM_SCRATCH = {
     # Fine-tuning rates barely move randomly initialised weights in 3 epochs; 1e-3 is the usual rate
@@ -38,8 +54,17 @@ FROM_SCRATCH = {
     # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
     "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
 }
-COMMON = dict(warmup_ratio=0.0, eval_fraction=0.05, seed=42, max_steps=None, max_wall_s=None, block_size=None, micro_batch=None,
-              compile="auto", response_only_loss=False)
+COMMON = dict(
+    warmup_ratio=0.0,
+    eval_fraction=0.05,
+    seed=42,
+    max_steps=None,
+    max_wall_s=None,
+    block_size=None,
+    micro_batch=None,
+    compile="auto",
+    response_only_loss=False,
+)
 PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
 
@@ -78,6 +103,7 @@ def hyperparameters(preset: str, base_kind: str, overrides: dict[str, Any]) -> H
 
 def preset_help(key: str) -> str:
     """Each preset's value of one setting, for --help: "default 3, memorize 20 (offline: ...)"."""
+
     def shown(value: Any) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -112,8 +138,9 @@ def optimizer_steps(hp: Hyperparameters, train_blocks: int, world_size: int) -> 
     return max(1, math.ceil(math.ceil(batches / hp.grad_accum) * hp.epochs))
 
 
-def training_arguments(hp: Hyperparameters, plan: ExecutionPlan, checkpoint_dir: Path, train_blocks: int,
-                       world_size: int) -> TrainingArguments:
+def training_arguments(
+    hp: Hyperparameters, plan: ExecutionPlan, checkpoint_dir: Path, train_blocks: int, world_size: int
+) -> TrainingArguments:
     on_gpu = torch.cuda.is_available()
     mixed = precision()
     steps = optimizer_steps(hp, train_blocks, world_size)
@@ -155,4 +182,3 @@ def training_arguments(hp: Hyperparameters, plan: ExecutionPlan, checkpoint_dir:
 
 def effective_batch(hp: Hyperparameters, world_size: int) -> int:
     return hp.batch_size * hp.grad_accum * world_size
-

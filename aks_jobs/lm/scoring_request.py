@@ -4,14 +4,25 @@ Everything a client can get wrong is refused here, before anything is queued, wi
 field: text that is not valid Unicode, prompts over the character cap, numbers out of range or too long to
 parse, and values over the limits of the device serving (lm.serving_limits).
 """
+
 from __future__ import annotations
 
 import json
 import secrets
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
 from aks_jobs.lm.serving_limits import ServingLimits
@@ -45,8 +56,10 @@ def _unicode_text(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"is not valid Unicode text (a lone surrogate {text[err.start]!r} at character "
-                         f"{err.start}); send UTF-8 text") from None
+        raise ValueError(
+            f"is not valid Unicode text (a lone surrogate {text[err.start]!r} at character "
+            f"{err.start}); send UTF-8 text"
+        ) from None
     return text
 
 
@@ -72,8 +85,9 @@ class ScoreRequest(BaseModel):
     num_return_sequences: StrictInt = Field(1, ge=1)
     do_sample: StrictBool = True
     seed: StrictInt = Field(default_factory=lambda: secrets.randbelow(MAX_SEED + 1), ge=0, le=MAX_SEED)
-    stop: tuple[Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)], ...] = \
-        Field((), max_length=MAX_STOP_SEQUENCES)
+    stop: tuple[Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)], ...] = Field(
+        (), max_length=MAX_STOP_SEQUENCES
+    )
     stream: StrictBool = False
     # "instruction": each prompt is an instruction, asked in the template the model was trained on
     # (lm.prompt_format) with `input` as its Input section; the answer is the response alone.
@@ -90,8 +104,10 @@ class ScoreRequest(BaseModel):
             if info.field_name == "prompts" and not text.strip():
                 raise ValueError(f"item {i}: must not be empty or only whitespace")
             if len(text) > limits.max_prompt_chars:
-                raise ValueError(f"item {i}: is {len(text):,} characters; at most {limits.max_prompt_chars:,} "
-                                 f"are accepted (the model reads about 4 characters per token)")
+                raise ValueError(
+                    f"item {i}: is {len(text):,} characters; at most {limits.max_prompt_chars:,} "
+                    f"are accepted (the model reads about 4 characters per token)"
+                )
         return texts
 
     @field_validator("input")
@@ -113,8 +129,10 @@ class ScoreRequest(BaseModel):
     @model_validator(mode="after")
     def _rows_fit(self, info: ValidationInfo) -> ScoreRequest:
         if not self.do_sample and self.num_return_sequences > 1:
-            raise RequestError("num_return_sequences", "must be 1 when do_sample is false: greedy decoding "
-                                                       "gives one sequence per prompt")
+            raise RequestError(
+                "num_return_sequences",
+                "must be 1 when do_sample is false: greedy decoding gives one sequence per prompt",
+            )
         if self.input and self.format != "instruction":
             raise RequestError("input", 'is only for "format": "instruction" (the Input section of an instruction)')
         if self.history and self.format == "instruction":
@@ -123,8 +141,11 @@ class ScoreRequest(BaseModel):
             raise RequestError("history", "goes with a single prompt string, not a list of prompts")
         limit = _limits(info).max_request_rows
         if self.rows > limit:
-            raise RequestError("num_return_sequences", f"times the number of prompts ({len(self.prompts)}) "
-                                                       f"must be at most {limit}; send fewer prompts or sequences")
+            raise RequestError(
+                "num_return_sequences",
+                f"times the number of prompts ({len(self.prompts)}) "
+                f"must be at most {limit}; send fewer prompts or sequences",
+            )
         return self
 
     def parameters(self) -> dict[str, Any]:
@@ -165,8 +186,9 @@ def parse_request(raw: str | bytes, limits: ServingLimits | None = None) -> Scor
     body = _decode(raw, limits)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise RequestError(unknown[0], f"is not a known field (unknown: {', '.join(unknown)}); "
-                                       f"allowed fields: {', '.join(FIELDS)}")
+        raise RequestError(
+            unknown[0], f"is not a known field (unknown: {', '.join(unknown)}); allowed fields: {', '.join(FIELDS)}"
+        )
     prompt = body.pop("prompt", None)
     if prompt is None:
         raise RequestError("prompt", 'is required: a non-empty string or a list of them, e.g. {"prompt": "Once upon"}')
@@ -203,8 +225,9 @@ def _request_error(error: dict[str, Any], prompt_is_list: bool) -> RequestError:
 
 def _decode(raw: str | bytes, limits: ServingLimits) -> dict[str, Any]:
     if len(raw) > limits.max_body_chars:  # refused before parsing: an 8 MiB body costs nobody else anything
-        raise RequestError("body", f"is {len(raw):,} characters; at most {limits.max_body_chars:,} are accepted: "
-                                   f"send shorter prompts")
+        raise RequestError(
+            "body", f"is {len(raw):,} characters; at most {limits.max_body_chars:,} are accepted: send shorter prompts"
+        )
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -212,13 +235,15 @@ def _decode(raw: str | bytes, limits: ServingLimits) -> dict[str, Any]:
             raise RequestError("body", f"is not UTF-8 text: {err}") from None
     if not raw.strip():
         # azmlinfsrv passes "" when Content-Type is form-encoded (curl -d's default): the form parser took it.
-        raise RequestError("body", 'is empty; send a JSON object such as {"prompt": "Once upon"} '
-                                   "with Content-Type: application/json")
+        raise RequestError(
+            "body", 'is empty; send a JSON object such as {"prompt": "Once upon"} with Content-Type: application/json'
+        )
     try:
         body = json.loads(raw, parse_int=_integer)
     except json.JSONDecodeError as err:
-        raise RequestError("body", f'is not valid JSON ({err}); send an object like {{"prompt": "Once upon"}}') \
-            from None
+        raise RequestError(
+            "body", f'is not valid JSON ({err}); send an object like {{"prompt": "Once upon"}}'
+        ) from None
     if not isinstance(body, dict):
         raise RequestError("body", f'must be a JSON object like {{"prompt": "Once upon"}}, got {_kind(body)}')
     return body
@@ -231,8 +256,16 @@ def _integer(digits: str) -> int | float:
 
 def _kind(value: Any) -> str:
     """The JSON name of a parsed value's type (with the value when short), for error messages."""
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             tuple: "an array", dict: "an object", type(None): "null"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        tuple: "an array",
+        dict: "an object",
+        type(None): "null",
+    }
     kind = names.get(type(value), type(value).__name__)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         shown = repr(value)

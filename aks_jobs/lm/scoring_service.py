@@ -4,6 +4,7 @@ engine, follow their tokens into text, and reply as JSON or as Server-Sent Event
 Statuses: 200; 400 naming the bad field; 503 with Retry-After when the server is full or the request's deadline
 passed; 500 only when the model itself failed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,14 @@ class Reply:
 
 
 class ScoringService:
-    def __init__(self, served: ServingModel, forward: CachedForward, limits: ServingLimits, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        served: ServingModel,
+        forward: CachedForward,
+        limits: ServingLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.served, self.limits, self.clock = served, limits, clock
         self.engine = Engine(ContinuousDecoder(forward, eos_ids(served.model)), max_requests=limits.max_requests)
 
@@ -64,8 +71,11 @@ class ScoringService:
         texts = [RowText(self.served.tokenizer, request.stop_sequences) for _ in prepared.rows]
         pieces = self._pieces(job, texts, deadline, client_gone)
         if request.stream:
-            return Reply(200, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                         events=self._events(prepared, texts, pieces))
+            return Reply(
+                200,
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                events=self._events(prepared, texts, pieces),
+            )
         try:
             for _ in pieces:
                 pass
@@ -77,8 +87,9 @@ class ScoringService:
             return Reply(500, ErrorBody(message=str(err)))
         return Reply(200, self._answer(prepared, completion(prepared, texts)))
 
-    def _pieces(self, job: Job, texts: list[RowText], deadline: float,
-                client_gone: Callable[[], bool]) -> Iterator[tuple[int, str]]:
+    def _pieces(
+        self, job: Job, texts: list[RowText], deadline: float, client_gone: Callable[[], bool]
+    ) -> Iterator[tuple[int, str]]:
         """(row, new text) as tokens arrive, until every row is done; the job is dropped if this stops early."""
         checked = self.clock()
         try:
@@ -111,8 +122,7 @@ class ScoringService:
             if not all(text.done for text in texts):
                 job.cancel()
 
-    def _events(self, prepared: Prepared, texts: list[RowText],
-                pieces: Iterator[tuple[int, str]]) -> Iterator[str]:
+    def _events(self, prepared: Prepared, texts: list[RowText], pieces: Iterator[tuple[int, str]]) -> Iterator[str]:
         """`data: {"index", "prompt", "sequence", "text"}` per piece, then `event: done` with the whole answer
         (as the JSON reply), or `event: error` with a message."""
         per_prompt = prepared.request.num_return_sequences
@@ -120,8 +130,10 @@ class ScoringService:
             for row, piece in pieces:
                 yield _event(StreamPiece(index=row, prompt=row // per_prompt, sequence=row % per_prompt, text=piece))
         except DeadlineExceeded:
-            yield _event(StreamError(message=f"the answer was not ready within {self.limits.request_timeout_s:g} s",
-                                     status=503), "error")
+            yield _event(
+                StreamError(message=f"the answer was not ready within {self.limits.request_timeout_s:g} s", status=503),
+                "error",
+            )
             return
         except JobFailed as err:
             yield _event(StreamError(message=str(err), status=500), "error")
@@ -136,8 +148,11 @@ class ScoringService:
         return ScoreResponse(
             generations=done.generations,
             model=ServedModel(name=self.served.name, version=self.served.version, weights=self.served.weights),
-            usage=Usage(prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens,
-                        history_turns=done.history_turns),
+            usage=Usage(
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                history_turns=done.history_turns,
+            ),
             parameters=prepared.request.parameters(),
         )
 

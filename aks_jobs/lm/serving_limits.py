@@ -5,6 +5,7 @@ request (8 rows x 128 tokens) finishes in ~20 s beside a full batch, inside the 
 takes far more rows and tokens per step. Requests beyond `max_requests` (running plus queued)
 are answered 503 with Retry-After at once, which also keeps server threads free for the health probe.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -13,10 +14,24 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DEVICE_DEFAULTS = {
-    "cpu": {"max_new_tokens": 128, "max_rows": 16, "max_request_rows": 8, "max_return_sequences": 5,
-            "max_prompts": 8, "max_requests": 48, "request_timeout_s": 120.0},
-    "cuda": {"max_new_tokens": 512, "max_rows": 64, "max_request_rows": 32, "max_return_sequences": 8,
-             "max_prompts": 32, "max_requests": 48, "request_timeout_s": 60.0},
+    "cpu": {
+        "max_new_tokens": 128,
+        "max_rows": 16,
+        "max_request_rows": 8,
+        "max_return_sequences": 5,
+        "max_prompts": 8,
+        "max_requests": 48,
+        "request_timeout_s": 120.0,
+    },
+    "cuda": {
+        "max_new_tokens": 512,
+        "max_rows": 64,
+        "max_request_rows": 32,
+        "max_return_sequences": 8,
+        "max_prompts": 32,
+        "max_requests": 48,
+        "request_timeout_s": 60.0,
+    },
 }
 
 

@@ -1,4 +1,5 @@
 """Find, name and load the registered model that the scoring server serves (AZUREML_MODEL_DIR)."""
+
 from __future__ import annotations
 
 import os
@@ -51,14 +52,17 @@ def find_model_dir(root: Path) -> Path:
     # followlinks: AML may expose the model folder through symlinks.
     found = sorted(Path(folder) for folder, _, files in os.walk(root, followlinks=True) if "config.json" in files)
     if not found:
-        raise ModelFolderError(f"no config.json under {MODEL_DIR_ENV}={root}: register a save_pretrained() "
-                               f"folder (config.json, weights and tokenizer files)")
+        raise ModelFolderError(
+            f"no config.json under {MODEL_DIR_ENV}={root}: register a save_pretrained() "
+            f"folder (config.json, weights and tokenizer files)"
+        )
     depth = min(len(folder.relative_to(root).parts) for folder in found)
     shallowest = [folder for folder in found if len(folder.relative_to(root).parts) == depth]
     if len(shallowest) > 1:
         listed = ", ".join(str(folder.relative_to(root)) for folder in shallowest)
-        raise ModelFolderError(f"several model folders under {MODEL_DIR_ENV}={root} ({listed}); "
-                               f"register exactly one model folder")
+        raise ModelFolderError(
+            f"several model folders under {MODEL_DIR_ENV}={root} ({listed}); register exactly one model folder"
+        )
     return shallowest[0]
 
 
@@ -67,8 +71,9 @@ def find_tokenizer_dir(model_dir: Path) -> Path:
     for folder in (model_dir, model_dir.parent / "components" / "tokenizer"):
         if (folder / "tokenizer_config.json").is_file():
             return folder
-    raise ModelFolderError(f"no tokenizer_config.json in {model_dir}: save the tokenizer with the model "
-                           f"(tokenizer.save_pretrained)")
+    raise ModelFolderError(
+        f"no tokenizer_config.json in {model_dir}: save the tokenizer with the model (tokenizer.save_pretrained)"
+    )
 
 
 def model_identity(model_root: str, env: Mapping[str, str]) -> tuple[str, str]:
@@ -76,7 +81,7 @@ def model_identity(model_root: str, env: Mapping[str, str]) -> tuple[str, str]:
     parts = Path(model_root).parts
     name, version = Path(model_root).name or "unknown", "unknown"
     if "azureml-models" in parts:
-        after = parts[len(parts) - parts[::-1].index("azureml-models"):]
+        after = parts[len(parts) - parts[::-1].index("azureml-models") :]
         name = after[0] if after else name
         version = after[1] if len(after) > 1 else version
     return env.get("MODEL_NAME") or name, env.get("MODEL_VERSION") or version
@@ -86,13 +91,16 @@ def served_weights(env: Mapping[str, str], device: torch.device) -> Weights:
     """What SCORING_WEIGHTS asks for on `device`: int8 by default on CPU, bf16 on GPU, float on request."""
     requested = env.get(WEIGHTS_ENV, "auto").strip().lower()
     if requested not in WEIGHTS_CHOICES:
-        raise ServingSettingError(f"{WEIGHTS_ENV}={requested!r} is not one of {', '.join(WEIGHTS_CHOICES)}; "
-                                  f"unset it for the device's default")
+        raise ServingSettingError(
+            f"{WEIGHTS_ENV}={requested!r} is not one of {', '.join(WEIGHTS_CHOICES)}; unset it for the device's default"
+        )
     if device.type == "cpu":
         return "float32" if requested == "float" else "int8"
     if requested == "int8":
-        raise ServingSettingError(f"{WEIGHTS_ENV}=int8 is for CPU deployments (its int8 kernels are CPU ones); "
-                                  f"on {device.type} unset it or set it to float")
+        raise ServingSettingError(
+            f"{WEIGHTS_ENV}=int8 is for CPU deployments (its int8 kernels are CPU ones); "
+            f"on {device.type} unset it or set it to float"
+        )
     return "bfloat16"
 
 
@@ -100,8 +108,7 @@ def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
     """Load for inference: eval mode, no gradients, SDPA; int8 linear layers on CPU, bf16 on GPU (SCORING_WEIGHTS)."""
     model_root = env.get(MODEL_DIR_ENV)
     if not model_root:
-        raise ModelFolderError(f"{MODEL_DIR_ENV} is not set; point it at the model folder "
-                               f"(azmlinfsrv --model_dir DIR)")
+        raise ModelFolderError(f"{MODEL_DIR_ENV} is not set; point it at the model folder (azmlinfsrv --model_dir DIR)")
     folder = find_model_dir(Path(model_root))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     weights = served_weights(env, device)

@@ -4,6 +4,7 @@ Azure ML runs it as a sweep node (function_app/backends/aml_pipeline.py turns bo
 search space and BanditPolicy); locally train.py --sweep-trials runs the trials one after another and
 applies `BanditRule` itself. Plain Python (pydantic only), so the control plane imports it without torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,6 +30,7 @@ class _Frozen(BaseModel):
 class SearchSpace(_Frozen):
     """Bounds of each swept setting: learning rate log-uniform, epochs a whole number in a range,
     warmup (share of the steps) and weight decay uniform. The defaults bracket the notebook's recipe."""
+
     learning_rate_min: float = Field(1e-5, gt=0)
     learning_rate_max: float = Field(5e-4, gt=0)
     epochs_min: int = Field(1, ge=1)
@@ -52,10 +54,12 @@ class SearchSpace(_Frozen):
     def sample(self, rng: random.Random) -> dict[str, float | int]:
         """One trial's settings, drawn at random (the sweep's "random" sampling)."""
         log_lr = rng.uniform(math.log(self.learning_rate_min), math.log(self.learning_rate_max))
-        return {"learning_rate": math.exp(log_lr),
-                "epochs": rng.choice(self.epoch_choices()),
-                "warmup_ratio": rng.uniform(self.warmup_ratio_min, self.warmup_ratio_max),
-                "weight_decay": rng.uniform(self.weight_decay_min, self.weight_decay_max)}
+        return {
+            "learning_rate": math.exp(log_lr),
+            "epochs": rng.choice(self.epoch_choices()),
+            "warmup_ratio": rng.uniform(self.warmup_ratio_min, self.warmup_ratio_max),
+            "weight_decay": rng.uniform(self.weight_decay_min, self.weight_decay_max),
+        }
 
 
 class BanditRule(_Frozen):
@@ -63,6 +67,7 @@ class BanditRule(_Frozen):
     interval (1, 2, ...); the rule is applied at every multiple of evaluation_interval that is at least
     delay_evaluation, and stops a trial whose value there is worse than the best any trial reported at that
     interval by more than the slack: value > best * (1 + slack_factor), or value > best + slack_amount."""
+
     slack_factor: float = Field(0.1, ge=0)
     slack_amount: float = Field(0.0, ge=0)
     evaluation_interval: int = Field(1, ge=1)
@@ -104,6 +109,7 @@ class BestByInterval:
 class SweepLimits(_Frozen):
     """How many trials, how many at once (Azure only; locally they run one after another) and the whole
     sweep's time limit in seconds (0: none)."""
+
     max_total_trials: int = Field(ge=1)
     max_concurrent_trials: int = Field(2, ge=1)
     timeout_s: int = Field(0, ge=0)
@@ -111,11 +117,15 @@ class SweepLimits(_Frozen):
 
 class Sweep(_Frozen):
     """Everything a sweep of the train step needs, as the settings give it to either backend."""
+
     space: SearchSpace = SearchSpace()
     rule: BanditRule = BanditRule()
     limits: SweepLimits
 
     def component_inputs(self) -> dict[str, int | str]:
         """The train component's sweep_* inputs, for a backend that runs the trials in train.py (local)."""
-        return {"sweep_trials": self.limits.max_total_trials, "sweep_space": self.space.model_dump_json(),
-                "sweep_rule": self.rule.model_dump_json()}
+        return {
+            "sweep_trials": self.limits.max_total_trials,
+            "sweep_space": self.space.model_dump_json(),
+            "sweep_rule": self.rule.model_dump_json(),
+        }

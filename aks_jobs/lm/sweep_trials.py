@@ -4,6 +4,7 @@ sweep.BanditRule says so, each an MLflow child run of one sweep run; the best tr
 Azure ML runs the same definition as a sweep node instead (aml_pipeline.py); there train.py runs one
 trial per job and AML applies the rule to the dev_loss values the trials log.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ class BanditStop(TrainerCallback):
         self.dev_losses: list[float] = []
         self.stopped_at: int | None = None
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         value = float((metrics or {}).get("eval_loss", math.nan))
         self.dev_losses.append(value)
         interval = len(self.dev_losses)
@@ -56,9 +63,15 @@ class Trial:
     error: str | None = None  # the trial failed (as in Azure ML, the sweep goes on with the next)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial": self.number, "settings": self.settings, "dev_losses": self.dev_losses,
-                "stopped_early": self.stopped_early, PRIMARY_METRIC: self.dev_loss,
-                "mlflow_run_id": self.mlflow_run_id, "error": self.error}
+        return {
+            "trial": self.number,
+            "settings": self.settings,
+            "dev_losses": self.dev_losses,
+            "stopped_early": self.stopped_early,
+            PRIMARY_METRIC: self.dev_loss,
+            "mlflow_run_id": self.mlflow_run_id,
+            "error": self.error,
+        }
 
 
 def choose(trials: list[Trial]) -> Trial:
@@ -73,14 +86,21 @@ def evaluates_every_epoch(preset: str, best_epoch: bool | None) -> bool:
     return PRETRAINED[preset]["best_epoch"] if best_epoch is None else best_epoch
 
 
-def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: BanditRule,
-              train_trial: Callable[[TrainRequest], dict[str, Any] | None] = train) -> dict[str, Any] | None:
+def run_sweep(
+    request: TrainRequest,
+    trials: int,
+    space: SearchSpace,
+    rule: BanditRule,
+    train_trial: Callable[[TrainRequest], dict[str, Any] | None] = train,
+) -> dict[str, Any] | None:
     """Run `trials` trials and write the chosen one's model, heldout.json and train_summary.json (with a
     `sweep` section) to request.output; return that summary on rank 0 (None on the other ranks).
     A failing trial is recorded and the next one runs; the sweep fails only when every trial failed."""
     if not evaluates_every_epoch(request.preset, request.overrides.get("best_epoch")):
-        raise ValueError(f"a sweep compares trials by their dev loss after every epoch, which preset "
-                         f"{request.preset!r} without --best-epoch does not evaluate: use preset default or add --best-epoch")
+        raise ValueError(
+            f"a sweep compares trials by their dev loss after every epoch, which preset "
+            f"{request.preset!r} without --best-epoch does not evaluate: use preset default or add --best-epoch"
+        )
     main = int(os.environ.get("RANK", "0")) == 0
     seed = request.overrides.get("seed")
     rng = random.Random(42 if seed is None else seed)
@@ -93,17 +113,32 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
         shutil.rmtree(scratch, ignore_errors=True)  # a failed earlier sweep's
         use_experiment(request.experiment)
         mlflow.start_run(run_name=request.run_name or "sweep")
-        mlflow.log_params(flat_params({"sweep_trials": trials, "sweep_goal": GOAL,
-                                       "sweep_primary_metric": PRIMARY_METRIC,
-                                       "space": space.model_dump(), "bandit": rule.model_dump()}))
+        mlflow.log_params(
+            flat_params(
+                {
+                    "sweep_trials": trials,
+                    "sweep_goal": GOAL,
+                    "sweep_primary_metric": PRIMARY_METRIC,
+                    "space": space.model_dump(),
+                    "bandit": rule.model_dump(),
+                }
+            )
+        )
     try:
         for number in range(1, trials + 1):
             trial = Trial(number, space.sample(rng))
             bandit = BanditStop(rule, best)
             log.info("sweep trial %d/%d: %s", number, trials, trial.settings)
             try:
-                summary = train_trial(replace(request, output=scratch / f"trial-{number}", run_name=f"trial-{number}",
-                                              overrides={**request.overrides, **trial.settings}, callbacks=[bandit]))
+                summary = train_trial(
+                    replace(
+                        request,
+                        output=scratch / f"trial-{number}",
+                        run_name=f"trial-{number}",
+                        overrides={**request.overrides, **trial.settings},
+                        callbacks=[bandit],
+                    )
+                )
             except Exception as error:  # noqa: BLE001 - one trial's failure (e.g. out of memory) is recorded
                 trial.error, trial.dev_losses = f"{type(error).__name__}: {error}", bandit.dev_losses
                 log.error("sweep trial %d/%d failed: %s", number, trials, trial.error)
@@ -117,8 +152,12 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
                 trial.dev_loss, trial.mlflow_run_id = summary["eval_loss"], summary["mlflow_run_id"]
                 mlflow.MlflowClient().set_tag(trial.mlflow_run_id, "stopped_early", str(trial.stopped_early))
                 if trial.stopped_early:
-                    log.warning("sweep trial %d stopped early by the Bandit rule at interval %d (dev loss %.4f)",
-                                number, bandit.stopped_at, bandit.dev_losses[-1])
+                    log.warning(
+                        "sweep trial %d stopped early by the Bandit rule at interval %d (dev loss %.4f)",
+                        number,
+                        bandit.stopped_at,
+                        bandit.dev_losses[-1],
+                    )
             done.append(trial)
         if last_error is not None and all(t.error for t in done):
             log.error("every one of the %d sweep trials failed", trials)
@@ -130,13 +169,23 @@ def run_sweep(request: TrainRequest, trials: int, space: SearchSpace, rule: Band
         request.output.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, request.output, dirs_exist_ok=True)
         summary = json.loads((source / SUMMARY).read_text(encoding="utf-8"))
-        summary["sweep"] = {"primary_metric": PRIMARY_METRIC, "goal": GOAL, "space": space.model_dump(),
-                            "bandit": rule.model_dump(), "chosen_trial": chosen.number,
-                            "mlflow_run_id": mlflow.active_run().info.run_id,
-                            "trials": [t.to_dict() for t in done]}
+        summary["sweep"] = {
+            "primary_metric": PRIMARY_METRIC,
+            "goal": GOAL,
+            "space": space.model_dump(),
+            "bandit": rule.model_dump(),
+            "chosen_trial": chosen.number,
+            "mlflow_run_id": mlflow.active_run().info.run_id,
+            "trials": [t.to_dict() for t in done],
+        }
         (request.output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        mlflow.log_metrics({PRIMARY_METRIC: float(chosen.dev_loss), "chosen_trial": float(chosen.number),
-                            "stopped_trials": float(sum(t.stopped_early for t in done))})
+        mlflow.log_metrics(
+            {
+                PRIMARY_METRIC: float(chosen.dev_loss),
+                "chosen_trial": float(chosen.number),
+                "stopped_trials": float(sum(t.stopped_early for t in done)),
+            }
+        )
         mlflow.end_run()
         log.info("sweep chose trial %d of %d (dev loss %.4f)", chosen.number, trials, chosen.dev_loss)
         return summary

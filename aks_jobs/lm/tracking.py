@@ -4,6 +4,7 @@ In AML jobs MLFLOW_TRACKING_URI points at the workspace (azureml-mlflow); locall
 sqlite store under <repo>/.local/mlflow with artifacts beside it. A sqlite store given by URI keeps its
 artifacts beside the database too, so tests and local runs never write into the working directory.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,12 +76,21 @@ class StepMetrics(TrainerCallback):
     as params and starts its own run; this one logs into the run train.py opened, from rank 0 only.
     """
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or mlflow.active_run() is None or not logs:
             return
-        metrics = {key: float(value) for key, value in logs.items()
-                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        metrics = {
+            key: float(value)
+            for key, value in logs.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
         if metrics:
             mlflow.log_metrics(metrics, step=state.global_step)
 
@@ -90,8 +100,14 @@ class DevLoss(TrainerCallback):
     default preset evaluates): Azure ML's sweep counts each logged value as one interval of its
     early-termination policy and ranks trials by it."""
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or mlflow.active_run() is None or not metrics:
             return
         intervals = sum(1 for entry in state.log_history if "eval_loss" in entry)
@@ -113,6 +129,7 @@ def register_folder(name: str, artifact_path: str, tags: Mapping[str, str]) -> s
         if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
     run = mlflow.active_run()
-    version = client.create_model_version(name, source=mlflow.get_artifact_uri(artifact_path),
-                                          run_id=run.info.run_id, tags=dict(tags))
+    version = client.create_model_version(
+        name, source=mlflow.get_artifact_uri(artifact_path), run_id=run.info.run_id, tags=dict(tags)
+    )
     return str(version.version)

@@ -3,6 +3,7 @@
 Runs alone or under torchrun (DDP: NCCL on GPU, gloo on CPU). Every rank builds the same blocks from
 the same snapshot; only rank 0 talks to MLflow and writes the outputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,6 +27,7 @@ from aks_jobs.lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
 from aks_jobs.lm.corpus import Corpus, load_corpus
 from aks_jobs.lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
 from aks_jobs.lm.fused_loss import fused_loss
+from aks_jobs.lm.limits import WallClockLimit, stop_reason
 from aks_jobs.lm.loss_curve import loss_curve
 from aks_jobs.lm.perplexity import score_texts
 from aks_jobs.lm.prompt_format import RESPONSE_HEADER
@@ -39,7 +41,6 @@ from aks_jobs.lm.recipe import (
     precision,
     training_arguments,
 )
-from aks_jobs.lm.limits import WallClockLimit, stop_reason
 from aks_jobs.lm.tracking import DevLoss, StepMetrics, flat_params, use_experiment
 from pipeline_contracts import train_summary
 from pipeline_contracts.train_summary import TrainSummary
@@ -92,24 +93,54 @@ def checkpoint_dir(output: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"train-checkpoints-{digest}"
 
 
-def start_tracking(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters,
-                   plan: ExecutionPlan, block_size: int, world_size: int) -> None:
+def start_tracking(
+    request: TrainRequest,
+    corpus: Corpus,
+    base: BaseModel,
+    hp: Hyperparameters,
+    plan: ExecutionPlan,
+    block_size: int,
+    world_size: int,
+) -> None:
     """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics.
     Inside an open run (a sweep's) it is a child run."""
     nested = mlflow.active_run() is not None
     if not nested:
         use_experiment(request.experiment)
-    mlflow.start_run(run_name=request.run_name or f"train-{corpus.snapshot}", nested=nested,
-                     log_system_metrics=torch.cuda.is_available())
-    mlflow.log_params(flat_params({"snapshot": corpus.snapshot, "documents_sha256": corpus.documents_sha256,
-                                   "base_model": base.describe(), "preset": request.preset,
-                                   "block_size": block_size, "world_size": world_size, **hp.to_dict(),
-                                   "execution": plan.to_dict()}))
+    mlflow.start_run(
+        run_name=request.run_name or f"train-{corpus.snapshot}",
+        nested=nested,
+        log_system_metrics=torch.cuda.is_available(),
+    )
+    mlflow.log_params(
+        flat_params(
+            {
+                "snapshot": corpus.snapshot,
+                "documents_sha256": corpus.documents_sha256,
+                "base_model": base.describe(),
+                "preset": request.preset,
+                "block_size": block_size,
+                "world_size": world_size,
+                **hp.to_dict(),
+                "execution": plan.to_dict(),
+            }
+        )
+    )
 
 
-def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperparameters, plan: ExecutionPlan,
-              block_size: int, blocks: Blocks, trainer: Trainer, train_metrics: dict[str, float],
-              heldout: list[str], started: float) -> dict[str, Any]:
+def summarize(
+    request: TrainRequest,
+    corpus: Corpus,
+    base: BaseModel,
+    hp: Hyperparameters,
+    plan: ExecutionPlan,
+    block_size: int,
+    blocks: Blocks,
+    trainer: Trainer,
+    train_metrics: dict[str, float],
+    heldout: list[str],
+    started: float,
+) -> dict[str, Any]:
     world_size = trainer.args.world_size
     score = score_texts(trainer.model, base.tokenizer, heldout)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -121,8 +152,12 @@ def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperp
         "documents": len(corpus.documents),
         "base_model": base.describe(),
         "preset": request.preset,
-        "hyperparameters": {**hp.to_dict(), "block_size": block_size, "world_size": world_size,
-                            "effective_batch": effective_batch(hp, world_size)},
+        "hyperparameters": {
+            **hp.to_dict(),
+            "block_size": block_size,
+            "world_size": world_size,
+            "effective_batch": effective_batch(hp, world_size),
+        },
         "train_loss": train_metrics["train_loss"],
         "final_loss": losses[-1] if losses else None,
         "eval_loss": score.loss,
@@ -146,15 +181,22 @@ def summarize(request: TrainRequest, corpus: Corpus, base: BaseModel, hp: Hyperp
     }
 
 
-def write_outputs(output: Path, base: BaseModel, trainer: Trainer, summary: dict[str, Any],
-                  heldout: list[str], block_size: int) -> None:
+def write_outputs(
+    output: Path, base: BaseModel, trainer: Trainer, summary: dict[str, Any], heldout: list[str], block_size: int
+) -> None:
     output.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output)
     base.tokenizer.save_pretrained(output)
-    (output / SUMMARY).write_text(TrainSummary.model_validate(summary).model_dump_json(indent=2) + "\n",
-                                  encoding="utf-8")
-    heldout_doc = {"snapshot": summary["snapshot"], "documents_sha256": summary["documents_sha256"],
-                   "block_size": block_size, "split": summary["blocks"]["split"], "blocks": heldout}
+    (output / SUMMARY).write_text(
+        TrainSummary.model_validate(summary).model_dump_json(indent=2) + "\n", encoding="utf-8"
+    )
+    heldout_doc = {
+        "snapshot": summary["snapshot"],
+        "documents_sha256": summary["documents_sha256"],
+        "block_size": block_size,
+        "split": summary["blocks"]["split"],
+        "blocks": heldout,
+    }
     (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -182,23 +224,45 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     checkpoints = checkpoint_dir(request.output)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     vocabulary = pad_vocabulary(base.model)
-    plan = plan_execution(base.model, block_size, hp.batch_size, hp.grad_accum, hp.micro_batch, hp.compile,
-                          train_tokens=sum(map(len, blocks.train)) * hp.epochs / world_size)
+    plan = plan_execution(
+        base.model,
+        block_size,
+        hp.batch_size,
+        hp.grad_accum,
+        hp.micro_batch,
+        hp.compile,
+        train_tokens=sum(map(len, blocks.train)) * hp.epochs / world_size,
+    )
     args = training_arguments(hp, plan, checkpoints, len(blocks.train), world_size)
     args.device  # noqa: B018 - initialises the process group under torchrun before the check below
-    check_ranks_agree(f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}",
-                      "tokenizer and blocks")
+    check_ranks_agree(
+        f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}", "tokenizer and blocks"
+    )
     wall = WallClockLimit(hp.max_wall_s) if hp.max_wall_s else None
-    trainer = Trainer(model=base.model, args=args, train_dataset=BlockDataset(blocks.train),
-                      eval_dataset=BlockDataset(blocks.eval), processing_class=base.tokenizer,
-                      data_collator=BlockCollator(base.tokenizer.pad_token_id, **_response_only(base.tokenizer, hp)),
-                      callbacks=[StepMetrics(), DevLoss(), *request.callbacks, *([wall] if wall else [])])
+    trainer = Trainer(
+        model=base.model,
+        args=args,
+        train_dataset=BlockDataset(blocks.train),
+        eval_dataset=BlockDataset(blocks.eval),
+        processing_class=base.tokenizer,
+        data_collator=BlockCollator(base.tokenizer.pad_token_id, **_response_only(base.tokenizer, hp)),
+        callbacks=[StepMetrics(), DevLoss(), *request.callbacks, *([wall] if wall else [])],
+    )
     main = trainer.is_world_process_zero()
     try:
         if main:
-            log.info("base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s; %s",
-                     base.resolved, base.kind, device_description(args.world_size), precision(),
-                     len(blocks.train), len(blocks.eval), block_size, hp.to_dict(), plan.to_dict())
+            log.info(
+                "base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s; %s",
+                base.resolved,
+                base.kind,
+                device_description(args.world_size),
+                precision(),
+                len(blocks.train),
+                len(blocks.eval),
+                block_size,
+                hp.to_dict(),
+                plan.to_dict(),
+            )
             shutil.rmtree(checkpoints, ignore_errors=True)  # a failed earlier run's, never resumed
             start_tracking(request, corpus, base, hp, plan, block_size, args.world_size)
         with fused_loss(base.model):
@@ -206,8 +270,9 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
         summary = None
         if main:
             trim_vocabulary(trainer.model, vocabulary)
-            summary = summarize(request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics,
-                                heldout, started)
+            summary = summarize(
+                request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics, heldout, started
+            )
             planned = optimizer_steps(replace(hp, max_steps=None), len(blocks.train), args.world_size)
             summary["stopped_early"] = stop_reason(hp.max_steps, planned, trainer.state.global_step, wall)
             if summary["stopped_early"]:
@@ -215,8 +280,14 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
             write_outputs(request.output, base, trainer, summary, heldout, block_size)
             mlflow.log_metrics({key: float(summary[key]) for key in FINAL_METRICS if summary[key] is not None})
             mlflow.end_run()
-            log.info("wrote %s: eval loss %.4f, perplexity %.2f, %.0f tokens/s, %.1f s", request.output,
-                     summary["eval_loss"], summary["perplexity"], summary["tokens_per_s"] or 0, summary["wall_s"])
+            log.info(
+                "wrote %s: eval loss %.4f, perplexity %.2f, %.0f tokens/s, %.1f s",
+                request.output,
+                summary["eval_loss"],
+                summary["perplexity"],
+                summary["tokens_per_s"] or 0,
+                summary["wall_s"],
+            )
         trainer.accelerator.wait_for_everyone()  # rank 0 may still be writing; then drop the checkpoints
         if main:
             shutil.rmtree(checkpoints, ignore_errors=True)

@@ -3,6 +3,7 @@
 Documents already extracted by the same code are taken from the cache (by sha256), the rest are
 extracted in isolated workers; every document, readable or not, gets a manifest entry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -91,8 +92,14 @@ class _Progress:
         extraction = result.extraction
         source = "cached" if result.cached else f"{result.seconds:.2f} s"
         log.info(
-            "[%d/%d] %s: %s, %d pages, %s chars, %s", self.done, self.total, name, extraction.status,
-            extraction.pages, f"{len(extraction.text):,}", source,
+            "[%d/%d] %s: %s, %d pages, %s chars, %s",
+            self.done,
+            self.total,
+            name,
+            extraction.status,
+            extraction.pages,
+            f"{len(extraction.text):,}",
+            source,
         )
 
 
@@ -148,7 +155,10 @@ def build_snapshot(
     if tasks:
         log.info(
             "extracting %d document(s) with %d worker(s), each limited to %g s and %d MB",
-            len(tasks), workers, options.timeout_s, options.memory_mb,
+            len(tasks),
+            workers,
+            options.timeout_s,
+            options.memory_mb,
         )
     for outcome in extract_isolated(tasks, limits, workers):
         result = resolved[pending[outcome.task.key].name]
@@ -170,25 +180,37 @@ def build_snapshot(
 def _within_limits(item: InputFile, text: str, corpus_chars: int, options: Options) -> tuple[str, str, str]:
     """(text kept, status it forces or "", message) for one document's text under the text limits."""
     if item.bytes and len(text) > options.max_chars_per_byte * item.bytes:
-        return "", "error", (
-            f"its {len(text):,} characters of text come from a {item.bytes:,}-byte file ({len(text) / item.bytes:,.0f} "
-            f"per byte, over the limit of {options.max_chars_per_byte:g}: --max-chars-per-byte, app setting "
-            "PREPROCESS_MAX_CHARS_PER_BYTE). Such expansion is a decompression bomb or a broken generator, so its text "
-            "is left out; check the file, or raise the limit if the text is real."
+        return (
+            "",
+            "error",
+            (
+                f"its {len(text):,} characters of text come from a {item.bytes:,}-byte file "
+                f"({len(text) / item.bytes:,.0f} per byte, over the limit of {options.max_chars_per_byte:g}: "
+                "--max-chars-per-byte, app setting PREPROCESS_MAX_CHARS_PER_BYTE). Such expansion is a decompression "
+                "bomb or a broken generator, so its text is left out; check the file, or raise the limit if the text "
+                "is real."
+            ),
         )
     status, message = "", ""
     if len(text) > options.max_document_chars:
-        status, message = "warning", (
-            f"its text was cut to the first {options.max_document_chars:,} of {len(text):,} characters (limit per "
-            "document: --max-document-chars, app setting PREPROCESS_MAX_DOCUMENT_CHARS); split the document or raise "
-            "the limit to train on all of it."
+        status, message = (
+            "warning",
+            (
+                f"its text was cut to the first {options.max_document_chars:,} of {len(text):,} characters (limit "
+                "per document: --max-document-chars, app setting PREPROCESS_MAX_DOCUMENT_CHARS); split the document "
+                "or raise the limit to train on all of it."
+            ),
         )
         text = text[: options.max_document_chars]
     if corpus_chars + len(text) > options.max_corpus_chars:
-        return "", "error", (
-            f"left out: the snapshot already holds {corpus_chars:,} characters and this document's {len(text):,} "
-            f"would pass the limit of {options.max_corpus_chars:,} (--max-corpus-chars, app setting "
-            "PREPROCESS_MAX_CORPUS_CHARS); remove documents or raise the limit."
+        return (
+            "",
+            "error",
+            (
+                f"left out: the snapshot already holds {corpus_chars:,} characters and this document's {len(text):,} "
+                f"would pass the limit of {options.max_corpus_chars:,} (--max-corpus-chars, app setting "
+                "PREPROCESS_MAX_CORPUS_CHARS); remove documents or raise the limit."
+            ),
         )
     return text, status, message
 

@@ -4,9 +4,10 @@ those limits: a document that timed out is not extracted again (for the full tim
 and raising the limit extracts it again.
 
 An entry is valid only for the extraction code that wrote it: its `version` is a hash of pypdf's and
-pdfium's versions, Tesseract's (or its absence) and the source of the modules that shape the text, so changing the cleaner invalidates
-every entry without anyone remembering to bump a number.
+pdfium's versions, Tesseract's (or its absence) and the source of the modules that shape the text, so changing
+the cleaner invalidates every entry without anyone remembering to bump a number.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,13 +28,24 @@ from pipeline_contracts.blob_layout import cache_entry
 
 log = logging.getLogger(__name__)
 _TEXT_SHAPING_MODULES = (
-    extract, pdfium_pages, ocr, text_file, instructions, prompt_format, pages, clean, language, document
+    extract,
+    pdfium_pages,
+    ocr,
+    text_file,
+    instructions,
+    prompt_format,
+    pages,
+    clean,
+    language,
+    document,
 )
 
 
 @cache
 def extraction_version() -> str:
-    engines = f"pypdf {pypdf.__version__}\npypdfium2 {pypdfium2.version.PYPDFIUM_INFO} {pypdfium2.version.PDFIUM_INFO}\n"
+    engines = (
+        f"pypdf {pypdf.__version__}\npypdfium2 {pypdfium2.version.PYPDFIUM_INFO} {pypdfium2.version.PDFIUM_INFO}\n"
+    )
     # With or without Tesseract (and which) gives different text for scans: installing it re-extracts them.
     engines += f"tesseract {ocr.tesseract_version()}\n"
     digest = hashlib.sha256(engines.encode())

@@ -4,6 +4,7 @@ os.cpu_count() reports the whole node inside a Kubernetes pod; the pod's real sh
 CPU quota, and N workers that may each use --memory-mb must also fit in the pod's memory limit,
 or the kernel kills the whole job instead of one worker hitting its own limit.
 """
+
 from __future__ import annotations
 
 import math

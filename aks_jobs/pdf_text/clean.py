@@ -4,6 +4,7 @@ Each rule is its own function so it can be tested alone; `clean_document` applie
 per page (newlines, Unicode, control characters, spaces), then across pages (repeated header and
 footer lines), then on the joined text (words hyphenated across line breaks, blank-line runs).
 """
+
 from __future__ import annotations
 
 import math
@@ -125,7 +126,7 @@ def drop_repeated_edge_lines(pages: list[list[str]], share: float = 0.5) -> list
     needed = max(MIN_PAGES_FOR_HEADERS, math.floor(len(pages) * share) + 1)
     repeated = {key for key, count in seen_on.items() if count >= needed}
     cleaned = []
-    for lines, keys in zip(pages, edge_keys):
+    for lines, keys in zip(pages, edge_keys, strict=True):
         drop: set[int] = set()
         for edge in _edges(lines):
             for i in edge:

@@ -2,6 +2,7 @@
 
 This is the unit of work that runs in an isolated worker and whose result is cached by sha256.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from typing import Any, Literal
 from aks_jobs.pdf_text.clean import clean_document
 from aks_jobs.pdf_text.extract import UnreadablePdf, read_pdf_pages
 from aks_jobs.pdf_text.instructions import MAX_LISTED_RECORDS, is_instruction_name, parse_instructions
+from aks_jobs.pdf_text.language import check_english
 from aks_jobs.pdf_text.pages import PdfPages
 from aks_jobs.pdf_text.text_file import NotText, decode_text, is_text_name
-from aks_jobs.pdf_text.language import check_english
 
 Status = Literal["ok", "warning", "error"]
 _SEVERITY = {"ok": 0, "warning": 1, "error": 2}
@@ -88,8 +89,10 @@ def _read_text(path: Path) -> tuple[str, str] | Extraction:
     """(text, encoding) of a text-based upload, or the Extraction saying why there is none."""
     data = path.read_bytes()
     if not data:
-        return Extraction.failed("empty file (0 bytes): the upload did not finish or the source was empty; "
-                                 "upload the file again.", cacheable=True)
+        return Extraction.failed(
+            "empty file (0 bytes): the upload did not finish or the source was empty; upload the file again.",
+            cacheable=True,
+        )
     try:
         return decode_text(data)
     except NotText as exc:
@@ -106,7 +109,9 @@ def process_instructions(path: Path) -> Extraction:
     except json.JSONDecodeError as exc:
         return Extraction.failed(
             f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): a .json upload holds a list of "
-            "records, a .jsonl upload one JSON record per line; fix the file and upload it again.", cacheable=True)
+            "records, a .jsonl upload one JSON record per line; fix the file and upload it again.",
+            cacheable=True,
+        )
     result = Extraction(text="".join(parsed.examples), engine="instructions", records=len(parsed.examples))
     if parsed.bad:
         listed = "; ".join(f"line {line}: {reason}" for line, reason in parsed.bad[:MAX_LISTED_RECORDS])
@@ -145,7 +150,7 @@ def process_pdf(path: Path, pdfium: bool = True) -> Extraction:
         return Extraction.failed(str(exc), cacheable=True)
     except MemoryError:
         raise  # the worker reports it as a memory-limit failure
-    except Exception as exc:  # a bug of ours or pypdf's must not stop the other documents
+    except Exception as exc:  # noqa: BLE001 - a bug of ours or pypdf's must not stop the other documents
         return Extraction.failed(
             f"unexpected error while extracting ({type(exc).__name__}: {exc}); this is a bug, please report "
             "it with the file. The other documents are not affected.",

@@ -5,6 +5,7 @@ refuses) and documents where pdfium found no text, so no document gives less tex
 Runs inside an isolated worker process (see isolate.py), so it may be slow, memory hungry or crash on a
 hostile file; everything here is about turning the engines' behaviour into messages a person can act on.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -207,7 +208,7 @@ def read_with_pypdf(data: bytes, only: set[int] | None = None) -> PdfPages:
                 result.texts.append(page.extract_text())
             except MemoryError:
                 raise
-            except Exception as exc:  # one bad page must not lose the others
+            except Exception as exc:  # noqa: BLE001 - one bad page must not lose the others
                 result.texts.append("")
                 result.failed_pages[number] = f"{type(exc).__name__}: {exc}"
     result.repairs = list(dict.fromkeys(warning.rstrip(".") for warning in warnings))

@@ -1,4 +1,5 @@
 """The uploaded documents in an input folder: every file, its name, size and sha256."""
+
 from __future__ import annotations
 
 import hashlib

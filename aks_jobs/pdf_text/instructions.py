@@ -1,5 +1,6 @@
 """Instruction data (.jsonl / .json): Alpaca records (instruction, input, output) or prompt/completion
 records -> training text in the template of lm.prompt_format; bad records reported by line, good ones kept."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,10 @@ def _example(record: object) -> str:
         parsed = shape.model_validate(record)
     except ValidationError as exc:
         problems = "; ".join(f"'{'.'.join(map(str, error['loc']))}' {error['msg'].lower()}" for error in exc.errors())
-        raise ValueError(f"{problems} (an instruction record has 'instruction', optional 'input' and 'output', "
-                         "or 'prompt' and 'completion')") from None
+        raise ValueError(
+            f"{problems} (an instruction record has 'instruction', optional 'input' and 'output', "
+            "or 'prompt' and 'completion')"
+        ) from None
     if isinstance(parsed, AlpacaRecord):
         return training_example(_tidy(parsed.instruction), _tidy(parsed.input), _tidy(parsed.output))
     return training_example(_tidy(parsed.prompt), "", _tidy(parsed.completion))

@@ -9,6 +9,7 @@ deadline is killed and replaced, one that runs out of memory exits and is replac
 documents carry on. Workers are reused between documents because forking one per document cost
 4-15 ms here (depending on load), 15-50% of the ~25 ms pypdf needs for a 10-page document.
 """
+
 from __future__ import annotations
 
 import multiprocessing

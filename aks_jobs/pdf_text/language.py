@@ -5,6 +5,7 @@ roughly 35-50% of them whatever its topic; German, Portuguese, Spanish, French a
 scripts have almost none, because the list leaves out words those languages share with English
 ("a", "in", "die", "was", "no", ...). No model, no dictionary download, fast on any length.
 """
+
 from __future__ import annotations
 
 import re

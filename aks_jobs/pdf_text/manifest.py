@@ -1,5 +1,6 @@
 """The manifest that travels with a snapshot (pipeline_contracts.snapshot_manifest): built from each document's
 entry, with the digest over all of them and the totals."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,10 +27,21 @@ def combined_text(texts: list[str]) -> str:
 
 def totals(entries: list[DocumentEntry]) -> Totals:
     statuses = Counter(entry.status for entry in entries)
-    return Totals(documents=len(entries), ok=statuses["ok"], warning=statuses["warning"], error=statuses["error"],
-                  pages=sum(entry.pages for entry in entries), chars=sum(entry.chars for entry in entries))
+    return Totals(
+        documents=len(entries),
+        ok=statuses["ok"],
+        warning=statuses["warning"],
+        error=statuses["error"],
+        pages=sum(entry.pages for entry in entries),
+        chars=sum(entry.chars for entry in entries),
+    )
 
 
 def build_manifest(snapshot: str, created_utc: str, entries: list[DocumentEntry]) -> SnapshotManifest:
-    return SnapshotManifest(snapshot=snapshot, created_utc=created_utc, documents_sha256=documents_digest(entries),
-                            documents=entries, totals=totals(entries))
+    return SnapshotManifest(
+        snapshot=snapshot,
+        created_utc=created_utc,
+        documents_sha256=documents_digest(entries),
+        documents=entries,
+        totals=totals(entries),
+    )

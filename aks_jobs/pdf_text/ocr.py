@@ -5,6 +5,7 @@ dies with the worker (PR_SET_PDEATHSIG) when the worker is killed at its deadlin
 worker's memory limit. Without a `tesseract` binary on PATH there is no OCR and scans keep the
 "no extractable text" message.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -62,11 +63,17 @@ def ocr_page(page: pdfium.PdfPage, binary: str) -> str:
     # One thread: the workers already use every core, one document each.
     environment = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     result = subprocess.run(
-        [binary, "stdin", "stdout", "-l", LANGUAGE], input=image, capture_output=True, check=False,
-        env=environment, preexec_fn=_die_with_parent,
+        [binary, "stdin", "stdout", "-l", LANGUAGE],
+        input=image,
+        capture_output=True,
+        check=False,
+        env=environment,
+        preexec_fn=_die_with_parent,
     )
     if result.returncode != 0:
-        raise OcrFailed(f"tesseract exit status {result.returncode}: {result.stderr.decode(errors='replace').strip()[-300:]}")
+        raise OcrFailed(
+            f"tesseract exit status {result.returncode}: {result.stderr.decode(errors='replace').strip()[-300:]}"
+        )
     return result.stdout.decode("utf-8", errors="replace")
 
 

@@ -1,4 +1,5 @@
 """What an engine read from one PDF, before cleaning: shared by the pdfium and pypdf readers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,4 +19,3 @@ class PdfPages:
     ocr_tried: bool = False  # Tesseract was there and read the pages that had no text
     ocr_pages: list[int] = field(default_factory=list)  # 1-based pages whose text came from OCR
     ocr_failed: dict[int, str] = field(default_factory=dict)  # 1-based page -> how Tesseract failed on it
-

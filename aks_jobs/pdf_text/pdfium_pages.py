@@ -3,6 +3,7 @@
 pdfium is C++: a crash or an abort on a hostile file kills the process it runs in, which is why it
 only ever runs inside an isolated worker (isolate.py).
 """
+
 from __future__ import annotations
 
 import pypdfium2 as pdfium

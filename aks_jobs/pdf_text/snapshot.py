@@ -4,13 +4,14 @@ OUTPUT/combined_data_<UTC yyyymmdd_HHMMSS>.txt and OUTPUT/combined_data_<same>.m
 Readers take the lexicographically last name as the newest, so a new snapshot must sort last: its
 name is claimed with an exclusive create, waiting for the next second if that name is taken.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -34,7 +35,7 @@ def newest_stamp(folder: Path) -> datetime | None:
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _sleep_to_next_second() -> None:

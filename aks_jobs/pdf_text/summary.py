@@ -1,4 +1,5 @@
 """The short end-of-run report: one totals table, then every document that needs attention."""
+
 from __future__ import annotations
 
 from aks_jobs.pdf_text.build import BuildResult

@@ -6,6 +6,7 @@ reads the bytes as cleanly as its first guess, Windows-1252 wins (it guesses cp1
 A file with NUL bytes and no UTF-16/32 mark, or one that decodes to mostly control characters, is
 binary data with a text name, and says so.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -43,8 +44,10 @@ def decode_text(data: bytes) -> tuple[str, str]:
             try:
                 return data.decode(encoding), encoding
             except UnicodeDecodeError as exc:
-                raise NotText(f"it starts with a {encoding} byte-order mark but is not valid {encoding} ({exc}); "
-                              "save it again as UTF-8 and upload that.") from exc
+                raise NotText(
+                    f"it starts with a {encoding} byte-order mark but is not valid {encoding} ({exc}); "
+                    "save it again as UTF-8 and upload that."
+                ) from exc
     if is_pdf_header(data):
         raise NotText("a PDF saved under a text name: rename it to end in .pdf and upload it again.")
     if b"\x00" in data:
@@ -69,5 +72,7 @@ def _detect(data: bytes) -> tuple[str, str]:
 
 
 def _binary(data: bytes) -> str:
-    return (f"binary data, not text, despite the .txt/.md name (it looks like {describe_content(data[:HEADER_WINDOW])}); "
-            "upload the document in its own format (PDF) or save it as plain text.")
+    return (
+        f"binary data, not text, despite the .txt/.md name (it looks like {describe_content(data[:HEADER_WINDOW])}); "
+        "upload the document in its own format (PDF) or save it as plain text."
+    )

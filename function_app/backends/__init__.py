@@ -3,6 +3,7 @@
 Each is imported only when chosen, so the Function app never loads azure-ai-ml unless it uses it, and the
 published Function package, which leaves local_stack/ out, never needs it.
 """
+
 from __future__ import annotations
 
 from function_app.backends.base import PipelineBackend
@@ -29,5 +30,6 @@ def create_backend(settings: Settings) -> PipelineBackend:
 
         return AmlBackend(settings)
     raise ValueError(
-        f"{setting_name('pipeline_backend')}={settings.pipeline_backend!r} is not a backend; use one of {', '.join(BACKENDS)}"
+        f"{setting_name('pipeline_backend')}={settings.pipeline_backend!r} is not a backend; "
+        f"use one of {', '.join(BACKENDS)}"
     )

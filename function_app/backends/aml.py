@@ -4,6 +4,7 @@ Every method makes a few control-plane calls and returns; long operations (jobs,
 started here and observed on later timer ticks. Only a traffic shift is waited for (seconds). Azure
 errors come out as TransientBackendError or PermanentBackendError (aml_errors).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,18 @@ from pydantic import ValidationError
 
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml_errors import azure_errors
-from function_app.backends.base import (Deployment, JobStatus, PermanentBackendError, PipelineBackend,
-                                        SmokeTestFailed, TransientBackendError)
+from function_app.backends.base import (
+    Deployment,
+    JobStatus,
+    PermanentBackendError,
+    PipelineBackend,
+    SmokeTestFailed,
+    TransientBackendError,
+)
 from function_app.run_states import DeploymentState, JobState
 from function_app.settings import Settings, setting_name
-from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE, Evaluation
+from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE
+from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import smoke_request
 
 if TYPE_CHECKING:
@@ -35,13 +43,19 @@ def connect(settings: Settings) -> MLClient:
     """MLClient for the workspace with the Function's managed identity (DefaultAzureCredential); no network yet."""
     missing = [setting_name(field) for field in _WORKSPACE_SETTINGS if not getattr(settings, field)]
     if missing:
-        raise PermanentBackendError(f"PIPELINE_BACKEND=aml needs {', '.join(missing)}: set them to the Azure ML "
-                                    f"workspace's subscription id, resource group and name")
+        raise PermanentBackendError(
+            f"PIPELINE_BACKEND=aml needs {', '.join(missing)}: set them to the Azure ML "
+            f"workspace's subscription id, resource group and name"
+        )
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
-    return MLClient(DefaultAzureCredential(), subscription_id=settings.aml_subscription_id,
-                    resource_group_name=settings.aml_resource_group, workspace_name=settings.aml_workspace)
+    return MLClient(
+        DefaultAzureCredential(),
+        subscription_id=settings.aml_subscription_id,
+        resource_group_name=settings.aml_resource_group,
+        workspace_name=settings.aml_workspace,
+    )
 
 
 class AmlBackend(PipelineBackend):
@@ -86,8 +100,11 @@ class AmlBackend(PipelineBackend):
 
     def _step_jobs(self, job_id: str) -> dict[str, Any]:
         # The SDK yields None for child jobs it cannot parse; ours carry the step name as display name.
-        return {child.display_name: child for child in self._ml.jobs.list(parent_job_name=job_id)
-                if child is not None and child.display_name in aml_pipeline.STEPS}
+        return {
+            child.display_name: child
+            for child in self._ml.jobs.list(parent_job_name=job_id)
+            if child is not None and child.display_name in aml_pipeline.STEPS
+        }
 
     def _evaluation(self, job_id: str, evaluate_job: Any) -> Evaluation:
         if evaluate_job is None:
@@ -96,13 +113,16 @@ class AmlBackend(PipelineBackend):
             self._ml.jobs.download(evaluate_job.name, download_path=folder, output_name="evaluation")
             path = Path(folder, "named-outputs", "evaluation", EVALUATION_FILE)
             if not path.is_file():  # the SDK only logs a missing output and downloads nothing
-                raise PermanentBackendError(f"pipeline job {job_id} completed but its evaluate step "
-                                            f"({evaluate_job.name}) left no {EVALUATION_FILE}")
+                raise PermanentBackendError(
+                    f"pipeline job {job_id} completed but its evaluate step "
+                    f"({evaluate_job.name}) left no {EVALUATION_FILE}"
+                )
             try:
                 return Evaluation.model_validate_json(path.read_bytes())
             except ValidationError as err:
-                raise PermanentBackendError(f"{EVALUATION_FILE} of {evaluate_job.name} is not an evaluation: "
-                                            f"{err}") from err
+                raise PermanentBackendError(
+                    f"{EVALUATION_FILE} of {evaluate_job.name} is not an evaluation: {err}"
+                ) from err
 
     def _failure(self, job: Any, steps: dict[str, Any], statuses: dict[str, str]) -> str:
         step = aml_pipeline.failed_step(statuses)
@@ -133,8 +153,10 @@ class AmlBackend(PipelineBackend):
         # The model's files by their storage path, as the type evaluate.yml declares (uri_folder): the same
         # input whether AML registered the folder as custom_model or mlflow_model.
         if not str(model.path or "").startswith("azureml://"):
-            raise PermanentBackendError(f"serving model {serving.model_name}:{serving.model_version} has no "
-                                        f"storage path ({model.path!r}); re-register it from a job output")
+            raise PermanentBackendError(
+                f"serving model {serving.model_name}:{serving.model_version} has no "
+                f"storage path ({model.path!r}); re-register it from a job output"
+            )
         return aml_pipeline.serving_model_input(model.path)
 
     # -- endpoint and deployments ---------------------------------------------------------------------
@@ -144,23 +166,35 @@ class AmlBackend(PipelineBackend):
         with azure_errors(f"deploy {model_name}:{model_version} as {name}"):
             endpoint = self._ready_endpoint()
             if endpoint.traffic.get(name, 0) > 0:
-                raise PermanentBackendError(f"deployment {name} already serves {endpoint.traffic[name]}% of "
-                                            f"traffic; refusing to replace it in place")
+                raise PermanentBackendError(
+                    f"deployment {name} already serves {endpoint.traffic[name]}% of "
+                    f"traffic; refusing to replace it in place"
+                )
             deployment = aml_endpoint.build_deployment(self._settings, name, model_name, model_version, run_id)
             self._ml.online_deployments.begin_create_or_update(deployment)  # new pods: minutes; polled later
-        return Deployment(name=name, model_name=model_name, model_version=str(model_version),
-                          scoring_url=endpoint.scoring_uri or "", traffic=0, state=DeploymentState.CREATING)
+        return Deployment(
+            name=name,
+            model_name=model_name,
+            model_version=str(model_version),
+            scoring_url=endpoint.scoring_uri or "",
+            traffic=0,
+            state=DeploymentState.CREATING,
+        )
 
     def _ready_endpoint(self) -> OnlineEndpoint:
         endpoint = self._endpoint()
         if endpoint is None:
             self._ml.online_endpoints.begin_create_or_update(aml_endpoint.build_endpoint(self._settings))
-            raise TransientBackendError(f"creating online endpoint {self._endpoint_name} on compute "
-                                        f"{self._settings.aml_compute}; the deployment starts once it is ready")
+            raise TransientBackendError(
+                f"creating online endpoint {self._endpoint_name} on compute "
+                f"{self._settings.aml_compute}; the deployment starts once it is ready"
+            )
         state = endpoint.provisioning_state
         if state in ("Failed", "Canceled"):
-            raise PermanentBackendError(f"online endpoint {self._endpoint_name} is {state}: see it in Azure ML "
-                                        f"studio, fix the cause, delete it, and the next deployment recreates it")
+            raise PermanentBackendError(
+                f"online endpoint {self._endpoint_name} is {state}: see it in Azure ML "
+                f"studio, fix the cause, delete it, and the next deployment recreates it"
+            )
         if state != "Succeeded":
             raise TransientBackendError(f"online endpoint {self._endpoint_name} is {state}; deploying when it is ready")
         return endpoint
@@ -169,17 +203,21 @@ class AmlBackend(PipelineBackend):
         with azure_errors(f"read deployment {name}"):
             endpoint = self._existing_endpoint()
             return aml_endpoint.to_deployment(
-                self._ml.online_deployments.get(name=name, endpoint_name=self._endpoint_name), endpoint)
+                self._ml.online_deployments.get(name=name, endpoint_name=self._endpoint_name), endpoint
+            )
 
     def smoke_test(self, name: str, prompt: str) -> str:
         try:
-            with azure_errors(f"smoke test of deployment {name}"), \
-                    tempfile.TemporaryDirectory(prefix="smoke-") as folder:
+            with (
+                azure_errors(f"smoke test of deployment {name}"),
+                tempfile.TemporaryDirectory(prefix="smoke-") as folder,
+            ):
                 request = Path(folder, "request.json")
                 request.write_text(json.dumps(smoke_request(prompt)), encoding="utf-8")
                 # deployment_name sends the request to this deployment only, whatever the traffic split.
-                response = self._ml.online_endpoints.invoke(endpoint_name=self._endpoint_name,
-                                                            deployment_name=name, request_file=str(request))
+                response = self._ml.online_endpoints.invoke(
+                    endpoint_name=self._endpoint_name, deployment_name=name, request_file=str(request)
+                )
         except PermanentBackendError as err:  # refused for good (not found, 4xx): the test failed
             raise SmokeTestFailed(str(err)) from err
         return aml_endpoint.generated_text(response)
@@ -195,8 +233,7 @@ class AmlBackend(PipelineBackend):
             # reporting Deployed, needs the new split in place; a delete during the update can get a 409.
             update.result(timeout=TRAFFIC_UPDATE_TIMEOUT_S)
             if not update.done():
-                raise TransientBackendError(f"traffic update to {name} still running after "
-                                            f"{TRAFFIC_UPDATE_TIMEOUT_S}s")
+                raise TransientBackendError(f"traffic update to {name} still running after {TRAFFIC_UPDATE_TIMEOUT_S}s")
 
     def delete_deployment(self, name: str) -> None:
         with azure_errors(f"delete deployment {name}"):
@@ -217,8 +254,10 @@ class AmlBackend(PipelineBackend):
             endpoint = self._endpoint()
             if endpoint is None:
                 return []
-            found = [aml_endpoint.to_deployment(d, endpoint)
-                     for d in self._ml.online_deployments.list(endpoint_name=self._endpoint_name)]
+            found = [
+                aml_endpoint.to_deployment(d, endpoint)
+                for d in self._ml.online_deployments.list(endpoint_name=self._endpoint_name)
+            ]
         return sorted(found, key=_version_order)
 
     def traffic(self) -> dict[str, int]:

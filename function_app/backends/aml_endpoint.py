@@ -3,6 +3,7 @@
 One endpoint (stable scoring URL) on the AKS compute target; one deployment per registered model version.
 azure-ai-ml is imported inside the functions (see aml_pipeline).
 """
+
 from __future__ import annotations
 
 import re
@@ -16,8 +17,12 @@ from function_app.settings import Settings
 from pipeline_contracts.scoring import NoGeneration, parse_response
 
 if TYPE_CHECKING:
-    from azure.ai.ml.entities import (KubernetesOnlineDeployment, KubernetesOnlineEndpoint, OnlineDeployment,
-                                      OnlineEndpoint)
+    from azure.ai.ml.entities import (
+        KubernetesOnlineDeployment,
+        KubernetesOnlineEndpoint,
+        OnlineDeployment,
+        OnlineEndpoint,
+    )
 
 # aml_token, not key: the token is short-lived and fetched with the caller's Azure identity (RBAC on the
 # workspace: onlineEndpoints/token/action), so there is no long-lived secret to store or rotate; keys never
@@ -31,8 +36,10 @@ LIVENESS_PROBE = {"initial_delay": 60, "period": 10, "timeout": 10, "failure_thr
 READINESS_PROBE = {"initial_delay": 30, "period": 10, "timeout": 10, "failure_threshold": 30, "success_threshold": 1}
 # As many requests in flight as the server takes at once (see scoring_server_settings); AML queues the rest. Long
 # generations on CPU need well over the 5 s default timeout.
-REQUEST_SETTINGS = {"max_concurrent_requests_per_instance": MAX_REQUESTS,
-                    "request_timeout_ms": REQUEST_TIMEOUT_S * 1000}
+REQUEST_SETTINGS = {
+    "max_concurrent_requests_per_instance": MAX_REQUESTS,
+    "request_timeout_ms": REQUEST_TIMEOUT_S * 1000,
+}
 
 # AML deployment names: 3-32 characters, a letter first, then letters, digits and '-'.
 _NAME_MAX = 32
@@ -51,8 +58,10 @@ def deployment_name(model_name: str, model_version: str) -> str:
     prefix = re.sub(r"[^a-z0-9]+", "-", model_name.lower()).strip("-").lstrip("0123456789-") or "model"
     name = prefix[: _NAME_MAX - len(suffix)].rstrip("-") + suffix
     if not _VALID_NAME.match(name):
-        raise PermanentBackendError(f"model version {model_version!r} of {model_name!r} gives no valid deployment "
-                                    f"name ({name!r}); versions are expected to be short, like '12'")
+        raise PermanentBackendError(
+            f"model version {model_version!r} of {model_name!r} gives no valid deployment "
+            f"name ({name!r}); versions are expected to be short, like '12'"
+        )
     return name
 
 
@@ -74,10 +83,10 @@ def build_endpoint(settings: Settings) -> KubernetesOnlineEndpoint:
     )
 
 
-def build_deployment(settings: Settings, name: str, model_name: str, model_version: str,
-                     run_id: str) -> KubernetesOnlineDeployment:
-    from azure.ai.ml.entities import (CodeConfiguration, KubernetesOnlineDeployment,
-                                      OnlineRequestSettings, ProbeSettings)
+def build_deployment(
+    settings: Settings, name: str, model_name: str, model_version: str, run_id: str
+) -> KubernetesOnlineDeployment:
+    from azure.ai.ml.entities import CodeConfiguration, KubernetesOnlineDeployment, OnlineRequestSettings, ProbeSettings
 
     image = settings.aml_environment_image
     return KubernetesOnlineDeployment(
@@ -107,8 +116,13 @@ def to_deployment(deployment: OnlineDeployment, endpoint: OnlineEndpoint) -> Dep
         model_version=model_version,
         scoring_url=endpoint.scoring_uri or "",
         traffic=int(endpoint.traffic.get(deployment.name, 0)),
-        state=(DeploymentState.READY if state in _READY else DeploymentState.FAILED if state in _FAILED
-               else DeploymentState.CREATING),
+        state=(
+            DeploymentState.READY
+            if state in _READY
+            else DeploymentState.FAILED
+            if state in _FAILED
+            else DeploymentState.CREATING
+        ),
     )
 
 

@@ -1,4 +1,5 @@
 """Azure SDK exceptions -> TransientBackendError (retry later) or PermanentBackendError (the run fails)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,11 +27,13 @@ def azure_errors(action: str) -> Iterator[None]:
     except azure_core.ClientAuthenticationError as err:  # 401/403, and no usable credential at all
         raise PermanentBackendError(
             f"{action}: not authorized ({_summary(err)}); give the Function app's managed identity the "
-            f"'AzureML Data Scientist' role on the workspace") from err
+            f"'AzureML Data Scientist' role on the workspace"
+        ) from err
     except azure_core.ResourceNotFoundError as err:
         raise PermanentBackendError(
             f"{action}: not found ({_summary(err)}); check AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP, "
-            f"AML_WORKSPACE and the names in the AML_* settings") from err
+            f"AML_WORKSPACE and the names in the AML_* settings"
+        ) from err
     except azure_core.HttpResponseError as err:
         status = err.status_code
         if status in TRANSIENT_STATUS:

@@ -3,6 +3,7 @@
 azure-ai-ml is imported inside the functions: importing it costs seconds and pulls OpenTelemetry, which
 must not happen when the Functions worker indexes the app.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -15,8 +16,15 @@ from function_app.backends.base import PermanentBackendError
 from function_app.run_states import JobState
 from function_app.settings import Settings
 from pipeline_contracts import blob_layout
-from pipeline_contracts.blob_layout import (EVALUATION_OUTPUT, INPUTS, MODEL_OUTPUT, PROCESSED, RUNS,
-                                            SNAPSHOT_REF_OUTPUT, run_output)
+from pipeline_contracts.blob_layout import (
+    EVALUATION_OUTPUT,
+    INPUTS,
+    MODEL_OUTPUT,
+    PROCESSED,
+    RUNS,
+    SNAPSHOT_REF_OUTPUT,
+    run_output,
+)
 
 if TYPE_CHECKING:
     from azure.ai.ml import Input
@@ -103,7 +111,6 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     """
     from azure.ai.ml import Input, Output
     from azure.ai.ml.dsl import pipeline
-    from azure.ai.ml.entities import Environment
 
     preprocess_step, train_step, evaluate_step = (load_step(step) for step in STEPS)
     datastore = settings.aml_datastore
@@ -116,31 +123,41 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     if sweep is not None:  # the search space sets these per trial
         train_overrides = {name: value for name, value in train_overrides.items() if name not in SWEPT}
 
-    @pipeline(name="gpt2_pdf_pipeline", description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
-              default_compute=settings.aml_compute)
+    @pipeline(
+        name="gpt2_pdf_pipeline",
+        description="PDFs -> text snapshot -> fine-tuned GPT-2 -> evaluated, registered",
+        default_compute=settings.aml_compute,
+    )
     def gpt2_pdf_pipeline(documents):  # un-annotated: @pipeline reads annotations as AML input types
         preprocess = preprocess_step(documents=documents, **settings.preprocess_limits())
         # Bound to processed/ itself (not a per-job folder): earlier snapshots and the sha256 cache stay there.
-        preprocess.outputs.processed = Output(type="uri_folder", path=datastore_uri(datastore, PROCESSED),
-                                              mode="rw_mount")
-        preprocess.outputs.snapshot = Output(type="uri_folder",
-                                             path=datastore_uri(datastore, run_output(run_id, SNAPSHOT_REF_OUTPUT)))
-        train = train_step(processed=preprocess.outputs.processed, snapshot=preprocess.outputs.snapshot,
-                           base_model=settings.base_model, preset=settings.train_preset, **train_overrides)
+        preprocess.outputs.processed = Output(
+            type="uri_folder", path=datastore_uri(datastore, PROCESSED), mode="rw_mount"
+        )
+        preprocess.outputs.snapshot = Output(
+            type="uri_folder", path=datastore_uri(datastore, run_output(run_id, SNAPSHOT_REF_OUTPUT))
+        )
+        train = train_step(
+            processed=preprocess.outputs.processed,
+            snapshot=preprocess.outputs.snapshot,
+            base_model=settings.base_model,
+            preset=settings.train_preset,
+            **train_overrides,
+        )
         model_output = MODEL_OUTPUT
         if sweep is not None:
             train, model_output = aml_sweep.sweep_node(train, sweep), aml_sweep.TRIAL_FOLDER.rstrip("/")
         train.outputs.model = Output(type="uri_folder", path=datastore_uri(datastore, run_output(run_id, model_output)))
         evaluate = evaluate_step(model=train.outputs.model, model_name=settings.model_name, **evaluate_inputs)
-        evaluate.outputs.evaluation = Output(type="uri_folder",
-                                             path=datastore_uri(datastore, run_output(run_id, EVALUATION_OUTPUT)))
+        evaluate.outputs.evaluation = Output(
+            type="uri_folder", path=datastore_uri(datastore, run_output(run_id, EVALUATION_OUTPUT))
+        )
         # Not a loop: @pipeline names each node after the local variable that holds it.
         _place(preprocess, "preprocess", settings.aml_cpu_instance_type, image)
         _place(train, "train", settings.aml_gpu_instance_type, image)
         _place(evaluate, "evaluate", settings.aml_cpu_instance_type, image)
 
-    job = gpt2_pdf_pipeline(documents=Input(type="uri_folder", path=datastore_uri(datastore, INPUTS),
-                                            mode="ro_mount"))
+    job = gpt2_pdf_pipeline(documents=Input(type="uri_folder", path=datastore_uri(datastore, INPUTS), mode="ro_mount"))
     job.name = pipeline_job_name(settings, run_id)
     job.display_name = run_id
     job.experiment_name = settings.model_name

@@ -4,15 +4,15 @@ The orchestrator (timer) owns the run state machine and the status Table. A back
 what the outside world does: run the pipeline job, host deployments, answer scoring requests.
 Every call returns quickly; long work is started and then polled on later timer ticks.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from function_app.run_states import DeploymentState, JobState
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.train_summary import TrainSummary
-
-from function_app.run_states import DeploymentState, JobState
 
 
 class TransientBackendError(Exception):

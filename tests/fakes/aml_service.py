@@ -10,6 +10,7 @@ one step per look, deterministically:
   `failing_deployments` (then it fails to start);
 - every deployment answers scoring requests with a generation, or with what `answers` holds for it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,7 @@ def _running_until(last: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def _completed(evaluation: dict) -> JobPlan:
-    return JobPlan([QUEUED, *_running_until("evaluate"), ("Completed", dict.fromkeys(STEPS, "Completed"))],
-                   evaluation)
+    return JobPlan([QUEUED, *_running_until("evaluate"), ("Completed", dict.fromkeys(STEPS, "Completed"))], evaluation)
 
 
 def promoting(version: str | None = None, model_name: str = "gpt2-pdf", **evaluation) -> JobPlan:
@@ -81,8 +81,11 @@ class AmlService:
         fake.on_call = self._moves_on
 
     def _moves_on(self, operation: str, args: dict) -> None:
-        if operation == "jobs.get" and args["name"] in self.fake.job_names() \
-                and self.fake.job_status(args["name"]) != "Canceled":
+        if (
+            operation == "jobs.get"
+            and args["name"] in self.fake.job_names()
+            and self.fake.job_status(args["name"]) != "Canceled"
+        ):
             self._job_moves_on(args["name"])
         elif operation == "online_endpoints.get" and self.fake.endpoint_state() == "Creating":
             self.fake.set_endpoint_state("Succeeded")

@@ -11,13 +11,15 @@ moving on by itself that way). Like the service, it answers a deployment's model
 endpoint's traffic map with 0 for every deployment, refuses to delete a deployment that takes traffic, and
 lets jobs be downloaded only once they have ended.
 """
+
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from azure.ai.ml._restclient.runhistory.models import RootError, Run, RunHistoryErrorResponse
 from azure.ai.ml.entities import JobService, KubernetesOnlineDeployment, KubernetesOnlineEndpoint, Model
@@ -55,8 +57,12 @@ class _Job:
 
 
 class RecordingMLClient:
-    def __init__(self, subscription_id: str = "00000000-0000-0000-0000-000000000000",
-                 resource_group_name: str = "rg-gpt2", workspace_name: str = "ws-gpt2") -> None:
+    def __init__(
+        self,
+        subscription_id: str = "00000000-0000-0000-0000-000000000000",
+        resource_group_name: str = "rg-gpt2",
+        workspace_name: str = "ws-gpt2",
+    ) -> None:
         self.subscription_id = subscription_id
         self.resource_group_name = resource_group_name
         self.workspace_name = workspace_name
@@ -101,8 +107,9 @@ class RecordingMLClient:
         else:
             self._armed_by.append((after, operation, error, applied))
 
-    def script_job(self, name: str, status: str, steps: dict[str, str] | None = None,
-                   errors: dict[str, str] | None = None) -> None:
+    def script_job(
+        self, name: str, status: str, steps: dict[str, str] | None = None, errors: dict[str, str] | None = None
+    ) -> None:
         job = self._jobs[name]
         job.status = status
         job.steps.update(steps or {})
@@ -120,9 +127,13 @@ class RecordingMLClient:
         self._models[(name, str(version))] = model_type
 
     def add_endpoint(self, name: str, compute: str = "aks-compute-target", state: str = "Succeeded") -> None:
-        self._endpoint = KubernetesOnlineEndpoint(name=name, compute=compute, auth_mode="aml_token",
-                                                  scoring_uri=f"https://aks.example/api/v1/endpoint/{name}/score",
-                                                  provisioning_state=state)
+        self._endpoint = KubernetesOnlineEndpoint(
+            name=name,
+            compute=compute,
+            auth_mode="aml_token",
+            scoring_uri=f"https://aks.example/api/v1/endpoint/{name}/score",
+            provisioning_state=state,
+        )
 
     def set_endpoint_state(self, state: str) -> None:
         self._endpoint._provisioning_state = state
@@ -135,10 +146,15 @@ class RecordingMLClient:
         """The endpoint's provisioning state, None while there is no endpoint."""
         return self._endpoint.provisioning_state if self._endpoint else None
 
-    def add_deployment(self, name: str, model_name: str, model_version: str, traffic: int = 0,
-                       state: str = "Succeeded") -> None:
-        self._store_deployment(KubernetesOnlineDeployment(name=name, endpoint_name=self._endpoint.name,
-                                                          model=f"azureml:{model_name}:{model_version}"), state)
+    def add_deployment(
+        self, name: str, model_name: str, model_version: str, traffic: int = 0, state: str = "Succeeded"
+    ) -> None:
+        self._store_deployment(
+            KubernetesOnlineDeployment(
+                name=name, endpoint_name=self._endpoint.name, model=f"azureml:{model_name}:{model_version}"
+            ),
+            state,
+        )
         if traffic:
             self._endpoint.traffic[name] = traffic
 
@@ -186,8 +202,10 @@ class RecordingMLClient:
         return error
 
     def _arm_id(self, kind: str, name: str, version: str) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group_name}/providers/"
-                f"Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/{kind}/{name}/versions/{version}")
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group_name}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{self.workspace_name}/{kind}/{name}/versions/{version}"
+        )
 
     def _store_deployment(self, deployment: Any, state: str) -> None:
         stored = copy.deepcopy(deployment)
@@ -200,8 +218,9 @@ class RecordingMLClient:
 
     def _require_endpoint(self, name: str) -> KubernetesOnlineEndpoint:
         if self._endpoint is None or self._endpoint.name != name:
-            raise ResourceNotFoundError(f"(UserError) Online endpoint {name} not found in workspace "
-                                        f"{self.workspace_name}")
+            raise ResourceNotFoundError(
+                f"(UserError) Online endpoint {name} not found in workspace {self.workspace_name}"
+            )
         return self._endpoint
 
     def _require_deployment(self, name: str, endpoint_name: str) -> Any:
@@ -251,18 +270,26 @@ class _Jobs:
     def list(self, *, parent_job_name: str | None = None, **kwargs: Any) -> list[_BaseJob]:
         _raise(self._fake._record("jobs.list", parent_job_name=parent_job_name, **kwargs))
         job = self._job(parent_job_name)
-        return [_BaseJob(name=self._fake.child_name(job.name, step), display_name=step, status=status)
-                for step, status in job.steps.items()]
+        return [
+            _BaseJob(name=self._fake.child_name(job.name, step), display_name=step, status=status)
+            for step, status in job.steps.items()
+        ]
 
-    def download(self, name: str, *, download_path: str = ".", output_name: str | None = None,
-                 all: bool = False) -> None:  # noqa: A002 - MLClient's own keyword
-        _raise(self._fake._record("jobs.download", name=name, download_path=str(download_path),
-                                  output_name=output_name, all=all))
+    def download(
+        self, name: str, *, download_path: str = ".", output_name: str | None = None, all: bool = False
+    ) -> None:  # noqa: A002 - MLClient's own keyword
+        _raise(
+            self._fake._record(
+                "jobs.download", name=name, download_path=str(download_path), output_name=output_name, all=all
+            )
+        )
         status = self._entity(name).status
         if status not in ENDED:
-            raise JobException(message=f"This job is in state {status}. Download is allowed only in states "
-                                       f"{list(ENDED)}", no_personal_data_message="job not ended",
-                               target=ErrorTarget.JOB)
+            raise JobException(
+                message=f"This job is in state {status}. Download is allowed only in states {list(ENDED)}",
+                no_personal_data_message="job not ended",
+                target=ErrorTarget.JOB,
+            )
         # Like the SDK: a missing output downloads nothing and raises nothing.
         for file_name, content in self._fake._outputs.get((name, output_name), {}).items():
             path = Path(download_path, "named-outputs", output_name, file_name)
@@ -281,8 +308,9 @@ class _Jobs:
                     return _BaseJob(name=name, display_name=step, status=status)
         job = self._job(name)
         studio = JobService(endpoint=f"https://ml.azure.com/runs/{name}")
-        return _BaseJob(name=name, display_name=job.display_name, status=job.status, tags=job.tags,
-                        services={"Studio": studio})
+        return _BaseJob(
+            name=name, display_name=job.display_name, status=job.status, tags=job.tags, services={"Studio": studio}
+        )
 
 
 class _RunOperations:
@@ -297,8 +325,10 @@ class _RunOperations:
             for key in (*job.steps, "pipeline"):
                 name = job.name if key == "pipeline" else self._fake.child_name(job.name, key)
                 if name == run_id and key in job.errors:
-                    return Run(run_id=run_id, error=RunHistoryErrorResponse(error=RootError(code="UserError",
-                                                                                  message=job.errors[key])))
+                    return Run(
+                        run_id=run_id,
+                        error=RunHistoryErrorResponse(error=RootError(code="UserError", message=job.errors[key])),
+                    )
         return Run(run_id=run_id)
 
 
@@ -327,16 +357,27 @@ class _OnlineEndpoints:
         _raise(failure)
         return _done(copy.deepcopy(fake._endpoint))
 
-    def invoke(self, endpoint_name: str, *, request_file: str | None = None, deployment_name: str | None = None,
-               **kwargs: Any) -> str:
+    def invoke(
+        self, endpoint_name: str, *, request_file: str | None = None, deployment_name: str | None = None, **kwargs: Any
+    ) -> str:
         request = json.loads(Path(request_file).read_text(encoding="utf-8"))
-        _raise(self._fake._record("online_endpoints.invoke", payload=request, endpoint_name=endpoint_name,
-                                  request_file=request_file, deployment_name=deployment_name, **kwargs))
+        _raise(
+            self._fake._record(
+                "online_endpoints.invoke",
+                payload=request,
+                endpoint_name=endpoint_name,
+                request_file=request_file,
+                deployment_name=deployment_name,
+                **kwargs,
+            )
+        )
         self._fake._require_endpoint(endpoint_name)
         if deployment_name not in self._fake._deployments:  # the SDK checks this itself
-            raise ValidationException(message=f"Deployment name {deployment_name} not found for this endpoint",
-                                      no_personal_data_message="Deployment name not found for this endpoint",
-                                      target=ErrorTarget.ONLINE_ENDPOINT)
+            raise ValidationException(
+                message=f"Deployment name {deployment_name} not found for this endpoint",
+                no_personal_data_message="Deployment name not found for this endpoint",
+                target=ErrorTarget.ONLINE_ENDPOINT,
+            )
         answer = self._fake._responses.get(deployment_name)
         if answer is None:
             raise AssertionError(f"the test scripted no response for deployment {deployment_name} (respond())")
@@ -349,8 +390,9 @@ class _OnlineDeployments:
         self._fake = fake
 
     def begin_create_or_update(self, deployment: Any, **kwargs: Any) -> LROPoller:
-        failure = self._fake._record("online_deployments.begin_create_or_update",
-                                     deployment=deployment._to_dict(), **kwargs)
+        failure = self._fake._record(
+            "online_deployments.begin_create_or_update", deployment=deployment._to_dict(), **kwargs
+        )
         self._fake._require_endpoint(deployment.endpoint_name)  # the SDK gets the endpoint first
         self._fake._store_deployment(deployment, "Creating")
         _raise(failure)
@@ -385,5 +427,9 @@ class _Models:
         model_type = self._fake._models.get((name, str(version)))
         if model_type is None:
             raise ResourceNotFoundError(f"(UserError) Model {name}:{version} not found")
-        return Model(name=name, version=str(version), type=model_type,
-                     path=f"azureml://datastores/workspaceblobstore/paths/models/{name}/{version}/")
+        return Model(
+            name=name,
+            version=str(version),
+            type=model_type,
+            path=f"azureml://datastores/workspaceblobstore/paths/models/{name}/{version}/",
+        )

@@ -1,8 +1,9 @@
 """Knowledge Base (admin): drop PDFs into inputs/, watch the pipeline, inspect documents and runs."""
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import streamlit as st
@@ -19,15 +20,23 @@ config = page_setup.settings()
 api = page_setup.api(config)
 
 st.title(":material/library_books: Knowledge Base")
-st.caption("Drop PDFs below. Shortly after the last upload of a burst the system extracts their text, "
-           "fine-tunes GPT-2 on it, evaluates the candidate and deploys it if it does better.")
+st.caption(
+    "Drop PDFs below. Shortly after the last upload of a burst the system extracts their text, "
+    "fine-tunes GPT-2 on it, evaluates the candidate and deploys it if it does better."
+)
 
-_BOX = {status_view.IDLE: (st.info, ":material/bedtime:"),
-        status_view.IN_PROGRESS: (st.warning, ":material/model_training:"),
-        status_view.DEPLOYED: (st.success, ":material/rocket_launch:"),
-        status_view.FAILED: (st.error, ":material/error:")}
-_RESULT_BOX = {uploads.UPLOADED: st.success, uploads.DUPLICATE: st.info, uploads.RENAMED: st.warning,
-               uploads.REFUSED: st.error}
+_BOX = {
+    status_view.IDLE: (st.info, ":material/bedtime:"),
+    status_view.IN_PROGRESS: (st.warning, ":material/model_training:"),
+    status_view.DEPLOYED: (st.success, ":material/rocket_launch:"),
+    status_view.FAILED: (st.error, ":material/error:"),
+}
+_RESULT_BOX = {
+    uploads.UPLOADED: st.success,
+    uploads.DUPLICATE: st.info,
+    uploads.RENAMED: st.warning,
+    uploads.REFUSED: st.error,
+}
 
 
 @st.fragment(run_every=config.status_refresh_s)
@@ -40,13 +49,16 @@ def status_panel() -> None:
     except ApiError as err:
         st.error(literal(str(err)), icon=":material/cloud_off:")
         return
-    summary = status_view.summarize(status, run, datetime.now(timezone.utc))
+    summary = status_view.summarize(status, run, datetime.now(UTC))
     box, icon = _BOX.get(summary.state, (st.info, ":material/info:"))
     box("\n\n".join([f"**{literal(summary.headline)}**", *map(literal, summary.details)]), icon=icon)
-    st.caption(f"Scoring URL: {status.scoring_url or 'none yet'} · refreshed "
-               f"{datetime.now(timezone.utc):%H:%M:%S} UTC, every {config.status_refresh_s:g} s")
-    if st.button("Retrain now on every document", icon=":material/refresh:",
-                 disabled=summary.state == status_view.IN_PROGRESS):
+    st.caption(
+        f"Scoring URL: {status.scoring_url or 'none yet'} · refreshed "
+        f"{datetime.now(UTC):%H:%M:%S} UTC, every {config.status_refresh_s:g} s"
+    )
+    if st.button(
+        "Retrain now on every document", icon=":material/refresh:", disabled=summary.state == status_view.IN_PROGRESS
+    ):
         try:
             answer = api.retrain()
         except ApiError as err:
@@ -68,8 +80,11 @@ def upload_panel() -> None:
         f"Drag and drop PDFs, plain text (.txt, .md) or instruction records (.jsonl, .json: instruction/input/"
         f"output or prompt/completion) here (up to {config.max_upload_mb:g} MiB each); they go straight into "
         f"inputs/ of container {config.data_container}.",
-        type=["pdf", "txt", "md", "jsonl", "json"], accept_multiple_files=True, key="pdfs",
-        max_upload_size=math.ceil(config.max_upload_mb))
+        type=["pdf", "txt", "md", "jsonl", "json"],
+        accept_multiple_files=True,
+        key="pdfs",
+        max_upload_size=math.ceil(config.max_upload_mb),
+    )
     if not files:
         return
     # Each dropped file is uploaded once per session; reruns (any click) only show its result again.
@@ -110,8 +125,9 @@ def documents_panel() -> None:
 
 def delete_panel(names: list[str]) -> None:
     """Deleting a document deletes its blob: no later run trains on it and its extracted text is purged."""
-    name = st.selectbox("Document to delete", names, index=None, key="delete_name",
-                        placeholder="Choose a document to delete")
+    name = st.selectbox(
+        "Document to delete", names, index=None, key="delete_name", placeholder="Choose a document to delete"
+    )
     if st.button("Delete document", icon=":material/delete:", disabled=name is None, key="delete_button"):
         try:
             api.delete_document(name)
@@ -154,7 +170,7 @@ def run_details(run: RunDetail) -> None:
     else:
         st.caption("No training metrics yet.")
     if finals:
-        for column, (label, value) in zip(st.columns(len(finals)), finals.items()):
+        for column, (label, value) in zip(st.columns(len(finals)), finals.items(), strict=True):
             column.metric(label, f"{value:,.3f}" if value < 1000 else f"{value:,.0f}")
     evaluation = run_view.evaluation(run)
     if evaluation:
