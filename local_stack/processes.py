@@ -69,10 +69,14 @@ def kill(proc: dict | None, timeout_s: float = 15) -> None:
     if not alive(proc):
         return
     try:
+        leader = psutil.Process(proc["pid"])
+        # Wait for every member, not only the leader: a step's child outlives a leader that exits first.
+        group = [leader, *leader.children(recursive=True)]
         os.killpg(proc["pid"], signal.SIGTERM)
-        psutil.Process(proc["pid"]).wait(timeout=timeout_s)
-    except psutil.TimeoutExpired:
-        os.killpg(proc["pid"], signal.SIGKILL)
+        _, survivors = psutil.wait_procs(group, timeout=timeout_s)
+        if survivors:
+            os.killpg(proc["pid"], signal.SIGKILL)
+            psutil.wait_procs(survivors, timeout=timeout_s)
     except (ProcessLookupError, psutil.NoSuchProcess):
         pass
     alive(None)  # reap
