@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 SUMMARY = train_summary.FILE_NAME
 HELDOUT = "heldout.json"
 ATTENTION = "sdpa"  # fused attention kernels on GPU; also the fastest path on CPU
-FINAL_METRICS = ("train_loss", "dev_loss", "eval_loss", "perplexity", "eval_bits_per_byte", "tokens_per_s", "wall_s")
+# Not dev_loss: that name is the sweep's primary metric, one value per evaluation (tracking.DevLoss).
+FINAL_METRICS = ("train_loss", "eval_loss", "perplexity", "eval_bits_per_byte", "tokens_per_s", "wall_s")
 
 
 @dataclass
@@ -187,7 +188,13 @@ def summarize(
 
 
 def write_outputs(
-    output: Path, base: BaseModel, trainer: Trainer, summary: dict[str, Any], heldout: list[str], block_size: int
+    output: Path,
+    base: BaseModel,
+    trainer: Trainer,
+    summary: dict[str, Any],
+    heldout: list[str],
+    block_size: int,
+    corpus: Corpus,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output)
@@ -200,6 +207,12 @@ def write_outputs(
         "documents_sha256": summary["documents_sha256"],
         "block_size": block_size,
         "split": summary["blocks"]["split"],
+        # What the model card lists: the documents whose text the snapshot holds.
+        "documents": [
+            {"name": d.name, "sha256": d.sha256}
+            for d in (corpus.manifest.documents if corpus.manifest else [])
+            if d.chars
+        ],
         "blocks": heldout,
     }
     (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -293,7 +306,7 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
             mlflow.log_metrics({f"baseline_{key}": float(value) for key, value in baseline.to_dict().items()})
             mlflow.end_run()  # stops MLflow's system-metrics monitor, which flushes its last samples
             summary["system_metrics"] = system_series(summary["mlflow_run_id"])
-            write_outputs(request.output, base, trainer, summary, heldout, block_size)
+            write_outputs(request.output, base, trainer, summary, heldout, block_size, corpus)
             log.info(
                 "wrote %s: eval loss %.4f, perplexity %.2f, %.0f tokens/s, %.1f s",
                 request.output,
