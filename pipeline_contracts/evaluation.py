@@ -11,22 +11,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_contracts.model_card import ModelCard
-from pipeline_contracts.train_summary import TrainSummary
+from pipeline_contracts.train_summary import TextScoreFigures, TrainSummary
 
 FILE_NAME = "evaluation.json"
 
 
-class Score(BaseModel):
+class Score(TextScoreFigures):
     """One model's score on the held-out test text."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str  # the model folder scored
-    loss: float
-    perplexity: float
-    bits_per_byte: float
-    tokens: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    model: str  # the model folder scored (the base model's name for the baseline)
 
 
 class Rules(BaseModel):
