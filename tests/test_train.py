@@ -11,6 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_model import make_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -31,6 +33,7 @@ from aks_jobs.lm.loss_curve import MAX_POINTS, loss_curve
 from aks_jobs.lm.perplexity import score_texts, windows
 from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
+from aks_jobs.lm.system_metrics import system_series
 from aks_jobs.lm.training import TrainRequest, checkpoint_dir, train
 from pipeline_contracts.snapshot_ref import write_ref
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
@@ -565,3 +568,45 @@ def test_the_saved_model_is_the_best_dev_epoch_not_the_last(tmp_path: Path, monk
     model, tok = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
     heldout = json.loads((output / "heldout.json").read_text())["blocks"]
     assert score_texts(model, tok, heldout).loss == pytest.approx(summary["eval_loss"], rel=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab\n ", min_size=1, max_size=30).map(lambda s: s * 80), min_size=1, max_size=4),
+    st.floats(0.01, 0.45),
+)
+def test_any_corpus_splits_into_disjoint_sets_covering_every_passage(documents: list[str], fraction: float) -> None:
+    split = split_passages(documents, fraction)
+    every = [piece for document in documents for piece in passages(document)]
+    if len(set(every)) < 2:
+        assert split is None
+        return
+    sets = {
+        name: {p for run in runs for p in passages(run)}
+        for name, runs in (("train", split.train), ("dev", split.dev), ("test", split.test))
+    }
+    assert "".join(split.train + split.test + ([] if split.dev_is_test else split.dev)).__len__() == sum(
+        map(len, documents)
+    )
+    assert sets["train"] and sets["test"] and sets["dev"] and not sets["train"] & (sets["dev"] | sets["test"])
+    assert split.dev_is_test == (len(set(every)) == 2)
+    if not split.dev_is_test:
+        assert not sets["dev"] & sets["test"]
+
+
+def test_system_series_is_read_back_in_order_and_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    with mlflow.start_run() as run:
+        for step in range(300):
+            mlflow.log_metrics(
+                {
+                    "system/cpu_utilization_percentage": step % 100,
+                    "system/system_memory_usage_megabytes": 1000.0 + step,
+                },
+                step=step,
+                timestamp=1_700_000_000_000 + 1000 * step,
+            )
+    series = system_series(run.info.run_id)
+    assert len(series) == 60 and series[0] == {"s": 0.0, "cpu_percent": 0, "memory_mb": 1000.0}
+    assert series[-1]["s"] == 299.0 and [x["s"] for x in series] == sorted(x["s"] for x in series)
+    assert len(json.dumps(series)) < 5000  # the summary rides in one status-table property
