@@ -16,10 +16,13 @@ from tiny_model import make_tiny_model
 from aks_jobs import evaluate as evaluate_step
 from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
 from aks_jobs.lm.gate import Rules, decide
+from aks_jobs.lm.model_card import build_card, markdown
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
 from pipeline_contracts.evaluation import Evaluation, RegisteredModel
+from pipeline_contracts.model_card import MAX_LISTED
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
+from tests import contract_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,3 +232,14 @@ def test_revisions_count_the_versions_registered_that_day_and_the_card_names_the
     assert (first.card.revision, second.card.revision) == (f"{today}-1", f"{today}-2")
     assert second.card.sweep_choice == {"chosen_trial": 2, "trials": 2, "learning_rate": 0.002}
     assert version_tags("daily", second.registered.version)["sweep_chosen_trial"] == "2"
+
+
+def test_a_card_of_thousands_of_documents_still_fits_the_run_record() -> None:
+    documents = [{"name": f"reports/2026/quarterly-report-{i:05d}.pdf", "sha256": f"{i:064x}"} for i in range(5000)]
+    result = Evaluation.model_validate(contract_samples.evaluation())
+    card = build_card(result, "gpt2-pdf", "7", "2026.11.30-3", datetime(2026, 11, 30, tzinfo=UTC), documents)
+
+    assert card.documents_total == 5000 and len(card.documents) == MAX_LISTED
+    stored = result.model_copy(update={"card": card}).model_dump(mode="json", exclude={"training"})
+    assert len(json.dumps(stored)) < 30_000  # the orchestrator keeps it in one status-table property
+    assert documents[-1]["sha256"] in markdown(card, documents)  # the file lists every one
