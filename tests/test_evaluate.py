@@ -243,3 +243,4 @@ def test_a_card_of_thousands_of_documents_still_fits_the_run_record() -> None:
     stored = result.model_copy(update={"card": card}).model_dump(mode="json", exclude={"training"})
     assert len(json.dumps(stored)) < 30_000  # the orchestrator keeps it in one status-table property
     assert documents[-1]["sha256"] in markdown(card, documents)  # the file lists every one
+    assert "| a\\|b.pdf |" in markdown(card, [{"name": "a|b.pdf", "sha256": "0" * 64}])  # still one cell

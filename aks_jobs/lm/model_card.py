@@ -71,7 +71,9 @@ def markdown(card: ModelCard, documents: list[dict]) -> str:
     """MODEL_CARD.md: every document (not only the first MAX_LISTED), then the card's facts."""
     hyper = "\n".join(f"| {key} | {value} |" for key, value in sorted(card.hyperparameters.items()))
     sweep = "" if not card.sweep_choice else f"\nSweep: {card.sweep_choice}\n"
-    docs = "\n".join(f"| {d['name']} | `{d['sha256']}` |" for d in documents) or "| (a plain text file) | |"
+    # A | in a file name would end its table cell.
+    rows = [(d["name"].replace("|", "\\|"), d["sha256"]) for d in documents]
+    docs = "\n".join(f"| {name} | `{sha256}` |" for name, sha256 in rows) or "| (a plain text file) | |"
     limits = "\n".join(f"- {limit}" for limit in card.limits)
     return f"""# {card.name} {card.revision} (version {card.version})
 
