@@ -10,22 +10,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline_contracts.train_summary import TrainSummary
+from pipeline_contracts.model_card import ModelCard
+from pipeline_contracts.train_summary import TextScoreFigures, TrainSummary
 
 FILE_NAME = "evaluation.json"
 
 
-class Score(BaseModel):
-    """One model's score on the held-out text."""
+class Score(TextScoreFigures):
+    """One model's score on the held-out test text."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str  # the model folder scored
-    loss: float
-    perplexity: float
-    bits_per_byte: float
-    tokens: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    model: str  # the model folder scored (the base model's name for the baseline)
 
 
 class Rules(BaseModel):
@@ -59,3 +53,6 @@ class Evaluation(BaseModel):
     # The train step's summary: on AML a pipeline's outputs can be read only once it completes, so the
     # control plane takes the run's training figures from here. Left out where they are stored apart.
     training: TrainSummary | None = None
+    # Defaults: evaluations written before these fields existed are still read.
+    baseline: Score | None = None  # the base model on the same test text, before fine-tuning
+    card: ModelCard | None = None  # the registered version's model card; None with --no-register

@@ -25,8 +25,33 @@ class BlockCounts(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train: int = Field(ge=0)
-    eval: int = Field(ge=0)
-    split: str | None = None  # says when the corpus was too small to hold anything out
+    eval: int = Field(ge=0)  # test blocks (heldout.json): what the gate and the registry report
+    dev: int | None = Field(None, ge=0)  # dev blocks, which pick the best epoch; None in older summaries
+    split: str | None = None  # how the split was made, and the fallback when the corpus was too small
+
+
+class TextScoreFigures(BaseModel):
+    """A model's score on the test text (aks_jobs.lm.perplexity.TextScore)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: float
+    perplexity: float
+    bits_per_byte: float
+    tokens: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
+class SystemSample(BaseModel):
+    """One sample of MLflow's system-metrics monitor during training (aks_jobs.lm.system_metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    s: float  # seconds since the first sample
+    cpu_percent: float | None = None
+    memory_mb: float | None = None
+    gpu_percent: float | None = None  # GPU 0, where there is one
+    gpu_memory_mb: float | None = None
 
 
 class TrainSummary(BaseModel):
@@ -41,6 +66,7 @@ class TrainSummary(BaseModel):
     hyperparameters: dict[str, Any]
     train_loss: float
     final_loss: float | None
+    # The trained model on the test blocks (heldout.json); dev_loss is on the dev blocks that chose the epoch.
     eval_loss: float
     perplexity: float
     eval_bits_per_byte: float
@@ -60,3 +86,8 @@ class TrainSummary(BaseModel):
     mlflow_run_id: str | None
     log_history: list[dict[str, Any]]  # the UI's loss curve, capped
     stopped_early: str | None = None  # why training ended before its plan (max steps, wall-clock limit)
+    # Defaults: summaries written before these fields existed are still read.
+    dev_loss: float | None = None
+    baseline: TextScoreFigures | None = None  # the base model on the same test blocks, before training
+    system_metrics: list[SystemSample] = Field(default_factory=list)
+    sweep: dict[str, Any] | None = None  # a local sweep's trials and choice (aks_jobs.lm.sweep_trials)

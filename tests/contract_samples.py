@@ -10,6 +10,7 @@ from azure.storage.blob import ContainerClient
 from pipeline_contracts import snapshot_ref
 from pipeline_contracts.blob_layout import PROCESSED, SNAPSHOT_REF_OUTPUT, manifest_file, run_output
 from pipeline_contracts.evaluation import Evaluation
+from pipeline_contracts.model_card import ModelCard
 from pipeline_contracts.scoring import ScoreResponse
 from pipeline_contracts.snapshot_manifest import DocumentEntry, SnapshotManifest, Totals
 from pipeline_contracts.snapshot_ref import SnapshotRef
@@ -78,6 +79,34 @@ def evaluation(
         "training": train_summary(perplexity=candidate, log_history=[]),  # a run that logged no step
     }
     return Evaluation.model_validate({**result, **fields}).model_dump(mode="json")
+
+
+def model_card(**fields: Any) -> dict[str, Any]:
+    """A registered version's model card; `fields` replace its facts."""
+    card = {
+        "name": "gpt2-pdf",
+        "version": "1",
+        "revision": "2026.11.30-1",
+        "registered_utc": "2026-11-30T10:00:00Z",
+        "snapshot": "combined_data_20261123_101500.txt",
+        "documents_sha256": "ab" * 32,
+        "documents_total": 1,
+        "documents": [{"name": "archive.pdf", "sha256": "cd" * 32}],
+        "base_model": "gpt2",
+        "preset": "default",
+        "hyperparameters": {"epochs": 3.0, "learning_rate": 5e-5},
+        "sweep_choice": {"chosen_trial": 2, "trials": 3, "learning_rate": 5e-5},
+        "split": None,
+        "test_perplexity": 12.5,
+        "baseline_perplexity": 40.0,
+        "baseline_bits_per_byte": 2.0,
+        "serving_perplexity": None,
+        "serving_bits_per_byte": None,
+        "test_bits_per_byte": 1.1,
+        "decision": "promote",
+        "reason": "Promoted: no model is serving.",
+    }
+    return ModelCard.model_validate({**card, **fields}).model_dump(mode="json")
 
 
 def score_response(text: str, version: str = "3") -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -14,10 +16,13 @@ from tiny_model import make_tiny_model
 from aks_jobs import evaluate as evaluate_step
 from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
 from aks_jobs.lm.gate import Rules, decide
+from aks_jobs.lm.model_card import build_card, markdown
 from aks_jobs.lm.perplexity import TextScore
 from aks_jobs.lm.training import TrainRequest, train
 from pipeline_contracts.evaluation import Evaluation, RegisteredModel
+from pipeline_contracts.model_card import MAX_LISTED
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
+from tests import contract_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,9 +113,25 @@ def test_first_candidate_is_promoted_and_registered_with_tags(trained, store, tm
     assert tags["documents_sha256"] == stamp_digest("20250101_000000") and tags["base_model_kind"] == "offline"
     assert float(tags["candidate_perplexity"]) == pytest.approx(evaluation.candidate.perplexity)
     files = mlflow.artifacts.download_artifacts("models:/first/1", dst_path=str(tmp_path / "download"))
-    assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json"} <= {
+    assert {"config.json", "model.safetensors", "tokenizer.json", "heldout.json", "MODEL_CARD.md"} <= {
         p.name for p in Path(files).iterdir()
     }
+    # The base model on the same test text, before fine-tuning: what fine-tuning bought.
+    baseline = evaluation.baseline
+    assert baseline.tokens == evaluation.candidate.tokens and baseline.perplexity > evaluation.candidate.perplexity
+    assert float(tags["baseline_perplexity"]) == pytest.approx(baseline.perplexity)
+    # The model card: in evaluation.json, as tags and as MODEL_CARD.md with the files.
+    card = evaluation.card
+    today = datetime.now(UTC).strftime("%Y.%m.%d")
+    assert card.revision == tags["revision"] == f"{today}-1" and card.version == "1"
+    assert card.documents_total == 2 and card.documents[0].name == "doc0.pdf" and len(card.documents[0].sha256) == 64
+    assert card.test_perplexity == evaluation.candidate.perplexity and card.baseline_perplexity == baseline.perplexity
+    assert card.serving_perplexity is None and card.decision == "promote" and card.reason == evaluation.reason
+    assert card.hyperparameters["max_steps"] == 40 and tags["hp.learning_rate"] == "0.001" and tags["documents"] == "2"
+    assert "English" in tags["limits"] and "completes text" in tags["limits"]
+    text = (Path(files) / "MODEL_CARD.md").read_text()
+    assert f"# first {today}-1 (version 1)" in text and card.documents[0].sha256 in text
+    assert f"{baseline.perplexity:.2f}" in text and "does not answer questions" in text
 
 
 def test_candidate_worse_than_serving_is_rejected_but_registered(trained, store, tmp_path: Path) -> None:
@@ -188,3 +209,38 @@ def test_cli_writes_evaluation_without_registering(trained, store, tmp_path: Pat
 def test_cli_exits_2_for_a_folder_that_is_no_train_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert evaluate_step.main(["--model", str(tmp_path), "--output", str(tmp_path)]) == 2
     assert "pass a train.py output folder" in caplog.text and not (tmp_path / "evaluation.json").exists()
+
+
+def test_revisions_count_the_versions_registered_that_day_and_the_card_names_the_sweeps_choice(
+    trained, store, tmp_path: Path
+) -> None:
+    swept = tmp_path / "swept"
+    shutil.copytree(trained["strong"], swept)
+    summary = json.loads((swept / "train_summary.json").read_text())
+    summary["sweep"] = {
+        "chosen_trial": 2,
+        "trials": [{"trial": 1, "settings": {}}, {"trial": 2, "settings": {"learning_rate": 0.002}}],
+    }
+    (swept / "train_summary.json").write_text(json.dumps(summary))
+
+    first = evaluate(
+        EvaluateRequest(model=trained["weak"], output=tmp_path / "a", model_name="daily", experiment="eval-tests")
+    )
+    second = evaluate(EvaluateRequest(model=swept, output=tmp_path / "b", model_name="daily", experiment="eval-tests"))
+
+    today = datetime.now(UTC).strftime("%Y.%m.%d")
+    assert (first.card.revision, second.card.revision) == (f"{today}-1", f"{today}-2")
+    assert second.card.sweep_choice == {"chosen_trial": 2, "trials": 2, "learning_rate": 0.002}
+    assert version_tags("daily", second.registered.version)["sweep_chosen_trial"] == "2"
+
+
+def test_a_card_of_thousands_of_documents_still_fits_the_run_record() -> None:
+    documents = [{"name": f"reports/2026/quarterly-report-{i:05d}.pdf", "sha256": f"{i:064x}"} for i in range(5000)]
+    result = Evaluation.model_validate(contract_samples.evaluation())
+    card = build_card(result, "gpt2-pdf", "7", "2026.11.30-3", datetime(2026, 11, 30, tzinfo=UTC), documents)
+
+    assert card.documents_total == 5000 and len(card.documents) == MAX_LISTED
+    stored = result.model_copy(update={"card": card}).model_dump(mode="json", exclude={"training"})
+    assert len(json.dumps(stored)) < 30_000  # the orchestrator keeps it in one status-table property
+    assert documents[-1]["sha256"] in markdown(card, documents)  # the file lists every one
+    assert "| a\\|b.pdf |" in markdown(card, [{"name": "a|b.pdf", "sha256": "0" * 64}])  # still one cell

@@ -206,11 +206,12 @@ def test_three_trial_sweep_stops_the_absurd_trial_and_keeps_the_best_model(tmp_p
     best = min(finished, key=lambda t: t[PRIMARY_METRIC])
     assert sweep["chosen_trial"] == best["trial"]
     assert summary["hyperparameters"]["learning_rate"] == pytest.approx(best["settings"]["learning_rate"])
-    assert summary["eval_loss"] == best[PRIMARY_METRIC]
-    # The model written is that trial's: its held-out loss is the one recorded for it.
+    assert summary["dev_loss"] == best[PRIMARY_METRIC]  # chosen on dev; test (heldout.json) stays unseen
+    # The model written is that trial's: its test loss is the one its summary reports.
     heldout = json.loads((output / "heldout.json").read_text())["blocks"]
     model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
-    assert score_texts(model, tokenizer, heldout).loss == pytest.approx(best[PRIMARY_METRIC], rel=1e-4)
+    assert score_texts(model, tokenizer, heldout).loss == pytest.approx(summary["eval_loss"], rel=1e-4)
+    assert summary["eval_loss"] != summary["dev_loss"]
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
@@ -319,7 +320,7 @@ def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_m
                 break
         with mlflow.start_run(run_name=request.run_name, nested=True) as run:
             pass
-        summary = {"eval_loss": min(evaluated), "mlflow_run_id": run.info.run_id, "trial": number}
+        summary = {"dev_loss": min(evaluated), "mlflow_run_id": run.info.run_id, "trial": number}
         request.output.mkdir(parents=True)
         (request.output / "train_summary.json").write_text(json.dumps(summary))
         (request.output / "heldout.json").write_text(json.dumps({"trial": number}))

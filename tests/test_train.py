@@ -11,18 +11,30 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_model import make_tiny_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from aks_jobs import train as train_step
 from aks_jobs.lm.base_model import OFFLINE_ARCHITECTURE, BaseModelError, resolve_base_model, train_tokenizer
-from aks_jobs.lm.blocks import BlockCollator, build_blocks, cut_blocks, line_blocks, line_ends, passages, split_passages
+from aks_jobs.lm.blocks import (
+    BlockCollator,
+    build_blocks,
+    cut_blocks,
+    heldout_score,
+    line_blocks,
+    line_ends,
+    passages,
+    split_passages,
+)
 from aks_jobs.lm.corpus import CorpusError, load_corpus
 from aks_jobs.lm.loss_curve import MAX_POINTS, loss_curve
 from aks_jobs.lm.perplexity import score_texts, windows
 from aks_jobs.lm.prompt_format import RESPONSE_HEADER, training_example
 from aks_jobs.lm.recipe import hyperparameters
-from aks_jobs.lm.training import checkpoint_dir
+from aks_jobs.lm.system_metrics import system_series
+from aks_jobs.lm.training import TrainRequest, checkpoint_dir, train
 from pipeline_contracts.snapshot_ref import write_ref
 from synthetic_data.prose import prose, stamp_digest, write_snapshot
 
@@ -107,32 +119,60 @@ def test_held_out_passages_do_not_move_when_documents_are_added() -> None:
     before = split_passages([first], 0.2)
     after = split_passages([prose(3, 400), first, prose(4, 100)], 0.2)
     assert before is not None and after is not None
-    held_before = {p for run in before.heldout for p in passages(run)}
-    held_after = {p for run in after.heldout for p in passages(run)}
+    held_before = {p for run in before.dev + before.test for p in passages(run)}
+    held_after = {p for run in after.dev + after.test for p in passages(run)}
     assert held_before and held_before <= held_after
     assert split_passages([first], 0.2) == before  # deterministic
     trained_after = "".join(after.train)
     assert not any(passage in trained_after for passage in held_before)
 
 
-def test_small_corpus_still_holds_out_one_passage_and_trains_on_the_rest(tokenizer) -> None:
+def test_train_dev_and_test_are_disjoint_and_follow_the_passage_hash() -> None:
+    documents = [prose(11, 900), prose(12, 900)]
+    split = split_passages(documents, 0.1)
+    assert split is not None and not split.dev_is_test
+    kinds = {}
+    for name, runs in (("train", split.train), ("dev", split.dev), ("test", split.test)):
+        for run in runs:
+            for piece in passages(run):
+                kinds.setdefault(piece, set()).add(name)
+    assert all(len(k) == 1 for k in kinds.values())  # no passage in two sets
+    scores = {piece: heldout_score(piece) for piece in kinds}
+    test = {p for p, k in kinds.items() if k == {"test"}}
+    dev = {p for p, k in kinds.items() if k == {"dev"}}
+    assert test and dev and len(test) + len(dev) < len(kinds) / 2
+    assert all(scores[p] < 0.1 for p in test if scores[p] != min(scores.values()))
+    assert all(scores[p] < 0.2 for p in dev)
+    assert split_passages(documents, 0.1) == split  # stable
+
+
+def test_small_corpus_still_holds_out_dev_and_test_and_trains_on_the_rest(tokenizer) -> None:
     documents = [prose(5, 100)]  # ~3 passages: 5% of them rounds to none
     blocks = build_blocks(documents, tokenizer, block_size=64, eval_fraction=0.05)
-    assert blocks.eval and blocks.train
+    assert blocks.dev and blocks.test and blocks.train and blocks.dev != blocks.test
     train_text = "".join(tokenizer.batch_decode(blocks.train))
-    assert not any(text in train_text for text in tokenizer.batch_decode(blocks.eval))
+    assert not any(text in train_text for text in tokenizer.batch_decode(blocks.dev + blocks.test))
+    assert "train /" in blocks.note and "dev = test" not in blocks.note
+
+
+def test_two_passages_fall_back_to_dev_equal_to_test_and_say_so(tokenizer) -> None:
+    documents = [prose(5, 100)]
+    first, second = passages(documents[0])[:2]
+    blocks = build_blocks([first + second], tokenizer, block_size=64, eval_fraction=0.05)
+    assert blocks.dev is blocks.test and blocks.test and blocks.train
+    assert "only 2 distinct passages, so dev = test" in blocks.note
 
 
 def test_fewer_than_two_blocks_trains_and_evaluates_on_everything(tokenizer) -> None:
     blocks = build_blocks([FACT], tokenizer, block_size=512, eval_fraction=0.05)
-    assert blocks.train == blocks.eval and len(blocks.train) == 1
-    assert blocks.note == "1 block(s): nothing held out; using all 1 block(s) for both train and eval"
+    assert blocks.train == blocks.dev == blocks.test and len(blocks.train) == 1
+    assert blocks.note == "1 block(s): nothing held out; using all 1 block(s) for train, dev and test"
     assert tokenizer.decode(blocks.train[0]) == FACT + tokenizer.eos_token  # newlines and EOS kept
 
 
 def test_eval_fraction_zero_trains_on_everything(tokenizer) -> None:
     blocks = build_blocks([prose(6, 200)], tokenizer, block_size=64, eval_fraction=0.0)
-    assert blocks.train == blocks.eval and len(blocks.train) > 2
+    assert blocks.train == blocks.test == blocks.dev and len(blocks.train) > 2
 
 
 def test_line_blocks_start_a_block_at_every_line(tokenizer) -> None:
@@ -304,7 +344,7 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
         "1",
         "--experiment",
         "unit",
-        env={"MLFLOW_TRACKING_URI": uri},
+        env={"MLFLOW_TRACKING_URI": uri, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"},
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -320,7 +360,14 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
         1,
         True,
     )
-    assert summary["blocks"]["train"] > 4 and summary["blocks"]["eval"] >= 1
+    assert summary["blocks"]["train"] > 4 and summary["blocks"]["eval"] >= 1 and summary["blocks"]["dev"] >= 1
+    # The base model (here a random init) on the same test blocks, before any step: far worse.
+    assert summary["baseline"]["tokens"] == summary["eval_tokens"]
+    assert summary["baseline"]["perplexity"] > 2 * summary["perplexity"] and summary["dev_loss"] > 0
+    # MLflow's system-metrics monitor, read back as a short series for the UI.
+    samples = summary["system_metrics"]
+    assert samples and samples[0]["s"] == 0 and all(x["memory_mb"] > 0 and x["cpu_percent"] >= 0 for x in samples)
+    assert [x["s"] for x in samples] == sorted(x["s"] for x in samples) and samples[0]["gpu_percent"] is None
     assert summary["eval_loss"] > 0 and summary["perplexity"] > 1 and summary["tokens_per_s"] > 0
     assert summary["device"] == "cpu" and summary["precision"] == "fp32"
     assert not checkpoint_dir(output).exists() and not (output / "checkpoints").exists()  # cleaned up
@@ -341,6 +388,8 @@ def test_training_run_writes_model_summary_heldout_and_mlflow_metrics(tmp_path: 
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.data.params["base_model.kind"] == "offline" and run.data.params["block_size"] == "64"
     assert run.data.metrics["perplexity"] == pytest.approx(summary["perplexity"])
+    assert run.data.metrics["baseline_perplexity"] == pytest.approx(summary["baseline"]["perplexity"])
+    assert run.data.metrics["system/cpu_utilization_percentage"] >= 0  # logged during training, CPU too
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")
     assert len(losses) >= 2 and len({m.step for m in losses}) == len(losses)  # per-step curve
     assert mlflow.MlflowClient().get_metric_history(run.info.run_id, "eval_loss")  # per-epoch evaluation
@@ -482,3 +531,82 @@ def test_response_only_loss_is_a_train_option_off_by_default() -> None:
     assert train_step.parse_args(["--data", "d", "--output", "o"]).response_only_loss is None
     assert train_step.parse_args(["--data", "d", "--output", "o", "--response-only-loss"]).response_only_loss is True
     assert hyperparameters("default", "pretrained", {}).response_only_loss is False
+
+
+class WorseLastEpoch(TrainerCallback):
+    """Scrambles the weights at the end of the last epoch, before its evaluation: that epoch is the worst."""
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if round(state.epoch) == args.num_train_epochs:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(torch.randn_like(parameter) * 0.5)
+
+
+def test_the_saved_model_is_the_best_dev_epoch_not_the_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    write_snapshot(tmp_path / "processed", "20250101_000000", [prose(8, 60), prose(9, 60)])
+    output = tmp_path / "model"
+
+    summary = train(
+        TrainRequest(
+            data=tmp_path / "processed",
+            output=output,
+            base_model="offline",
+            overrides={"block_size": 64, "grad_accum": 1, "epochs": 3.0},
+            experiment="unit",
+            callbacks=[WorseLastEpoch()],
+        )
+    )
+
+    dev_losses = [e["eval_loss"] for e in summary["log_history"] if "eval_loss" in e]
+    assert len(dev_losses) == 3 and dev_losses[-1] > min(dev_losses[:2])  # the last epoch was made worse
+    # The saved model is the best epoch's (the Trainer averages per batch, score_texts per token: close, not equal).
+    assert (
+        summary["dev_loss"] == pytest.approx(min(dev_losses), rel=0.03) and summary["dev_loss"] < dev_losses[-1] * 0.9
+    )
+    model, tok = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    heldout = json.loads((output / "heldout.json").read_text())["blocks"]
+    assert score_texts(model, tok, heldout).loss == pytest.approx(summary["eval_loss"], rel=1e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab\n ", min_size=1, max_size=30).map(lambda s: s * 80), min_size=1, max_size=4),
+    st.floats(0.01, 0.45),
+)
+def test_any_corpus_splits_into_disjoint_sets_covering_every_passage(documents: list[str], fraction: float) -> None:
+    split = split_passages(documents, fraction)
+    every = [piece for document in documents for piece in passages(document)]
+    if len(set(every)) < 2:
+        assert split is None
+        return
+    sets = {
+        name: {p for run in runs for p in passages(run)}
+        for name, runs in (("train", split.train), ("dev", split.dev), ("test", split.test))
+    }
+    assert "".join(split.train + split.test + ([] if split.dev_is_test else split.dev)).__len__() == sum(
+        map(len, documents)
+    )
+    assert sets["train"] and sets["test"] and sets["dev"] and not sets["train"] & (sets["dev"] | sets["test"])
+    assert split.dev_is_test == (len(set(every)) == 2)
+    if not split.dev_is_test:
+        assert not sets["dev"] & sets["test"]
+
+
+def test_system_series_is_read_back_in_order_and_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    with mlflow.start_run() as run:
+        for step in range(300):
+            mlflow.log_metrics(
+                {
+                    "system/cpu_utilization_percentage": step % 100,
+                    "system/system_memory_usage_megabytes": 1000.0 + step,
+                },
+                step=step,
+                timestamp=1_700_000_000_000 + 1000 * step,
+            )
+    series = system_series(run.info.run_id)
+    assert len(series) == 60 and series[0] == {"s": 0.0, "cpu_percent": 0, "memory_mb": 1000.0}
+    assert series[-1]["s"] == 299.0 and [x["s"] for x in series] == sorted(x["s"] for x in series)
+    assert len(json.dumps(series)) < 5000  # the summary rides in one status-table property

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from local_stack.processes import free_port
 from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
-from tests.contract_samples import manifest, train_summary
+from tests.contract_samples import manifest, model_card, train_summary
 from tests.fakes.aml_service import JobPlan, failing, promoting, rejecting
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_markdown import plain
@@ -42,6 +42,12 @@ def pdf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def _texts(at: AppTest, kind: str) -> list[str]:
     return [plain(element.value) for element in at.get(kind)]
+
+
+def _plotted(chart) -> list[tuple]:
+    """(series, x, y) of a Streamlit line chart, sorted."""
+    frame = pyarrow.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas().dropna()
+    return sorted((series, round(x), round(y, 3)) for x, series, y in frame.iloc[:, :3].itertuples(index=False))
 
 
 def _table(at: AppTest, first_column: str):
@@ -137,8 +143,8 @@ def test_new_model_deployed_with_version_time_and_evaluation(
     assert "no per-step loss" in " ".join(_texts(page, "caption"))
     assert [(m.label, m.value) for m in page.metric] == [
         ("train loss", "2.700"),
-        ("eval loss", "2.490"),
-        ("perplexity", "12.500"),
+        ("test loss", "2.490"),
+        ("test perplexity", "12.500"),
         ("tokens/s", "1,000"),
     ]
 
@@ -208,7 +214,27 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(
         {"step": 20, "train_loss": 3.4},
     ]
     # The run's metrics are the train summary evaluation.json carries (what the aml backend reads).
-    training = train_summary(train_loss=3.4, eval_loss=3.5, perplexity=33.1, tokens_per_s=None, log_history=log_history)
+    system = [
+        {"s": 0.0, "cpu_percent": 50.0, "memory_mb": 2000.0, "gpu_percent": 90.0, "gpu_memory_mb": 30000.0},
+        {"s": 10.0, "cpu_percent": 70.0, "memory_mb": 2500.0, "gpu_percent": 95.0, "gpu_memory_mb": 31000.0},
+    ]
+    training = train_summary(
+        train_loss=3.4,
+        eval_loss=3.5,
+        perplexity=33.1,
+        tokens_per_s=None,
+        log_history=log_history,
+        system_metrics=system,
+    )
+    baseline = {"model": "gpt2", "loss": 4.5, "perplexity": 90.0, "bits_per_byte": 2.5, "tokens": 90, "bytes": 400}
+    card = model_card(
+        version="2",
+        revision="2026.11.30-1",
+        reason="Promoted: 1.10 bits/byte beats 1.90",
+        test_perplexity=33.1,
+        baseline_perplexity=90.0,
+        serving_perplexity=60.3,
+    )
     candidate = {
         "model": "/mnt/model",
         "loss": 3.5,
@@ -223,6 +249,8 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(
             reason="Promoted: 1.10 bits/byte beats 1.90",
             candidate=candidate,
             training=training,
+            baseline=baseline,
+            card=card,
             serving={
                 "model": "/mnt/serving",
                 "loss": 4.1,
@@ -236,21 +264,35 @@ def test_loss_curve_and_evaluation_scores_of_the_selected_run(
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
-    [chart] = page.get("vega_lite_chart")
-    plotted = pyarrow.ipc.open_stream(chart.proto.datasets[0].data.data).read_pandas().dropna()
-    points = sorted(zip(plotted.iloc[:, 1], plotted["step"], plotted.iloc[:, 2]))
-    # The closing train_loss is the run's average, not a point of the curve.
-    assert points == [("eval loss", 20, 3.5), ("train loss", 10, 4.0), ("train loss", 20, 3.0)]
+    loss, utilisation, memory = [_plotted(chart) for chart in page.get("vega_lite_chart")]
+    # The closing train_loss is the run's average, not a point of the curve; the Trainer evaluates on dev.
+    assert loss == [("dev loss", 20, 3.5), ("train loss", 10, 4.0), ("train loss", 20, 3.0)]
+    assert utilisation == [("CPU %", 0, 50), ("CPU %", 10, 70), ("GPU %", 0, 90), ("GPU %", 10, 95)]
+    assert memory == [("GPU memory GB", 0, 30), ("GPU memory GB", 10, 31), ("memory GB", 0, 2), ("memory GB", 10, 2.5)]
     assert "no per-step loss" not in " ".join(_texts(page, "caption"))
-    assert [m.label for m in page.metric] == ["train loss", "eval loss", "perplexity"]
+    assert [m.label for m in page.metric] == ["train loss", "test loss", "test perplexity"]
     assert "**Evaluation: promote**: Promoted: 1.10 bits/byte beats 1.90" in _texts(page, "markdown")
     assert _table(page, "candidate perplexity").iloc[0].to_dict() == {
         "candidate perplexity": 33.1,
         "serving perplexity": 60.3,
+        "base model perplexity": 90.0,
         "candidate bits/byte": 1.1,
         "serving bits/byte": 1.9,
+        "base model bits/byte": 2.5,
         "registered": "gpt2-pdf version 2",
     }
+    # The serving model's card, from the run that registered version 2.
+    facts = _table(page, "revision").iloc[0].to_dict()
+    assert facts["revision"] == "2026.11.30-1" and facts["version"] == "gpt2-pdf version 2"
+    assert (facts["test perplexity"], facts["base model perplexity"], facts["serving perplexity then"]) == (
+        33.1,
+        90,
+        60.3,
+    )
+    assert facts["sweep"] == "trial 2 of 3" and facts["base model"] == "gpt2"
+    assert _table(page, "file").values.tolist() == [["archive.pdf", "cd" * 32]]
+    assert "**Gate**: Promoted: 1.10 bits/byte beats 1.90" in _texts(page, "markdown")
+    assert any("English" in text and "completes text" in text for text in _texts(page, "caption"))
 
 
 def test_dropped_files_are_uploaded_once_and_refusals_explained(

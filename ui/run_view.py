@@ -1,17 +1,21 @@
-"""Tables and series for the run history: rows of GET /api/runs, and one run's loss curve and evaluation."""
+"""Tables and series for the run history: rows of GET /api/runs, one run's loss curve, system metrics and
+evaluation, and the serving model's card."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_contracts.api_responses import RunDetail, RunSummary
+from pipeline_contracts.api_responses import RunDetail, RunSummary, Status
 from pipeline_contracts.evaluation import Evaluation as EvaluationFile
+from pipeline_contracts.model_card import ModelCard
+from pipeline_contracts.train_summary import SystemSample
 from ui.times import shown
 
-# Trainer log entries (HF `trainer.state.log_history` shape) carry the step and one of these losses.
-# Its closing entry's "train_loss" is the run's average, not a point on the curve, so it is left out.
-_LOSS_KEYS = {"loss": "train loss", "eval_loss": "eval loss"}
+# Trainer log entries (HF `trainer.state.log_history` shape) carry the step and one of these losses; the
+# Trainer evaluates on the dev blocks. The closing entry's "train_loss" is the run's average, not a point.
+_LOSS_KEYS = {"loss": "train loss", "eval_loss": "dev loss"}
+_GB = 1000  # MLflow reports megabytes
 
 
 def run_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
@@ -54,11 +58,36 @@ def final_losses(run: RunDetail) -> dict[str, float]:
         label: float(metrics[key])
         for key, label in (
             ("train_loss", "train loss"),
-            ("eval_loss", "eval loss"),
-            ("perplexity", "perplexity"),
+            ("eval_loss", "test loss"),
+            ("perplexity", "test perplexity"),
             ("tokens_per_s", "tokens/s"),
         )
         if isinstance(metrics.get(key), (int, float))
+    }
+
+
+def system_metrics(run: RunDetail) -> dict[str, list[dict[str, float]]]:
+    """{"utilisation": [{s, "CPU %"[, "GPU %"]}], "memory": [{s, "memory GB"[, "GPU memory GB"]}]} sampled
+    during training; empty lists when the run has none."""
+    samples = [SystemSample.model_validate(x) for x in run.metrics.get("system_metrics") or []]
+
+    def series(columns: dict[str, tuple[str, float]]) -> list[dict[str, float]]:
+        rows = [
+            {
+                "s": x.s,
+                **{
+                    label: getattr(x, key) / scale
+                    for label, (key, scale) in columns.items()
+                    if getattr(x, key) is not None
+                },
+            }
+            for x in samples
+        ]
+        return [row for row in rows if len(row) > 1]
+
+    return {
+        "utilisation": series({"CPU %": ("cpu_percent", 1), "GPU %": ("gpu_percent", 1)}),
+        "memory": series({"memory GB": ("memory_mb", _GB), "GPU memory GB": ("gpu_memory_mb", _GB)}),
     }
 
 
@@ -76,15 +105,18 @@ def evaluation(run: RunDetail) -> Evaluation | None:
     if not isinstance(result, EvaluationFile):
         return None
     registered, serving = result.registered, result.serving  # serving: None when no model was serving yet
+    baseline = result.baseline  # None in evaluations written before it was measured
     return Evaluation(
         decision=result.decision,
         reason=result.reason,
         figures={
             "candidate perplexity": result.candidate.perplexity,
             "serving perplexity": serving.perplexity if serving else None,
+            "base model perplexity": baseline.perplexity if baseline else None,  # before fine-tuning
             # What the gate compares: unlike token perplexity it holds across tokenizers.
             "candidate bits/byte": result.candidate.bits_per_byte,
             "serving bits/byte": serving.bits_per_byte if serving else None,
+            "base model bits/byte": baseline.bits_per_byte if baseline else None,
             "registered": f"{registered.name} version {registered.version}" if registered else None,
         },
     )
@@ -96,3 +128,38 @@ def transition_rows(run: RunDetail) -> list[dict[str, Any]]:
     rows += [(e.at, e.event, e.detail) for e in run.events]
     rows.sort(key=lambda row: row[0])  # ISO times in one zone sort as text
     return [{"at": shown(at), "state": state, "detail": detail} for at, state, detail in rows]
+
+
+def serving_run_id(status: Status, runs: list[RunSummary]) -> str | None:
+    """The newest run that registered the version now serving (its evaluation carries the model card)."""
+    serving = status.serving_model
+    if serving is None:
+        return None
+    return next((run.id for run in runs if run.model_version == serving.version), None)
+
+
+def card(run: RunDetail) -> ModelCard | None:
+    result = run.evaluation
+    return result.card if isinstance(result, EvaluationFile) else None
+
+
+def card_facts(card: ModelCard) -> dict[str, Any]:
+    """The card's one-line facts, for a one-row table."""
+    sweep = card.sweep_choice
+    return {
+        "revision": card.revision,
+        "version": f"{card.name} version {card.version}",
+        "registered": shown(card.registered_utc),
+        "base model": card.base_model,
+        "test perplexity": card.test_perplexity,
+        "base model perplexity": card.baseline_perplexity,
+        "serving perplexity then": card.serving_perplexity,
+        "decision": card.decision,
+        "preset": card.preset,
+        "sweep": f"trial {sweep['chosen_trial']} of {sweep['trials']}" if sweep else None,
+        "snapshot": card.snapshot,
+    }
+
+
+def card_documents(card: ModelCard) -> list[dict[str, str]]:
+    return [{"file": d.name, "sha256": d.sha256} for d in card.documents]

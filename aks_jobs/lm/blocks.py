@@ -1,15 +1,18 @@
-"""Documents -> token blocks for causal LM training, with a held-out set that is stable across snapshots.
+"""Documents -> token blocks for causal LM training, with dev and test sets that are stable across snapshots.
 
 The design notebook's recipe: tokenize, concatenate, cut into blocks of `block_size` keeping the last
-short block, hold out 5%, and use everything for both when there are fewer than 2 blocks. Two changes:
+short block, hold out 5%, and use everything for both when there are fewer than 2 blocks. Changes:
 
 - Whole documents are tokenized (newlines kept, EOS after each) instead of the notebook's line-by-line
   `load_dataset("text")`, which drops every newline, so the model never learns line or paragraph breaks.
-- The held-out set is chosen by a hash of the text, not at random. Evaluation compares the candidate
-  with the model now serving on the same held-out text; with a random split the serving model (trained
+- Held-out sets are chosen by a hash of the text, not at random. Evaluation compares the candidate
+  with the model now serving on the same test text; with a random split the serving model (trained
   on an earlier snapshot) has likely trained on much of it and looks better than it is. The unit is a
   passage of the document text (cut at line breaks, independent of any tokenizer), so an unchanged
-  passage is held out in every snapshot, whichever tokenizer each model uses.
+  passage falls in the same set in every snapshot, whichever tokenizer each model uses.
+- Two held-out sets (seed 003's honest splits): dev picks the best epoch (and a sweep's trial), test is
+  what the gate and the registry report, so the figure reported was never used to choose.
+  Fallback: with only 2 distinct passages, dev = test (the note says so); with fewer, nothing is held out.
 """
 
 from __future__ import annotations
@@ -50,45 +53,60 @@ def passages(document: str, size: int = PASSAGE_CHARS) -> list[str]:
 
 
 def heldout_score(passage: str) -> float:
-    """A stable pseudo-random number in [0, 1) for a passage; it is held out when below the eval fraction."""
+    """A stable pseudo-random number in [0, 1) for a passage: test below the eval fraction, dev below twice it."""
     return int(hashlib.sha256(passage.encode("utf-8")).hexdigest()[:15], 16) / 16**15
+
+
+TRAIN, DEV, TEST = "train", "dev", "test"
 
 
 @dataclass(frozen=True)
 class TextSplit:
     train: list[str]  # runs of consecutive training passages, each ending a document or a held-out gap
-    heldout: list[str]
+    dev: list[str]
+    test: list[str]  # the same runs as dev when there are too few passages for both (dev_is_test)
+
+    @property
+    def dev_is_test(self) -> bool:
+        return self.dev is self.test
 
 
 def split_passages(documents: list[str], eval_fraction: float) -> TextSplit | None:
-    """Hold out passages whose score is below eval_fraction; None when there is nothing to split.
+    """Passages scoring below eval_fraction are test, below twice it dev; None when there is nothing to split.
 
-    At least one passage is held out (the lowest score) and at least one is kept (the highest score),
-    so small corpora still get an evaluation, as the notebook's train_test_split would give them.
+    The lowest-scoring passage is always test, the next dev and the highest train, so small corpora
+    still get both held-out sets (as the notebook's train_test_split would give them one); with only
+    two distinct passages the lowest serves as dev and test.
     """
     cut = [passages(document) for document in documents]
     scores = [[heldout_score(piece) for piece in pieces] for pieces in cut]
-    flat = [score for row in scores for score in row]
-    if len(flat) < 2:
+    distinct = sorted({score for row in scores for score in row})
+    if len(distinct) < 2:
         return None
-    lowest, highest = min(flat), max(flat)
+    lowest, highest = distinct[0], distinct[-1]
+    second = distinct[1] if len(distinct) > 2 else None
 
-    def held(score: float) -> bool:
-        return score != highest and (score < eval_fraction or score == lowest)
+    def kind(score: float) -> str:
+        if score == highest:
+            return TRAIN
+        if score == lowest:
+            return TEST
+        if score == second:
+            return DEV
+        return TEST if score < eval_fraction else DEV if score < 2 * eval_fraction else TRAIN
 
-    train, heldout = [], []
+    runs_by_kind: dict[str, list[str]] = {TRAIN: [], DEV: [], TEST: []}
     for pieces, row in zip(cut, scores, strict=True):
-        runs: list[tuple[bool, str]] = []
+        runs: list[tuple[str, str]] = []
         for piece, score in zip(pieces, row, strict=True):
-            if runs and runs[-1][0] == held(score):
+            if runs and runs[-1][0] == kind(score):
                 runs[-1] = (runs[-1][0], runs[-1][1] + piece)
             else:
-                runs.append((held(score), piece))
-        for is_held, text in runs:
-            (heldout if is_held else train).append(text)
-    if not train or not heldout:  # every passage has the same text, hence the same score
-        return None
-    return TextSplit(train=train, heldout=heldout)
+                runs.append((kind(score), piece))
+        for which, text in runs:
+            runs_by_kind[which].append(text)
+    test = runs_by_kind[TEST]
+    return TextSplit(train=runs_by_kind[TRAIN], dev=runs_by_kind[DEV] or test, test=test)
 
 
 def tokenize_runs(tokenizer: PreTrainedTokenizerBase, runs: list[str]) -> list[int]:
@@ -130,8 +148,9 @@ def line_blocks(ids: list[int], block_size: int, ends: set[int]) -> list[list[in
 @dataclass(frozen=True)
 class Blocks:
     train: list[list[int]]
-    eval: list[list[int]]
-    note: str  # how the split was made, for logs and the summary
+    dev: list[list[int]]  # picks the best epoch
+    test: list[list[int]]  # what the gate and the registry report
+    note: str  # how the split was made (and any fallback), for logs and the summary
 
 
 def build_blocks(
@@ -141,11 +160,14 @@ def build_blocks(
     eval_fraction: float,
     by_line: bool = False,
 ) -> Blocks:
-    """Train and eval blocks per the recipe above; `by_line` makes overlapping train blocks (memorize)."""
+    """Train, dev and test blocks per the recipe above; `by_line` makes overlapping train blocks (memorize)."""
     ends = line_ends(tokenizer) if by_line else set()
 
     def train_blocks(ids: list[int]) -> list[list[int]]:
         return line_blocks(ids, block_size, ends) if by_line else cut_blocks(ids, block_size)
+
+    def heldout_blocks(runs: list[str]) -> list[list[int]]:
+        return cut_blocks(tokenize_runs(tokenizer, runs), block_size)
 
     everything = tokenize_runs(tokenizer, documents)
     total = len(cut_blocks(everything, block_size))
@@ -158,17 +180,21 @@ def build_blocks(
             if total < 2
             else "fewer than 2 distinct passages"
         )
-        note = f"{reason}: nothing held out; using all {total} block(s) for both train and eval"
+        note = f"{reason}: nothing held out; using all {total} block(s) for train, dev and test"
         log.warning(note)
-        return Blocks(train=train_blocks(everything), eval=cut_blocks(everything, block_size), note=note)
+        every = cut_blocks(everything, block_size)
+        return Blocks(train=train_blocks(everything), dev=every, test=every, note=note)
     train = train_blocks(tokenize_runs(tokenizer, split.train))
-    heldout = cut_blocks(tokenize_runs(tokenizer, split.heldout), block_size)
-    note = (
-        f"held out {len(split.heldout)} of {len(split.train) + len(split.heldout)} text run(s) by passage "
-        f"hash: {len(train)} train / {len(heldout)} eval block(s)"
-    )
-    log.info(note)
-    return Blocks(train=train, eval=heldout, note=note)
+    test = heldout_blocks(split.test)
+    dev = test if split.dev_is_test else heldout_blocks(split.dev)
+    runs = len(split.train) + len(split.test) + (0 if split.dev_is_test else len(split.dev))
+    note = f"by passage hash over {runs} text run(s): {len(train)} train / {len(dev)} dev / {len(test)} test block(s)"
+    if split.dev_is_test:
+        note += "; only 2 distinct passages, so dev = test (the best epoch was chosen on the test text)"
+        log.warning(note)
+    else:
+        log.info(note)
+    return Blocks(train=train, dev=dev, test=test, note=note)
 
 
 class BlockDataset(Dataset):

@@ -149,7 +149,7 @@ def run_sweep(
             for interval, value in enumerate(bandit.dev_losses, 1):
                 best.report(interval, value)
             if summary is not None:
-                trial.dev_loss, trial.mlflow_run_id = summary["eval_loss"], summary["mlflow_run_id"]
+                trial.dev_loss, trial.mlflow_run_id = summary["dev_loss"], summary["mlflow_run_id"]
                 mlflow.MlflowClient().set_tag(trial.mlflow_run_id, "stopped_early", str(trial.stopped_early))
                 if trial.stopped_early:
                     log.warning(

@@ -1,4 +1,4 @@
-"""The train step: snapshot -> blocks -> HF Trainer -> model folder, train_summary.json, heldout.json.
+"""The train step: snapshot -> blocks -> HF Trainer -> model folder, train_summary.json, heldout.json (test text).
 
 Runs alone or under torchrun (DDP: NCCL on GPU, gloo on CPU). Every rank builds the same blocks from
 the same snapshot; only rank 0 talks to MLflow and writes the outputs.
@@ -29,7 +29,7 @@ from aks_jobs.lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execu
 from aks_jobs.lm.fused_loss import fused_loss
 from aks_jobs.lm.limits import WallClockLimit, stop_reason
 from aks_jobs.lm.loss_curve import loss_curve
-from aks_jobs.lm.perplexity import score_texts
+from aks_jobs.lm.perplexity import TextScore, score_texts
 from aks_jobs.lm.prompt_format import RESPONSE_HEADER
 from aks_jobs.lm.recipe import (
     COMMON,
@@ -41,6 +41,7 @@ from aks_jobs.lm.recipe import (
     precision,
     training_arguments,
 )
+from aks_jobs.lm.system_metrics import system_series
 from aks_jobs.lm.tracking import DevLoss, StepMetrics, flat_params, use_experiment
 from pipeline_contracts import train_summary
 from pipeline_contracts.train_summary import TrainSummary
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 SUMMARY = train_summary.FILE_NAME
 HELDOUT = "heldout.json"
 ATTENTION = "sdpa"  # fused attention kernels on GPU; also the fastest path on CPU
+# Not dev_loss: that name is the sweep's primary metric, one value per evaluation (tracking.DevLoss).
 FINAL_METRICS = ("train_loss", "eval_loss", "perplexity", "eval_bits_per_byte", "tokens_per_s", "wall_s")
 
 
@@ -102,15 +104,15 @@ def start_tracking(
     block_size: int,
     world_size: int,
 ) -> None:
-    """Open the MLflow run (rank 0 only) with every setting as a param; GPU runs also log system metrics.
-    Inside an open run (a sweep's) it is a child run."""
+    """Open the MLflow run (rank 0 only) with every setting as a param, logging system metrics (CPU and
+    memory; GPU where there is one). Inside an open run (a sweep's) it is a child run."""
     nested = mlflow.active_run() is not None
     if not nested:
         use_experiment(request.experiment)
     mlflow.start_run(
         run_name=request.run_name or f"train-{corpus.snapshot}",
         nested=nested,
-        log_system_metrics=torch.cuda.is_available(),
+        log_system_metrics=True,
     )
     mlflow.log_params(
         flat_params(
@@ -138,11 +140,13 @@ def summarize(
     blocks: Blocks,
     trainer: Trainer,
     train_metrics: dict[str, float],
-    heldout: list[str],
+    texts: dict[str, list[str]],
+    baseline: TextScore,
     started: float,
 ) -> dict[str, Any]:
     world_size = trainer.args.world_size
-    score = score_texts(trainer.model, base.tokenizer, heldout)
+    score = score_texts(trainer.model, base.tokenizer, texts["test"])
+    dev = score if texts["dev"] is texts["test"] else score_texts(trainer.model, base.tokenizer, texts["dev"])
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     runtime = train_metrics["train_runtime"]
     return {
@@ -164,6 +168,8 @@ def summarize(
         "perplexity": score.perplexity,
         "eval_bits_per_byte": score.bits_per_byte,
         "eval_tokens": score.tokens,
+        "dev_loss": dev.loss,
+        "baseline": baseline.to_dict(),
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_tokens": trainer.state.num_input_tokens_seen,
@@ -175,14 +181,20 @@ def summarize(
         "precision": precision(),
         "attention": ATTENTION,
         "execution": plan.to_dict(),
-        "blocks": {"train": len(blocks.train), "eval": len(blocks.eval), "split": blocks.note},
+        "blocks": {"train": len(blocks.train), "dev": len(blocks.dev), "eval": len(blocks.test), "split": blocks.note},
         "mlflow_run_id": mlflow.active_run().info.run_id if mlflow.active_run() else None,
         "log_history": loss_curve(trainer.state.log_history),  # the UI's loss curve, capped
     }
 
 
 def write_outputs(
-    output: Path, base: BaseModel, trainer: Trainer, summary: dict[str, Any], heldout: list[str], block_size: int
+    output: Path,
+    base: BaseModel,
+    trainer: Trainer,
+    summary: dict[str, Any],
+    heldout: list[str],
+    block_size: int,
+    corpus: Corpus,
 ) -> None:
     output.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output)
@@ -195,6 +207,12 @@ def write_outputs(
         "documents_sha256": summary["documents_sha256"],
         "block_size": block_size,
         "split": summary["blocks"]["split"],
+        # What the model card lists: the documents whose text the snapshot holds.
+        "documents": [
+            {"name": d.name, "sha256": d.sha256}
+            for d in (corpus.manifest.documents if corpus.manifest else [])
+            if d.chars
+        ],
         "blocks": heldout,
     }
     (output / HELDOUT).write_text(json.dumps(heldout_doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -219,7 +237,12 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     hp = hyperparameters(request.preset, base.kind, {**request.overrides, "seed": seed})
     block_size = choose_block_size(hp, base.context)
     blocks = build_blocks(corpus.documents, base.tokenizer, block_size, hp.eval_fraction, hp.line_blocks)
-    heldout = base.tokenizer.batch_decode(blocks.eval)
+    heldout = base.tokenizer.batch_decode(blocks.test)
+    texts = {"test": heldout, "dev": heldout if blocks.dev is blocks.test else base.tokenizer.batch_decode(blocks.dev)}
+    if torch.cuda.is_available():
+        base.model.to("cuda")
+    # Before any step and before the vocabulary is padded: what the base model alone scores on the test text.
+    baseline = score_texts(base.model, base.tokenizer, heldout) if int(os.environ.get("RANK", "0")) == 0 else None
 
     checkpoints = checkpoint_dir(request.output)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
@@ -236,14 +259,15 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     args = training_arguments(hp, plan, checkpoints, len(blocks.train), world_size)
     args.device  # noqa: B018 - initialises the process group under torchrun before the check below
     check_ranks_agree(
-        f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.eval)}", "tokenizer and blocks"
+        f"{tokenizer_fingerprint(base.tokenizer)}:{len(blocks.train)}:{len(blocks.dev)}:{len(blocks.test)}",
+        "tokenizer and blocks",
     )
     wall = WallClockLimit(hp.max_wall_s) if hp.max_wall_s else None
     trainer = Trainer(
         model=base.model,
         args=args,
         train_dataset=BlockDataset(blocks.train),
-        eval_dataset=BlockDataset(blocks.eval),
+        eval_dataset=BlockDataset(blocks.dev),  # picks the best epoch; test stays unseen
         processing_class=base.tokenizer,
         data_collator=BlockCollator(base.tokenizer.pad_token_id, **_response_only(base.tokenizer, hp)),
         callbacks=[StepMetrics(), DevLoss(), *request.callbacks, *([wall] if wall else [])],
@@ -252,13 +276,14 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     try:
         if main:
             log.info(
-                "base model %s (%s) on %s, %s; %d train / %d eval blocks of <= %d tokens; %s; %s",
+                "base model %s (%s) on %s, %s; %d train / %d dev / %d test blocks of <= %d tokens; %s; %s",
                 base.resolved,
                 base.kind,
                 device_description(args.world_size),
                 precision(),
                 len(blocks.train),
-                len(blocks.eval),
+                len(blocks.dev),
+                len(blocks.test),
                 block_size,
                 hp.to_dict(),
                 plan.to_dict(),
@@ -271,15 +296,17 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
         if main:
             trim_vocabulary(trainer.model, vocabulary)
             summary = summarize(
-                request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics, heldout, started
+                request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics, texts, baseline, started
             )
             planned = optimizer_steps(replace(hp, max_steps=None), len(blocks.train), args.world_size)
             summary["stopped_early"] = stop_reason(hp.max_steps, planned, trainer.state.global_step, wall)
             if summary["stopped_early"]:
                 log.warning("%s", summary["stopped_early"])
-            write_outputs(request.output, base, trainer, summary, heldout, block_size)
             mlflow.log_metrics({key: float(summary[key]) for key in FINAL_METRICS if summary[key] is not None})
-            mlflow.end_run()
+            mlflow.log_metrics({f"baseline_{key}": float(value) for key, value in baseline.to_dict().items()})
+            mlflow.end_run()  # stops MLflow's system-metrics monitor, which flushes its last samples
+            summary["system_metrics"] = system_series(summary["mlflow_run_id"])
+            write_outputs(request.output, base, trainer, summary, heldout, block_size, corpus)
             log.info(
                 "wrote %s: eval loss %.4f, perplexity %.2f, %.0f tokens/s, %.1f s",
                 request.output,

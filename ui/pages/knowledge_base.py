@@ -172,6 +172,12 @@ def run_details(run: RunDetail) -> None:
     if finals:
         for column, (label, value) in zip(st.columns(len(finals)), finals.items(), strict=True):
             column.metric(label, f"{value:,.3f}" if value < 1000 else f"{value:,.0f}")
+    system = run_view.system_metrics(run)
+    if system["utilisation"]:
+        st.markdown("**System during training** (sampled by MLflow)")
+        left, right = st.columns(2)
+        left.line_chart(pd.DataFrame(system["utilisation"]).set_index("s"), x_label="seconds", y_label="%")
+        right.line_chart(pd.DataFrame(system["memory"]).set_index("s"), x_label="seconds", y_label="GB")
     evaluation = run_view.evaluation(run)
     if evaluation:
         st.markdown(f"**Evaluation: {literal(evaluation.decision)}**: {literal(evaluation.reason)}")
@@ -180,7 +186,28 @@ def run_details(run: RunDetail) -> None:
     st.dataframe(pd.DataFrame(run_view.transition_rows(run)), hide_index=True)
 
 
+@st.fragment(run_every=config.status_refresh_s)
+def serving_card_panel() -> None:
+    """The serving model's card, from the run that registered it (its evaluation.json, via the API)."""
+    try:
+        status = api.status()
+        run_id = run_view.serving_run_id(status, api.runs())
+        card = run_view.card(api.run(run_id)) if run_id else None
+    except ApiError:
+        return  # the status panel says the API is down
+    if card is None:
+        return
+    st.subheader("Serving model")
+    st.dataframe(pd.DataFrame([run_view.card_facts(card)]), hide_index=True)
+    st.markdown(f"**Gate**: {literal(card.reason)}")
+    st.caption("Limits: " + " ".join(map(literal, card.limits)))
+    with st.expander(f"Trained on {card.documents_total} document(s)"):
+        st.dataframe(pd.DataFrame(run_view.card_documents(card)), hide_index=True)
+        st.dataframe(pd.DataFrame([card.hyperparameters]), hide_index=True)
+
+
 status_panel()
+serving_card_panel()
 upload_panel()
 documents_panel()
 runs_panel()
