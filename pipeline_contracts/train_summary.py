@@ -29,6 +29,34 @@ class BlockCounts(BaseModel):
     split: str | None = None  # says when the corpus was too small to hold anything out
 
 
+class SweepTrial(BaseModel):
+    """One trial of a sweep (aks_jobs/lm/sweep_trials.py Trial.to_dict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial: int = Field(ge=1)
+    settings: dict[str, float | int]
+    dev_losses: list[float]  # per epoch, as the Bandit rule saw them
+    stopped_early: bool
+    dev_loss: float | None  # the saved model's; None when the trial failed
+    mlflow_run_id: str | None
+    error: str | None
+
+
+class SweepSummary(BaseModel):
+    """What a sweep tried and which trial's model went on (present only when the train step swept)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_metric: str
+    goal: str
+    space: dict[str, Any]
+    bandit: dict[str, Any]
+    chosen_trial: int = Field(ge=1)
+    mlflow_run_id: str | None
+    trials: list[SweepTrial]
+
+
 class TrainSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,3 +88,4 @@ class TrainSummary(BaseModel):
     mlflow_run_id: str | None
     log_history: list[dict[str, Any]]  # the UI's loss curve, capped
     stopped_early: str | None = None  # why training ended before its plan (max steps, wall-clock limit)
+    sweep: SweepSummary | None = None  # the trials, when the train step ran a sweep

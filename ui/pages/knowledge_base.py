@@ -172,12 +172,28 @@ def run_details(run: RunDetail) -> None:
     if finals:
         for column, (label, value) in zip(st.columns(len(finals)), finals.items(), strict=True):
             column.metric(label, f"{value:,.3f}" if value < 1000 else f"{value:,.0f}")
+    sweep_details(run)
     evaluation = run_view.evaluation(run)
     if evaluation:
         st.markdown(f"**Evaluation: {literal(evaluation.decision)}**: {literal(evaluation.reason)}")
         st.dataframe(pd.DataFrame([evaluation.figures]), hide_index=True)
     st.markdown("**Transitions**")
     st.dataframe(pd.DataFrame(run_view.transition_rows(run)), hide_index=True)
+
+
+def sweep_details(run: RunDetail) -> None:
+    sweep = run_view.sweep(run)
+    if sweep is None:
+        return
+    st.markdown(
+        f"**Sweep: {len(sweep.trials)} trials, trial {sweep.chosen_trial} chosen** "
+        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early by the Bandit rule: "
+        f"{sum(t.stopped_early for t in sweep.trials)})"
+    )
+    st.dataframe(pd.DataFrame(run_view.sweep_rows(sweep)), hide_index=True, key=f"sweep_{run.id}")
+    curves = run_view.sweep_curves(sweep)
+    if curves:
+        st.line_chart(pd.DataFrame(curves).set_index("epoch"), x_label="epoch", y_label="dev loss")
 
 
 status_panel()
