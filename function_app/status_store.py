@@ -90,6 +90,7 @@ class Run:
     state: RunState  # stored as its value: rows written as plain strings read back the same
     created_at: str
     trigger: str = "uploads"  # uploads | manual
+    train: dict = field(default_factory=dict)  # the training choices it used (TrainChoices); {} before they existed
     updated_at: str = ""
     job_id: str = ""
     error: str = ""
@@ -108,7 +109,17 @@ class Run:
     events: list[dict] = field(default_factory=list)  # retries and other notes, with times
     etag: str = field(default="", repr=False)  # of the row this copy was read from / last wrote; not stored
 
-    _JSON = ("transitions", "documents", "new_documents", "new_contents", "metrics", "evaluation", "retry", "events")
+    _JSON = (
+        "train",
+        "transitions",
+        "documents",
+        "new_documents",
+        "new_contents",
+        "metrics",
+        "evaluation",
+        "retry",
+        "events",
+    )
 
     def to_entity(self) -> dict:
         entity = {"PartitionKey": RUN, "RowKey": self.id}

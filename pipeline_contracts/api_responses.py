@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import Evaluation
 
 
@@ -96,6 +97,7 @@ class RunDetail(_Answer):
     state: str
     created_at: str
     trigger: str
+    train: TrainChoices | None  # the training choices the run used; None for runs recorded before them
     updated_at: str
     job_id: str
     error: str
