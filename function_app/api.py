@@ -16,16 +16,19 @@ Sec-Fetch-Site may name another site.
 from __future__ import annotations
 
 import secrets
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, status
 
-from function_app import document_retries, run_choices, services, uploads
+from function_app import document_retries, rollback, run_choices, services, uploads
+from function_app.backends.base import PermanentBackendError, TransientBackendError
 from function_app.orchestrator import NoActiveRun, NoDocuments, RunActive
 from function_app.status_store import Run
 from pipeline_contracts import api_responses as answers
+from pipeline_contracts.api_requests import RollbackRequest
 
 api = FastAPI(
     title="GPT-2 PDF pipeline control plane",
@@ -194,3 +197,22 @@ def retrain(
     except NoDocuments as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return {"run": run.id, "state": run.state, "detail": "the run is submitted on the next timer tick"}
+
+
+@api.post(
+    "/api/rollback",
+    response_model=answers.RolledBack,
+    dependencies=[Depends(require_caller_allowed)],
+)
+def roll_back(body: RollbackRequest | None = None, svc: services.Services = Depends(get_services)) -> dict:
+    """Move the traffic back to the kept previous deployment; the one that served becomes the rollback target."""
+    requested_by = (body or RollbackRequest()).requested_by
+    try:
+        done = svc.orchestrator.request_rollback(datetime.now(UTC), requested_by)
+    except (rollback.NothingToRollBack, rollback.RolloutInProgress) as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    except rollback.RollbackFailed as e:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(e)) from None
+    except (TransientBackendError, PermanentBackendError) as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{e}; nothing changed, try again") from None
+    return asdict(done)

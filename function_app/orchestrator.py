@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import deadlines, document_retries, manifests, reconcile, run_choices, uploads
+from function_app import deadlines, document_retries, manifests, reconcile, rollback, run_choices, run_webhook, uploads
 from function_app import run_states as rs
 from function_app.backends.base import (
     Deployment,
@@ -131,6 +131,15 @@ class Orchestrator:
             raise RunActive(self.store.current().active_run_id)
         return run
 
+    def request_rollback(self, now: datetime, requested_by: str) -> rollback.RolledBack:
+        """Give the traffic back to the kept previous deployment (rollback.roll_back says when it refuses)."""
+        done = rollback.roll_back(self.store, self.backend, now, requested_by)
+        self._tell_webhook(run_webhook.rollback_message(done))
+        return done
+
+    def _tell_webhook(self, message: dict) -> None:
+        run_webhook.notify(self.settings.run_webhook_url, message, self.settings.run_webhook_timeout_s)
+
     def status(self) -> dict:
         current = self.store.current()
         active = self.store.get_run(current.active_run_id) if current.active_run_id else None
@@ -146,6 +155,13 @@ class Orchestrator:
                 "version": current.serving_model_version,
                 "deployment": current.serving_deployment,
                 "rollback_deployment": current.previous_deployment or None,
+                "last_rollback": {
+                    "at": current.rollback_at,
+                    "by": current.rollback_by,
+                    "from_deployment": current.rollback_from,
+                }
+                if current.rollback_at
+                else None,
             }
             if current.serving_model_version
             else None,
@@ -207,6 +223,7 @@ class Orchestrator:
         self._transition(run, state, now, detail)
         self._settle_documents(run, now)
         self.store.finish_active(run, now, serving)
+        self._tell_webhook(run_webhook.run_message(run))
 
     def _settle_documents(self, run: Run, now: datetime) -> None:
         """Documents count as trained only when their run ended Deployed or Rejected; otherwise they wait

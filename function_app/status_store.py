@@ -163,6 +163,10 @@ class Current:
     cancel_run_id: str = ""  # a cancel asked for through the API, carried out by the next tick
     serving_snapshot: str = ""  # the snapshot the serving model was trained on (kept by retention)
     scoring_url: str = ""
+    # The last rollback through the API: when, who asked, and the deployment the traffic left.
+    rollback_at: str = ""
+    rollback_by: str = ""
+    rollback_from: str = ""
     updated_at: str = ""
 
     @classmethod
@@ -514,6 +518,21 @@ class StatusStore:
             return values
 
         self._update_if_unchanged(STATE, CURRENT, change)
+
+    def replace_serving(self, seen: Current, serving: dict[str, str], now: datetime) -> bool:
+        """Write what serves, only if the serving and previous deployments are still those of `seen`
+        (ETag-guarded); False when they changed meanwhile."""
+
+        def change(entity: dict | None) -> dict | None:
+            now_current = Current.from_entity(entity) if entity else Current()
+            if (now_current.serving_deployment, now_current.previous_deployment) != (
+                seen.serving_deployment,
+                seen.previous_deployment,
+            ):
+                return None
+            return {**serving, "updated_at": _iso(now)}
+
+        return self._update_if_unchanged(STATE, CURRENT, change) is not None
 
     def set_serving(self, now: datetime, **serving: str) -> None:
         self._merge(STATE, CURRENT, {**serving, "updated_at": _iso(now)})

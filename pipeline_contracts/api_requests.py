@@ -38,6 +38,14 @@ class TrainChoices(BaseModel):
         return self
 
 
+class RollbackRequest(BaseModel):
+    """POST /api/rollback's body (optional): who or what asks, recorded with the rollback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requested_by: str = Field("API", min_length=1, max_length=100)
+
+
 ALLOWED = {
     "preset": f"one of {', '.join(Preset.__args__)}",
     "epochs": f"a number above 0 and at most {MAX_EPOCHS}",

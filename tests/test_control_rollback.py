@@ -1,0 +1,131 @@
+"""POST /api/rollback on the real API, status table (Azurite) and aml backend (the recording MLClient at the
+Azure boundary): the traffic goes back to the kept previous deployment, the table and the run history say
+so, the reconcile ticks after it leave it in place, and it is refused when there is nothing to go back to or
+a run is deploying."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from function_app import run_states as rs
+from function_app.api import api
+from function_app.backends.base import TransientBackendError
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.control_env import ControlEnv, api_env  # noqa: F401 - fixture
+from tests.fakes.recording_ml_client import http_error
+
+KEY = {"x-functions-key": "s3cret"}
+SETTLED = 61
+V1, V2, V3 = (f"gpt2-pdf-v{version}" for version in range(1, 4))
+SHIFT = "online_endpoints.begin_create_or_update"
+
+
+@pytest.fixture
+def env(api_env: ControlEnv) -> ControlEnv:  # noqa: F811 - fixture
+    return api_env
+
+
+@pytest.fixture
+def client(env: ControlEnv) -> TestClient:
+    return TestClient(api)
+
+
+def _deploy(env: ControlEnv, name: str) -> str:
+    env.upload(name, f"%PDF-1.4 {name}".encode())
+    run = env.settle(SETTLED)
+    assert run.state == rs.DEPLOYED
+    return run.id
+
+
+def test_nothing_to_roll_back_to_is_a_409(env: ControlEnv, client: TestClient) -> None:
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 409 and "no previous deployment is kept" in answer.json()["detail"]
+    _deploy(env, "a.pdf")  # one model: it serves, nothing before it
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 409 and "no previous deployment is kept" in answer.json()["detail"]
+    assert env.serving() == V1
+
+
+def test_rollback_serves_the_previous_model_and_the_table_and_history_say_so(
+    env: ControlEnv, client: TestClient
+) -> None:
+    first, second = _deploy(env, "a.pdf"), _deploy(env, "b.pdf")
+    assert env.serving() == V2
+    answer = client.post("/api/rollback", json={"requested_by": "ops on call"}, headers=KEY)
+    assert answer.status_code == 200, answer.text
+    done = answer.json()
+    assert (done["serving"], done["replaced"], done["model_version"], done["run"]) == (V1, V2, "1", first)
+    assert env.azure.traffic() == {V1: 100} and env.azure.deployment_names() == [V1, V2]  # V2 kept
+    serving = client.get("/api/status").json()["serving_model"]
+    assert (serving["deployment"], serving["version"], serving["rollback_deployment"]) == (V1, "1", V2)
+    assert serving["last_rollback"] == {"at": done["at"], "by": "ops on call", "from_deployment": V2}
+    assert env.store.current().serving_run_id == first
+    for run_id in (first, second):
+        [note] = [e for e in client.get(f"/api/runs/{run_id}").json()["events"] if e["event"] == "rolled back"]
+        assert note["detail"] == f"traffic moved from {V2} to {V1} (gpt2-pdf v1), asked by ops on call"
+    # The reconcile ticks that follow agree with it: nothing shifts back, the table stays.
+    mark = len(env.azure.calls)
+    for _ in range(3):
+        env.tick(SETTLED)
+    assert [c.operation for c in env.azure.calls[mark:] if c.operation == SHIFT] == []
+    assert env.serving() == V1 and env.store.current().serving_deployment == V1
+    # A second rollback undoes the first; the next promotion replaces what serves then.
+    assert client.post("/api/rollback", json={}, headers=KEY).json()["serving"] == V2
+    assert env.serving() == V2 and env.store.current().rollback_by == "API"
+    _deploy(env, "c.pdf")
+    assert env.serving() == V3 and env.store.current().previous_deployment == V2
+    assert env.azure.deployment_names() == [V2, V3]
+
+
+def test_refused_while_a_run_is_deploying(env: ControlEnv, client: TestClient) -> None:
+    _deploy(env, "a.pdf")
+    _deploy(env, "b.pdf")
+    env.upload("c.pdf", b"%PDF-1.4 c")
+    for _ in range(20):
+        run = env.tick(SETTLED)
+        if run and run.state in rs.ROLLING_OUT:
+            break
+    else:
+        raise AssertionError("the third run never reached Deploying")
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 409 and f"run {run.id} is deploying ({run.state})" in answer.json()["detail"]
+    assert env.settle(SETTLED).state == rs.DEPLOYED and env.serving() == V3
+
+
+def test_a_failed_shift_changes_nothing(env: ControlEnv, client: TestClient) -> None:
+    _deploy(env, "a.pdf")
+    _deploy(env, "b.pdf")
+    before = env.store.current()
+    env.azure.fail_next(SHIFT, http_error(503))
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 502 and f"could not shift the traffic to {V1}" in answer.json()["detail"]
+    after = env.store.current()
+    assert (after.serving_deployment, after.previous_deployment, after.rollback_at) == (V2, V1, "")
+    assert after.serving_run_id == before.serving_run_id and env.serving() == V2
+    env.tick(SETTLED)
+    assert env.serving() == V2
+
+
+def test_a_shift_that_took_effect_despite_its_error_is_recorded(env: ControlEnv, client: TestClient) -> None:
+    _deploy(env, "a.pdf")
+    _deploy(env, "b.pdf")
+    env.azure.fail_next(SHIFT, http_error(500), applied=True)  # applied, but its answer is an error
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 200 and env.serving() == V1
+    assert env.store.current().serving_deployment == V1
+    env.tick(SETTLED)
+    assert env.serving() == V1
+
+
+def test_a_backend_error_before_anything_changed_is_a_503(env: ControlEnv, client: TestClient, monkeypatch) -> None:
+    _deploy(env, "a.pdf")
+    _deploy(env, "b.pdf")
+
+    def unreachable() -> None:
+        raise TransientBackendError("endpoint unreachable")
+
+    monkeypatch.setattr(env.backend, "deployments", unreachable)
+    answer = client.post("/api/rollback", json={}, headers=KEY)
+    assert answer.status_code == 503 and "endpoint unreachable; nothing changed" in answer.json()["detail"]
+    assert env.store.current().serving_deployment == V2 and env.serving() == V2
