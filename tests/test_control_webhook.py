@@ -134,7 +134,8 @@ def test_a_rolled_back_candidate_and_a_rollback_are_posted(azurite_connection: s
     candidate, rollback = webhook.messages[2][1], webhook.messages[3][1]
     assert candidate["run"] == broken.id and "smoke test failed" in candidate["reason"]
     assert rollback["text"] == (
-        "GPT-2 PDF pipeline: traffic rolled back from gpt2-pdf-v2 to gpt2-pdf-v1, asked by ops; gpt2-pdf v1 serves again."
+        "GPT-2 PDF pipeline: traffic rolled back from gpt2-pdf-v2 to gpt2-pdf-v1, asked by ops; "
+        "gpt2-pdf v1 serves again."
     )
 
 
