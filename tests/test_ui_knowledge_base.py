@@ -388,3 +388,63 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
         ("trial 2", 2, 2.5),
         ("trial 3", 1, 9.0),
     ]
+
+
+def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    page.selectbox(key="rt_preset").select("memorize")
+    page.number_input(key="rt_epochs").set_value(2.0)
+    page.number_input(key="rt_lr").set_value(3e-4)
+    page.text_input(key="rt_base").set_value("distilgpt2")
+    page.run()
+    page.button[0].click().run()
+    assert not page.error
+    run = control_plane.env.store.get_run(control_plane.env.store.current().active_run_id)
+    assert run.train == {
+        "preset": "memorize",
+        "epochs": 2.0,
+        "learning_rate": 3e-4,
+        "base_model": "distilgpt2",
+        "sweep_trials": 0,
+    }
+
+
+def test_retrain_options_that_cannot_go_together_are_named_and_not_sent(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    page.selectbox(key="rt_preset").select("memorize")
+    page.number_input(key="rt_sweep").set_value(3)
+    page.run()
+    assert "sweep_trials=3 needs preset default (it evaluates every epoch), not memorize; or set sweep_trials to 0" in (
+        _texts(page, "error")
+    )
+    assert page.button[0].disabled and not control_plane.env.store.current().active_run_id
+
+
+def test_rollback_asks_for_confirmation_then_serves_the_previous_model(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    env = control_plane.env
+    for name in ("archive.pdf", "more.pdf"):
+        env.upload(name, pdf + name.encode())
+        env.settle(after_s=61)
+    assert env.serving() == "gpt2-pdf-v2"
+    page.run()
+    page.button(key="rollback").click().run()
+    [question] = _texts(page, "warning")
+    assert question == "Move all traffic from gpt2-pdf-v2 (version 2) back to gpt2-pdf-v1?"
+    page.button(key="rollback_no").click().run()
+    assert not page.warning and env.serving() == "gpt2-pdf-v2"  # kept serving
+    page.button(key="rollback").click().run()
+    page.button(key="rollback_yes").click().run()
+    assert "Rolled back: gpt2-pdf-v1 (gpt2-pdf v1) serves." in _texts(page, "success")
+    assert env.serving() == "gpt2-pdf-v1"
+    page.run()
+    [status] = [s for s in _texts(page, "success") if s.startswith("**New model deployed")]
+    assert "by Knowledge Base page: gpt2-pdf version 1 (gpt2-pdf-v1) serves instead of gpt2-pdf-v2." in status
+    assert page.button(key="rollback").label == "Roll back to gpt2-pdf-v2"  # the rollback can be undone
