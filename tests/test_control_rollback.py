@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from function_app import run_states as rs
 from function_app.api import api
@@ -129,3 +131,36 @@ def test_a_backend_error_before_anything_changed_is_a_503(env: ControlEnv, clien
     answer = client.post("/api/rollback", json={}, headers=KEY)
     assert answer.status_code == 503 and "endpoint unreachable; nothing changed" in answer.json()["detail"]
     assert env.store.current().serving_deployment == V2 and env.serving() == V2
+
+
+# Invariant (Hypothesis): whatever mix of rollbacks, timer ticks and failed traffic shifts (refused, or
+# applied with their answer lost) comes, the Table only ever names deployments that exist, keeps a distinct
+# rollback target, and one clean tick later says exactly what takes the traffic.
+_STEPS = ["rollback", "rollback, shift refused", "rollback, shift applied but errs", "tick", "tick, shift refused"]
+
+
+def test_any_rollbacks_and_shift_faults_leave_the_table_telling_what_serves(
+    env: ControlEnv, client: TestClient
+) -> None:
+    _deploy(env, "a.pdf")
+    _deploy(env, "b.pdf")
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(steps=st.lists(st.sampled_from(_STEPS), max_size=6))
+    def check(steps: list[str]) -> None:
+        for step in steps:
+            if "refused" in step:
+                env.azure.fail_next(SHIFT, http_error(503))
+            elif "applied" in step:
+                env.azure.fail_next(SHIFT, http_error(500), applied=True)
+            if step.startswith("tick"):
+                env.tick(SETTLED)
+            else:
+                assert client.post("/api/rollback", json={}, headers=KEY).status_code in (200, 502)
+            current, names = env.store.current(), env.azure.deployment_names()
+            assert {current.serving_deployment, current.previous_deployment} == set(names) == {V1, V2}
+        env.azure._failures.clear()  # faults not met by a shift yet are dropped: the next tick is clean
+        env.tick(SETTLED)
+        assert env.azure.traffic() == {env.store.current().serving_deployment: 100}
+
+    check()
