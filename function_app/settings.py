@@ -16,7 +16,7 @@ from pydantic import AliasGenerator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH, BanditRule, SearchSpace, Sweep, SweepLimits
-from pipeline_contracts.api_requests import MAX_EPOCHS, MAX_LEARNING_RATE, MAX_SWEEP_TRIALS
+from pipeline_contracts.api_requests import MAX_EPOCHS, MAX_LEARNING_RATE, MAX_SWEEP_TRIALS, Preset
 
 # Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
@@ -116,7 +116,7 @@ class Settings(EnvSettings):
     debounce_seconds: int = Field(60, ge=0)
     pipeline_backend: str = "local"  # local | aml
     base_model: str = "gpt2"
-    train_preset: str = "default"
+    train_preset: Preset = "default"
     model_name: str = "gpt2-pdf"
     smoke_prompt: str = "The documents say that"
     # aml backend

@@ -24,8 +24,8 @@ class TrainChoices(BaseModel):
     preset: Preset | None = None
     epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
     learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE)
-    # A Hugging Face model id or a folder the job can read; never empty, no spaces.
-    base_model: str | None = Field(None, min_length=1, max_length=256, pattern=r"^\S+$")
+    # A Hugging Face model id or a folder the job can read.
+    base_model: str | None = Field(None, min_length=1, max_length=256)
     sweep_trials: int | None = Field(None, ge=0, le=MAX_SWEEP_TRIALS)
 
     @model_validator(mode="after")
@@ -50,6 +50,6 @@ ALLOWED = {
     "preset": f"one of {', '.join(Preset.__args__)}",
     "epochs": f"a number above 0 and at most {MAX_EPOCHS}",
     "learning_rate": f"a number above 0 and at most {MAX_LEARNING_RATE:g}",
-    "base_model": "a Hugging Face model id or a folder, without spaces (at most 256 characters)",
+    "base_model": "a Hugging Face model id or a folder the job can read (1 to 256 characters)",
     "sweep_trials": f"a whole number from 0 (no sweep) to {MAX_SWEEP_TRIALS}",
 }

@@ -51,7 +51,7 @@ def test_the_presets_offered_are_the_recipes() -> None:
             {"preset": "huge"},
             "preset='huge' is refused (Input should be 'default' or 'memorize'); allowed: one of default",
         ),
-        ({"base_model": "my model"}, "base_model='my model' is refused"),
+        ({"base_model": ""}, "base_model='' is refused (String should have at least 1 character); allowed: a Hugging"),
         (
             {"sweep_trials": -1},
             "sweep_trials=-1 is refused (Input should be greater than or equal to 0); allowed: a whole",
@@ -124,3 +124,22 @@ def test_the_local_backend_trains_with_the_runs_choices(tmp_path) -> None:
     assert argv[argv.index("--preset") + 1] == "memorize" and argv[argv.index("--base-model") + 1] == "/models/tiny"
     default = JobSpec.read(tmp_path / "jobs" / backend.submit("r2"))
     assert default.train_inputs["epochs"] == 1 and default.train_inputs["learning_rate"] is None
+
+
+def test_a_run_started_by_uploads_records_the_app_settings(api_env: ControlEnv) -> None:  # noqa: F811
+    api_env.upload("a.pdf", b"%PDF-1.4 a")
+    run = api_env.tick()
+    assert run.trigger == "uploads" and run.train == {
+        "preset": "default",
+        "epochs": None,
+        "learning_rate": None,
+        "base_model": api_env.settings.base_model,
+        "sweep_trials": 0,
+    }
+
+
+def test_an_app_preset_outside_the_recipes_is_named_at_load() -> None:
+    from function_app.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=r"TRAIN_PRESET='huge': Input should be 'default' or 'memorize'"):
+        Settings.from_env({"TRAIN_PRESET": "huge"})
