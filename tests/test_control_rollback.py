@@ -5,6 +5,8 @@ a run is deploying."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -164,3 +166,49 @@ def test_any_rollbacks_and_shift_faults_leave_the_table_telling_what_serves(
         assert env.azure.traffic() == {env.store.current().serving_deployment: 100}
 
     check()
+
+
+def test_rollback_on_the_local_backend_serves_the_previous_model_at_the_stable_url(
+    tmp_path,
+    azurite_connection: str,  # noqa: F811 - fixture
+) -> None:
+    """Two real deployments (azmlinfsrv, models from a real MLflow registry) behind the local router; the
+    Table as two promotions leave it. The rollback moves the router's traffic and a tick keeps it there."""
+    from azure.data.tables import TableServiceClient
+
+    from function_app import reconcile, rollback
+    from function_app.settings import Settings
+    from function_app.status_store import StatusStore
+    from local_stack.backend import LocalBackend
+    from local_stack.processes import free_port
+    from tests.test_local_backend import _register, _score, _wait_ready
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    _register(tracking, tmp_path, versions=2)
+    settings = Settings(
+        local_work_dir=str(tmp_path / "work"),
+        local_scoring_ports=f"{free_port()},{free_port()}",
+        local_router_port=free_port(),
+        mlflow_tracking_uri=tracking,
+        status_table=f"rollback{tmp_path.name[-8:].replace('_', '')}",
+    )
+    store = StatusStore.open(TableServiceClient.from_connection_string(azurite_connection), settings.status_table)
+    backend = LocalBackend(settings)
+    try:
+        for version in ("1", "2"):
+            backend.begin_deploy(f"run{version}", "gpt2-pdf", version)
+            _wait_ready(backend, f"v{version}")
+        backend.shift_traffic("v2")
+        url = backend.scoring_url()
+        now = datetime.now(UTC)
+        store.set_serving(now, serving_deployment="v2", previous_deployment="v1", serving_model_version="2")
+        assert _score(url)[0]["model"]["version"] == "2"
+
+        done = rollback.roll_back(store, backend, now, "local test")
+        assert (done.serving, done.replaced, done.model_version) == ("v1", "v2", "1")
+        assert _score(url)[0]["model"]["version"] == "1"  # same URL, the previous model
+        assert backend.traffic() == {"v1": 100}
+        assert reconcile.reconcile(store, backend, now, lambda current: False).action == reconcile.NOTHING
+        assert (store.current().serving_deployment, store.current().previous_deployment) == ("v1", "v2")
+    finally:
+        backend.stop()
