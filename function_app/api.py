@@ -215,4 +215,4 @@ def roll_back(body: RollbackRequest | None = None, svc: services.Services = Depe
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(e)) from None
     except (TransientBackendError, PermanentBackendError) as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{e}; nothing changed, try again") from None
-    return asdict(done)
+    return {**asdict(done), "run": done.run or None}

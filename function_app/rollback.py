@@ -58,7 +58,7 @@ def roll_back(store: StatusStore, backend: PipelineBackend, now: datetime, reque
         raise NothingToRollBack(f"the kept deployment {target} no longer exists; nothing to roll back to")
     if deployment.state == DeploymentState.FAILED:
         raise NothingToRollBack(f"the kept deployment {target} is failed; it cannot take the traffic")
-    owner = next((r for r in store.runs() if r.deployment == target and r.state == rs.DEPLOYED), None)
+    owner = store.deployed_run(target)
     at = now.isoformat()
     serving = {
         "serving_deployment": target,

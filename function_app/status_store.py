@@ -463,6 +463,11 @@ class StatusStore:
         entity = self._get(RUN, run_id)
         return Run.from_entity(entity) if entity else None
 
+    def deployed_run(self, deployment: str) -> Run | None:
+        """The run that ended Deployed with `deployment` (None when none, or its row was pruned)."""
+        rows = self._query(RUN, "deployment eq @d and state eq @s", d=deployment, s=RunState.DEPLOYED.value)
+        return Run.from_entity(rows[0]) if rows else None
+
     def runs(self) -> list[Run]:
         """Every run, newest first."""
         return sorted((Run.from_entity(e) for e in self._query(RUN)), key=lambda r: r.created_at, reverse=True)
