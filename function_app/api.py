@@ -16,15 +16,19 @@ Sec-Fetch-Site may name another site.
 from __future__ import annotations
 
 import secrets
+from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, status
 
-from function_app import document_retries, services, uploads
+from function_app import document_retries, rollback, run_choices, services, uploads
+from function_app.backends.base import PermanentBackendError, TransientBackendError
 from function_app.orchestrator import NoActiveRun, NoDocuments, RunActive
 from function_app.status_store import Run
 from pipeline_contracts import api_responses as answers
+from pipeline_contracts.api_requests import RollbackRequest
 
 api = FastAPI(
     title="GPT-2 PDF pipeline control plane",
@@ -138,7 +142,7 @@ def get_run(run_id: str, svc: services.Services = Depends(get_services)) -> dict
     run = svc.store.get_run(run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r}; GET /api/runs lists them")
-    return {**run.to_api(), "evaluation": run.evaluation or None}
+    return {**run.to_api(), "evaluation": run.evaluation or None, "train": run.train or None}
 
 
 @api.get("/api/documents", response_model=answers.Documents)
@@ -179,11 +183,36 @@ def delete_document(name: str, svc: services.Services = Depends(get_services)) -
     response_model=answers.RetrainQueued,
     dependencies=[Depends(require_caller_allowed)],
 )
-def retrain(svc: services.Services = Depends(get_services)) -> dict:
+def retrain(
+    body: Any = Body(None, description="TrainChoices: preset, epochs, learning_rate, base_model, sweep_trials"),
+    svc: services.Services = Depends(get_services),
+) -> dict:
+    """Queue a run over every document; the body's fields (each optional) replace the app settings for it."""
     try:
-        run = svc.orchestrator.request_retrain(datetime.now(UTC))
+        run = svc.orchestrator.request_retrain(datetime.now(UTC), run_choices.parse(body))
+    except run_choices.BadChoices as e:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from None
     except RunActive as e:
         raise HTTPException(status.HTTP_409_CONFLICT, f"run {e} is active; retrain once it has finished") from None
     except NoDocuments as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return {"run": run.id, "state": run.state, "detail": "the run is submitted on the next timer tick"}
+
+
+@api.post(
+    "/api/rollback",
+    response_model=answers.RolledBack,
+    dependencies=[Depends(require_caller_allowed)],
+)
+def roll_back(body: RollbackRequest | None = None, svc: services.Services = Depends(get_services)) -> dict:
+    """Move the traffic back to the kept previous deployment; the one that served becomes the rollback target."""
+    requested_by = (body or RollbackRequest()).requested_by
+    try:
+        done = svc.orchestrator.request_rollback(datetime.now(UTC), requested_by)
+    except (rollback.NothingToRollBack, rollback.RolloutInProgress) as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    except rollback.RollbackFailed as e:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(e)) from None
+    except (TransientBackendError, PermanentBackendError) as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{e}; nothing changed, try again") from None
+    return {**asdict(done), "run": done.run or None}

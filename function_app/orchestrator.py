@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import deadlines, document_retries, manifests, reconcile, uploads
+from function_app import deadlines, document_retries, manifests, reconcile, rollback, run_choices, run_webhook, uploads
 from function_app import run_states as rs
 from function_app.backends.base import (
     Deployment,
@@ -30,6 +30,7 @@ from function_app.backends.base import (
 from function_app.run_states import DeploymentState, JobState, RunState
 from function_app.settings import Settings
 from function_app.status_store import Run, RunChanged, StatusStore
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,28 @@ class Orchestrator:
         self.tick(now)
         return self.store.get_run(run_id) or Run(id=run_id, state=rs.PENDING, created_at=_iso(now))
 
-    def request_retrain(self, now: datetime) -> Run:
-        """A run over every document even though nothing new arrived (submitted on the next tick)."""
+    def request_retrain(self, now: datetime, choices: TrainChoices | None = None) -> Run:
+        """A run over every document even though nothing new arrived (submitted on the next tick), trained
+        with `choices` (unset ones: the app settings). BadChoices when they cannot go together."""
+        train = run_choices.resolve(self.settings, choices)
         if self.store.current().active_run_id:
             raise RunActive(self.store.current().active_run_id)
         uploads.scan(self.store, self.container, now)  # deletes made since the last tick count too
         if not self.store.document_names():
             raise NoDocuments("inputs/ holds no document to train on; upload a PDF first")
-        run = self._start_run(now, trigger="manual")
+        run = self._start_run(now, trigger="manual", train=train)
         if run is None:
             raise RunActive(self.store.current().active_run_id)
         return run
+
+    def request_rollback(self, now: datetime, requested_by: str) -> rollback.RolledBack:
+        """Give the traffic back to the kept previous deployment (rollback.roll_back says when it refuses)."""
+        done = rollback.roll_back(self.store, self.backend, now, requested_by)
+        self._tell_webhook(run_webhook.rollback_message(done))
+        return done
+
+    def _tell_webhook(self, message: dict) -> None:
+        run_webhook.notify(self.settings.run_webhook_url, message, self.settings.run_webhook_timeout_s)
 
     def status(self) -> dict:
         current = self.store.current()
@@ -143,6 +155,13 @@ class Orchestrator:
                 "version": current.serving_model_version,
                 "deployment": current.serving_deployment,
                 "rollback_deployment": current.previous_deployment or None,
+                "last_rollback": {
+                    "at": current.rollback_at,
+                    "by": current.rollback_by,
+                    "from_deployment": current.rollback_from,
+                }
+                if current.rollback_at
+                else None,
             }
             if current.serving_model_version
             else None,
@@ -174,15 +193,16 @@ class Orchestrator:
             return None
         return run
 
-    def _start_run(self, now: datetime, trigger: str) -> Run | None:
+    def _start_run(self, now: datetime, trigger: str, train: TrainChoices | None = None) -> Run | None:
         run_id = new_run_id(now)
         if not self.store.claim_active(run_id, now):
             return None  # another instance won the claim; its run covers these uploads
         detail = "manual retrain" if trigger == "manual" else "waiting for uploads to settle"
-        return self._new_run(run_id, now, trigger, detail)
+        return self._new_run(run_id, now, trigger, detail, train)
 
-    def _new_run(self, run_id: str, now: datetime, trigger: str, detail: str) -> Run:
-        run = Run(id=run_id, state=rs.START, created_at=_iso(now), trigger=trigger)
+    def _new_run(self, run_id: str, now: datetime, trigger: str, detail: str, train: TrainChoices | None = None) -> Run:
+        train = train or run_choices.resolve(self.settings, None)
+        run = Run(id=run_id, state=rs.START, created_at=_iso(now), trigger=trigger, train=train.model_dump(mode="json"))
         self._enter(run, rs.START, now, detail)
         return run
 
@@ -203,6 +223,7 @@ class Orchestrator:
         self._transition(run, state, now, detail)
         self._settle_documents(run, now)
         self.store.finish_active(run, now, serving)
+        self._tell_webhook(run_webhook.run_message(run))
 
     def _settle_documents(self, run: Run, now: datetime) -> None:
         """Documents count as trained only when their run ended Deployed or Rejected; otherwise they wait
@@ -336,7 +357,8 @@ class Orchestrator:
         run.new_documents = sorted(n for d in pending for n in d["names"])
         run.new_contents = sorted(d["sha256"] for d in pending)
         self.store.save_run(run)
-        job_id = self.backend.submit(run.id)
+        # Runs recorded before training choices existed train with the app settings, as they did then.
+        job_id = self.backend.submit(run.id, TrainChoices.model_validate(run.train) if run.train else None)
         run.job_id = job_id
         self._transition(run, rs.SUBMITTED, now, f"job {job_id} over {len(names)} documents")
 

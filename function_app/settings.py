@@ -16,6 +16,7 @@ from pydantic import AliasGenerator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH, BanditRule, SearchSpace, Sweep, SweepLimits
+from pipeline_contracts.api_requests import MAX_EPOCHS, MAX_LEARNING_RATE, MAX_SWEEP_TRIALS, Preset
 
 # Storage connection used by our own clients (blob and table). Locally a connection string
 # (Azurite); in Azure identity-based: DataStorage__blobServiceUri / __queueServiceUri /
@@ -115,7 +116,7 @@ class Settings(EnvSettings):
     debounce_seconds: int = Field(60, ge=0)
     pipeline_backend: str = "local"  # local | aml
     base_model: str = "gpt2"
-    train_preset: str = "default"
+    train_preset: Preset = "default"
     model_name: str = "gpt2-pdf"
     smoke_prompt: str = "The documents say that"
     # aml backend
@@ -141,7 +142,9 @@ class Settings(EnvSettings):
     # (sqlite under <repo>/.local/mlflow). AML jobs get theirs from AML.
     mlflow_tracking_uri: str = ""
     # Optional override of the train component's epochs (empty = the preset's own), e.g. for quick local runs.
-    train_epochs: float | None = Field(None, gt=0, examples=[3])
+    train_epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS, examples=[3])
+    # Likewise the learning rate (empty = the preset's own); POST /api/retrain may set both per run.
+    train_learning_rate: float | None = Field(None, gt=0, le=MAX_LEARNING_RATE, examples=[5e-5])
     # Run orchestration: give up on a step after this many transient errors, or a deployment that
     # stays Creating this long.
     max_transient_retries: int = Field(6, ge=0)
@@ -175,11 +178,15 @@ class Settings(EnvSettings):
     # sweep node runs up to SWEEP_MAX_CONCURRENT_TRIALS trials at once within SWEEP_TIMEOUT_S (0 = the
     # train step's deadline); locally they run one after another. SWEEP_SPACE / SWEEP_RULE are JSON objects
     # overriding the search space's bounds and the Bandit rule (empty = sweep.py's defaults).
-    sweep_trials: int = Field(0, ge=0)
+    sweep_trials: int = Field(0, ge=0, le=MAX_SWEEP_TRIALS)
     sweep_max_concurrent_trials: int = Field(2, ge=1)
     sweep_timeout_s: int = Field(0, ge=0)
     sweep_space: SearchSpace | None = Field(None, examples=['{"learning_rate_max": 0.001}'])
     sweep_rule: BanditRule | None = Field(None, examples=['{"slack_factor": 0.2, "delay_evaluation": 1}'])
+    # Incoming webhook (Teams, Slack) POSTed a JSON message when a run ends or the traffic is rolled back
+    # (empty = none). A failing or slow webhook is logged; it never holds a run up longer than the timeout.
+    run_webhook_url: str = ""
+    run_webhook_timeout_s: float = Field(5, gt=0, le=60)
 
     def preprocess_limits(self) -> dict[str, int]:
         """The preprocess component's limit inputs."""

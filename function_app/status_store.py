@@ -90,6 +90,7 @@ class Run:
     state: RunState  # stored as its value: rows written as plain strings read back the same
     created_at: str
     trigger: str = "uploads"  # uploads | manual
+    train: dict = field(default_factory=dict)  # the training choices it used (TrainChoices); {} before they existed
     updated_at: str = ""
     job_id: str = ""
     error: str = ""
@@ -108,7 +109,17 @@ class Run:
     events: list[dict] = field(default_factory=list)  # retries and other notes, with times
     etag: str = field(default="", repr=False)  # of the row this copy was read from / last wrote; not stored
 
-    _JSON = ("transitions", "documents", "new_documents", "new_contents", "metrics", "evaluation", "retry", "events")
+    _JSON = (
+        "train",
+        "transitions",
+        "documents",
+        "new_documents",
+        "new_contents",
+        "metrics",
+        "evaluation",
+        "retry",
+        "events",
+    )
 
     def to_entity(self) -> dict:
         entity = {"PartitionKey": RUN, "RowKey": self.id}
@@ -152,6 +163,10 @@ class Current:
     cancel_run_id: str = ""  # a cancel asked for through the API, carried out by the next tick
     serving_snapshot: str = ""  # the snapshot the serving model was trained on (kept by retention)
     scoring_url: str = ""
+    # The last rollback through the API: when, who asked, and the deployment the traffic left.
+    rollback_at: str = ""
+    rollback_by: str = ""
+    rollback_from: str = ""
     updated_at: str = ""
 
     @classmethod
@@ -448,6 +463,11 @@ class StatusStore:
         entity = self._get(RUN, run_id)
         return Run.from_entity(entity) if entity else None
 
+    def deployed_run(self, deployment: str) -> Run | None:
+        """The run that ended Deployed with `deployment` (None when none, or its row was pruned)."""
+        rows = self._query(RUN, "deployment eq @d and state eq @s", d=deployment, s=RunState.DEPLOYED.value)
+        return Run.from_entity(rows[0]) if rows else None
+
     def runs(self) -> list[Run]:
         """Every run, newest first."""
         return sorted((Run.from_entity(e) for e in self._query(RUN)), key=lambda r: r.created_at, reverse=True)
@@ -503,6 +523,21 @@ class StatusStore:
             return values
 
         self._update_if_unchanged(STATE, CURRENT, change)
+
+    def replace_serving(self, seen: Current, serving: dict[str, str], now: datetime) -> bool:
+        """Write what serves, only if the serving and previous deployments are still those of `seen`
+        (ETag-guarded); False when they changed meanwhile."""
+
+        def change(entity: dict | None) -> dict | None:
+            now_current = Current.from_entity(entity) if entity else Current()
+            if (now_current.serving_deployment, now_current.previous_deployment) != (
+                seen.serving_deployment,
+                seen.previous_deployment,
+            ):
+                return None
+            return {**serving, "updated_at": _iso(now)}
+
+        return self._update_if_unchanged(STATE, CURRENT, change) is not None
 
     def set_serving(self, now: datetime, **serving: str) -> None:
         self._merge(STATE, CURRENT, {**serving, "updated_at": _iso(now)})

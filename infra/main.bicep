@@ -63,6 +63,8 @@ param trainPreset string = 'default'
 
 @description('Override of the train step\'s epochs (empty = the preset\'s own).')
 param trainEpochs string = ''
+@description('Override of the train step\'s learning rate (empty = the preset\'s own).')
+param trainLearningRate string = ''
 
 param smokePrompt string = 'The documents say that'
 param maxTransientRetries int = 6
@@ -89,6 +91,10 @@ param sweepMaxConcurrentTrials int = 2
 param sweepTimeoutS int = 0
 param sweepSpace string = ''
 param sweepRule string = ''
+@description('Incoming webhook (Teams, Slack) told when a run ends (empty = none); it holds a token, so pass it from Key Vault.')
+@secure()
+param runWebhookUrl string = ''
+param runWebhookTimeoutS int = 5
 
 @description('Image for jobs and scoring instead of the registered environment (azureml:gpt2-pdf-jobs@latest); empty = registered environment.')
 param environmentImageOverride string = ''
@@ -264,6 +270,7 @@ var functionAppSettings = {
   BASE_MODEL: baseModel
   TRAIN_PRESET: trainPreset
   TRAIN_EPOCHS: trainEpochs
+  TRAIN_LEARNING_RATE: trainLearningRate
   MODEL_NAME: modelName
   SMOKE_PROMPT: smokePrompt
   AML_SUBSCRIPTION_ID: subscription().subscriptionId
@@ -296,6 +303,8 @@ var functionAppSettings = {
   SWEEP_TIMEOUT_S: string(sweepTimeoutS)
   SWEEP_SPACE: sweepSpace
   SWEEP_RULE: sweepRule
+  RUN_WEBHOOK_URL: runWebhookUrl
+  RUN_WEBHOOK_TIMEOUT_S: string(runWebhookTimeoutS)
   // Read only by the local backend and the uvicorn-hosted API: empty = unused here (AML jobs get
   // their MLflow tracking URI from AML).
   LOCAL_WORK_DIR: ''

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from function_app import run_choices
 from function_app.backends.base import (
     Deployment,
     JobStatus,
@@ -36,6 +37,7 @@ from function_app.run_states import JOB_RUNNING, DeploymentState, JobState
 from function_app.settings import Settings, child_env
 from local_stack.pipeline_job import JobSpec, set_state, write_json
 from local_stack.processes import alive, kill, port_open, spawn
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import NoGeneration, parse_response, smoke_request, streamed_answer
@@ -89,7 +91,7 @@ class LocalBackend(PipelineBackend):
         write_json(self.state_file, state)
 
     # ---- pipeline job ----------------------------------------------------------------------
-    def submit(self, run_id: str) -> str:
+    def submit(self, run_id: str, choices: TrainChoices | None = None) -> str:
         job_id = f"local-{run_id}"
         job_dir = self.work / "jobs" / job_id
         if (job_dir / "state.json").exists():
@@ -97,17 +99,19 @@ class LocalBackend(PipelineBackend):
         job_dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
         serving = state["deployments"].get(state["traffic"])  # evaluate compares against it
+        settings = run_choices.run_settings(self.settings, choices)
         spec = JobSpec(
             run_id=run_id,
             container=self.settings.data_container,
             processed_dir=str(self.work / self.settings.data_container / "processed"),
             preprocess_inputs=self.settings.preprocess_limits(),
             train_inputs={
-                "base_model": self.settings.base_model,
-                "preset": self.settings.train_preset,
-                "epochs": self.settings.train_epochs,
-                **self.settings.train_limits(),
-                **(sweep.component_inputs() if (sweep := self.settings.sweep()) else {}),
+                "base_model": settings.base_model,
+                "preset": settings.train_preset,
+                "epochs": settings.train_epochs,
+                "learning_rate": settings.train_learning_rate,
+                **settings.train_limits(),
+                **(sweep.component_inputs() if (sweep := settings.sweep()) else {}),
             },
             evaluate_inputs={
                 "model_name": self.settings.model_name,

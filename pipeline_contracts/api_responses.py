@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import Evaluation
 
 
@@ -33,11 +34,28 @@ class LastRun(_Answer):
     error: str | None
 
 
+class Rollback(_Answer):
+    at: str
+    by: str  # who or what asked (POST /api/rollback's requested_by)
+    from_deployment: str  # the deployment the traffic left
+
+
 class ServingModel(_Answer):
     name: str
     version: str
     deployment: str
     rollback_deployment: str | None
+    last_rollback: Rollback | None = None  # the last rollback through the API
+
+
+class RolledBack(_Answer):
+    serving: str  # the deployment serving now
+    replaced: str  # the one that served before: the next rollback target
+    model_name: str
+    model_version: str
+    run: str | None  # the run whose model serves again
+    at: str
+    requested_by: str
 
 
 class Problem(_Answer):
@@ -96,6 +114,7 @@ class RunDetail(_Answer):
     state: str
     created_at: str
     trigger: str
+    train: TrainChoices | None  # the training choices the run used; None for runs recorded before them
     updated_at: str
     job_id: str
     error: str

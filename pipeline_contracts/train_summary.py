@@ -54,6 +54,34 @@ class SystemSample(BaseModel):
     gpu_memory_mb: float | None = None
 
 
+class SweepTrial(BaseModel):
+    """One trial of a sweep (aks_jobs/lm/sweep_trials.py Trial.to_dict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial: int = Field(ge=1)
+    settings: dict[str, float | int]
+    dev_losses: list[float]  # per epoch, as the Bandit rule saw them
+    stopped_early: bool
+    dev_loss: float | None  # the saved model's; None when the trial failed
+    mlflow_run_id: str | None
+    error: str | None
+
+
+class SweepSummary(BaseModel):
+    """What a sweep tried and which trial's model went on (present only when the train step swept)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary_metric: str
+    goal: str
+    space: dict[str, Any]
+    bandit: dict[str, Any]
+    chosen_trial: int = Field(ge=1)
+    mlflow_run_id: str | None
+    trials: list[SweepTrial]
+
+
 class TrainSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,4 +118,4 @@ class TrainSummary(BaseModel):
     dev_loss: float | None = None
     baseline: TextScoreFigures | None = None  # the base model on the same test blocks, before training
     system_metrics: list[SystemSample] = Field(default_factory=list)
-    sweep: dict[str, Any] | None = None  # a local sweep's trials and choice (aks_jobs.lm.sweep_trials)
+    sweep: SweepSummary | None = None  # the trials, when the train step ran a sweep

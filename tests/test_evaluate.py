@@ -217,9 +217,15 @@ def test_revisions_count_the_versions_registered_that_day_and_the_card_names_the
     swept = tmp_path / "swept"
     shutil.copytree(trained["strong"], swept)
     summary = json.loads((swept / "train_summary.json").read_text())
+    trial = {"dev_losses": [3.1], "stopped_early": False, "dev_loss": 3.1, "mlflow_run_id": None, "error": None}
     summary["sweep"] = {
+        "primary_metric": "dev_loss",
+        "goal": "minimize",
+        "space": {},
+        "bandit": {},
         "chosen_trial": 2,
-        "trials": [{"trial": 1, "settings": {}}, {"trial": 2, "settings": {"learning_rate": 0.002}}],
+        "mlflow_run_id": None,
+        "trials": [{**trial, "trial": 1, "settings": {}}, {**trial, "trial": 2, "settings": {"learning_rate": 0.002}}],
     }
     (swept / "train_summary.json").write_text(json.dumps(summary))
 

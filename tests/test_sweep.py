@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from aks_jobs.lm.perplexity import score_texts
 from aks_jobs.lm.sweep import PRIMARY_METRIC, BanditRule, BestByInterval, SearchSpace
 from aks_jobs.lm.sweep_trials import Trial, choose
+from pipeline_contracts.train_summary import TrainSummary
 from synthetic_data.prose import prose, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +197,8 @@ def test_three_trial_sweep_stops_the_absurd_trial_and_keeps_the_best_model(tmp_p
 
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((output / "train_summary.json").read_text())
+    # What evaluate, the backends and the UI read: the contract carries the sweep (it refused it before).
+    assert TrainSummary.model_validate(summary).sweep.chosen_trial == summary["sweep"]["chosen_trial"]
     sweep = summary["sweep"]
     trials = sweep["trials"]
     assert [t["trial"] for t in trials] == [1, 2, 3]

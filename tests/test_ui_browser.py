@@ -12,6 +12,8 @@ from playwright.sync_api import Page, expect
 from local_stack.scoring_server import running_scoring_server
 from synthetic_data.pdfs import make_text_pdf
 from tests.azurite import azurite_connection  # noqa: F401 - session fixture
+from tests.contract_samples import train_summary
+from tests.fakes.aml_service import promoting
 from tests.tiny_model import make_tiny_model
 from tests.ui_browser import browser, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
@@ -61,6 +63,67 @@ def test_upload_status_and_chat_against_the_control_plane_api(
         expect(answer).to_contain_text(PROMPT, timeout=60_000)
         expect(answer).to_contain_text(re.compile(r"gpt2-pdf version 7 · max_new_tokens=50"))
         screenshot(page, "api_chat.png")
+
+
+def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
+    page: Page,
+    control_plane: ControlPlane,
+    azurite_connection: str,  # noqa: F811 - fixtures
+) -> None:
+    """The second run swept: its trials show as a table and a chart; the rollback asks first, then the first
+    model serves again; the retrain options reach the run they queue."""
+    env = control_plane.env
+    trials = [
+        {
+            "trial": n,
+            "settings": {"learning_rate": 1e-4 * n, "epochs": 2},
+            "dev_losses": losses,
+            "stopped_early": n == 3,
+            "dev_loss": losses[-1],
+            "mlflow_run_id": f"m{n}",
+            "error": None,
+        }
+        for n, losses in ((1, [3.0, 2.8]), (2, [2.9, 2.5]), (3, [9.0]))
+    ]
+    sweep = {
+        "primary_metric": "dev_loss",
+        "goal": "minimize",
+        "space": {},
+        "bandit": {},
+        "chosen_trial": 2,
+        "mlflow_run_id": "parent",
+        "trials": trials,
+    }
+    env.aml.plans += [promoting(version="1"), promoting(version="2", training=train_summary(sweep=sweep))]
+    for name in ("a.pdf", "b.pdf"):
+        env.upload(name, f"%PDF-1.4 {name}".encode())
+        env.settle(after_s=61)
+    ui_env = {
+        "API_BASE_URL": control_plane.url,
+        "DataStorage": azurite_connection,
+        "DATA_CONTAINER": env.settings.data_container,
+        "UI_STATUS_REFRESH_S": "60",
+    }
+    with running_streamlit(ui_env) as ui_url:
+        page.goto(ui_url)
+        expect(page.get_by_text("Sweep: 3 trials, trial 2 chosen")).to_be_visible(timeout=30_000)
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+        screenshot(page, "sweep_trials.png")
+
+        page.get_by_role("button", name="Roll back to gpt2-pdf-v1").click()
+        expect(page.get_by_text("back to gpt2-pdf-v1?")).to_be_visible(timeout=15_000)
+        assert env.serving() == "gpt2-pdf-v2"  # nothing happens before the confirmation
+        screenshot(page, "rollback_confirmation.png")
+        page.get_by_role("button", name="Yes, roll back").click()
+        expect(page.get_by_text("Rolled back: gpt2-pdf-v1 (gpt2-pdf v1) serves.")).to_be_visible(timeout=15_000)
+        assert env.serving() == "gpt2-pdf-v1"
+
+        page.get_by_text("Retrain options").click()
+        page.get_by_label("Epochs").fill("2")
+        page.get_by_label("Epochs").press("Enter")
+        page.get_by_role("button", name="Retrain now on every document").click()
+        expect(page.get_by_text(re.compile(r"^Run .* queued"))).to_be_visible(timeout=15_000)
+        assert env.store.get_run(env.store.current().active_run_id).train["epochs"] == 2
 
 
 def test_local_stack_end_to_end(

@@ -369,3 +369,124 @@ def test_delete_button_deletes_the_document_and_unusable_uploads_are_shown(
     assert "Deleted archive.pdf: the next run leaves it out." in _texts(page, "success")
     assert not control_plane.env.container.get_blob_client("inputs/archive.pdf").exists()
     assert control_plane.env.store.document_names() == []
+
+
+def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    def trial(number: int, dev_losses: list[float], stopped: bool, error: str | None = None) -> dict:
+        return {
+            "trial": number,
+            "settings": {"learning_rate": 1e-4 * number, "epochs": len(dev_losses) or 1},
+            "dev_losses": dev_losses,
+            "stopped_early": stopped,
+            "dev_loss": dev_losses[-1] if dev_losses and not error else None,
+            "mlflow_run_id": None if error else f"mlflow-{number}",
+            "error": error,
+        }
+
+    sweep = {
+        "primary_metric": "dev_loss",
+        "goal": "minimize",
+        "space": {"learning_rate_min": 1e-5, "learning_rate_max": 5e-4},
+        "bandit": {"slack_factor": 0.1},
+        "chosen_trial": 2,
+        "mlflow_run_id": "parent",
+        "trials": [
+            trial(1, [3.0, 2.8], False),
+            trial(2, [2.9, 2.5], False),
+            trial(3, [9.0], True),
+            trial(4, [], False, "OutOfMemoryError: CUDA"),
+        ],
+    }
+    control_plane.env.aml.plans.append(promoting(version="2", training=train_summary(sweep=sweep)))
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    assert not page.exception
+    assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early by the Bandit rule: 1)" in _texts(
+        page, "markdown"
+    )
+    table = _table(page, "trial")
+    assert table[["trial", "dev loss", "stopped early", "chosen"]].fillna(-1).values.tolist() == [
+        [1, 2.8, False, False],
+        [2, 2.5, False, True],
+        [3, 9.0, True, False],
+        [4, -1, False, False],
+    ]
+    assert table["learning_rate"].tolist() == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4])
+    assert table["error"].tolist()[3] == "OutOfMemoryError: CUDA"
+    sweep_chart = next(
+        c
+        for c in page.get("vega_lite_chart")
+        if "trial" in str(pyarrow.ipc.open_stream(c.proto.datasets[0].data.data).read_pandas().iloc[:, 1].tolist())
+    )
+    plotted = pyarrow.ipc.open_stream(sweep_chart.proto.datasets[0].data.data).read_pandas().dropna()
+    points = sorted(zip(plotted.iloc[:, 1], plotted["epoch"], plotted.iloc[:, 2]))
+    assert points == [
+        ("trial 1", 1, 3.0),
+        ("trial 1", 2, 2.8),
+        ("trial 2", 1, 2.9),
+        ("trial 2", 2, 2.5),
+        ("trial 3", 1, 9.0),
+    ]
+
+
+def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlane, pdf: bytes) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    page.selectbox(key="rt_preset").select("memorize")
+    page.number_input(key="rt_epochs").set_value(2.0)
+    page.number_input(key="rt_lr").set_value(3e-4)
+    page.text_input(key="rt_base").set_value("distilgpt2")
+    page.run()
+    page.button[0].click().run()
+    assert not page.error
+    run = control_plane.env.store.get_run(control_plane.env.store.current().active_run_id)
+    assert run.train == {
+        "preset": "memorize",
+        "epochs": 2.0,
+        "learning_rate": 3e-4,
+        "base_model": "distilgpt2",
+        "sweep_trials": 0,
+    }
+
+
+def test_retrain_options_that_cannot_go_together_are_named_and_not_sent(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    page.selectbox(key="rt_preset").select("memorize")
+    page.number_input(key="rt_sweep").set_value(3)
+    page.run()
+    assert "sweep_trials=3 needs preset default (it evaluates every epoch), not memorize; or set sweep_trials to 0" in (
+        _texts(page, "error")
+    )
+    assert page.button[0].disabled and not control_plane.env.store.current().active_run_id
+
+
+def test_rollback_asks_for_confirmation_then_serves_the_previous_model(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    env = control_plane.env
+    for name in ("archive.pdf", "more.pdf"):
+        env.upload(name, pdf + name.encode())
+        env.settle(after_s=61)
+    assert env.serving() == "gpt2-pdf-v2"
+    page.run()
+    page.button(key="rollback").click().run()
+    [question] = _texts(page, "warning")
+    assert question == "Move all traffic from gpt2-pdf-v2 (version 2) back to gpt2-pdf-v1?"
+    page.button(key="rollback_no").click().run()
+    assert not page.warning and env.serving() == "gpt2-pdf-v2"  # kept serving
+    page.button(key="rollback").click().run()
+    page.button(key="rollback_yes").click().run()
+    assert "Rolled back: gpt2-pdf-v1 (gpt2-pdf v1) serves." in _texts(page, "success")
+    assert env.serving() == "gpt2-pdf-v1"
+    page.run()
+    [status] = [s for s in _texts(page, "success") if s.startswith("**New model deployed")]
+    assert "by Knowledge Base page: gpt2-pdf version 1 (gpt2-pdf-v1) serves instead of gpt2-pdf-v2." in status
+    assert page.button(key="rollback").label == "Roll back to gpt2-pdf-v2"  # the rollback can be undone

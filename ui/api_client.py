@@ -1,5 +1,5 @@
 """Client of the control plane's HTTP API (function_app): status, runs, documents (and deleting one), retrain,
-cancel.
+cancel, rollback.
 
 Every failure becomes an ApiError whose message a person can act on; callers never see a traceback.
 """
@@ -13,6 +13,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from pipeline_contracts import api_responses as answers
+from pipeline_contracts.api_requests import RollbackRequest, TrainChoices
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
@@ -40,8 +41,14 @@ class ControlPlaneClient:
     def documents(self) -> list[answers.Document]:
         return self._request(answers.Documents, "GET", "/api/documents").documents
 
-    def retrain(self) -> answers.RetrainQueued:
-        return self._request(answers.RetrainQueued, "POST", "/api/retrain", json={})
+    def retrain(self, choices: TrainChoices | None = None) -> answers.RetrainQueued:
+        """Queue a run; `choices` left unset keep the app settings (the API checks them: 400 names the field)."""
+        body = choices.model_dump(exclude_none=True) if choices else {}
+        return self._request(answers.RetrainQueued, "POST", "/api/retrain", json=body)
+
+    def rollback(self, requested_by: str) -> answers.RolledBack:
+        body = RollbackRequest(requested_by=requested_by).model_dump()
+        return self._request(answers.RolledBack, "POST", "/api/rollback", json=body)
 
     def cancel_run(self) -> answers.RunCancelled:
         return self._request(answers.RunCancelled, "POST", "/api/runs/active/cancel", json={})

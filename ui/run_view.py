@@ -9,7 +9,7 @@ from typing import Any
 from pipeline_contracts.api_responses import RunDetail, RunSummary, Status
 from pipeline_contracts.evaluation import Evaluation as EvaluationFile
 from pipeline_contracts.model_card import ModelCard
-from pipeline_contracts.train_summary import SystemSample
+from pipeline_contracts.train_summary import SweepSummary, SystemSample
 from ui.times import shown
 
 # Trainer log entries (HF `trainer.state.log_history` shape) carry the step and one of these losses; the
@@ -89,6 +89,37 @@ def system_metrics(run: RunDetail) -> dict[str, list[dict[str, float]]]:
         "utilisation": series({"CPU %": ("cpu_percent", 1), "GPU %": ("gpu_percent", 1)}),
         "memory": series({"memory GB": ("memory_mb", _GB), "GPU memory GB": ("gpu_memory_mb", _GB)}),
     }
+
+
+def sweep(run: RunDetail) -> SweepSummary | None:
+    """The sweep the train step ran (its trials and the chosen one), None when it trained once."""
+    found = run.metrics.get("sweep")
+    return SweepSummary.model_validate(found) if found else None
+
+
+def sweep_rows(sweep: SweepSummary) -> list[dict[str, Any]]:
+    """One row per trial: its settings (a column each), dev loss, stopped early, chosen, error."""
+    return [
+        {
+            "trial": trial.trial,
+            **trial.settings,
+            "dev loss": trial.dev_loss,
+            "epochs evaluated": len(trial.dev_losses),
+            "stopped early": trial.stopped_early,
+            "chosen": trial.trial == sweep.chosen_trial,
+            "error": trial.error,
+        }
+        for trial in sweep.trials
+    ]
+
+
+def sweep_curves(sweep: SweepSummary) -> list[dict[str, float]]:
+    """[{epoch, "trial N": dev loss}]: each trial's dev loss per epoch, one series per trial."""
+    points: dict[int, dict[str, float]] = {}
+    for trial in sweep.trials:
+        for epoch, loss in enumerate(trial.dev_losses, 1):
+            points.setdefault(epoch, {"epoch": epoch})[f"trial {trial.trial}"] = loss
+    return [points[epoch] for epoch in sorted(points)]
 
 
 @dataclass(frozen=True)

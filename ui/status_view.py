@@ -69,6 +69,14 @@ def summarize(status: Status, run: RunDetail | None, now: datetime) -> StatusSum
             details.append("No model deployed yet: upload PDFs to train the first one.")
     else:
         headline = state
+    rollback = serving.last_rollback if serving else None
+    if rollback:
+        at = parse(rollback.at)
+        when = f" {clock(at)} ({elapsed(at, now)} ago)" if at else ""
+        details.append(
+            f"Rolled back{when} by {rollback.by}: {serving.name} version {serving.version} ({serving.deployment}) "
+            f"serves instead of {rollback.from_deployment}."
+        )
     pending = status.pending_documents
     # While a run is Pending it is still gathering uploads: they belong to it, not to the next run.
     if pending and not (active and active.step == "Pending"):

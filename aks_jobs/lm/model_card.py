@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.model_card import MAX_LISTED, CardDocument, ModelCard
+from pipeline_contracts.train_summary import SweepSummary
 
 FILE_NAME = "MODEL_CARD.md"
 
@@ -23,15 +24,11 @@ def revision(client: MlflowClient, name: str, version: str) -> tuple[str, dateti
     return f"{day:%Y.%m.%d}-{rank}", at[int(version)]
 
 
-def sweep_choice(sweep: dict | None) -> dict | None:
-    if not sweep:
+def sweep_choice(sweep: SweepSummary | None) -> dict | None:
+    if sweep is None:
         return None
-    chosen = next((t for t in sweep.get("trials", []) if t.get("trial") == sweep.get("chosen_trial")), {})
-    return {
-        "chosen_trial": sweep.get("chosen_trial"),
-        "trials": len(sweep.get("trials", [])),
-        **chosen.get("settings", {}),
-    }
+    chosen = next((t for t in sweep.trials if t.trial == sweep.chosen_trial), None)
+    return {"chosen_trial": sweep.chosen_trial, "trials": len(sweep.trials), **(chosen.settings if chosen else {})}
 
 
 def build_card(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 from pydantic import ValidationError
 
+from function_app import run_choices
 from function_app.backends import aml_endpoint, aml_pipeline
 from function_app.backends.aml_errors import azure_errors
 from function_app.backends.base import (
@@ -27,6 +28,7 @@ from function_app.backends.base import (
 )
 from function_app.run_states import DeploymentState, JobState
 from function_app.settings import Settings, setting_name
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import smoke_request
@@ -67,14 +69,15 @@ class AmlBackend(PipelineBackend):
 
     # -- pipeline job ---------------------------------------------------------------------------------
 
-    def submit(self, run_id: str) -> str:
+    def submit(self, run_id: str, choices: TrainChoices | None = None) -> str:
         name = aml_pipeline.pipeline_job_name(self._settings, run_id)
         with azure_errors(f"submit pipeline job {name}"):
             try:  # a retried submit (its first answer lost) must not start a second pipeline
                 return self._ml.jobs.get(name).name
             except ResourceNotFoundError:
                 pass
-            job = aml_pipeline.build_pipeline_job(self._settings, run_id, self._serving_model_input())
+            settings = run_choices.run_settings(self._settings, choices)
+            job = aml_pipeline.build_pipeline_job(settings, run_id, self._serving_model_input())
             return self._ml.jobs.create_or_update(job).name
 
     def job_status(self, job_id: str) -> JobStatus:

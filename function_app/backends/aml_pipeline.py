@@ -117,7 +117,11 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     safe_run_id(run_id)  # refuses an id with nothing left to name the run's folder
     image = image_environment(settings.aml_environment_image) if settings.aml_environment_image else None
     evaluate_inputs = {"serving_model": serving_model} if serving_model is not None else {}
-    train_overrides = {"epochs": settings.train_epochs} if settings.train_epochs else {}
+    train_overrides = {
+        name: value
+        for name, value in (("epochs", settings.train_epochs), ("learning_rate", settings.train_learning_rate))
+        if value
+    }
     train_overrides.update(settings.train_limits())
     sweep = settings.sweep()
     if sweep is not None:  # the search space sets these per trial

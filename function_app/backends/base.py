@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from function_app.run_states import DeploymentState, JobState
+from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.train_summary import TrainSummary
 
@@ -50,8 +51,9 @@ class Deployment:
 
 class PipelineBackend(ABC):
     @abstractmethod
-    def submit(self, run_id: str) -> str:
-        """Start ONE pipeline job over every document in inputs/; return the job id."""
+    def submit(self, run_id: str, choices: TrainChoices | None = None) -> str:
+        """Start ONE pipeline job over every document in inputs/, trained with the run's choices (None = the
+        app settings); return the job id."""
 
     @abstractmethod
     def job_status(self, job_id: str) -> JobStatus:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import get_args
 
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
-from pipeline_contracts.api_responses import RunDetail
+from pipeline_contracts.api_requests import MAX_EPOCHS, MAX_LEARNING_RATE, MAX_SWEEP_TRIALS, Preset, TrainChoices
+from pipeline_contracts.api_responses import RunDetail, Status
 from ui import page_setup, run_view, status_view, uploads
 from ui.api_client import ApiError
 from ui.documents_view import document_rows
@@ -56,15 +59,19 @@ def status_panel() -> None:
         f"Scoring URL: {status.scoring_url or 'none yet'} · refreshed "
         f"{datetime.now(UTC):%H:%M:%S} UTC, every {config.status_refresh_s:g} s"
     )
+    choices = retrain_choices()
     if st.button(
-        "Retrain now on every document", icon=":material/refresh:", disabled=summary.state == status_view.IN_PROGRESS
+        "Retrain now on every document",
+        icon=":material/refresh:",
+        disabled=summary.state == status_view.IN_PROGRESS or choices is None,
     ):
         try:
-            answer = api.retrain()
+            answer = api.retrain(choices)
         except ApiError as err:
             st.error(literal(str(err)))
         else:
             st.success(literal(f"Run {answer.run} queued: {answer.detail}."))
+    rollback_panel(status, summary.state == status_view.IN_PROGRESS)
     if summary.state == status_view.IN_PROGRESS and st.button("Cancel the active run", icon=":material/cancel:"):
         try:
             answer = api.cancel_run()
@@ -72,6 +79,66 @@ def status_panel() -> None:
             st.error(literal(str(err)))
         else:
             st.warning(literal(f"Run {answer.run} {answer.state}: {answer.error or ''}"))
+
+
+def retrain_choices() -> TrainChoices | None:
+    """The retrain button's options (None when they cannot go together); a field left empty keeps the app
+    setting (TRAIN_PRESET, ...)."""
+    with st.expander("Retrain options", icon=":material/tune:"):
+        st.caption("Empty fields keep the app settings (the preset's own epochs and learning rate).")
+        left, right = st.columns(2)
+        preset = left.selectbox("Preset", get_args(Preset), index=None, placeholder="app setting", key="rt_preset")
+        base_model = right.text_input("Base model", placeholder="app setting (BASE_MODEL)", key="rt_base")
+        epochs = left.number_input("Epochs", 0.1, float(MAX_EPOCHS), value=None, step=1.0, key="rt_epochs")
+        learning_rate = right.number_input(
+            "Learning rate", 1e-7, MAX_LEARNING_RATE, value=None, step=1e-5, format="%.2e", key="rt_lr"
+        )
+        trials = left.number_input("Sweep trials (0 = no sweep)", 0, MAX_SWEEP_TRIALS, value=None, key="rt_sweep")
+    try:
+        return TrainChoices(
+            preset=preset,
+            base_model=base_model.strip() or None,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            sweep_trials=trials,
+        )
+    except ValidationError as err:  # the API would refuse the same: say so before the click
+        st.error(literal(err.errors()[0]["msg"].removeprefix("Value error, ")))
+        return None
+
+
+def rollback_panel(status: Status, busy: bool) -> None:
+    """Roll the traffic back to the kept previous deployment, after a confirmation."""
+    serving = status.serving_model
+    if not serving or not serving.rollback_deployment:
+        return
+    target = serving.rollback_deployment
+    if st.button(f"Roll back to {target}", icon=":material/undo:", disabled=busy, key="rollback"):
+        st.session_state["confirm_rollback"] = target
+    if st.session_state.get("confirm_rollback") != target:
+        return
+    confirmation = st.empty()
+    with confirmation.container():
+        st.warning(
+            literal(f"Move all traffic from {serving.deployment} (version {serving.version}) back to {target}?"),
+            icon=":material/warning:",
+        )
+        yes, no = st.columns(2)
+        confirmed, kept = (
+            yes.button("Yes, roll back", type="primary", key="rollback_yes"),
+            no.button("Keep serving", key="rollback_no"),
+        )
+    if not (confirmed or kept):
+        return
+    st.session_state.pop("confirm_rollback")
+    confirmation.empty()
+    if confirmed:
+        try:
+            done = api.rollback("Knowledge Base page")
+        except ApiError as err:
+            st.error(literal(str(err)))
+        else:
+            st.success(literal(f"Rolled back: {done.serving} ({done.model_name} v{done.model_version}) serves."))
 
 
 def upload_panel() -> None:
@@ -178,6 +245,7 @@ def run_details(run: RunDetail) -> None:
         left, right = st.columns(2)
         left.line_chart(pd.DataFrame(system["utilisation"]).set_index("s"), x_label="seconds", y_label="%")
         right.line_chart(pd.DataFrame(system["memory"]).set_index("s"), x_label="seconds", y_label="GB")
+    sweep_details(run)
     evaluation = run_view.evaluation(run)
     if evaluation:
         st.markdown(f"**Evaluation: {literal(evaluation.decision)}**: {literal(evaluation.reason)}")
@@ -204,6 +272,21 @@ def serving_card_panel() -> None:
     with st.expander(f"Trained on {card.documents_total} document(s)"):
         st.dataframe(pd.DataFrame(run_view.card_documents(card)), hide_index=True)
         st.dataframe(pd.DataFrame([card.hyperparameters]), hide_index=True)
+
+
+def sweep_details(run: RunDetail) -> None:
+    sweep = run_view.sweep(run)
+    if sweep is None:
+        return
+    st.markdown(
+        f"**Sweep: {len(sweep.trials)} trials, trial {sweep.chosen_trial} chosen** "
+        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early by the Bandit rule: "
+        f"{sum(t.stopped_early for t in sweep.trials)})"
+    )
+    st.dataframe(pd.DataFrame(run_view.sweep_rows(sweep)), hide_index=True, key=f"sweep_{run.id}")
+    curves = run_view.sweep_curves(sweep)
+    if curves:
+        st.line_chart(pd.DataFrame(curves).set_index("epoch"), x_label="epoch", y_label="dev loss")
 
 
 status_panel()
