@@ -91,13 +91,15 @@ def test_success_submits_deploys_smoke_tests_shifts_traffic_and_prunes(fake, bac
     assert fake.writes() == [
         "jobs.create_or_update",
         "online_deployments.begin_create_or_update",
-        "online_endpoints.invoke",
+        "online_endpoints.invoke",  # the smoke request as JSON
+        "online_endpoints.invoke",  # and streamed
         "online_endpoints.begin_create_or_update",
         "online_deployments.begin_delete",
     ]
-    invoke = fake.last("online_endpoints.invoke")
-    assert (invoke.args["endpoint_name"], invoke.args["deployment_name"]) == ("gpt2-pdf", "gpt2-pdf-v3")
-    assert invoke.payload == {"prompt": "The harbour", "max_new_tokens": 20, "do_sample": False}
+    json_call, stream_call = [c for c in fake.calls if c.operation == "online_endpoints.invoke"]
+    assert (json_call.args["endpoint_name"], json_call.args["deployment_name"]) == ("gpt2-pdf", "gpt2-pdf-v3")
+    assert json_call.payload == {"prompt": "The harbour", "max_new_tokens": 20, "do_sample": False}
+    assert stream_call.payload == {**json_call.payload, "stream": True}
     assert fake.last("online_endpoints.begin_create_or_update").args["endpoint"]["traffic"] == {
         "gpt2-pdf-v1": 0,
         "gpt2-pdf-v2": 0,

@@ -61,7 +61,8 @@ def test_a_promoted_run_rolls_out_blue_green_on_the_aml_endpoint(azurite_connect
     assert fake.writes() == [
         "jobs.create_or_update",
         "online_deployments.begin_create_or_update",  # v3 beside v2 (serving) and v1 (its rollback target)
-        "online_endpoints.invoke",
+        "online_endpoints.invoke",  # smoke test as JSON
+        "online_endpoints.invoke",  # and streamed
         "online_endpoints.begin_create_or_update",  # traffic: 100% to v3
         "online_deployments.begin_delete",  # only now v1, older than the new rollback target, goes
     ]

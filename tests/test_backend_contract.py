@@ -27,6 +27,7 @@ from function_app.settings import Settings
 from local_stack.backend import LocalBackend
 from local_stack.pipeline_job import set_state, write_json
 from local_stack.processes import free_port, kill, spawn
+from pipeline_contracts.scoring import StreamPiece
 from tests.contract_samples import score_response
 from tests.control_env import AML_WORKSPACE
 from tests.fakes.recording_ml_client import RecordingMLClient
@@ -39,11 +40,14 @@ class _StandIn(BaseHTTPRequestHandler):
     """A deployment's scoring server answering `answer` (JSON), or as a stream when asked for one."""
 
     answer = ""
+    stream: str | None = None  # what a streamed request gets, when not the answer's own events
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text, kind = self.answer, "application/json"
-        if body.get("stream"):
+        if body.get("stream") and self.stream is not None:
+            text, kind = self.stream, "text/event-stream"
+        elif body.get("stream"):
             pieces = json.loads(text)["generations"][0]
             text = "".join(
                 f"data: {json.dumps({'index': 0, 'prompt': 0, 'sequence': 0, 'text': p})}\n\n" for p in pieces
@@ -83,9 +87,10 @@ class LocalWorld:
         set_state(job_dir, JobState.TRAINING)
         return job_dir.name
 
-    def answers(self, name: str, answer: str) -> None:
+    def answers(self, name: str, answer: str, stream: str | None = None) -> None:
         port = urlsplit(self.backend.deployment(name).scoring_url).port
-        server = ThreadingHTTPServer(("127.0.0.1", port), type("Answer", (_StandIn,), {"answer": answer}))
+        handler = type("Answer", (_StandIn,), {"answer": answer, "stream": stream})
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.servers.append(server)
 
@@ -111,8 +116,8 @@ class AmlWorld:
         self.fake.script_job(job, "Running", {"preprocess": "Completed", "train": "Running"})
         return job
 
-    def answers(self, name: str, answer: str) -> None:
-        self.fake.respond(name, answer)
+    def answers(self, name: str, answer: str, stream: str | None = None) -> None:
+        self.fake.respond(name, answer, stream=stream)
 
     def pods_gone(self, name: str) -> None:
         self.fake.set_deployment_state(name, "Failed")
@@ -200,6 +205,26 @@ def test_an_answer_without_a_generation_fails_the_smoke_test(world, answer: str)
     name = world.backend.begin_deploy("r1", MODEL, "1").name
     world.answers(name, answer)
     with pytest.raises(SmokeTestFailed, match="without a?\\s?generation"):
+        world.backend.smoke_test(name, "The harbour")
+
+
+@pytest.mark.parametrize(
+    ("stream", "says"),
+    [
+        (
+            f"data: {StreamPiece(index=0, prompt=0, sequence=0, text=' another text').model_dump_json()}\n\n"
+            f"event: done\ndata: {score_response(' another text')}\n\n",
+            "not its JSON answer",
+        ),
+        ('data: {"index": 0, "prompt": 0, "sequence": 0, "text": "cut"}\n\n', "broken answer"),
+    ],
+    ids=["disagrees", "no-done-event"],
+)
+def test_a_stream_that_is_not_the_json_answer_fails_the_smoke_test(world, stream: str, says: str) -> None:
+    # Both backends send the smoke request twice, as JSON and streamed (issue 12: the smoke test covers both modes).
+    name = world.backend.begin_deploy("r1", MODEL, "1").name
+    world.answers(name, GENERATION, stream=stream)
+    with pytest.raises(SmokeTestFailed, match=says):
         world.backend.smoke_test(name, "The harbour")
 
 

@@ -31,7 +31,7 @@ from function_app.settings import Settings, setting_name
 from pipeline_contracts.api_requests import TrainChoices
 from pipeline_contracts.evaluation import FILE_NAME as EVALUATION_FILE
 from pipeline_contracts.evaluation import Evaluation
-from pipeline_contracts.scoring import smoke_request
+from pipeline_contracts.scoring import smoke_request, streamed_answer
 
 if TYPE_CHECKING:
     from azure.ai.ml import Input, MLClient
@@ -210,20 +210,32 @@ class AmlBackend(PipelineBackend):
             )
 
     def smoke_test(self, name: str, prompt: str) -> str:
+        """The same greedy request answered as JSON and streamed: both must give the same text."""
+        text = aml_endpoint.generated_text(self._invoke(name, smoke_request(prompt)))
+        streamed = self._invoke(name, smoke_request(prompt, stream=True))
+        try:
+            pieces, _ = streamed_answer(streamed)
+        except ValueError as e:
+            raise SmokeTestFailed(f"deployment {name} streamed a broken answer: {e}") from None
+        if pieces[:1] != [text]:
+            raise SmokeTestFailed(f"deployment {name} streamed {pieces[:1]!r}, not its JSON answer {text!r}")
+        return text
+
+    def _invoke(self, name: str, body: dict[str, Any]) -> str:
+        """One scoring request to deployment `name`; the response's text (a stream's whole event text)."""
         try:
             with (
                 azure_errors(f"smoke test of deployment {name}"),
                 tempfile.TemporaryDirectory(prefix="smoke-") as folder,
             ):
                 request = Path(folder, "request.json")
-                request.write_text(json.dumps(smoke_request(prompt)), encoding="utf-8")
+                request.write_text(json.dumps(body), encoding="utf-8")
                 # deployment_name sends the request to this deployment only, whatever the traffic split.
-                response = self._ml.online_endpoints.invoke(
+                return self._ml.online_endpoints.invoke(
                     endpoint_name=self._endpoint_name, deployment_name=name, request_file=str(request)
                 )
         except PermanentBackendError as err:  # refused for good (not found, 4xx): the test failed
             raise SmokeTestFailed(str(err)) from err
-        return aml_endpoint.generated_text(response)
 
     def shift_traffic(self, name: str) -> None:
         with azure_errors(f"shift traffic to {name}"):

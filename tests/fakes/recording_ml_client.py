@@ -28,6 +28,8 @@ from azure.ai.ml.exceptions import ErrorTarget, JobException, ValidationExceptio
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.polling import LROPoller, NoPolling
 
+from pipeline_contracts.scoring import ScoreResponse, StreamPiece
+
 ENDED = ("Completed", "Failed", "Canceled", "NotResponding", "Paused")  # azure-ai-ml's terminal statuses
 READS = ("get", "list", "get_run", "download")
 
@@ -81,6 +83,7 @@ class RecordingMLClient:
         self._endpoint: KubernetesOnlineEndpoint | None = None
         self._deployments: dict[str, Any] = {}
         self._responses: dict[str, str | Exception] = {}
+        self._streams: dict[str, str | None] = {}
 
     # -- what was sent ------------------------------------------------------------------------------
 
@@ -178,9 +181,11 @@ class RecordingMLClient:
     def deployment_names(self) -> list[str]:
         return sorted(self._deployments)
 
-    def respond(self, deployment: str, answer: str | Exception) -> None:
-        """What invoking that deployment returns (response text) or raises."""
+    def respond(self, deployment: str, answer: str | Exception, *, stream: str | None = None) -> None:
+        """What invoking that deployment returns (response text) or raises; `stream`, what a streamed request
+        returns (by default the answer's own events)."""
         self._responses[deployment] = answer
+        self._streams[deployment] = stream
 
     # -- internals shared by the operation groups ---------------------------------------------------
 
@@ -382,6 +387,8 @@ class _OnlineEndpoints:
         if answer is None:
             raise AssertionError(f"the test scripted no response for deployment {deployment_name} (respond())")
         _raise(answer if isinstance(answer, Exception) else None)
+        if request.get("stream"):
+            return self._fake._streams.get(deployment_name) or _as_stream(answer)
         return answer
 
 
@@ -433,3 +440,20 @@ class _Models:
             type=model_type,
             path=f"azureml://datastores/workspaceblobstore/paths/models/{name}/{version}/",
         )
+
+
+def _as_stream(answer: str) -> str:
+    """A scripted JSON answer as the scoring server streams it (one event per generation, then `done`); anything
+    that is not a scoring answer comes back as it is. invoke() returns the response's whole text
+    (azure-ai-ml operations/_online_endpoint_operations.py: `return str(response.text())`)."""
+    try:
+        parsed = ScoreResponse.model_validate_json(answer)
+    except ValueError:
+        return answer
+    pieces = [
+        StreamPiece(index=i, prompt=p, sequence=s, text=text).model_dump_json()
+        for i, (p, s, text) in enumerate(
+            (p, s, text) for p, texts in enumerate(parsed.generations) for s, text in enumerate(texts)
+        )
+    ]
+    return "".join(f"data: {piece}\n\n" for piece in pieces) + f"event: done\ndata: {answer}\n\n"
