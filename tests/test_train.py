@@ -596,7 +596,9 @@ def test_any_corpus_splits_into_disjoint_sets_covering_every_passage(documents: 
 
 def test_system_series_is_read_back_in_order_and_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    with mlflow.start_run() as run:
+    # An experiment of this store: the process may still name one another test made in another store.
+    experiment = mlflow.set_experiment("system-series")
+    with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         for step in range(300):
             mlflow.log_metrics(
                 {
