@@ -49,10 +49,12 @@ def _sent(env: ControlEnv, since: int = 0) -> list[tuple]:
 
 
 def _rollout(run_id: str, candidate: str, traffic: dict[str, int], *deleted: str) -> list[tuple]:
-    """What a promoted run sends: its job, the candidate, one smoke test, the traffic, then the pruning."""
+    """What a promoted run sends: its job, the candidate, its smoke test (as JSON, then streamed), the traffic,
+    then the pruning."""
     return [
         (SUBMIT, run_id),
         (DEPLOY, candidate),
+        (INVOKE, candidate),
         (INVOKE, candidate),
         (ENDPOINT, traffic),
         *((DELETE, name) for name in deleted),
