@@ -103,8 +103,7 @@ def gpt2_124m() -> PreTrainedModel:
 
 
 def fifty_steps(forward: Gpt2CachedForward, rows: int) -> float:
-    for slot in range(rows):
-        forward.prefill(slot, torch.arange(12) + slot)
+    forward.prefill(range(rows), [torch.arange(12) + slot for slot in range(rows)])
     tokens, positions = torch.zeros(rows, dtype=torch.long), torch.full((rows,), 12)
     started = time.perf_counter()
     for step in range(50):
@@ -115,10 +114,9 @@ def fifty_steps(forward: Gpt2CachedForward, rows: int) -> float:
 def batch_difference(model: PreTrainedModel) -> float:
     """Largest change of one row's logits between decoding it alone and beside 7 other rows."""
     forward = Gpt2CachedForward(model, 8)
-    for slot in range(8):
-        forward.prefill(slot, torch.arange(10) + 1000 * slot)
+    forward.prefill(range(8), [torch.arange(10) + 1000 * slot for slot in range(8)])
     together = forward.step(torch.full((8,), 5), torch.full((8,), 10))[0]
-    forward.prefill(0, torch.arange(10))
+    forward.prefill([0], [torch.arange(10)])
     alone = forward.step(torch.full((1,), 5), torch.full((1,), 10))[0]
     return float((together - alone).abs().max())
 

@@ -18,12 +18,14 @@ class GatedForward:
         self.go = threading.Semaphore(0)
         self.step_rows: list[int] = []
         self.fail_prefill = fail_prefill
+        self.prefills: list[int] = []  # prompts per prefill forward that ran
         self.fail_step = False
 
-    def prefill(self, slot, prompt):
-        if self.fail_prefill is not None and prompt.tolist() == self.fail_prefill:
+    def prefill(self, slots, prompts):
+        if any(prompt.tolist() == self.fail_prefill for prompt in prompts):
             raise RuntimeError("this prompt breaks the model")
-        return self.forward.prefill(slot, prompt)
+        self.prefills.append(len(prompts))
+        return self.forward.prefill(slots, prompts)
 
     def copy_slot(self, source, target, length):
         self.forward.copy_slot(source, target, length)

@@ -140,6 +140,45 @@ def test_a_request_that_fails_to_start_fails_alone(served):
     assert texts_of(served, good_job, good) == generate(served.model, served.tokenizer, [good.request])[0].generations
 
 
+def queued_behind_a_step(served, engine, gated, prompts: list[str]):
+    """Start one job, hold its first step, queue a job per prompt meanwhile: they are admitted together."""
+    running = prepare(served.tokenizer, request(PROMPTS, seed=3), 128)
+    first = engine.submit(running.rows)
+    gated.wait_for_steps(1)
+    queued = [prepare(served.tokenizer, request(prompt, do_sample=False), 128) for prompt in prompts]
+    jobs = [engine.submit(prepared.rows) for prepared in queued]
+    gated.go.release(1000)
+    assert (
+        texts_of(served, first, running) == generate(served.model, served.tokenizer, [running.request])[0].generations
+    )
+    return queued, jobs
+
+
+def test_requests_queued_together_are_prefilled_in_one_forward(served):
+    engine, gated = engine_for(served)
+    queued, jobs = queued_behind_a_step(served, engine, gated, ["Mary had a little", "Once", "It was a dark and"])
+    for prepared, job in zip(queued, jobs, strict=True):  # prompts of three lengths, padded into one forward
+        assert (
+            texts_of(served, job, prepared)
+            == generate(served.model, served.tokenizer, [prepared.request])[0].generations
+        )
+    assert gated.prefills == [2, 3]  # the first job's two prompts, then the three queued ones at once
+
+
+def test_a_bad_request_prefilled_with_others_fails_alone(served):
+    bad = prepare(served.tokenizer, request("boom", do_sample=False), 128)
+    engine, gated = engine_for(served, fail_prefill=bad.rows[0].prompt)
+    queued, jobs = queued_behind_a_step(served, engine, gated, ["Mary had a little", "boom", "Once"])
+    with pytest.raises(JobFailed, match="breaks the model"):
+        list(jobs[1].tokens(timeout_s=60))
+    for index in (0, 2):
+        assert (
+            texts_of(served, jobs[index], queued[index])
+            == generate(served.model, served.tokenizer, [queued[index].request])[0].generations
+        )
+    assert gated.prefills == [2, 1, 1]  # the batch failed as a whole; each good one then started alone
+
+
 def test_a_failing_step_fails_the_running_requests_and_the_engine_serves_on(served):
     engine, gated = engine_for(served)
     running = prepare(served.tokenizer, request(PROMPTS, seed=3), 128)

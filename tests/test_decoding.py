@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from tiny_model import make_tiny_model
 from transformers.generation.logits_process import (
     RepetitionPenaltyLogitsProcessor,
@@ -15,7 +17,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from aks_jobs.lm.decoding import ContinuousDecoder, Row, Settings, draw, penalize, warp
+from aks_jobs.lm.decoding import PREFILL_TOKENS, ContinuousDecoder, Row, Settings, draw, penalize, prefill_groups, warp
 from aks_jobs.lm.generation import Completion, generate
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
 from aks_jobs.lm.scoring_request import RequestError, parse_request
@@ -244,3 +246,15 @@ def test_a_sampled_row_draws_its_own_nth_uniform_at_its_nth_token(served):
         expected.append(int(draw(*warp(logits, settings), uniforms[n : n + 1])))
     assert ours == expected
     assert len(set(expected)) > 3  # the draws really vary
+
+
+@given(st.lists(st.integers(1, 1024), max_size=64))
+def test_prefill_groups_hold_every_prompt_once_within_the_token_bound(lengths):
+    prompts = [(tuple(range(length)), slot) for slot, length in enumerate(lengths)]
+    groups = prefill_groups(prompts)
+    assert sorted(pair for group in groups for pair in group) == sorted(prompts)
+    for group in groups:
+        padded = max(len(prompt) for prompt, _ in group) * len(group)
+        assert padded <= PREFILL_TOKENS or len(group) == 1
+    if lengths and max(lengths) * len(lengths) <= PREFILL_TOKENS:
+        assert len(groups) == 1  # what fits goes in one forward

@@ -50,12 +50,9 @@ def test_a_batch_gets_the_smallest_bucket_that_holds_it():
 
 def positions_in_use(forward: Gpt2CachedForward, served: ServingModel) -> torch.Tensor:
     """Prefill a prompt per slot; return each slot's next position."""
-    lengths = []
-    for slot, prompt in enumerate(PROMPTS[: forward.slots]):
-        ids = served.tokenizer(prompt)["input_ids"]
-        forward.prefill(slot, torch.tensor(ids))
-        lengths.append(len(ids))
-    return torch.tensor(lengths)
+    prompts = [torch.tensor(served.tokenizer(prompt)["input_ids"]) for prompt in PROMPTS[: forward.slots]]
+    forward.prefill(range(len(prompts)), prompts)
+    return torch.tensor([len(prompt) for prompt in prompts])
 
 
 def test_the_static_step_gives_the_windowed_steps_logits(served):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
+from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 from aks_jobs.lm.generation import Completion, generate
-from aks_jobs.lm.int8_weights import Int8Linear, quantize_linear_layers
+from aks_jobs.lm.int8_weights import Int8Linear, fuse_gelu, quantize_linear_layers
 from aks_jobs.lm.perplexity import score_texts
 from aks_jobs.lm.scoring_request import parse_request
 from aks_jobs.lm.serving_model import ServingSettingError, load_serving_model, served_weights
@@ -69,6 +70,14 @@ def test_every_linear_layer_of_gpt2_becomes_int8_and_embeddings_stay_float(float
     assert not [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))]
     assert model.transformer.wte.weight.dtype == torch.float32
     assert torch.equal(model.transformer.wte.weight, float_served.model.transformer.wte.weight)
+
+
+def test_the_int8_model_runs_gpt2s_gelu_as_one_fused_op_and_the_float_model_as_saved(int8_served, float_served):
+    assert {type(block.mlp.act) for block in int8_served.model.transformer.h} == {GELUTanh}
+    assert {type(block.mlp.act) for block in float_served.model.transformer.h} == {NewGELUActivation}
+    x = torch.linspace(-8, 8, 10_001)
+    torch.testing.assert_close(GELUTanh()(x), NewGELUActivation()(x), rtol=1e-6, atol=1e-6)  # the same function
+    assert fuse_gelu(nn.Sequential(nn.ReLU())) == 0  # other activations are left alone
 
 
 @pytest.mark.parametrize(

@@ -121,15 +121,23 @@ class Engine:
                 admitted.append(job)
                 free -= len(job.rows)
                 self._jobs_running.add(job)
-        for job in admitted:
-            try:
-                slots = self._decoder.add(job.rows)
-            except Exception as err:  # noqa: BLE001 - a job that cannot start fails alone
-                logger.exception("prefill failed")
-                self._finish(job, JobFailed(f"could not start generating: {err}"))
-                continue
-            for row, slot in enumerate(slots):
-                self._running[slot] = (job, row)
+        if not admitted:
+            return
+        try:
+            self._start(admitted)  # one prefill for them all
+        except Exception:  # noqa: BLE001 - then each alone, so a job that cannot start fails alone
+            for job in admitted:
+                try:
+                    self._start([job])
+                except Exception as err:  # noqa: BLE001
+                    logger.exception("prefill failed")
+                    self._finish(job, JobFailed(f"could not start generating: {err}"))
+
+    def _start(self, jobs: list[Job]) -> None:
+        slots = iter(self._decoder.add([row for job in jobs for row in job.rows]))
+        for job in jobs:
+            for row in range(len(job.rows)):
+                self._running[next(slots)] = (job, row)
 
     def _drop_unwanted(self) -> None:
         for slot, (job, row) in list(self._running.items()):

@@ -157,21 +157,25 @@ class ContinuousDecoder:
     def add(self, rows: Sequence[Row]) -> list[int]:
         """Prefill `rows` into the lowest free slots (a prompt repeated in `rows` is run once); return the slots.
 
-        Every prompt plus its max_new_tokens must fit the model's context (the caller checks)."""
+        Prompts are prefilled together, a few forwards at most (see prefill_groups). Every prompt plus its
+        max_new_tokens must fit the model's context (the caller checks)."""
         free = [slot for slot, row in enumerate(self.rows) if row is None]
         if len(rows) > len(free):
             raise ValueError(f"{len(rows)} rows do not fit the {len(free)} free slots")
-        prefilled: dict[tuple[int, ...], int] = {}
         slots = free[: len(rows)]
+        first: dict[tuple[int, ...], int] = {}  # prompt -> the slot that runs it
+        for slot, row in zip(slots, rows, strict=True):
+            first.setdefault(tuple(row.prompt), slot)
         try:
+            for group in prefill_groups(list(first.items())):
+                prompts = [torch.tensor(prompt, dtype=torch.long) for prompt, _ in group]
+                group_slots = [slot for _, slot in group]
+                self.logits[group_slots] = self.forward.prefill(group_slots, prompts)
             for slot, row in zip(slots, rows, strict=True):
                 key = tuple(row.prompt)
-                if key in prefilled:
-                    self.forward.copy_slot(prefilled[key], slot, len(key))
-                    self.logits[slot] = self.logits[prefilled[key]]
-                else:
-                    self.logits[slot] = self.forward.prefill(slot, torch.tensor(row.prompt, dtype=torch.long))
-                    prefilled[key] = slot
+                if first[key] != slot:
+                    self.forward.copy_slot(first[key], slot, len(key))
+                    self.logits[slot] = self.logits[first[key]]
                 self.seen[slot] = False
                 self.seen[slot, torch.tensor(row.prompt, device=self.seen.device)] = True
                 self.rows[slot], self.generated[slot] = row, 0
@@ -221,6 +225,22 @@ class ContinuousDecoder:
         return out
 
 
+def prefill_groups(prompts: list[tuple[tuple[int, ...], int]]) -> list[list[tuple[tuple[int, ...], int]]]:
+    """(prompt, slot) pairs in groups of one forward each: prompts of similar length together, at most
+    PREFILL_TOKENS positions per forward counting the padding (one longer prompt goes alone)."""
+    groups: list[list[tuple[tuple[int, ...], int]]] = []
+    for pair in sorted(prompts, key=lambda pair: len(pair[0])):
+        # Sorted by length, so this prompt is the longest of its group: the padded size is its length x count.
+        if groups and len(pair[0]) * (len(groups[-1]) + 1) <= PREFILL_TOKENS:
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    return groups
+
+
+# One forward of many short prompts costs about what one prompt does on a CPU (the weights are read once);
+# the bound keeps a prefill's activations small (4096 x 3072 floats in the MLP: 48 MiB).
+PREFILL_TOKENS = 4096
 _IDLE = Row(prompt=[0], max_new_tokens=1)  # neutral greedy settings for an empty slot
 _IDLE_POSITION = -(2**62)  # an empty slot's position: stays below 0 (fed as 0) however many steps pass
 

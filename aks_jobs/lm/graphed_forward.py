@@ -14,6 +14,8 @@ first requests of each batch size and makes an out-of-memory show at start rathe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from aks_jobs.lm.kv_forward import Gpt2CachedForward
@@ -58,8 +60,8 @@ class GraphedForward:
         if capture:
             self._capture()
 
-    def prefill(self, slot: int, prompt: torch.Tensor) -> torch.Tensor:
-        return self.forward.prefill(slot, prompt)
+    def prefill(self, slots: Sequence[int], prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.forward.prefill(slots, prompts)
 
     def copy_slot(self, source: int, target: int, length: int) -> None:
         self.forward.copy_slot(source, target, length)

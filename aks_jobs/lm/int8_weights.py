@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 _INT8_MAX = 127
@@ -67,4 +68,16 @@ def quantize_linear_layers(model: nn.Module) -> int:
                 replaced += 1
     if not replaced:
         raise ValueError(f"{type(model).__name__} has no linear layers to quantize")
+    return replaced
+
+
+def fuse_gelu(model: nn.Module) -> int:
+    """Replace GPT-2's gelu_new (tanh, pow, four multiplies and adds: an eager op each) by the same function as
+    one fused op; with int8 layers those small ops are a noticeable part of a CPU step. Returns how many."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(parent, name, GELUTanh())
+                replaced += 1
     return replaced

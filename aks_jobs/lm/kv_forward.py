@@ -13,6 +13,7 @@ layers) are used as they are.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -26,9 +27,9 @@ class CachedForward(Protocol):
     vocab_size: int
     device: torch.device
 
-    def prefill(self, slot: int, prompt: torch.Tensor) -> torch.Tensor:
-        """Fill `slot` with the prompt's keys and values (positions 0..len-1); return the last position's logits
-        [vocab] in float32."""
+    def prefill(self, slots: Sequence[int], prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fill each slot with its prompt's keys and values (positions 0..len-1), all in one forward; return
+        each prompt's last-position logits [len(prompts), vocab] in float32."""
 
     def copy_slot(self, source: int, target: int, length: int) -> None:
         """Give `target` the first `length` cached positions of `source` (several sequences of one prompt)."""
@@ -59,7 +60,8 @@ class Gpt2CachedForward:
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [n, t, embd] -> [n, heads, t, head_dim]
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, attend, last: torch.Tensor | None = None):
+        """Logits [n, vocab] at each row's position `last` (default: the final one)."""
         gpt = self.model.transformer
         hidden = gpt.wte(tokens) + gpt.wpe(positions)
         for layer, block in enumerate(gpt.h):
@@ -67,19 +69,26 @@ class Gpt2CachedForward:
             attended = attend(layer, self._heads(query), self._heads(key), self._heads(value))
             hidden = hidden + block.attn.c_proj(attended.transpose(1, 2).reshape(hidden.shape))
             hidden = hidden + block.mlp(block.ln_2(hidden))
-        return self.model.lm_head(gpt.ln_f(hidden[:, -1])).float()
+        final = hidden[:, -1] if last is None else hidden[torch.arange(hidden.shape[0], device=self.device), last]
+        return self.model.lm_head(gpt.ln_f(final)).float()
 
     @torch.inference_mode()
-    def prefill(self, slot: int, prompt: torch.Tensor) -> torch.Tensor:
-        length = prompt.shape[0]
+    def prefill(self, slots: Sequence[int], prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+        # Prompts of different lengths go in one forward, padded on the right: under the causal mask a real
+        # token never sees the padding after it, and the padding's cache entries (beyond a row's length) are
+        # overwritten by that row's own decode steps before its attention window reaches them.
+        lengths = torch.tensor([len(prompt) for prompt in prompts], device=self.device)
+        padded = torch.nn.utils.rnn.pad_sequence([prompt.to(self.device) for prompt in prompts], batch_first=True)
+        width = padded.shape[1]
+        slot_index = torch.tensor(slots, device=self.device)
 
         def attend(layer, query, key, value):
-            self.keys[layer][slot, :, :length] = key[0]
-            self.values[layer][slot, :, :length] = value[0]
+            self.keys[layer][slot_index, :, :width] = key
+            self.values[layer][slot_index, :, :width] = value
             return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=self.scale)
 
-        positions = torch.arange(length, device=self.device)[None]
-        return self._run(prompt.to(self.device)[None], positions, attend)[0]
+        positions = torch.arange(width, device=self.device).expand(len(prompts), width)
+        return self._run(padded, positions, attend, last=lengths - 1)
 
     @torch.inference_mode()
     def copy_slot(self, source: int, target: int, length: int) -> None:

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from aks_jobs.lm.graphed_forward import GraphedForward
-from aks_jobs.lm.int8_weights import quantize_linear_layers
+from aks_jobs.lm.int8_weights import fuse_gelu, quantize_linear_layers
 from aks_jobs.lm.kv_forward import CachedForward, Gpt2CachedForward
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
@@ -117,6 +117,7 @@ def load_serving_model(env: Mapping[str, str] = os.environ) -> ServingModel:
     model.to(device).eval().requires_grad_(False)
     if weights == "int8":
         quantize_linear_layers(model)
+        fuse_gelu(model)  # the int8 model's outputs are its own anyway; float stays exactly the saved model
 
     tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_dir(folder))
     tokenizer.padding_side = "left"  # decoder-only batches: every prompt must end where generation starts
