@@ -22,12 +22,7 @@ _INVISIBLE = ("Cc", "Cf", "Cs", "Co")  # control, format, lone surrogate, privat
 # Characters that cannot be invisible ones: ASCII printables, \n, \t and Latin..Hebrew (checked in
 # tests). Only the rest is looked up, which keeps English text fast.
 _MAYBE_INVISIBLE = re.compile(r"[^\t\n\x20-\x7e\u00a0-\u00ac\u00ae-\u05ff]")
-# Any whitespace but newline (tabs, NBSP, thin spaces, ...; str.isspace's set, spelled out: the class
-# [^\S\n] costs a Unicode lookup per character). Lone spaces are left alone: nothing to replace.
-_WHITESPACE = "\t\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACES = re.compile(f" [{_WHITESPACE}]+|[{_WHITESPACE.replace(' ', '')}][{_WHITESPACE}]*")
 _BLANK_LINE_RUNS = re.compile(r"\n{3,}")
-_LINE_EDGE_SPACE = re.compile(r" ?\n ?")  # after spaces are collapsed, at most one each side of a newline
 # A word broken at a line end with a hyphen (ASCII, U+2010 or a soft hyphen turned hyphen below).
 # The hyphen comes first and the letter before it is a lookbehind, so the scan looks for hyphens (rare)
 # rather than testing every letter: 7x faster.
@@ -70,8 +65,8 @@ def collapse_whitespace(text: str) -> str:
 
     A single blank line is a paragraph break and is kept; leading/trailing blank lines go.
     """
-    # Whole-text substitutions: one regex call per page rather than one per line (a third of cleaning).
-    text = _LINE_EDGE_SPACE.sub("\n", _SPACES.sub(" ", text)).strip(" ")
+    # str.split() (C, str.isspace's set) per line: half the time of one whole-text regex over every space.
+    text = "\n".join([" ".join(line.split()) for line in text.split("\n")])
     return _BLANK_LINE_RUNS.sub("\n\n", text).strip("\n")
 
 
