@@ -1,8 +1,9 @@
 """How much one scoring server takes on, sized for the device it runs on; SCORING_* settings change any of them.
 
-On a 2-core CPU node a decode step of GPT-2 124M costs ~50 ms for one row and ~150 ms for 16, so the largest
-request (8 rows x 128 tokens) finishes in ~20 s beside a full batch, inside the deployment's deadline; a GPU
-takes far more rows and tokens per step. Requests beyond `max_requests` (running plus queued)
+On a 2-core CPU node an int8 decode step of GPT-2 124M costs ~20 ms for one row and ~60-80 ms for 32 (32 rows
+give ~1.4x the tokens/s of 16; their KV cache takes ~2.4 GB), so the largest request (8 rows x 128 tokens)
+finishes in ~10 s beside a full batch, inside the deployment's deadline; a GPU takes far more rows and tokens
+per step (figures: docs/performance.md). Requests beyond `max_requests` (running plus queued)
 are answered 503 with Retry-After at once, which also keeps server threads free for the health probe.
 """
 
@@ -16,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 _DEVICE_DEFAULTS = {
     "cpu": {
         "max_new_tokens": 128,
-        "max_rows": 16,
+        "max_rows": 32,
         "max_request_rows": 8,
         "max_return_sequences": 5,
         "max_prompts": 8,
