@@ -59,6 +59,15 @@ def test_empty_means_unset_and_direct_construction_reads_no_environment(monkeypa
     assert Settings().debounce_seconds == 60 and Settings.from_env().debounce_seconds == 7
 
 
+def test_surrounding_spaces_are_ignored_in_the_control_planes_and_the_uis_settings() -> None:
+    # One loader (pipeline_contracts/env_settings.py) for both: a pasted " 5 " is 5 and "  " is unset.
+    from ui.settings import UiSettings
+
+    assert Settings.from_env({"DEBOUNCE_SECONDS": " 5 ", "DATA_CONTAINER": "  "}).debounce_seconds == 5
+    assert Settings.from_env({"DATA_CONTAINER": "  "}).data_container == Settings().data_container
+    assert UiSettings.from_env({"UI_STATUS_REFRESH_S": " 2.5\n"}).status_refresh_s == 2.5
+
+
 def test_storage_needs_a_connection_string_or_both_service_uris() -> None:
     assert StorageConnection.from_env({"DataStorage": "UseDevelopmentStorage=true"}).connection_string
     with pytest.raises(SettingsError, match="set DataStorage to a connection string") as refused:
