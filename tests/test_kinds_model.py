@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
 from aks_jobs.lm.base_model import load_local, train_tokenizer
 from aks_jobs.lm.kind_tokens import add_kind_tokens, model_kinds
+from aks_jobs.lm.model_card import build_card, card_tags, markdown
 from aks_jobs.lm.scoring_request import RequestError, parse_request
 from aks_jobs.pdf_text.build import Options, build_snapshot
+from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import INFO_REQUEST, ModelInfo
 from synthetic_data.prose import prose
+from tests import contract_samples
+from ui.run_view import card_facts
 
 REPO = Path(__file__).resolve().parents[1]
 LETTER = "Note: the orchard behind the mill is in bloom and the bees are back."
@@ -102,3 +107,14 @@ def test_a_model_trained_on_kind_folders_serves_its_kinds_and_each_kind_steers_t
     assert answers["memos"].startswith(" the budget"), answers
     status, refused = call({**greedy, "kind": "recipes"})
     assert status == 400 and refused["field"] == "kind" and "letters, memos" in refused["message"]
+
+
+def test_the_model_card_lists_the_document_kinds() -> None:
+    result = Evaluation.model_validate(contract_samples.evaluation())
+    result.training.kinds = ["letters", "memos"]
+    card = build_card(result, "gpt2-pdf", "7", "2026.11.30-3", datetime(2026, 11, 30, tzinfo=UTC), [])
+    assert card.kinds == ["letters", "memos"] and card_tags(card)["kinds"] == "letters,memos"
+    assert "`<|letters|>`, `<|memos|>`" in markdown(card, [])
+    assert card_facts(card)["document kinds"] == "letters, memos"
+    plain = build_card(Evaluation.model_validate(contract_samples.evaluation()), "m", "1", "r", datetime.now(UTC), [])
+    assert plain.kinds == [] and "kinds" not in card_tags(plain) and "Document kinds" not in markdown(plain, [])
