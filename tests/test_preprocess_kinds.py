@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from aks_jobs.lm.corpus import load_corpus
 from aks_jobs.pdf_text.build import Options, build_snapshot
 from aks_jobs.pdf_text.document import process_document
 from aks_jobs.pdf_text.manifest import combined_text
-from pipeline_contracts.document_kinds import KIND_PATTERN
+from pipeline_contracts.document_kinds import KIND_PATTERN, kind_problem
 from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
 
@@ -113,3 +117,50 @@ def test_without_sub_folders_the_snapshot_is_the_documents_text_byte_for_byte(tm
     assert "<|" not in expected.replace("<|endoftext|>", "")
     assert {e.kind for e in entries.values()} == {None}
     assert json.loads(result.snapshot.manifest.read_text())["kinds"] == []
+
+
+FOLDER_NAMES = st.text(alphabet="abXY09-_ .!é", min_size=1, max_size=8).filter(
+    lambda n: n.strip(".") and n == n.strip()
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    folders=st.lists(
+        st.one_of(st.none(), FOLDER_NAMES, st.sampled_from(["letters", "memo-2", "endoftext"])), max_size=6
+    ),
+    nested=st.booleans(),
+)
+def test_every_upload_gets_an_entry_and_its_kind_whatever_the_folder_names(
+    tmp_path_factory: pytest.TempPathFactory, folders: list[str | None], nested: bool
+) -> None:
+    """Invariants over any mix of folder names: every file has an entry; a valid folder is its kind and wraps
+    its text; an invalid one is an error for that file alone; the train step reads back each document whole."""
+    root = tmp_path_factory.mktemp("kinds")
+    inputs = root / "inputs"
+    inputs.mkdir()
+    expected = {}
+    for index, folder in enumerate(folders):
+        name = f"doc{index}.txt" if folder is None else f"{folder}/{'deep/' if nested else ''}doc{index}.txt"
+        _write(inputs / name, f"Document number {index}. " + ENGLISH_TEXT)
+        expected[name] = None if folder is None else folder
+    _write(inputs / "anchor.txt", "Always here. " + ENGLISH_TEXT)
+    expected["anchor.txt"] = None
+    entries, result = _build(inputs, root / "out")
+
+    assert set(entries) == set(expected)
+    for name, folder in expected.items():
+        entry = entries[name]
+        if folder is not None and kind_problem(folder):
+            assert (entry.status, entry.chars, entry.kind) == ("error", 0, None)
+            assert f"inputs/{folder}/" in entry.messages[-1]
+        else:
+            assert (entry.status, entry.kind) == ("ok", folder) and entry.chars > 0
+    manifest = json.loads(result.snapshot.manifest.read_text())
+    assert manifest["kinds"] == sorted({e.kind for e in entries.values() if e.kind})
+    documents = load_corpus(root / "out").documents
+    with_text = [e for e in entries.values() if e.chars]
+    assert len(documents) == len(with_text)
+    for document, entry in zip(documents, sorted(with_text, key=lambda e: e.name), strict=True):
+        assert document.startswith(f"<|{entry.kind}|> ") == bool(entry.kind)
+        assert document.endswith(" <|endoftext|>") == bool(entry.kind)
