@@ -12,7 +12,7 @@ ScoreResponse, or `event: error` with a StreamError.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,8 +33,15 @@ class ServedModel(BaseModel):
     kinds: list[Kind] = Field(default_factory=list)
 
 
-# The request that asks what is served instead of a generation (for the UI's kind picker): nothing is queued.
-INFO_REQUEST: dict[str, Any] = {"info": True}
+class InfoRequest(BaseModel):
+    """The request that asks what is served instead of a generation (for the UI's kind picker): nothing is queued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    info: Literal[True]
+
+
+INFO_REQUEST: dict[str, Any] = InfoRequest(info=True).model_dump()
 
 
 class ModelInfo(BaseModel):

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 from aks_jobs.lm.base_model import load_local, train_tokenizer
 from aks_jobs.lm.kind_tokens import add_kind_tokens, model_kinds
 from aks_jobs.lm.model_card import build_card, card_tags, markdown
-from aks_jobs.lm.scoring_request import RequestError, parse_request
+from aks_jobs.lm.scoring_request import RequestError, is_info_request, parse_request
 from aks_jobs.pdf_text.build import Options, build_snapshot
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.scoring import INFO_REQUEST, ModelInfo
@@ -71,6 +71,9 @@ def test_a_request_kind_must_be_one_the_model_knows() -> None:
         parse_request(json.dumps({"prompt": "Dear", "kind": "memos"}), kinds=("letters",))
     with pytest.raises(RequestError, match="trained without document kinds"):
         parse_request(json.dumps({"prompt": "Dear", "kind": "memos"}))
+    # Only the exact info request asks what is served; anything else is a request for text, checked as such.
+    assert is_info_request(json.dumps(INFO_REQUEST)) and is_info_request(b'{"info":true}')
+    assert not any(map(is_info_request, ["{}", '{"info": false}', '{"info": true, "prompt": "x"}', "[]", "x"]))
 
 
 @pytest.mark.slow

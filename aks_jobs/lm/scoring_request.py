@@ -27,7 +27,7 @@ from pydantic import (
 from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
 from aks_jobs.lm.serving_limits import ServingLimits
 from pipeline_contracts.document_kinds import prompt_prefix
-from pipeline_contracts.scoring import INFO_REQUEST, ErrorBody
+from pipeline_contracts.scoring import INFO_REQUEST, ErrorBody, InfoRequest
 
 MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
 # Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
@@ -192,18 +192,12 @@ def _limits(info: ValidationInfo) -> ServingLimits:
 FIELDS = ("prompt", *(name for name in ScoreRequest.model_fields if name not in ("prompts", "prompt_is_list")))
 
 
-class _InfoRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    info: Literal[True]
-
-
 def is_info_request(raw: str | bytes) -> bool:
     """Whether the body is INFO_REQUEST (what is served?) rather than a request for text."""
     if len(raw) > 4 * len(json.dumps(INFO_REQUEST)):  # a generation request is never parsed twice
         return False
     try:
-        _InfoRequest.model_validate_json(raw)
+        InfoRequest.model_validate_json(raw)
     except ValidationError:
         return False
     return True

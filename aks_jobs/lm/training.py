@@ -144,7 +144,6 @@ def summarize(
     texts: dict[str, list[str]],
     baseline: TextScore,
     started: float,
-    kinds: list[str],
 ) -> dict[str, Any]:
     world_size = trainer.args.world_size
     score = score_texts(trainer.model, base.tokenizer, texts["test"])
@@ -156,7 +155,6 @@ def summarize(
         "snapshot_path": str(corpus.path),
         "documents_sha256": corpus.documents_sha256,
         "documents": len(corpus.documents),
-        "kinds": kinds,
         "base_model": base.describe(),
         "preset": request.preset,
         "hyperparameters": {
@@ -300,20 +298,9 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
         if main:
             trim_vocabulary(trainer.model, vocabulary)
             summary = summarize(
-                request,
-                corpus,
-                base,
-                hp,
-                plan,
-                block_size,
-                blocks,
-                trainer,
-                train_metrics,
-                texts,
-                baseline,
-                started,
-                kinds,
+                request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics, texts, baseline, started
             )
+            summary["kinds"] = kinds
             planned = optimizer_steps(replace(hp, max_steps=None), len(blocks.train), args.world_size)
             summary["stopped_early"] = stop_reason(hp.max_steps, planned, trainer.state.global_step, wall)
             if summary["stopped_early"]:
