@@ -15,6 +15,7 @@ from aks_jobs.lm.corpus import load_corpus
 from aks_jobs.pdf_text.build import Options, build_snapshot
 from aks_jobs.pdf_text.document import process_document
 from aks_jobs.pdf_text.manifest import combined_text
+from aks_jobs.pdf_text.summary import format_summary
 from pipeline_contracts.document_kinds import KIND_PATTERN, kind_problem
 from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf
 
@@ -46,6 +47,7 @@ def test_documents_in_kind_folders_are_wrapped_in_their_kind_token(tmp_path: Pat
     }
     manifest = json.loads(result.snapshot.manifest.read_text())
     assert manifest["kinds"] == ["letters", "memos"]
+    assert "document kinds (documents): letters (2), memos (1)" in format_summary(result)
     assert [d["kind"] for d in manifest["documents"]] == ["letters", "letters", "memos", None]
 
     text = result.snapshot.text.read_text(encoding="utf-8")
@@ -117,6 +119,7 @@ def test_without_sub_folders_the_snapshot_is_the_documents_text_byte_for_byte(tm
     assert "<|" not in expected.replace("<|endoftext|>", "")
     assert {e.kind for e in entries.values()} == {None}
     assert json.loads(result.snapshot.manifest.read_text())["kinds"] == []
+    assert "document kinds" not in format_summary(result)
 
 
 FOLDER_NAMES = st.text(alphabet="abXY09-_ .!é", min_size=1, max_size=8).filter(
