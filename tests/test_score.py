@@ -160,7 +160,8 @@ def test_single_prompt_response(served):
     assert set(answer) == {"generations", "model", "usage", "parameters"}
     assert len(answer["generations"]) == 1 and len(answer["generations"][0]) == 1
     assert isinstance(answer["generations"][0][0], str)
-    assert answer["model"] == {"name": "gpt2-pdf-model", "version": "unknown", "weights": "int8", "kinds": []}  # CPU default
+    cpu_default = {"name": "gpt2-pdf-model", "version": "unknown", "weights": "int8", "kinds": []}
+    assert answer["model"] == cpu_default
     assert answer["usage"]["prompt_tokens"] == len(served.tokenizer("Diogo is")["input_ids"])
     assert 1 <= answer["usage"]["completion_tokens"] <= DESIGN_DEFAULTS["max_new_tokens"]
     assert {k: v for k, v in answer["parameters"].items() if k != "seed"} == DESIGN_DEFAULTS

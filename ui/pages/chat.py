@@ -52,8 +52,6 @@ else:
         ),
         icon=":material/lightbulb:",
     )
-
-
 # True in the run right after the click only, so each click sends the example once.
 example = st.button(f"Try the example: {literal(config.example_prompt)}", icon=":material/play_arrow:", key="example")
 
