@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_contracts.document_kinds import Kind
+
 LIMITS = (
     "English text only: the base model (GPT-2) was trained on English web text.",
     "It completes text in the style of the documents; it does not answer questions reliably, and what it "
@@ -39,6 +41,7 @@ class ModelCard(BaseModel):
     preset: str
     hyperparameters: dict[str, Any]
     sweep_choice: dict[str, Any] | None = None  # the chosen trial and its settings, when a sweep ran
+    kinds: list[Kind] = Field(default_factory=list)  # document kinds the model has a token for
     split: str | None
     test_perplexity: float
     test_bits_per_byte: float

@@ -4,7 +4,7 @@ smoke-test request both backends send a new deployment.
 The request body itself is validated by the server (aks_jobs/lm/scoring_request.py), whose limits depend on
 the device it runs on; clients send the fields documented there.
 
-POST /score -> 200 ScoreResponse | 400/503/500 ErrorBody;
+POST /score -> 200 ScoreResponse | 400/503/500 ErrorBody; POST /score {"info": true} -> 200 ModelInfo;
 with "stream": true, Server-Sent Events: StreamPiece per piece of text, then `event: done` with a
 ScoreResponse, or `event: error` with a StreamError.
 """
@@ -12,9 +12,11 @@ ScoreResponse, or `event: error` with a StreamError.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline_contracts.document_kinds import Kind
 
 # Greedy and short: the smoke test checks that the deployment answers, not what it says.
 SMOKE_MAX_NEW_TOKENS = 20
@@ -26,6 +28,24 @@ class ServedModel(BaseModel):
     name: str
     version: str
     weights: str = ""
+    # Document kinds the model has a token for (pipeline_contracts.document_kinds): a request's "kind" starts
+    # its prompt with `<|kind|> `.
+    kinds: list[Kind] = Field(default_factory=list)
+
+
+class InfoRequest(BaseModel):
+    """The request that asks what is served instead of a generation (for the UI's kind picker): nothing is queued."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    info: Literal[True]
+
+
+INFO_REQUEST: dict[str, Any] = InfoRequest(info=True).model_dump()
+
+
+class ModelInfo(BaseModel):
+    model: ServedModel
 
 
 class Usage(BaseModel):
@@ -68,16 +88,21 @@ class NoGeneration(ValueError):
     """A scoring answer that holds no generation."""
 
 
-def parse_response(body: str | bytes) -> ScoreResponse:
-    """A 200 answer's body as a ScoreResponse; raise NoGeneration (with a short quote of it) otherwise.
+def _decoded(body: str | bytes) -> Any:
+    """azmlinfsrv encodes run()'s JSON text once more when it returns a string, so a JSON string is decoded again."""
+    decoded = json.loads(body)
+    return json.loads(decoded) if isinstance(decoded, str) else decoded
 
-    azmlinfsrv encodes run()'s JSON text once more when it returns a string, so a JSON string is decoded again.
-    """
+
+def parse_model_info(body: str | bytes) -> ModelInfo:
+    """The answer to INFO_REQUEST; raises ValueError when the body is not one."""
+    return ModelInfo.model_validate(_decoded(body))
+
+
+def parse_response(body: str | bytes) -> ScoreResponse:
+    """A 200 answer's body as a ScoreResponse; raise NoGeneration (with a short quote of it) otherwise."""
     try:
-        decoded = json.loads(body)
-        if isinstance(decoded, str):
-            decoded = json.loads(decoded)
-        response = ScoreResponse.model_validate(decoded)
+        response = ScoreResponse.model_validate(_decoded(body))
         response.text  # noqa: B018 - at least one continuation of the first prompt
     except (ValueError, ValidationError, IndexError):
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body

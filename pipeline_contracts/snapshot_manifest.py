@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline_contracts.blob_layout import SNAPSHOT_PATTERN
+from pipeline_contracts.document_kinds import Kind
 
 DocumentStatus = Literal["ok", "warning", "error"]
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -32,6 +33,7 @@ class DocumentEntry(BaseModel):
     ocr_pages: list[int] = Field(default_factory=list)  # 1-based pages whose text was read by OCR
     records: int = Field(0, ge=0)  # instruction files (.jsonl/.json): records used as training examples
     engine: str = ""  # the PDF engine that read the text: "pdfium", "pypdf", "pdfium+pypdf", "text", "instructions"
+    kind: Kind | None = None  # document kind, from its folder inputs/<kind>/ (pipeline_contracts.document_kinds)
 
 
 class Totals(BaseModel):
@@ -53,3 +55,5 @@ class SnapshotManifest(BaseModel):
     documents_sha256: str = Field(pattern=SHA256_PATTERN)  # over the sorted "name:sha256\n" lines
     documents: list[DocumentEntry]
     totals: Totals
+    # The kinds whose documents gave text, sorted: the special tokens the train step adds.
+    kinds: list[Kind] = Field(default_factory=list)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline_contracts.document_kinds import Kind
+
 FILE_NAME = "train_summary.json"
 
 
@@ -119,3 +121,4 @@ class TrainSummary(BaseModel):
     baseline: TextScoreFigures | None = None  # the base model on the same test blocks, before training
     system_metrics: list[SystemSample] = Field(default_factory=list)
     sweep: SweepSummary | None = None  # the trials, when the train step ran a sweep
+    kinds: list[Kind] = Field(default_factory=list)  # document kinds the model's tokenizer has a token for

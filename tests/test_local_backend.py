@@ -145,7 +145,7 @@ def test_blue_green_deployments_behind_a_stable_url(tmp_path: Path) -> None:
         url = backend.scoring_url()
         assert url == f"http://127.0.0.1:{settings.local_router_port}/score"
         answer, headers = _score(url)
-        assert answer["model"] == {"name": "gpt2-pdf", "version": "1", "weights": "int8"}  # CPU default
+        assert answer["model"] == {"name": "gpt2-pdf", "version": "1", "weights": "int8", "kinds": []}  # CPU default
         assert headers["azureml-model-deployment"] == "v1"
         streamed = _score_text(url, {"prompt": "Diogo is", "max_new_tokens": 5, "do_sample": False, "stream": True})
         pieces, done = streamed_answer(streamed)  # through the router: the same text as the JSON answer

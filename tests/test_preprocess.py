@@ -78,7 +78,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 def test_manifest_has_the_contract_fields(corpus: Run) -> None:
     manifest = corpus.manifest
-    assert set(manifest) == {"snapshot", "created_utc", "documents_sha256", "documents", "totals"}
+    assert set(manifest) == {"snapshot", "created_utc", "documents_sha256", "documents", "totals", "kinds"}
+    assert manifest["kinds"] == ["sub"]  # sub/nested.PDF: a folder under the inputs names a document kind
     assert re.fullmatch(r"combined_data_\d{8}_\d{6}\.txt", manifest["snapshot"])
     assert corpus.result.snapshot.manifest.name == manifest["snapshot"].removesuffix(".txt") + ".manifest.json"
     stamp = manifest["snapshot"][len("combined_data_") : -len(".txt")]
@@ -98,6 +99,7 @@ def test_manifest_has_the_contract_fields(corpus: Run) -> None:
         "engine",
         "ocr_pages",
         "records",
+        "kind",
     }
     assert all(set(entry) == fields for entry in manifest["documents"])
 

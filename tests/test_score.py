@@ -160,7 +160,8 @@ def test_single_prompt_response(served):
     assert set(answer) == {"generations", "model", "usage", "parameters"}
     assert len(answer["generations"]) == 1 and len(answer["generations"][0]) == 1
     assert isinstance(answer["generations"][0][0], str)
-    assert answer["model"] == {"name": "gpt2-pdf-model", "version": "unknown", "weights": "int8"}  # CPU default
+    cpu_default = {"name": "gpt2-pdf-model", "version": "unknown", "weights": "int8", "kinds": []}
+    assert answer["model"] == cpu_default
     assert answer["usage"]["prompt_tokens"] == len(served.tokenizer("Diogo is")["input_ids"])
     assert 1 <= answer["usage"]["completion_tokens"] <= DESIGN_DEFAULTS["max_new_tokens"]
     assert {k: v for k, v in answer["parameters"].items() if k != "seed"} == DESIGN_DEFAULTS
@@ -285,7 +286,7 @@ def test_real_azmlinfsrv_serves_good_and_rejects_bad_requests(tiny_model_dir, tm
     with running_scoring_server(model_root) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
         first = http.post("/score", json=good)
         assert first.status_code == 200, first.text
-        assert first.json()["model"] == {"name": "gpt2-pdf", "version": "5", "weights": "int8"}
+        assert first.json()["model"] == {"name": "gpt2-pdf", "version": "5", "weights": "int8", "kinds": []}
         assert [len(texts) for texts in first.json()["generations"]] == [2, 2]
 
         for body, field in [

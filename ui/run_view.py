@@ -188,6 +188,7 @@ def card_facts(card: ModelCard) -> dict[str, Any]:
         "decision": card.decision,
         "preset": card.preset,
         "sweep": f"trial {sweep['chosen_trial']} of {sweep['trials']}" if sweep else None,
+        "document kinds": ", ".join(card.kinds) or None,
         "snapshot": card.snapshot,
     }
 

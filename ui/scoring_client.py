@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from pipeline_contracts.scoring import NoGeneration, StreamError, StreamPiece, parse_response
+from pipeline_contracts.scoring import (
+    INFO_REQUEST,
+    ModelInfo,
+    NoGeneration,
+    StreamError,
+    StreamPiece,
+    parse_model_info,
+    parse_response,
+)
 from ui.api_client import error_detail
 
 Streamed = TypeVar("Streamed", StreamPiece, StreamError)
@@ -44,6 +52,7 @@ class Answer:
     model_version: str
     parameters: dict[str, Any]  # what the server actually used (seed included), to reproduce the answer
     history_turns: int = 0  # earlier turns the server fitted into the model's window
+    kinds: tuple[str, ...] = ()  # the document kinds of the model that answered
 
     @property
     def text(self) -> str:
@@ -66,6 +75,7 @@ def stream(
     history: Sequence[str] = (),
     instruction: bool = False,
     input_text: str = "",
+    kind: str = "",
     key: str = "",
     timeout_s: float = 120.0,
 ) -> Iterator[Piece | Answer]:
@@ -74,6 +84,7 @@ def stream(
     `history`: earlier turns, oldest first, sent as context; the server keeps the newest that fit the model.
     `instruction`: `prompt` is an instruction (`input_text` its Input section); the scoring script puts it in
     the template the model was trained on and answers with the response alone.
+    `kind`: a document kind of the model; the scoring script starts the prompt with its token `<|kind|> `.
     An endpoint that answers with plain JSON (no streaming) gives just the Answer.
     """
     if not scoring_url:
@@ -91,6 +102,8 @@ def stream(
     body = {"prompt": prompt, **asdict(settings), "stream": True, **({"history": list(history)} if history else {})}
     if instruction:
         body.update(format="instruction", **({"input": input_text} if input_text.strip() else {}))
+    if kind:
+        body["kind"] = kind
     try:
         with httpx.stream("POST", scoring_url, json=body, headers=headers, timeout=timeout_s) as response:
             if response.status_code >= 400:
@@ -175,7 +188,19 @@ def _answer_from(body: str | bytes) -> Answer:
         model_version=answer.model.version,
         parameters=answer.parameters,
         history_turns=answer.usage.history_turns,
+        kinds=tuple(answer.model.kinds),
     )
+
+
+def model_info(scoring_url: str, *, key: str = "", timeout_s: float = 10.0) -> ModelInfo | None:
+    """What the endpoint serves (its model's document kinds), or None when it cannot say: not answering, or a
+    scoring script from before the info request (it refuses the unknown field)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.post(scoring_url, json=INFO_REQUEST, headers=headers, timeout=timeout_s)
+        return parse_model_info(response.content) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def _parsed(event: type[Streamed], data: str) -> Streamed:

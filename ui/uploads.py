@@ -19,6 +19,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ServiceReques
 from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
 from pipeline_contracts.blob_layout import INPUTS as INPUT_PREFIX
+from pipeline_contracts.document_kinds import kind_problem
 
 PDF_MAGIC = b"%PDF-"
 # Text the preprocess step reads besides PDFs (plain text; instruction records), and the content type each is
@@ -76,24 +77,33 @@ def refusal(data: bytes, max_bytes: int, file_name: str = "") -> str | None:
     return None
 
 
-def blob_name(file_name: str) -> str:
-    """inputs/<name>.<ext>: the base name only, odd characters made safe, ending in .txt, .md, .jsonl or .json
-    for text and in .pdf for everything else."""
+def kind_refusal(kind: str) -> str | None:
+    """Why `kind` cannot name a document kind ("" is no kind), or None."""
+    problem = kind_problem(kind) if kind else None
+    return f"the document kind {problem}." if problem else None
+
+
+def blob_name(file_name: str, kind: str = "") -> str:
+    """inputs/[<kind>/]<name>.<ext>: the base name only, odd characters made safe, ending in .txt, .md, .jsonl or
+    .json for text and in .pdf for everything else; in the kind's folder when one is given (checked first)."""
     base = re.split(r"[\\/]", file_name.strip())[-1]
     suffix = _text_suffix(base) or ".pdf"
     stem = base[: -len(suffix)] if base.lower().endswith(suffix) else base
     # Control characters, '#' and '?' break blob URLs; runs of them collapse to one underscore.
     stem = re.sub(r"[\x00-\x1f\x7f#?%]+", "_", stem).strip(" .") or "document"
-    return f"{INPUT_PREFIX}{stem}{suffix}"
+    return f"{INPUT_PREFIX}{kind + '/' if kind else ''}{stem}{suffix}"
 
 
-def upload_document(container: ContainerClient, file_name: str, data: bytes, max_bytes: int) -> UploadResult:
-    """A PDF, .txt/.md or .jsonl/.json file into inputs/, never overwriting another document."""
-    reason = refusal(data, max_bytes, file_name)
+def upload_document(
+    container: ContainerClient, file_name: str, data: bytes, max_bytes: int, kind: str = ""
+) -> UploadResult:
+    """A PDF, .txt/.md or .jsonl/.json file into inputs/ (inputs/<kind>/ for a document kind), never overwriting
+    another document."""
+    reason = refusal(data, max_bytes, file_name) or kind_refusal(kind)
     if reason:
         return UploadResult(file_name, REFUSED, f"Refused: {reason}")
     sha256 = hashlib.sha256(data).hexdigest()
-    wanted = blob_name(file_name)
+    wanted = blob_name(file_name, kind)
     try:
         if _create(container.get_blob_client(wanted), data, sha256, file_name):
             return UploadResult(file_name, UPLOADED, f"Uploaded as {wanted}.", wanted)

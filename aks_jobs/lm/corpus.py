@@ -31,6 +31,11 @@ class Corpus:
         return self.path.name
 
     @property
+    def kinds(self) -> list[str]:
+        """The document kinds of the snapshot (a .txt without a manifest has none)."""
+        return self.manifest.kinds if self.manifest else []
+
+    @property
     def documents_sha256(self) -> str | None:
         return self.manifest.documents_sha256 if self.manifest else None
 

@@ -48,6 +48,7 @@ def build_card(
         preset=training.preset if training else "",
         hyperparameters=training.hyperparameters if training else {},
         sweep_choice=sweep_choice(training.sweep if training else None),
+        kinds=training.kinds if training else [],
         split=evaluation.split,
         test_perplexity=evaluation.candidate.perplexity,
         test_bits_per_byte=evaluation.candidate.bits_per_byte,
@@ -72,6 +73,13 @@ def markdown(card: ModelCard, documents: list[dict]) -> str:
     rows = [(d["name"].replace("|", "\\|"), d["sha256"]) for d in documents]
     docs = "\n".join(f"| {name} | `{sha256}` |" for name, sha256 in rows) or "| (a plain text file) | |"
     limits = "\n".join(f"- {limit}" for limit in card.limits)
+    kinds = (
+        "Document kinds (a prompt starting with the token asks for that kind of text): "
+        + ", ".join(f"`<|{kind}|>`" for kind in card.kinds)
+        + "\n\n"
+        if card.kinds
+        else ""
+    )
     return f"""# {card.name} {card.revision} (version {card.version})
 
 Registered {card.registered_utc}. Decision: **{card.decision}**. {card.reason}
@@ -94,7 +102,7 @@ Base model: {card.base_model}; preset {card.preset}.
 
 ## Data
 
-Snapshot {card.snapshot} (documents sha256 {card.documents_sha256}), {card.documents_total} document(s):
+{kinds}Snapshot {card.snapshot} (documents sha256 {card.documents_sha256}), {card.documents_total} document(s):
 
 | document | sha256 |
 |---|---|
@@ -118,6 +126,8 @@ def card_tags(card: ModelCard) -> dict[str, str]:
     for key in ("epochs", "learning_rate", "weight_decay", "warmup_ratio", "block_size", "effective_batch"):
         if key in card.hyperparameters:
             tags[f"hp.{key}"] = str(card.hyperparameters[key])
+    if card.kinds:
+        tags["kinds"] = ",".join(card.kinds)
     if card.sweep_choice:
         tags["sweep_chosen_trial"] = str(card.sweep_choice["chosen_trial"])
     return tags

@@ -26,7 +26,8 @@ from pydantic import (
 
 from aks_jobs.lm.prompt_format import SECTION_START, instruction_prompt
 from aks_jobs.lm.serving_limits import ServingLimits
-from pipeline_contracts.scoring import ErrorBody
+from pipeline_contracts.document_kinds import prompt_prefix
+from pipeline_contracts.scoring import INFO_REQUEST, ErrorBody, InfoRequest
 
 MAX_SEED = 2**32 - 1  # fits a JavaScript number, so a browser can echo a seed back unchanged
 # Lower bounds on temperature and repetition_penalty keep scaled logits finite: near-zero values overflow
@@ -93,6 +94,8 @@ class ScoreRequest(BaseModel):
     # (lm.prompt_format) with `input` as its Input section; the answer is the response alone.
     format: Literal["completion", "instruction"] = "completion"
     input: Text = ""
+    # A document kind the model knows (seed 003): each prompt starts with `<|kind|> ` (before the template).
+    kind: Text = ""
 
     @field_validator("prompts", "history")
     @classmethod
@@ -117,6 +120,15 @@ class ScoreRequest(BaseModel):
         if len(text) > limit:
             raise ValueError(f"is {len(text):,} characters; at most {limit:,} are accepted")
         return text.strip()
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str, info: ValidationInfo) -> str:
+        known = (info.context or {}).get("kinds", ())
+        if kind and kind not in known:
+            knows = f"it knows {', '.join(known)}" if known else "it was trained without document kinds"
+            raise ValueError(f"{kind!r} is not a document kind of this model ({knows}); leave it out or pick one")
+        return kind
 
     @field_validator("max_new_tokens", "num_return_sequences")
     @classmethod
@@ -150,14 +162,17 @@ class ScoreRequest(BaseModel):
 
     def parameters(self) -> dict[str, Any]:
         """The effective generation settings, echoed to the client so any answer can be reproduced."""
-        return self.model_dump(mode="json", exclude={"prompts", "prompt_is_list", "history", "stream"})
+        unset = set() if self.kind else {"kind"}
+        return self.model_dump(mode="json", exclude={"prompts", "prompt_is_list", "history", "stream", *unset})
 
     @property
     def prompt_texts(self) -> tuple[str, ...]:
-        """What the model is given: the prompts, or in instruction format each one in the template."""
+        """What the model is given: the prompts, or in instruction format each one in the template; each after
+        its kind's token when the request names a kind."""
+        prefix = prompt_prefix(self.kind) if self.kind else ""
         if self.format == "instruction":
-            return tuple(instruction_prompt(prompt, self.input) for prompt in self.prompts)
-        return self.prompts
+            return tuple(prefix + instruction_prompt(prompt, self.input) for prompt in self.prompts)
+        return tuple(prefix + prompt for prompt in self.prompts)
 
     @property
     def stop_sequences(self) -> tuple[str, ...]:
@@ -177,8 +192,19 @@ def _limits(info: ValidationInfo) -> ServingLimits:
 FIELDS = ("prompt", *(name for name in ScoreRequest.model_fields if name not in ("prompts", "prompt_is_list")))
 
 
-def parse_request(raw: str | bytes, limits: ServingLimits | None = None) -> ScoreRequest:
-    """Validate a request body; raise RequestError naming the first bad field.
+def is_info_request(raw: str | bytes) -> bool:
+    """Whether the body is INFO_REQUEST (what is served?) rather than a request for text."""
+    if len(raw) > 4 * len(json.dumps(INFO_REQUEST)):  # a generation request is never parsed twice
+        return False
+    try:
+        InfoRequest.model_validate_json(raw)
+    except ValidationError:
+        return False
+    return True
+
+
+def parse_request(raw: str | bytes, limits: ServingLimits | None = None, kinds: tuple[str, ...] = ()) -> ScoreRequest:
+    """Validate a request body; raise RequestError naming the first bad field. `kinds`: the model's document kinds.
 
     JSON null for an optional field means "use the default". A missing seed gets a fresh random one.
     """
@@ -197,7 +223,7 @@ def parse_request(raw: str | bytes, limits: ServingLimits | None = None) -> Scor
     fields = {name: value for name, value in body.items() if value is not None}
     fields.update(prompts=prompt if isinstance(prompt, list) else [prompt], prompt_is_list=isinstance(prompt, list))
     try:
-        return ScoreRequest.model_validate(fields, context={"limits": limits})
+        return ScoreRequest.model_validate(fields, context={"limits": limits, "kinds": kinds})
     except ValidationError as err:
         raise _request_error(err.errors()[0], isinstance(prompt, list)) from None
 

@@ -18,11 +18,20 @@ from pydantic import BaseModel
 from aks_jobs.lm.batcher import Engine, Job, JobFailed, Overloaded
 from aks_jobs.lm.decoding import ContinuousDecoder
 from aks_jobs.lm.generation import Completion, Prepared, RowText, completion, eos_ids, prepare
+from aks_jobs.lm.kind_tokens import model_kinds
 from aks_jobs.lm.kv_forward import CachedForward
-from aks_jobs.lm.scoring_request import RequestError, parse_request
+from aks_jobs.lm.scoring_request import RequestError, is_info_request, parse_request
 from aks_jobs.lm.serving_limits import ServingLimits
 from aks_jobs.lm.serving_model import ServingModel
-from pipeline_contracts.scoring import ErrorBody, ScoreResponse, ServedModel, StreamError, StreamPiece, Usage
+from pipeline_contracts.scoring import (
+    ErrorBody,
+    ModelInfo,
+    ScoreResponse,
+    ServedModel,
+    StreamError,
+    StreamPiece,
+    Usage,
+)
 
 logger = logging.getLogger("azmlinfsrv.score")
 _POLL_S = 0.25  # how often a waiting request looks whether its client is still there
@@ -39,7 +48,7 @@ class DeadlineExceeded(Exception):
 @dataclass
 class Reply:
     status: int
-    body: ScoreResponse | ErrorBody | None = None
+    body: ScoreResponse | ModelInfo | ErrorBody | None = None
     headers: dict[str, str] = field(default_factory=dict)
     events: Iterator[str] | None = None  # Server-Sent Events, for "stream": true
 
@@ -55,11 +64,16 @@ class ScoringService:
     ) -> None:
         self.served, self.limits, self.clock = served, limits, clock
         self.engine = Engine(ContinuousDecoder(forward, eos_ids(served.model)), max_requests=limits.max_requests)
+        self.model = ServedModel(
+            name=served.name, version=served.version, weights=served.weights, kinds=model_kinds(served.tokenizer)
+        )
 
     def reply(self, raw: str | bytes, client_gone: Callable[[], bool] = lambda: False) -> Reply:
         deadline = self.clock() + self.limits.request_timeout_s
+        if is_info_request(raw):
+            return Reply(200, ModelInfo(model=self.model))
         try:
-            request = parse_request(raw, self.limits)
+            request = parse_request(raw, self.limits, tuple(self.model.kinds))
             prepared = prepare(self.served.tokenizer, request, self.served.model.config.n_positions)
         except RequestError as err:
             logger.info("rejected request: %s", err)
@@ -147,7 +161,7 @@ class ScoringService:
     def _answer(self, prepared: Prepared, done: Completion) -> ScoreResponse:
         return ScoreResponse(
             generations=done.generations,
-            model=ServedModel(name=self.served.name, version=self.served.version, weights=self.served.weights),
+            model=self.model,
             usage=Usage(
                 prompt_tokens=done.prompt_tokens,
                 completion_tokens=done.completion_tokens,

@@ -27,6 +27,7 @@ from aks_jobs.lm.blocks import BlockCollator, BlockDataset, Blocks, build_blocks
 from aks_jobs.lm.corpus import Corpus, load_corpus
 from aks_jobs.lm.execution_plan import ExecutionPlan, pad_vocabulary, plan_execution, trim_vocabulary
 from aks_jobs.lm.fused_loss import fused_loss
+from aks_jobs.lm.kind_tokens import add_kind_tokens
 from aks_jobs.lm.limits import WallClockLimit, stop_reason
 from aks_jobs.lm.loss_curve import loss_curve
 from aks_jobs.lm.perplexity import TextScore, score_texts
@@ -234,6 +235,7 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
     seed = COMMON["seed"] if seed is None else seed
     set_seed(seed)  # before the offline model's random init, so every rank starts identical
     base = resolve_base_model(request.base_model, corpus.documents, ATTENTION)
+    kinds = add_kind_tokens(base.tokenizer, base.model, corpus.kinds)  # before any text is tokenized
     hp = hyperparameters(request.preset, base.kind, {**request.overrides, "seed": seed})
     block_size = choose_block_size(hp, base.context)
     blocks = build_blocks(corpus.documents, base.tokenizer, block_size, hp.eval_fraction, hp.line_blocks)
@@ -298,6 +300,7 @@ def train(request: TrainRequest) -> dict[str, Any] | None:
             summary = summarize(
                 request, corpus, base, hp, plan, block_size, blocks, trainer, train_metrics, texts, baseline, started
             )
+            summary["kinds"] = kinds
             planned = optimizer_steps(replace(hp, max_steps=None), len(blocks.train), args.world_size)
             summary["stopped_early"] = stop_reason(hp.max_steps, planned, trainer.state.global_step, wall)
             if summary["stopped_early"]:

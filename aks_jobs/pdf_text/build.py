@@ -20,6 +20,7 @@ from aks_jobs.pdf_text.isolate import Limits, Task, extract_isolated
 from aks_jobs.pdf_text.manifest import DocumentEntry, build_manifest, combined_text
 from aks_jobs.pdf_text.snapshot import Snapshot, write_snapshot
 from pipeline_contracts.blob_layout import CACHE_FOLDER
+from pipeline_contracts.document_kinds import KindError, kind_of, wrap, wrap_records
 
 log = logging.getLogger(__name__)
 
@@ -215,30 +216,54 @@ def _within_limits(item: InputFile, text: str, corpus_chars: int, options: Optio
     return text, status, message
 
 
+def _kinds(files: list[InputFile]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each file's document kind (from its folder under the inputs), and why a folder cannot be one."""
+    kinds, problems = {}, {}
+    for item in files:
+        try:
+            kinds[item.name] = kind_of(item.name)
+        except KindError as error:
+            problems[item.name] = str(error)
+    return kinds, problems
+
+
+def _as_training_text(item: InputFile, kind: str | None, text: str) -> str:
+    """A kind's document wrapped in its token; instruction files get the token on every record."""
+    if not kind:
+        return text
+    return wrap_records(kind, text) if item.kind == "instructions" else wrap(kind, text)
+
+
 def _entries_and_texts(
     files: list[InputFile], resolved: dict[str, _Resolved], options: Options
 ) -> tuple[list[DocumentEntry], list[str]]:
     """Manifest entries and snapshot texts in name order; identical files contribute their text once."""
     entries, texts, corpus_chars = [], [], 0
+    kinds, kind_problems = _kinds(files)
     for item in files:
         result = resolved[item.name]
         extraction = result.extraction
-        first = result.names[0] == item.name
+        usable = [name for name in result.names if name not in kind_problems]
+        first = bool(usable) and usable[0] == item.name
         messages = list(extraction.messages)
         status = extraction.status
         text = extraction.text if first else ""
+        if item.name in kind_problems:
+            status = "error"
+            messages.append(kind_problems[item.name])
         if text:
             text, forced, message = _within_limits(item, text, corpus_chars, options)
             if forced:
                 status = forced if forced == "error" or status == "ok" else status
                 messages.append(message)
-        if not first and extraction.text:
+        if usable and not first and item.name not in kind_problems and extraction.text:
             status = "warning" if status == "ok" else status
             messages.append(
-                f"same content as '{result.names[0]}' (identical sha256): its text is in the snapshot once, "
+                f"same content as '{usable[0]}' (identical sha256): its text is in the snapshot once, "
                 "under that name; remove one of the copies."
             )
         if text:
+            text = _as_training_text(item, kinds.get(item.name), text)
             texts.append(text)
             corpus_chars += len(text)
         entries.append(
@@ -255,6 +280,7 @@ def _entries_and_texts(
                 engine=extraction.engine,
                 ocr_pages=extraction.ocr_pages,
                 records=extraction.records,
+                kind=kinds.get(item.name),
             )
         )
     return entries, texts

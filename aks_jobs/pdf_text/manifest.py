@@ -44,4 +44,5 @@ def build_manifest(snapshot: str, created_utc: str, entries: list[DocumentEntry]
         documents_sha256=documents_digest(entries),
         documents=entries,
         totals=totals(entries),
+        kinds=sorted({entry.kind for entry in entries if entry.kind and entry.chars}),
     )

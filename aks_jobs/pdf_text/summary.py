@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from aks_jobs.pdf_text.build import BuildResult
 from aks_jobs.pdf_text.manifest import totals
 
@@ -25,6 +27,10 @@ def format_summary(result: BuildResult) -> str:
         "  ".join(key.rjust(widths[key]) for key in row),
         "  ".join(value.rjust(widths[key]) for key, value in row.items()),
     ]
+    kinds = Counter(entry.kind for entry in result.entries if entry.kind and entry.chars)
+    if kinds:
+        lines.append("")
+        lines.append("document kinds (documents): " + ", ".join(f"{k} ({n})" for k, n in sorted(kinds.items())))
     attention = [entry for entry in result.entries if entry.status != "ok"]
     if attention:
         lines.append("")

@@ -9,7 +9,7 @@ from ui import page_setup
 from ui.api_client import ApiError
 from ui.chat_view import conversation_turn, history_entry, reply_markdown, response_markdown
 from ui.markdown_text import literal
-from ui.scoring_client import GenerationSettings, Piece, ScoringError, stream
+from ui.scoring_client import GenerationSettings, Piece, ScoringError, model_info, stream
 
 config = page_setup.settings()
 defaults = GenerationSettings()
@@ -138,6 +138,34 @@ def scoring_url() -> str | None:
         raise ScoringError(f"Cannot find the model's endpoint: {err}") from None
 
 
+def served_kinds() -> list[str]:
+    """The serving model's document kinds: asked once per session and endpoint, then kept current by each answer."""
+    try:
+        url = scoring_url()
+    except ScoringError:
+        return []
+    if not url:
+        return []
+    known = st.session_state.setdefault("served_kinds", {})
+    if url not in known:
+        info = model_info(url, key=page_setup.scoring_key(config), timeout_s=config.scoring_timeout_s)
+        known[url] = list(info.model.kinds) if info else []
+    return known[url]
+
+
+kinds = served_kinds()
+kind = ""
+if kinds:
+    picked = st.selectbox(
+        "Document kind",
+        ["(any)", *kinds],
+        key="kind",
+        help="The model was trained on documents of these kinds (upload folders). Picking one starts your "
+        "prompt with its token <|kind|>, asking for text like that kind's documents.",
+    )
+    kind = "" if picked == "(any)" else picked
+
+
 def render(message: dict) -> None:
     if "error" in message:
         st.error(literal(message["error"]), icon=":material/error:")
@@ -161,13 +189,15 @@ def answer(prompt: str) -> dict:
     texts = [""] * settings.num_return_sequences
     try:
         context = st.session_state.setdefault("turns", []) if multi_turn else []
+        url = scoring_url()
         for item in stream(
-            scoring_url(),
+            url,
             prompt,
             settings,
             history=context,
             instruction=instruction,
             input_text=input_text,
+            kind=kind,
             key=page_setup.scoring_key(config),
             timeout_s=config.scoring_timeout_s,
         ):
@@ -177,6 +207,7 @@ def answer(prompt: str) -> dict:
                 with live.container():
                     render({"markdowns": [markdown + " ▍" for markdown in shown]})
             else:
+                st.session_state.setdefault("served_kinds", {})[url] = list(item.kinds)
                 if not instruction:
                     st.session_state.setdefault("turns", []).append(conversation_turn(prompt, item))
                 entry = history_entry(prompt, item, instruction)
@@ -194,7 +225,8 @@ for message in history:
 typed = st.chat_input("Give an instruction" if instruction else f"Start a sentence, e.g. {config.example_prompt}")
 prompt = typed or (config.example_prompt if example else None)
 if prompt:
-    history.append({"role": "user", "markdown": literal(prompt)})
+    shown = f"`<|{kind}|>` {literal(prompt)}" if kind else literal(prompt)
+    history.append({"role": "user", "markdown": shown})
     show(history[-1])
     with st.chat_message("assistant"):
         history.append(answer(prompt))

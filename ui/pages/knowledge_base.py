@@ -143,6 +143,18 @@ def rollback_panel(status: Status, busy: bool) -> None:
 
 def upload_panel() -> None:
     st.subheader("Upload documents")
+    kind = st.text_input(
+        "Document kind (optional)",
+        key="upload_kind",
+        max_chars=40,
+        placeholder="e.g. letters",
+        help="Files dropped now go into inputs/<kind>/. Training marks each document of a kind with its own "
+        "token <|kind|>, and the Chat page can then ask for that kind of text. Letters, digits and hyphens; "
+        "empty: no kind.",
+    ).strip()
+    kind_error = uploads.kind_refusal(kind)
+    if kind_error:
+        st.error(literal(f"Not uploaded yet: {kind_error}"), icon=":material/error:")
     files = st.file_uploader(
         f"Drag and drop PDFs, plain text (.txt, .md) or instruction records (.jsonl, .json: instruction/input/"
         f"output or prompt/completion) here (up to {config.max_upload_mb:g} MiB each); they go straight into "
@@ -157,7 +169,7 @@ def upload_panel() -> None:
     # Each dropped file is uploaded once per session; reruns (any click) only show its result again.
     results: dict[str, uploads.UploadResult] = st.session_state.setdefault("upload_results", {})
     waiting = [f for f in files if f.file_id not in results]
-    if waiting:
+    if waiting and not kind_error:
         try:
             container = container_client(config)
         except SettingsError as err:
@@ -165,9 +177,14 @@ def upload_panel() -> None:
             return
         with st.spinner(f"Uploading {len(waiting)} file(s)..."):
             for f in waiting:
-                results[f.file_id] = uploads.upload_document(container, f.name, f.getvalue(), config.max_upload_bytes)
+                results[f.file_id] = uploads.upload_document(
+                    container, f.name, f.getvalue(), config.max_upload_bytes, kind
+                )
     for f in files:
-        result = results[f.file_id]
+        result = results.get(f.file_id)
+        if result is None:
+            st.info(f"**{literal(f.name)}** waits for a valid document kind.")
+            continue
         _RESULT_BOX[result.outcome](f"**{literal(result.file_name)}**: {literal(result.message)}")
 
 
