@@ -753,14 +753,6 @@ def _func_publish_files(root: Path) -> list[str]:
     .vscode folders and files named .funcignore, .gitignore, local.settings.json or project.lock.json never go;
     a .funcignore pattern (leading '/' dropped, '**' any text, '*' any text but '/') denies a path when it matches
     at the path's START, unless a '!' pattern matches it too."""
-    rules: dict[bool, list[str]] = {False: [], True: []}
-    for line in (root / ".funcignore").read_text().split("\n"):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        negated = line.startswith("!")
-        rules[negated].append(_funcignore_regex(line[negated:].removeprefix("/")))
-    positive, negative = (re.compile("|".join(rules[n])) if rules[n] else None for n in (False, True))
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=root,
@@ -778,10 +770,33 @@ def _func_publish_files(root: Path) -> list[str]:
             "project.lock.json",
         ):
             continue
-        if positive and positive.match(path) and not (negative and negative.match(path)):
-            continue
-        kept.append(path)
+        if not _funcignore_denies(root, path):
+            kept.append(path)
     return kept
+
+
+def _funcignore_denies(root: Path, path: str) -> bool:
+    """Whether Core Tools leaves `path` out by `root`'s .funcignore (rules: _func_publish_files)."""
+    rules: dict[bool, list[str]] = {False: [], True: []}
+    for line in (root / ".funcignore").read_text().split("\n"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        rules[negated].append(_funcignore_regex(line[negated:].removeprefix("/")))
+    positive, negative = (re.compile("|".join(rules[n])) if rules[n] else None for n in (False, True))
+    return bool(positive and positive.match(path) and not (negative and negative.match(path)))
+
+
+def test_funcignore_leaves_out_compiled_python_at_every_depth():
+    # Core Tools matches at a path's start, so "__pycache__/" alone would pack function_app/__pycache__/.
+    for path in (
+        "__pycache__/x.pyc",
+        "function_app/__pycache__/settings.cpython-311.pyc",
+        "aks_jobs/lm/__pycache__/a.pyc",
+    ):
+        assert _funcignore_denies(REPO, path), path
+    assert not _funcignore_denies(REPO, "function_app/settings.py")
 
 
 def _funcignore_regex(pattern: str) -> str:
