@@ -184,3 +184,15 @@ def test_collapse_whitespace_is_the_line_by_line_definition(text: str) -> None:
     # runs shrink to one; no blank lines at either end. The function does it on the whole text at once.
     lines = [re.sub(r"[^\S\n]+", " ", line).strip() for line in text.split("\n")]
     assert collapse_whitespace(text) == re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Ab-\t\n\r\u00a0\u00ad12")), max_size=60), max_size=6))
+def test_a_cleaned_document_has_its_whitespace_collapsed(pages: list[str]) -> None:
+    cleaned = clean_document(pages)
+    assert collapse_whitespace(cleaned) == cleaned
+
+
+def test_dropped_headers_and_footers_leave_one_blank_line_between_pages() -> None:
+    pages = [f"Annual report\n\ncontent {n}\n\nPage {i} of 3" for i, n in enumerate(("one", "two", "three"), 1)]
+    assert clean_document(pages) == "content one\n\ncontent two\n\ncontent three"

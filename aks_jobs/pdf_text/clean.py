@@ -144,4 +144,6 @@ def clean_document(pages: list[str]) -> str:
     """All pages of one document -> one contiguous, cleaned text ("" when there is none)."""
     kept = drop_repeated_edge_lines([clean_page(page) for page in pages])
     text = "\n".join("\n".join(lines) for lines in kept if any(lines))
-    return collapse_whitespace(join_hyphenated_words(text))
+    # Pages' lines are already collapsed and joining hyphenated words adds no spaces: only blank-line runs
+    # (where edge lines were dropped) are left to shrink.
+    return _BLANK_LINE_RUNS.sub("\n\n", join_hyphenated_words(text)).strip("\n")
