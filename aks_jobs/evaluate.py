@@ -32,6 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="folder for evaluation.json")
     parser.add_argument("--serving-model", type=Path, help="save_pretrained() folder of the model now serving")
     parser.add_argument(
+        "--trials",
+        type=Path,
+        help="an Azure ML sweep's trials folder (train.py --trial-record outputs): report them as the sweep",
+    )
+    parser.add_argument(
         "--max-perplexity",
         type=bounded(float, at_least=0),
         help="reject a candidate whose held-out token perplexity is above this",
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         output=args.output,
         serving_model=args.serving_model,
+        trials=args.trials,
         rules=Rules(args.min_improvement, args.max_perplexity),
         model_name=args.model_name,
         register=args.register,

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 FILE_NAME = "train_summary.json"
+TRIAL_FILE = "trial.json"  # an Azure ML sweep trial's TrialRecord, beside its model
 
 
 class BaseModelUsed(BaseModel):
@@ -66,6 +67,23 @@ class SweepTrial(BaseModel):
     dev_loss: float | None  # the saved model's; None when the trial failed
     mlflow_run_id: str | None
     error: str | None
+    stopped_by: str | None = None  # what stopped it early: the Bandit rule or the sweep's time limit
+
+
+class TrialRecord(BaseModel):
+    """What an Azure ML sweep trial writes to its own output as it goes (train.py --trial-record): the
+    evaluate step gathers them into the SweepSummary. A trial Azure ML cancels (its Bandit policy, the
+    sweep's timeout) never finishes its record, which is how evaluate tells it was stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    started_utc: str
+    settings: dict[str, float | int]
+    dev_losses: list[float] = Field(default_factory=list)
+    finished: bool = False
+    dev_loss: float | None = None  # the saved model's, once finished
+    mlflow_run_id: str | None = None
+    error: str | None = None
 
 
 class SweepSummary(BaseModel):
@@ -75,8 +93,10 @@ class SweepSummary(BaseModel):
 
     primary_metric: str
     goal: str
-    space: dict[str, Any]
-    bandit: dict[str, Any]
+    # The search space and rule; None where the trials were gathered from their records (Azure ML), whose
+    # pipeline job carries both in its sweep node.
+    space: dict[str, Any] | None = None
+    bandit: dict[str, Any] | None = None
     chosen_trial: int = Field(ge=1)
     mlflow_run_id: str | None
     trials: list[SweepTrial]
