@@ -141,6 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"the Bandit early-termination rule; defaults {BanditRule().model_dump_json()}",
     )
     sweep.add_argument(
+        "--sweep-timeout-s",
+        type=bounded(int, at_least=0),
+        default=0,
+        metavar="SECONDS",
+        help="time limit of the whole sweep: no trial starts after it and a running one is stopped; the best "
+        "trial that finished before it goes on (default 0: none)",
+    )
+    sweep.add_argument(
         "--trial-record",
         choices=("on", "off"),
         default="off",
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.sweep_trials:
-            run_sweep(request, args.sweep_trials, args.sweep_space, args.sweep_rule)
+            run_sweep(request, args.sweep_trials, args.sweep_space, args.sweep_rule, timeout_s=args.sweep_timeout_s)
         elif args.trial_record == "on":
             record_trial(train, request, main=rank == 0)
         else:

@@ -67,7 +67,7 @@ class SweepTrial(BaseModel):
     dev_loss: float | None  # the saved model's; None when the trial failed
     mlflow_run_id: str | None
     error: str | None
-    stopped_by: str | None = None  # what stopped it early: the Bandit rule or the sweep's time limit
+    stopped_by: str | None = None  # what stopped it early: the Bandit rule, the sweep's time limit (or Azure ML)
 
 
 class TrialRecord(BaseModel):
@@ -100,6 +100,10 @@ class SweepSummary(BaseModel):
     chosen_trial: int = Field(ge=1)
     mlflow_run_id: str | None
     trials: list[SweepTrial]
+    # How many trials were asked for and the sweep's time limit (0: none): fewer trials than planned ran
+    # when the limit passed first. None where not known (gathered from Azure ML trial records).
+    planned_trials: int | None = Field(None, ge=1)
+    timeout_s: int | None = Field(None, ge=0)
 
 
 class TrainSummary(BaseModel):

@@ -380,6 +380,7 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
             "settings": {"learning_rate": 1e-4 * number, "epochs": len(dev_losses) or 1},
             "dev_losses": dev_losses,
             "stopped_early": stopped,
+            "stopped_by": "the Bandit rule" if stopped else None,
             "dev_loss": dev_losses[-1] if dev_losses and not error else None,
             "mlflow_run_id": None if error else f"mlflow-{number}",
             "error": error,
@@ -392,6 +393,8 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
         "bandit": {"slack_factor": 0.1},
         "chosen_trial": 2,
         "mlflow_run_id": "parent",
+        "planned_trials": 6,
+        "timeout_s": 3600,
         "trials": [
             trial(1, [3.0, 2.8], False),
             trial(2, [2.9, 2.5], False),
@@ -404,9 +407,8 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
     control_plane.env.settle(after_s=61)
     page.run()
     assert not page.exception
-    assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early by the Bandit rule: 1)" in _texts(
-        page, "markdown"
-    )
+    assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early: 1)" in _texts(page, "markdown")
+    assert "2 planned trial(s) never started: the sweep's time limit of 3600 s had passed." in _texts(page, "caption")
     table = _table(page, "trial")
     assert table[["trial", "dev loss", "stopped early", "chosen"]].fillna(-1).values.tolist() == [
         [1, 2.8, False, False],
@@ -416,6 +418,7 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
     ]
     assert table["learning_rate"].tolist() == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4])
     assert table["error"].tolist()[3] == "OutOfMemoryError: CUDA"
+    assert table["stopped by"].tolist()[2] == "the Bandit rule"
     sweep_chart = next(
         c
         for c in page.get("vega_lite_chart")

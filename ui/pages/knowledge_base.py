@@ -280,9 +280,14 @@ def sweep_details(run: RunDetail) -> None:
         return
     st.markdown(
         f"**Sweep: {len(sweep.trials)} trials, trial {sweep.chosen_trial} chosen** "
-        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early by the Bandit rule: "
+        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early: "
         f"{sum(t.stopped_early for t in sweep.trials)})"
     )
+    if sweep.planned_trials and sweep.planned_trials > len(sweep.trials):
+        st.caption(
+            f"{sweep.planned_trials - len(sweep.trials)} planned trial(s) never started: the sweep's time "
+            f"limit of {sweep.timeout_s} s had passed."
+        )
     st.dataframe(pd.DataFrame(run_view.sweep_rows(sweep)), hide_index=True, key=f"sweep_{run.id}")
     curves = run_view.sweep_curves(sweep)
     if curves:
