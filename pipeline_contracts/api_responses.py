@@ -141,6 +141,23 @@ class RetrainQueued(_Answer):
     detail: str
 
 
+class PresetValues(_Answer):
+    epochs: float
+    learning_rate: float
+
+
+class RetrainDefaults(_Answer):
+    """GET /api/retrain: what POST /api/retrain with an empty body would train with (the app settings), and
+    for each preset the epochs and learning rate a run with that preset gets when they are left unset."""
+
+    preset: str
+    base_model: str
+    sweep_trials: int
+    epochs: float
+    learning_rate: float
+    presets: dict[str, PresetValues]
+
+
 class RunCancelled(_Answer):
     run: str
     state: str

@@ -120,11 +120,24 @@ def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
         assert env.serving() == "gpt2-pdf-v1"
 
         page.get_by_text("Retrain options").click()
+        # The form starts at what the next run would use (GET /api/retrain): app settings, preset's recipe.
+        expect(page.get_by_label("Base model")).to_have_value("gpt2")
+        expect(page.get_by_label("Epochs")).to_have_value("3.00")
+        expect(page.get_by_label("Learning rate")).to_have_value("5.00e-5")
+        expect(page.get_by_label("Sweep trials (0 = no sweep)")).to_have_value("0")
+        preset = page.get_by_role("combobox", name="Preset")
+        expect(preset).to_have_value("default")
+        preset.click()
+        page.get_by_role("option", name="memorize").click()
+        expect(page.get_by_label("Epochs")).to_have_value("20.00", timeout=15_000)  # that preset's own
+        expect(page.get_by_label("Learning rate")).to_have_value("2.00e-4")
+        screenshot(page, "retrain_options.png")
         page.get_by_label("Epochs").fill("2")
         page.get_by_label("Epochs").press("Enter")
         page.get_by_role("button", name="Retrain now on every document").click()
         expect(page.get_by_text(re.compile(r"^Run .* queued"))).to_be_visible(timeout=15_000)
-        assert env.store.get_run(env.store.current().active_run_id).train["epochs"] == 2
+        train = env.store.get_run(env.store.current().active_run_id).train
+        assert (train["preset"], train["epochs"], train["learning_rate"]) == ("memorize", 2, None)  # only changes
 
 
 def test_local_stack_end_to_end(

@@ -439,7 +439,7 @@ def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlan
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
-    page.selectbox(key="rt_preset").select("memorize")
+    page.selectbox(key="rt_preset").select("memorize").run()  # one change at a time, as a person makes them
     page.number_input(key="rt_epochs").set_value(2.0)
     page.number_input(key="rt_lr").set_value(3e-4)
     page.text_input(key="rt_base").set_value("distilgpt2")
@@ -452,6 +452,31 @@ def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlan
         "epochs": 2.0,
         "learning_rate": 3e-4,
         "base_model": "distilgpt2",
+        "sweep_trials": 0,
+    }
+
+
+def test_retrain_options_start_at_what_the_next_run_uses_and_send_only_changes(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    shown = {key: page.session_state[key] for key in ("rt_preset", "rt_base", "rt_epochs", "rt_lr", "rt_sweep")}
+    # GET /api/retrain: the app settings (TRAIN_PRESET default, BASE_MODEL gpt2) and the preset's own recipe.
+    assert shown == {"rt_preset": "default", "rt_base": "gpt2", "rt_epochs": 3.0, "rt_lr": 5e-5, "rt_sweep": 0}
+    assert page.number_input(key="rt_epochs").value == 3.0 and page.text_input(key="rt_base").value == "gpt2"
+    page.selectbox(key="rt_preset").select("memorize").run()
+    assert (page.number_input(key="rt_epochs").value, page.number_input(key="rt_lr").value) == (20.0, 2e-4)
+    page.button[0].click().run()
+    assert not page.error
+    run = control_plane.env.store.get_run(control_plane.env.store.current().active_run_id)
+    # Only the preset was changed: the epochs and learning rate stay the preset's own, not pinned.
+    assert run.train == {
+        "preset": "memorize",
+        "epochs": None,
+        "learning_rate": None,
+        "base_model": "gpt2",
         "sweep_trials": 0,
     }
 
