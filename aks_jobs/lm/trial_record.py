@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from aks_jobs.lm.sweep import GOAL, PRIMARY_METRIC, SWEPT
+from aks_jobs.lm.training import TrainRequest
 from pipeline_contracts.train_summary import TRIAL_FILE, SweepSummary, SweepTrial, TrainSummary, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class TrialRecorder(TrainerCallback):
         )
 
 
-def record_trial(train: Callable[[Any], dict[str, Any] | None], request: Any, main: bool) -> dict[str, Any] | None:
-    """Run `train(request)` (a TrainRequest) as a recorded sweep trial, rank 0 writing the record: its swept
+def record_trial(
+    train: Callable[[TrainRequest], dict[str, Any] | None], request: TrainRequest, main: bool
+) -> dict[str, Any] | None:
+    """Run `train(request)` as a recorded sweep trial, rank 0 writing the record: its swept
     settings first, its end (the summary's dev loss and MLflow run) or its error last."""
     settings = {name: request.overrides[name] for name in SWEPT if request.overrides.get(name) is not None}
     recorder = TrialRecorder(request.output, settings)
