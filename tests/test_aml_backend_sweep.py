@@ -64,6 +64,9 @@ def test_rest_body_has_random_sampling_the_bandit_policy_and_the_limits(rest_tra
         "evaluation_interval": 1,
         "delay_evaluation": 2,
     }
+    # timeout: "the maximum run duration, in seconds, after which the job will be cancelled" (azure-ai-ml
+    # entities/_job/job_limits.py SweepJobLimits); the local sweep applies the same SweepLimits.timeout_s
+    # by sweep.SweepClock (tests/test_sweep.py).
     assert rest_train["limits"] == {"max_total_trials": 6, "max_concurrent_trials": 3, "timeout": 7200}
     assert rest_train["resources"] == {"instance_type": "gpu-t4"}
 
