@@ -15,12 +15,14 @@ import mlflow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aks_jobs import evaluate as evaluate_cli
 from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
 from aks_jobs.lm.trial_record import STOPPED_BY_AZURE_ML, gather
 from function_app.backends import aml_sweep
 from function_app.backends.aml import AmlBackend
 from function_app.run_states import JobState
 from function_app.settings import Settings
+from local_stack import components as local_components
 from pipeline_contracts.evaluation import Evaluation
 from pipeline_contracts.train_summary import TRIAL_FILE, TrainSummary, TrialRecord
 from synthetic_data.prose import prose, write_snapshot
@@ -83,11 +85,18 @@ def test_trials_recorded_by_train_py_reach_evaluation_card_and_registry(tmp_path
     }
     best = min(finished, key=lambda n: finished[n].dev_loss)  # the sweep node's output: its best trial's model
     evaluation = evaluate(
-        EvaluateRequest(model=folders[best], output=tmp_path / "evaluation", trials=trials, model_name="swept")
+        EvaluateRequest(
+            model=folders[best],
+            output=tmp_path / "evaluation",
+            trials=trials,
+            sweep_limits=(4, 7200),
+            model_name="swept",
+        )
     )
 
     sweep = evaluation.training.sweep
     assert [t.trial for t in sweep.trials] == [1, 2, 3, 4]  # in the order they started
+    assert (sweep.planned_trials, sweep.timeout_s) == (4, 7200)
     first, second, cancelled, failed = sweep.trials
     assert first.settings == {"learning_rate": 0.001, "epochs": 2.0, "warmup_ratio": 0.05}
     assert (first.dev_loss, second.dev_loss) == (finished["sweep_0"].dev_loss, finished["sweep_1"].dev_loss)
@@ -162,6 +171,17 @@ def test_the_pipeline_job_has_trials_record_and_evaluate_read_the_trials_folder(
     assert trials["path"] == f"{DS}/runs/{RUN}/{aml_sweep.TRIALS}/" and trials["mode"] == "ro_mount"
     # Every trial's folder (trial.json beside its model) lies under the folder evaluate reads.
     assert jobs["train"]["outputs"]["model"]["path"].startswith(trials["path"])
+    # evaluate's command gets them as evaluate.py reads them (the component bound as the local backend does).
+    inputs = {**jobs["evaluate"]["inputs"], "model": "/mnt/model", "trials": "/mnt/trials"}
+    inputs = {name: value for name, value in inputs.items() if name in local_components.load("evaluate").inputs}
+    argv = local_components.load("evaluate").argv(inputs, {"evaluation": "/mnt/out"})
+    args = evaluate_cli.parse_args(argv[2:])
+    limits = AML.sweep().limits
+    assert (args.trials, args.sweep_trials, args.sweep_timeout_s) == (
+        Path("/mnt/trials"),
+        limits.max_total_trials,
+        limits.timeout_s,
+    )
     unswept = RecordingMLClient()
     AmlBackend(Settings(**{**AML.model_dump(), "sweep_trials": 0}), ml_client=unswept).submit(RUN)
     plain = unswept.last("jobs.create_or_update").args["job"]["jobs"]

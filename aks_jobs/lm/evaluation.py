@@ -40,6 +40,7 @@ class EvaluateRequest:
     output: Path
     serving_model: Path | None = None
     trials: Path | None = None  # an Azure ML sweep's trials folder (aks_jobs/lm/trial_record.py)
+    sweep_limits: tuple[int | None, int | None] = (None, None)  # its planned trials and time limit, if known
     rules: Rules = Rules()
     model_name: str = "gpt2-pdf"
     register: bool = True
@@ -139,7 +140,7 @@ def register(request: EvaluateRequest, heldout: dict[str, Any], evaluation: Eval
 def evaluate(request: EvaluateRequest) -> Evaluation:
     heldout, summary = read_train_output(request.model)
     if request.trials is not None and summary.sweep is None:
-        summary = summary.model_copy(update={"sweep": gather(request.trials, summary)})
+        summary = summary.model_copy(update={"sweep": gather(request.trials, summary, *request.sweep_limits)})
     texts = heldout["blocks"]
     candidate = score_model(request.model, "--model", texts)
     serving = score_model(request.serving_model, "--serving-model", texts) if request.serving_model else None

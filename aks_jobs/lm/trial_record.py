@@ -93,9 +93,12 @@ def read_records(folder: Path) -> list[TrialRecord]:
     return sorted(records, key=lambda r: r.started_utc)
 
 
-def gather(folder: Path, chosen: TrainSummary) -> SweepSummary | None:
-    """The SweepSummary of the trials recorded under `folder`, `chosen` being the model the sweep passed on;
-    None (logged) when no record is that model's, since a summary must name the trial that went on."""
+def gather(
+    folder: Path, chosen: TrainSummary, planned_trials: int | None = None, timeout_s: int | None = None
+) -> SweepSummary | None:
+    """The SweepSummary of the trials recorded under `folder`, `chosen` being the model the sweep passed on
+    (`planned_trials`, `timeout_s`: the sweep's limits, when known); None (logged) when no record is that
+    model's, since a summary must name the trial that went on."""
     records = read_records(folder)
     trials = [
         SweepTrial(
@@ -128,4 +131,6 @@ def gather(folder: Path, chosen: TrainSummary) -> SweepSummary | None:
         chosen_trial=match[0],
         mlflow_run_id=None,
         trials=trials,
+        planned_trials=planned_trials,
+        timeout_s=timeout_s,
     )
