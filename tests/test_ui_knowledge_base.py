@@ -408,7 +408,7 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
     page.run()
     assert not page.exception
     assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early: 1)" in _texts(page, "markdown")
-    assert "2 planned trial(s) never started: the sweep's time limit of 3600 s had passed." in _texts(page, "caption")
+    assert "2 planned trial(s) did not run (the sweep's time limit is 3600 s)." in _texts(page, "caption")
     table = _table(page, "trial")
     assert table[["trial", "dev loss", "stopped early", "chosen"]].fillna(-1).values.tolist() == [
         [1, 2.8, False, False],

@@ -309,10 +309,8 @@ def sweep_details(run: RunDetail) -> None:
         f"{sum(t.stopped_early for t in sweep.trials)})"
     )
     if sweep.planned_trials and sweep.planned_trials > len(sweep.trials):
-        st.caption(
-            f"{sweep.planned_trials - len(sweep.trials)} planned trial(s) never started: the sweep's time "
-            f"limit of {sweep.timeout_s} s had passed."
-        )
+        limit = f"the sweep's time limit is {sweep.timeout_s} s" if sweep.timeout_s else "no time limit"
+        st.caption(f"{sweep.planned_trials - len(sweep.trials)} planned trial(s) did not run ({limit}).")
     st.dataframe(pd.DataFrame(run_view.sweep_rows(sweep)), hide_index=True, key=f"sweep_{run.id}")
     curves = run_view.sweep_curves(sweep)
     if curves:
