@@ -456,5 +456,24 @@ def test_a_time_limited_sweep_on_a_tiny_corpus_stops_its_trial_and_says_none_fin
     assert (sweep.planned_trials, sweep.timeout_s, len(sweep.trials)) == (3, 1, 1)
     (only,) = sweep.trials
     assert only.stopped_early and only.stopped_by == "the sweep's time limit" and sweep.chosen_trial == 1
-    assert summary.steps == 1  # stopped after the step during which the limit passed
+    assert summary.epochs < 3  # stopped after the step during which the limit passed, before its plan's end
     assert "no sweep trial ran to its end" in result.stderr and "1 of 3 trials ran" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_time_limited_sweep_under_ddp_ends_on_every_rank_together(tmp_path: Path) -> None:
+    """Two CPU ranks (gloo): the ranks agree on the limit (an all-reduce), so neither waits for the other."""
+    data = tmp_path / "processed"
+    write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
+    output = tmp_path / "model"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [*torchrun, str(REPO / "aks_jobs" / "train.py"), "--data", str(data), "--output", str(output)]
+    argv += ["--base-model", "offline", "--block-size", "64", "--grad-accum", "1", "--epochs", "3"]
+    argv += ["--sweep-trials", "3", "--sweep-space", SPACE.model_dump_json(), "--sweep-timeout-s", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = TrainSummary.model_validate_json((output / "train_summary.json").read_bytes())
+    assert summary.hyperparameters["world_size"] == 2
+    assert len(summary.sweep.trials) == 1 and summary.sweep.trials[0].stopped_by == "the sweep's time limit"
