@@ -18,15 +18,20 @@ from hypothesis import strategies as st
 from aks_jobs import evaluate as evaluate_cli
 from aks_jobs.lm.evaluation import EvaluateRequest, evaluate
 from aks_jobs.lm.trial_record import STOPPED_BY_AZURE_ML, gather
+from function_app import run_states as rs
 from function_app.backends import aml_sweep
 from function_app.backends.aml import AmlBackend
 from function_app.run_states import JobState
 from function_app.settings import Settings
 from local_stack import components as local_components
+from pipeline_contracts.api_requests import MAX_SWEEP_TRIALS
 from pipeline_contracts.evaluation import Evaluation
-from pipeline_contracts.train_summary import TRIAL_FILE, TrainSummary, TrialRecord
+from pipeline_contracts.train_summary import TRIAL_FILE, SweepSummary, TrainSummary, TrialRecord
 from synthetic_data.prose import prose, write_snapshot
+from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.contract_samples import train_summary
+from tests.control_env import make_env
+from tests.fakes.aml_service import promoting
 from tests.fakes.recording_ml_client import RecordingMLClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,3 +221,38 @@ def _evaluation_json() -> str:
     from tests.contract_samples import evaluation
 
     return json.dumps(evaluation("promote", registered={"name": "gpt2-pdf", "version": "1"}))
+
+
+def test_the_largest_sweep_still_fits_the_run_row(azurite_connection: str) -> None:  # noqa: F811
+    """50 trials of 12 epochs, failures with long messages, beside the longest loss curve and system series:
+    the run still ends Deployed, its row keeps every trial with its settings, dev loss and end."""
+    env = make_env(azurite_connection, debounce_seconds=0)
+    trials = [
+        {
+            "trial": n,
+            "settings": {"learning_rate": 1.234567e-4 * n, "epochs": 12, "warmup_ratio": 0.0123, "weight_decay": 0.05},
+            "dev_losses": [3.0 + n / 1000 + e / 100 for e in range(12)],
+            "stopped_early": n % 3 == 0,
+            "stopped_by": STOPPED_BY_AZURE_ML if n % 3 == 0 else None,
+            "dev_loss": 3.0 + n / 1000,
+            "mlflow_run_id": f"{n:032x}",
+            "error": ("OutOfMemoryError: CUDA out of memory. " * 30) if n % 7 == 0 else None,
+        }
+        for n in range(1, MAX_SWEEP_TRIALS + 1)
+    ]
+    sweep = {"primary_metric": "dev_loss", "goal": "minimize", "chosen_trial": 2, "mlflow_run_id": None}
+    curve = [{"step": s, "loss": 3.123456789, "learning_rate": 1.23456e-4, "epoch": s / 7} for s in range(200)]
+    samples = [{"s": float(i), "cpu_percent": 55.5, "memory_mb": 12345.6} for i in range(60)]
+    training = train_summary(sweep={**sweep, "trials": trials}, log_history=curve, system_metrics=samples)
+    env.aml.plans.append(promoting(training=training))
+    env.upload("a.pdf", b"%PDF-1.4 a")
+
+    run = env.settle(61)
+
+    assert run.state == rs.DEPLOYED, (run.state, run.error)
+    stored = SweepSummary.model_validate(env.store.get_run(run.id).metrics["sweep"])
+    assert [t.trial for t in stored.trials] == list(range(1, MAX_SWEEP_TRIALS + 1))
+    assert [(t.settings, t.dev_loss, t.stopped_early) for t in stored.trials] == [
+        (t["settings"], t["dev_loss"], t["stopped_early"]) for t in trials
+    ]
+    assert all(t.error.startswith("OutOfMemoryError") for t in stored.trials if t.trial % 7 == 0)
