@@ -70,11 +70,13 @@ def test_bad_bounds_name_the_setting() -> None:
         SearchSpace(learning_rate_min=0)
 
 
-def test_presets_said_to_evaluate_every_epoch_are_the_recipes() -> None:
-    from aks_jobs.lm.recipe import PRETRAINED
+def test_presets_said_to_evaluate_every_epoch_are_the_recipes_and_the_apis() -> None:
+    from aks_jobs.lm.recipe import hyperparameters
     from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH
+    from pipeline_contracts.api_requests import SWEEP_PRESETS, Preset
 
-    assert PRESETS_EVALUATING_EVERY_EPOCH == tuple(name for name, values in PRETRAINED.items() if values["best_epoch"])
+    evaluating = tuple(p for p in Preset.__args__ if hyperparameters(p, "pretrained", {}).best_epoch)
+    assert PRESETS_EVALUATING_EVERY_EPOCH == evaluating == SWEEP_PRESETS  # the API refuses the same presets
 
 
 def test_warmup_ratio_becomes_the_share_of_warmup_steps(tmp_path: Path) -> None:

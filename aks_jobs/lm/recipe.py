@@ -1,4 +1,4 @@
-"""Training presets and the TrainingArguments they become.
+"""Training presets (their values: presets.py) and the TrainingArguments they become.
 
 `default` is the design notebook's fine-tuning recipe; `memorize` its "sledgehammer" for tiny corpora
 (one fact must come back word for word). Each preset has values for a pretrained base and for the

@@ -15,14 +15,15 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aks_jobs.lm.presets import PRETRAINED
+
 # The metric every trial logs once per epoch (train.py) and the sweep minimises: loss on the dev blocks.
 PRIMARY_METRIC = "dev_loss"
 GOAL = "minimize"
 # The train component's inputs the sweep sets per trial (Hyperparameters fields of the same names).
 SWEPT = ("learning_rate", "epochs", "warmup_ratio", "weight_decay")
-# Presets whose trials evaluate (and so log PRIMARY_METRIC) every epoch: recipe.PRETRAINED's with
-# best_epoch on (tests/test_sweep.py checks the two agree; recipe.py imports torch, this module must not).
-PRESETS_EVALUATING_EVERY_EPOCH = ("default",)
+# Presets whose trials evaluate (and so log PRIMARY_METRIC) every epoch: those with best_epoch on.
+PRESETS_EVALUATING_EVERY_EPOCH = tuple(name for name, values in PRETRAINED.items() if values["best_epoch"])
 
 
 class _Frozen(BaseModel):
