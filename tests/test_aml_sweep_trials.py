@@ -256,3 +256,16 @@ def test_the_largest_sweep_still_fits_the_run_row(azurite_connection: str) -> No
         (t["settings"], t["dev_loss"], t["stopped_early"]) for t in trials
     ]
     assert all(t.error.startswith("OutOfMemoryError") for t in stored.trials if t.trial % 7 == 0)
+
+
+def test_why_evaluate_gathers_trial_records_azure_ml_lists_child_jobs_without_settings_or_metrics() -> None:
+    # jobs.list(parent_job_name=...) answers run-history children (azure-ai-ml operations/_job_operations.py
+    # list -> operations/_run_operations.py get_run_children), each made by _BaseJob._load_from_rest
+    # (entities/_job/base_job.py), which keeps name, status, tags and properties: no inputs (the sampled
+    # settings) and no metrics (the dev losses). Hence each trial's own record.
+    from azure.ai.ml._restclient.runhistory.models import Run
+    from azure.ai.ml.entities._job.base_job import _BaseJob
+
+    child = _BaseJob._load_from_rest(Run(run_id="gpt2-pdf-r-train_3", status="Canceled", properties={"k": "v"}))
+    assert (child.name, child.status, child.properties) == ("gpt2-pdf-r-train_3", "Canceled", {"k": "v"})
+    assert not hasattr(child, "inputs") and not hasattr(child, "metrics")
