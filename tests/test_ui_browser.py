@@ -15,7 +15,7 @@ from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.contract_samples import train_summary
 from tests.fakes.aml_service import promoting
 from tests.tiny_model import make_tiny_model
-from tests.ui_browser import browser, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
+from tests.ui_browser import browser, choose, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_local_stack import logs, running_local_stack
 from tests.ui_servers import REPO_ROOT, running_streamlit
@@ -125,10 +125,8 @@ def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
         expect(page.get_by_label("Epochs")).to_have_value("3.00")
         expect(page.get_by_label("Learning rate")).to_have_value("5.00e-5")
         expect(page.get_by_label("Sweep trials (0 = no sweep)")).to_have_value("0")
-        preset = page.get_by_role("combobox", name="Preset")
-        expect(preset).to_have_value("default")
-        preset.click()
-        page.get_by_role("option", name="memorize").click()
+        expect(page.get_by_role("combobox", name="Preset")).to_have_value("default")
+        choose(page, "Preset", "memorize")
         expect(page.get_by_label("Epochs")).to_have_value("20.00", timeout=15_000)  # that preset's own
         expect(page.get_by_label("Learning rate")).to_have_value("2.00e-4")
         screenshot(page, "retrain_options.png")
