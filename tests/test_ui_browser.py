@@ -95,9 +95,10 @@ def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
         "trials": trials,
     }
     env.aml.plans += [promoting(version="1"), promoting(version="2", training=train_summary(sweep=sweep))]
-    for name in ("a.pdf", "b.pdf"):
+    for hours, name in enumerate(("a.pdf", "b.pdf")):
         env.upload(name, f"%PDF-1.4 {name}".encode())
-        env.settle(after_s=61)
+        # An hour apart: run ids sort by their creation second, and the run view opens the newest one.
+        env.settle(after_s=61 + 3600 * hours)
     ui_env = {
         "API_BASE_URL": control_plane.url,
         "DataStorage": azurite_connection,
