@@ -32,6 +32,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="folder for evaluation.json")
     parser.add_argument("--serving-model", type=Path, help="save_pretrained() folder of the model now serving")
     parser.add_argument(
+        "--trials",
+        type=Path,
+        help="an Azure ML sweep's trials folder (train.py --trial-record outputs): report them as the sweep",
+    )
+    parser.add_argument(
+        "--sweep-trials", type=bounded(int, above=0), help="with --trials: how many trials the sweep was asked for"
+    )
+    parser.add_argument(
+        "--sweep-timeout-s", type=bounded(int, at_least=0), help="with --trials: the sweep's time limit (0 none)"
+    )
+    parser.add_argument(
         "--max-perplexity",
         type=bounded(float, at_least=0),
         help="reject a candidate whose held-out token perplexity is above this",
@@ -60,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model,
         output=args.output,
         serving_model=args.serving_model,
+        trials=args.trials,
+        sweep_limits=(args.sweep_trials, args.sweep_timeout_s),
         rules=Rules(args.min_improvement, args.max_perplexity),
         model_name=args.model_name,
         register=args.register,

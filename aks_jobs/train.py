@@ -23,6 +23,7 @@ from aks_jobs.lm.recipe import PRESETS, preset_help
 from aks_jobs.lm.sweep import BanditRule, SearchSpace
 from aks_jobs.lm.sweep_trials import run_sweep
 from aks_jobs.lm.training import TrainRequest, train
+from aks_jobs.lm.trial_record import record_trial
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -139,6 +140,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help=f"the Bandit early-termination rule; defaults {BanditRule().model_dump_json()}",
     )
+    sweep.add_argument(
+        "--sweep-timeout-s",
+        type=bounded(int, at_least=0),
+        default=0,
+        metavar="SECONDS",
+        help="time limit of the whole sweep: no trial starts after it and a running one is stopped; the best "
+        "trial that finished before it goes on (default 0: none)",
+    )
+    sweep.add_argument(
+        "--trial-record",
+        choices=("on", "off"),
+        default="off",
+        help="on for an Azure ML sweep trial: keep OUTPUT/trial.json (settings, dev losses, end) as the trial "
+        "goes, for evaluate --trials (default off)",
+    )
     return parser.parse_args(argv)
 
 
@@ -181,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.sweep_trials:
-            run_sweep(request, args.sweep_trials, args.sweep_space, args.sweep_rule)
+            run_sweep(request, args.sweep_trials, args.sweep_space, args.sweep_rule, timeout_s=args.sweep_timeout_s)
+        elif args.trial_record == "on":
+            record_trial(train, request, main=rank == 0)
         else:
             train(request)
     except (CorpusError, BaseModelError, ValueError) as error:

@@ -177,6 +177,12 @@ def delete_document(name: str, svc: services.Services = Depends(get_services)) -
     return {"name": name, "state": "removed", "detail": "deleted from inputs/; the next run leaves it out"}
 
 
+@api.get("/api/retrain", response_model=answers.RetrainDefaults)
+def retrain_defaults(svc: services.Services = Depends(get_services)) -> answers.RetrainDefaults:
+    """What a retrain would train with if its body set nothing: the form's starting values."""
+    return run_choices.defaults(svc.settings)
+
+
 @api.post(
     "/api/retrain",
     status_code=status.HTTP_202_ACCEPTED,

@@ -18,7 +18,17 @@ from datetime import datetime, timedelta
 
 from azure.storage.blob import ContainerClient
 
-from function_app import deadlines, document_retries, manifests, reconcile, rollback, run_choices, run_webhook, uploads
+from function_app import (
+    deadlines,
+    document_retries,
+    manifests,
+    reconcile,
+    rollback,
+    run_choices,
+    run_metrics,
+    run_webhook,
+    uploads,
+)
 from function_app import run_states as rs
 from function_app.backends.base import (
     Deployment,
@@ -366,7 +376,7 @@ class Orchestrator:
         status = self.backend.job_status(run.job_id)
         if status.training is not None:  # the extraction totals stay beside the train summary
             extraction = {"extraction": run.metrics["extraction"]} if "extraction" in run.metrics else {}
-            run.metrics = {**status.training.model_dump(mode="json"), **extraction}
+            run.metrics = run_metrics.fit({**status.training.model_dump(mode="json"), **extraction})
         self._record_extraction(run, status.evaluation)
         if status.state in rs.JOB_RUNNING:
             if rs.ORDER.index(status.state) > rs.ORDER.index(run.state):

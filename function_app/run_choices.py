@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aks_jobs.lm.presets import OFFLINE_KIND, PRESETS, preset_values
 from function_app.settings import Settings, SettingsError
 from pipeline_contracts.api_requests import ALLOWED, TrainChoices
+from pipeline_contracts.api_responses import PresetValues, RetrainDefaults
 
 # TrainChoices field -> the Settings field it overrides for one run.
 _SETTING = {
@@ -60,3 +62,26 @@ def run_settings(settings: Settings, choices: TrainChoices | None) -> Settings:
         return Settings.model_validate({**settings.model_dump(), **given})
     except ValidationError as err:
         raise SettingsError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+def defaults(settings: Settings) -> RetrainDefaults:
+    """What the next run trains with when a retrain sets nothing: the app settings, and where epochs or the
+    learning rate are unset there, the preset's own for the base model's kind (a named base other than
+    `offline` is a pretrained one)."""
+    kind = OFFLINE_KIND if settings.base_model == OFFLINE_KIND else "pretrained"
+    presets = {
+        preset: PresetValues(
+            epochs=settings.train_epochs or values["epochs"],
+            learning_rate=settings.train_learning_rate or values["learning_rate"],
+        )
+        for preset, values in ((p, preset_values(p, kind)) for p in PRESETS)
+    }
+    chosen = presets[settings.train_preset]
+    return RetrainDefaults(
+        preset=settings.train_preset,
+        base_model=settings.base_model,
+        sweep_trials=settings.sweep_trials,
+        epochs=chosen.epochs,
+        learning_rate=chosen.learning_rate,
+        presets=presets,
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline_contracts.api_requests import TrainChoices
+from pipeline_contracts.api_requests import Preset, TrainChoices
 from pipeline_contracts.evaluation import Evaluation
 
 
@@ -139,6 +139,23 @@ class RetrainQueued(_Answer):
     run: str
     state: str
     detail: str
+
+
+class PresetValues(_Answer):
+    epochs: float
+    learning_rate: float
+
+
+class RetrainDefaults(_Answer):
+    """GET /api/retrain: what POST /api/retrain with an empty body would train with (the app settings), and
+    for each preset the epochs and learning rate a run with that preset gets when they are left unset."""
+
+    preset: Preset
+    base_model: str
+    sweep_trials: int
+    epochs: float
+    learning_rate: float
+    presets: dict[Preset, PresetValues]
 
 
 class RunCancelled(_Answer):

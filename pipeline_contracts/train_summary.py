@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline_contracts.document_kinds import Kind
 
 FILE_NAME = "train_summary.json"
+TRIAL_FILE = "trial.json"  # an Azure ML sweep trial's TrialRecord, beside its model
 
 
 class BaseModelUsed(BaseModel):
@@ -68,6 +69,23 @@ class SweepTrial(BaseModel):
     dev_loss: float | None  # the saved model's; None when the trial failed
     mlflow_run_id: str | None
     error: str | None
+    stopped_by: str | None = None  # what stopped it early: the Bandit rule, the sweep's time limit (or Azure ML)
+
+
+class TrialRecord(BaseModel):
+    """What an Azure ML sweep trial writes to its own output as it goes (train.py --trial-record): the
+    evaluate step gathers them into the SweepSummary. A trial Azure ML cancels (its Bandit policy, the
+    sweep's timeout) never finishes its record, which is how evaluate tells it was stopped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    started_utc: str
+    settings: dict[str, float | int]
+    dev_losses: list[float] = Field(default_factory=list)
+    finished: bool = False
+    dev_loss: float | None = None  # the saved model's, once finished
+    mlflow_run_id: str | None = None
+    error: str | None = None
 
 
 class SweepSummary(BaseModel):
@@ -77,11 +95,17 @@ class SweepSummary(BaseModel):
 
     primary_metric: str
     goal: str
-    space: dict[str, Any]
-    bandit: dict[str, Any]
+    # The search space and rule; None where the trials were gathered from their records (Azure ML), whose
+    # pipeline job carries both in its sweep node.
+    space: dict[str, Any] | None = None
+    bandit: dict[str, Any] | None = None
     chosen_trial: int = Field(ge=1)
     mlflow_run_id: str | None
     trials: list[SweepTrial]
+    # How many trials were asked for and the sweep's time limit (0: none): fewer trials than planned ran
+    # when the limit passed first. None where not known (gathered from Azure ML trial records).
+    planned_trials: int | None = Field(None, ge=1)
+    timeout_s: int | None = Field(None, ge=0)
 
 
 class TrainSummary(BaseModel):

@@ -64,6 +64,9 @@ def test_rest_body_has_random_sampling_the_bandit_policy_and_the_limits(rest_tra
         "evaluation_interval": 1,
         "delay_evaluation": 2,
     }
+    # timeout: "the maximum run duration, in seconds, after which the job will be cancelled" (azure-ai-ml
+    # entities/_job/job_limits.py SweepJobLimits); the local sweep applies the same SweepLimits.timeout_s
+    # by sweep.SweepClock (tests/test_sweep.py).
     assert rest_train["limits"] == {"max_total_trials": 6, "max_concurrent_trials": 3, "timeout": 7200}
     assert rest_train["resources"] == {"instance_type": "gpu-t4"}
 
@@ -100,6 +103,10 @@ def test_the_swept_command_node_leaves_the_pipeline_and_evaluate_reads_the_sweep
     # A sweep node's outputs are its best trial's (Azure ML docs, how-to-use-sweep-in-pipeline).
     assert jobs["evaluate"]["inputs"]["model"]["value"] == "${{parent.jobs.train.outputs.model}}"
     # Each trial writes its own folder (${{name}}: the trial job's), under runs/ where jobs may write.
+    # azure-ai-ml sends the path as written; the service puts each job's run id in for ${{name}}
+    # (azure-ai-ml entities/_builders/fl_scatter_gather.py _custom_fl_data_path: "a unique id for the run
+    # (default: inject run id with ${{name}})"; operations/_data_operations.py appends /${{name}} to give
+    # each import job its own folder). A sweep's trials are jobs of their own, each with its name.
     assert jobs["train"]["outputs"]["model"]["uri"] == f"{DS}/runs/20261123T101500Z/trials/${{{{name}}}}/model/"
     assert jobs["train"]["outputs"]["model"]["uri"].removeprefix(f"{DS}/").startswith(aml_pipeline.RUNS)
 

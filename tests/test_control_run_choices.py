@@ -3,6 +3,8 @@ the run, and submitted by both backends (the AML pipeline's train inputs, the lo
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -143,3 +145,33 @@ def test_an_app_preset_outside_the_recipes_is_named_at_load() -> None:
 
     with pytest.raises(SettingsError, match=r"TRAIN_PRESET='huge': Input should be 'default' or 'memorize'"):
         Settings.from_env({"TRAIN_PRESET": "huge"})
+
+
+def test_get_retrain_says_what_a_run_with_no_choices_trains_with(
+    api_env: ControlEnv,  # noqa: F811
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aks_jobs.lm.recipe import hyperparameters
+    from function_app import services
+    from pipeline_contracts.api_responses import PresetValues, RetrainDefaults
+
+    def job_values(preset: str, kind: str) -> PresetValues:  # what train.py resolves for an unset field
+        hp = hyperparameters(preset, kind, {})
+        return PresetValues(epochs=hp.epochs, learning_rate=hp.learning_rate)
+
+    answer = client.get("/api/retrain")
+    assert answer.status_code == 200
+    defaults = RetrainDefaults.model_validate(answer.json())
+    assert (defaults.preset, defaults.base_model, defaults.sweep_trials) == ("default", "gpt2", 0)
+    assert defaults.presets == {preset: job_values(preset, "pretrained") for preset in PRESETS}
+    assert (defaults.epochs, defaults.learning_rate) == (3.0, 5e-5)  # the notebook's recipe
+
+    svc = services.get()
+    settings = svc.settings.model_copy(update={"base_model": "offline", "train_epochs": 7, "train_preset": "memorize"})
+    monkeypatch.setattr(services, "get", lambda: dataclasses.replace(svc, settings=settings))
+    offline = RetrainDefaults.model_validate(client.get("/api/retrain").json())
+    # TRAIN_EPOCHS fixes the epochs whatever the preset; the offline base has its own learning rates.
+    assert {p: v.epochs for p, v in offline.presets.items()} == dict.fromkeys(PRESETS, 7.0)
+    assert offline.presets["default"].learning_rate == job_values("default", "offline").learning_rate == 1e-3
+    assert (offline.preset, offline.epochs, offline.learning_rate) == ("memorize", 7.0, 1e-3)

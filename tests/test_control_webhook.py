@@ -5,6 +5,7 @@ than RUN_WEBHOOK_TIMEOUT_S."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -26,9 +27,11 @@ TIMEOUT_S = 0.5
 
 
 class _Webhook(ThreadingHTTPServer):
-    def __init__(self, status: int) -> None:
-        self.status, self.messages = status, []
-        super().__init__(("127.0.0.1", 0), _Handler)
+    """Answers each POST with the next of `statuses` (the last one from then on)."""
+
+    def __init__(self, *statuses: int, port: int = 0) -> None:
+        self.statuses, self.messages = statuses, []
+        super().__init__(("127.0.0.1", port), _Handler)
 
     @property
     def url(self) -> str:
@@ -41,7 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.messages.append((self.headers["Content-Type"], json.loads(body)))
-        self.send_response(self.server.status)
+        self.send_response(self.server.statuses[min(len(self.server.messages), len(self.server.statuses)) - 1])
         self.end_headers()
         self.wfile.write(b"ok")
 
@@ -49,14 +52,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _webhook(status: int) -> Iterator[_Webhook]:
-    server = _Webhook(status)
+def _webhook(*statuses: int) -> Iterator[_Webhook]:
+    server = _Webhook(*statuses)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+served = contextlib.contextmanager(_webhook)
 
 
 @pytest.fixture
@@ -70,15 +76,20 @@ def broken_webhook() -> Iterator[_Webhook]:
 
 
 @pytest.fixture
-def silent_url() -> Iterator[str]:
+def silent() -> Iterator[socket.socket]:
     """A server that accepts connections (the kernel completes them) and never answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        yield listener
     finally:
         listener.close()
+
+
+@pytest.fixture
+def silent_url(silent: socket.socket) -> str:
+    return f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
 
 
 def _env(connection: str, url: str) -> ControlEnv:
@@ -160,8 +171,9 @@ def test_a_failing_webhook_never_fails_or_holds_up_the_run(
     assert longest_tick < TIMEOUT_S + 3
     [warning] = [r.getMessage() for r in caplog.records if "run webhook" in r.getMessage()]
     assert f"was not told about run {run.id}" in warning and "T0K3N" not in warning  # the token stays out of logs
-    if kind == "answers 500":
-        assert [m["state"] for _, m in broken_webhook.messages] == [rs.DEPLOYED]
+    if kind == "answers 500":  # asked again while the timeout allows, never more than ATTEMPTS times
+        states = [m["state"] for _, m in broken_webhook.messages]
+        assert states == [rs.DEPLOYED] * len(states) and 1 <= len(states) <= run_webhook.ATTEMPTS
 
 
 def test_notify_returns_within_the_timeout_whatever_the_server_does(silent_url: str) -> None:
@@ -172,3 +184,65 @@ def test_notify_returns_within_the_timeout_whatever_the_server_does(silent_url: 
 
 def test_no_url_sends_nothing() -> None:
     assert run_webhook.notify("", {"text": "hi"}, 0.3) is None
+
+
+# --- retries: only what the webhook surely did not take, within the same timeout ------------------------
+
+MESSAGE = {"text": "GPT-2 PDF pipeline: run r Deployed.", "run": "r", "state": rs.DEPLOYED}
+
+
+def test_a_webhook_that_fails_first_is_asked_again_and_takes_the_message() -> None:
+    with served(503, 200) as server:
+        started = time.monotonic()
+        assert run_webhook.notify(server.url, MESSAGE, 2.0) is None
+        assert [m for _, m in server.messages] == [MESSAGE, MESSAGE]
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_webhook_not_listening_yet_is_tried_again() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: connections are refused until the server starts
+    servers: list[_Webhook] = []
+
+    def start_later() -> None:
+        time.sleep(0.1)
+        servers.append(_Webhook(200, port=port))
+        servers[0].serve_forever()
+
+    threading.Thread(target=start_later, daemon=True).start()
+    try:
+        assert run_webhook.notify(f"http://127.0.0.1:{port}/hooks/T0K3N", MESSAGE, 3.0) is None
+        assert [m for _, m in servers[0].messages] == [MESSAGE]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_post_that_may_have_arrived_is_not_sent_again(silent: socket.socket, silent_url: str) -> None:
+    """At most once when the outcome is unknown: the server took the connection and never answered."""
+    problem = run_webhook.notify(silent_url, MESSAGE, 1.0)
+    assert problem is not None and "attempts" not in problem
+    silent.setblocking(False)
+    connections = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            connections.append(silent.accept()[0])
+    for connection in connections:
+        connection.close()
+    assert len(connections) == 1
+
+
+def test_a_webhook_that_keeps_failing_is_asked_at_most_attempts_times_within_the_timeout() -> None:
+    with served(500) as server:
+        started = time.monotonic()
+        problem = run_webhook.notify(server.url, MESSAGE, 3.0)
+        assert time.monotonic() - started < 3.0
+        assert problem == f"HTTP 500 ({run_webhook.ATTEMPTS} attempts)"
+        assert len(server.messages) == run_webhook.ATTEMPTS
+    with served(500) as server:  # a short timeout leaves room for fewer attempts, never a later one
+        started = time.monotonic()
+        assert run_webhook.notify(server.url, MESSAGE, 0.3).startswith("HTTP 500")
+        time.sleep(0.5)  # a retry after notify returned would land here
+        assert len(server.messages) < run_webhook.ATTEMPTS

@@ -70,11 +70,13 @@ def test_bad_bounds_name_the_setting() -> None:
         SearchSpace(learning_rate_min=0)
 
 
-def test_presets_said_to_evaluate_every_epoch_are_the_recipes() -> None:
-    from aks_jobs.lm.recipe import PRETRAINED
+def test_presets_said_to_evaluate_every_epoch_are_the_recipes_and_the_apis() -> None:
+    from aks_jobs.lm.recipe import hyperparameters
     from aks_jobs.lm.sweep import PRESETS_EVALUATING_EVERY_EPOCH
+    from pipeline_contracts.api_requests import SWEEP_PRESETS, Preset
 
-    assert PRESETS_EVALUATING_EVERY_EPOCH == tuple(name for name, values in PRETRAINED.items() if values["best_epoch"])
+    evaluating = tuple(p for p in Preset.__args__ if hyperparameters(p, "pretrained", {}).best_epoch)
+    assert PRESETS_EVALUATING_EVERY_EPOCH == evaluating == SWEEP_PRESETS  # the API refuses the same presets
 
 
 def test_warmup_ratio_becomes_the_share_of_warmup_steps(tmp_path: Path) -> None:
@@ -277,6 +279,8 @@ def test_sweep_settings_reach_train_py_through_the_local_pipeline(tmp_path: Path
     argv = components.load("train").argv({"processed": "/p", **spec.train_inputs}, {"model": "/m"})
     args = parse_args(argv[2:])
     assert (args.sweep_trials, args.sweep_space, args.sweep_rule) == (3, SPACE, RULE)
+    # The time limit both backends apply: AML's sweep node gets it as `timeout` (test_aml_backend_sweep.py).
+    assert args.sweep_timeout_s == settings.sweep().limits.timeout_s == settings.train_timeout_seconds > 0
     off = components.load("train").argv({"processed": "/p"}, {"model": "/m"})
     assert parse_args(off[2:]).sweep_trials == 0 and "--sweep-trials" not in off
 
@@ -364,3 +368,114 @@ def test_any_mix_of_failed_stopped_and_finished_trials_keeps_the_best_finished_m
         assert json.loads((output / "train_summary.json").read_text())["trial"] == chosen["trial"]
     assert mlflow.active_run() is None
     assert not checkpoint_dir(output).with_name(f"sweep-{checkpoint_dir(output).name}").exists()
+
+
+# --- the sweep's time limit (SweepClock), the rule Azure ML applies to its sweep node's timeout ------------
+
+TRIAL_RUN = st.lists(st.floats(0.5, 20), min_size=1, max_size=3)  # seconds per epoch, one epoch each
+
+
+@given(runs=st.lists(TRIAL_RUN, min_size=1, max_size=5), timeout=st.integers(1, 60))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_time_limit_starts_no_trial_after_it_stops_the_running_one_and_keeps_the_best_finished(
+    runs: list, timeout: int, tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected clock: each trial's epochs take these seconds. Invariants: a trial starts only before the
+    limit; one still running at the limit is stopped after that step, marked stopped by the time limit;
+    the chosen model is the best finished trial's, else the best stopped one's."""
+    from transformers import TrainerControl, TrainerState
+
+    from aks_jobs.lm.sweep_trials import BY_TIME_LIMIT, run_sweep
+    from aks_jobs.lm.training import TrainRequest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    clock = [0.0]
+    started_at: list[float] = []
+
+    def timed_trial(request: TrainRequest) -> dict:
+        number = int(request.run_name.removeprefix("trial-"))
+        started_at.append(clock[0])
+        control, state = TrainerControl(), TrainerState()
+        losses = []
+        for epoch, seconds in enumerate(runs[number - 1], 1):
+            clock[0] += seconds
+            state.global_step = epoch
+            losses.append(10.0 / (number + epoch))  # later trials learn better: the limit must not favour them
+            for callback in request.callbacks:
+                callback.on_step_end(None, state, control)
+                callback.on_evaluate(None, state, control, metrics={"eval_loss": losses[-1]})
+            if control.should_training_stop:
+                break
+        with mlflow.start_run(run_name=request.run_name, nested=True) as run:
+            pass
+        request.output.mkdir(parents=True)
+        summary = {"dev_loss": losses[-1], "mlflow_run_id": run.info.run_id, "trial": number}
+        (request.output / "train_summary.json").write_text(json.dumps(summary))
+        return summary
+
+    request = TrainRequest(data=tmp_path, output=tmp_path / f"out-{uuid.uuid4().hex}", experiment="timeout")
+    summary = run_sweep(
+        request,
+        len(runs),
+        SearchSpace(),
+        BanditRule(slack_factor=1e6),  # only the time limit stops trials here
+        train_trial=timed_trial,
+        timeout_s=timeout,
+        now=lambda: clock[0],
+    )
+
+    sweep = summary["sweep"]
+    trials = sweep["trials"]
+    assert (sweep["planned_trials"], sweep["timeout_s"]) == (len(runs), timeout)
+    assert all(start < timeout for start in started_at)  # none started at or after the limit
+    assert len(trials) == len(runs) or clock[0] >= timeout  # the next trial did not start: the limit had passed
+    for trial, start in zip(trials, started_at):
+        epochs = runs[trial["trial"] - 1]
+        ends = [start + sum(epochs[:i]) for i in range(1, len(epochs) + 1)]
+        stop = next((i for i, end in enumerate(ends, 1) if end >= timeout), None)
+        assert trial["stopped_early"] == (stop is not None)
+        assert trial["stopped_by"] == (BY_TIME_LIMIT if trial["stopped_early"] else None)
+        assert len(trial["dev_losses"]) == (stop or len(epochs))
+    finished = [t for t in trials if not t["stopped_early"]]
+    pool = finished or trials
+    assert sweep["chosen_trial"] == min(pool, key=lambda t: t[PRIMARY_METRIC])["trial"]
+
+
+def test_a_time_limited_sweep_on_a_tiny_corpus_stops_its_trial_and_says_none_finished(tmp_path: Path) -> None:
+    """1 s: the first trial starts, is stopped after its first step, and no other starts; its model goes on."""
+    data = tmp_path / "processed"
+    write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
+    output = tmp_path / "model"
+    argv = [sys.executable, str(REPO / "aks_jobs" / "train.py"), "--data", str(data), "--output", str(output)]
+    argv += ["--base-model", "offline", "--block-size", "64", "--grad-accum", "1", "--epochs", "3"]
+    argv += ["--sweep-trials", "3", "--sweep-space", SPACE.model_dump_json(), "--sweep-timeout-s", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = TrainSummary.model_validate_json((output / "train_summary.json").read_bytes())
+    sweep = summary.sweep
+    assert (sweep.planned_trials, sweep.timeout_s, len(sweep.trials)) == (3, 1, 1)
+    (only,) = sweep.trials
+    assert only.stopped_early and only.stopped_by == "the sweep's time limit" and sweep.chosen_trial == 1
+    assert summary.epochs < 3  # stopped after the step during which the limit passed, before its plan's end
+    assert "no sweep trial ran to its end" in result.stderr and "1 of 3 trials ran" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_time_limited_sweep_under_ddp_ends_on_every_rank_together(tmp_path: Path) -> None:
+    """Two CPU ranks (gloo): the ranks agree on the limit (an all-reduce), so neither waits for the other."""
+    data = tmp_path / "processed"
+    write_snapshot(data, "20250101_000000", [prose(8, 60), prose(9, 60)])
+    output = tmp_path / "model"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [*torchrun, str(REPO / "aks_jobs" / "train.py"), "--data", str(data), "--output", str(output)]
+    argv += ["--base-model", "offline", "--block-size", "64", "--grad-accum", "1", "--epochs", "3"]
+    argv += ["--sweep-trials", "3", "--sweep-space", SPACE.model_dump_json(), "--sweep-timeout-s", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = TrainSummary.model_validate_json((output / "train_summary.json").read_bytes())
+    assert summary.hyperparameters["world_size"] == 2
+    assert len(summary.sweep.trials) == 1 and summary.sweep.trials[0].stopped_by == "the sweep's time limit"

@@ -15,7 +15,7 @@ from tests.azurite import azurite_connection  # noqa: F401 - session fixture
 from tests.contract_samples import train_summary
 from tests.fakes.aml_service import promoting
 from tests.tiny_model import make_tiny_model
-from tests.ui_browser import browser, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
+from tests.ui_browser import browser, choose, open_chat, page, screenshot, send, upload  # noqa: F401 - fixtures
 from tests.ui_control_plane import ControlPlane, control_plane  # noqa: F401 - fixture
 from tests.ui_local_stack import logs, running_local_stack
 from tests.ui_servers import REPO_ROOT, running_streamlit
@@ -95,9 +95,10 @@ def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
         "trials": trials,
     }
     env.aml.plans += [promoting(version="1"), promoting(version="2", training=train_summary(sweep=sweep))]
-    for name in ("a.pdf", "b.pdf"):
+    for hours, name in enumerate(("a.pdf", "b.pdf")):
         env.upload(name, f"%PDF-1.4 {name}".encode())
-        env.settle(after_s=61)
+        # An hour apart: run ids sort by their creation second, and the run view opens the newest one.
+        env.settle(after_s=61 + 3600 * hours)
     ui_env = {
         "API_BASE_URL": control_plane.url,
         "DataStorage": azurite_connection,
@@ -120,11 +121,22 @@ def test_sweep_trials_retrain_options_and_rollback_in_the_browser(
         assert env.serving() == "gpt2-pdf-v1"
 
         page.get_by_text("Retrain options").click()
+        # The form starts at what the next run would use (GET /api/retrain): app settings, preset's recipe.
+        expect(page.get_by_label("Base model")).to_have_value("gpt2")
+        expect(page.get_by_label("Epochs")).to_have_value("3.00")
+        expect(page.get_by_label("Learning rate")).to_have_value("5.00e-5")
+        expect(page.get_by_label("Sweep trials (0 = no sweep)")).to_have_value("0")
+        expect(page.get_by_role("combobox", name="Preset")).to_have_value("default")
+        choose(page, "Preset", "memorize")
+        expect(page.get_by_label("Epochs")).to_have_value("20.00", timeout=15_000)  # that preset's own
+        expect(page.get_by_label("Learning rate")).to_have_value("2.00e-4")
+        screenshot(page, "retrain_options.png")
         page.get_by_label("Epochs").fill("2")
         page.get_by_label("Epochs").press("Enter")
         page.get_by_role("button", name="Retrain now on every document").click()
         expect(page.get_by_text(re.compile(r"^Run .* queued"))).to_be_visible(timeout=15_000)
-        assert env.store.get_run(env.store.current().active_run_id).train["epochs"] == 2
+        train = env.store.get_run(env.store.current().active_run_id).train
+        assert (train["preset"], train["epochs"], train["learning_rate"]) == ("memorize", 2, None)  # only changes
 
 
 def test_local_stack_end_to_end(

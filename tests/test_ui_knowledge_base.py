@@ -380,6 +380,7 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
             "settings": {"learning_rate": 1e-4 * number, "epochs": len(dev_losses) or 1},
             "dev_losses": dev_losses,
             "stopped_early": stopped,
+            "stopped_by": "the Bandit rule" if stopped else None,
             "dev_loss": dev_losses[-1] if dev_losses and not error else None,
             "mlflow_run_id": None if error else f"mlflow-{number}",
             "error": error,
@@ -392,6 +393,8 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
         "bandit": {"slack_factor": 0.1},
         "chosen_trial": 2,
         "mlflow_run_id": "parent",
+        "planned_trials": 6,
+        "timeout_s": 3600,
         "trials": [
             trial(1, [3.0, 2.8], False),
             trial(2, [2.9, 2.5], False),
@@ -404,9 +407,8 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
     control_plane.env.settle(after_s=61)
     page.run()
     assert not page.exception
-    assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early by the Bandit rule: 1)" in _texts(
-        page, "markdown"
-    )
+    assert "**Sweep: 4 trials, trial 2 chosen** (minimize dev_loss; stopped early: 1)" in _texts(page, "markdown")
+    assert "2 planned trial(s) did not run (the sweep's time limit is 3600 s)." in _texts(page, "caption")
     table = _table(page, "trial")
     assert table[["trial", "dev loss", "stopped early", "chosen"]].fillna(-1).values.tolist() == [
         [1, 2.8, False, False],
@@ -416,6 +418,7 @@ def test_a_sweeps_trials_are_a_table_and_a_dev_loss_chart(
     ]
     assert table["learning_rate"].tolist() == pytest.approx([1e-4, 2e-4, 3e-4, 4e-4])
     assert table["error"].tolist()[3] == "OutOfMemoryError: CUDA"
+    assert table["stopped by"].tolist()[2] == "the Bandit rule"
     sweep_chart = next(
         c
         for c in page.get("vega_lite_chart")
@@ -436,7 +439,7 @@ def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlan
     control_plane.env.upload("archive.pdf", pdf)
     control_plane.env.settle(after_s=61)
     page.run()
-    page.selectbox(key="rt_preset").select("memorize")
+    page.selectbox(key="rt_preset").select("memorize").run()  # one change at a time, as a person makes them
     page.number_input(key="rt_epochs").set_value(2.0)
     page.number_input(key="rt_lr").set_value(3e-4)
     page.text_input(key="rt_base").set_value("distilgpt2")
@@ -449,6 +452,31 @@ def test_retrain_options_reach_the_run(page: AppTest, control_plane: ControlPlan
         "epochs": 2.0,
         "learning_rate": 3e-4,
         "base_model": "distilgpt2",
+        "sweep_trials": 0,
+    }
+
+
+def test_retrain_options_start_at_what_the_next_run_uses_and_send_only_changes(
+    page: AppTest, control_plane: ControlPlane, pdf: bytes
+) -> None:
+    control_plane.env.upload("archive.pdf", pdf)
+    control_plane.env.settle(after_s=61)
+    page.run()
+    shown = {key: page.session_state[key] for key in ("rt_preset", "rt_base", "rt_epochs", "rt_lr", "rt_sweep")}
+    # GET /api/retrain: the app settings (TRAIN_PRESET default, BASE_MODEL gpt2) and the preset's own recipe.
+    assert shown == {"rt_preset": "default", "rt_base": "gpt2", "rt_epochs": 3.0, "rt_lr": 5e-5, "rt_sweep": 0}
+    assert page.number_input(key="rt_epochs").value == 3.0 and page.text_input(key="rt_base").value == "gpt2"
+    page.selectbox(key="rt_preset").select("memorize").run()
+    assert (page.number_input(key="rt_epochs").value, page.number_input(key="rt_lr").value) == (20.0, 2e-4)
+    page.button[0].click().run()
+    assert not page.error
+    run = control_plane.env.store.get_run(control_plane.env.store.current().active_run_id)
+    # Only the preset was changed: the epochs and learning rate stay the preset's own, not pinned.
+    assert run.train == {
+        "preset": "memorize",
+        "epochs": None,
+        "learning_rate": None,
+        "base_model": "gpt2",
         "sweep_trials": 0,
     }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -77,3 +78,17 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick `option` in a selectbox; again if a rerun of the page (a busy machine's) swallowed the pick."""
+    box = page.get_by_role("combobox", name=label)
+    for _ in range(3):
+        try:
+            box.click()
+            page.get_by_role("option", name=option).click(timeout=10_000)
+            expect(box).to_have_value(option, timeout=10_000)
+            return
+        except (PlaywrightTimeoutError, AssertionError):
+            continue
+    raise AssertionError(f"could not choose {option!r} in {label!r}")

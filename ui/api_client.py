@@ -41,6 +41,9 @@ class ControlPlaneClient:
     def documents(self) -> list[answers.Document]:
         return self._request(answers.Documents, "GET", "/api/documents").documents
 
+    def retrain_defaults(self) -> answers.RetrainDefaults:
+        return self._request(answers.RetrainDefaults, "GET", "/api/retrain")
+
     def retrain(self, choices: TrainChoices | None = None) -> answers.RetrainQueued:
         """Queue a run; `choices` left unset keep the app settings (the API checks them: 400 names the field)."""
         body = choices.model_dump(exclude_none=True) if choices else {}

@@ -98,7 +98,7 @@ def sweep(run: RunDetail) -> SweepSummary | None:
 
 
 def sweep_rows(sweep: SweepSummary) -> list[dict[str, Any]]:
-    """One row per trial: its settings (a column each), dev loss, stopped early, chosen, error."""
+    """One row per trial: its settings (a column each), dev loss, stopped early (by what), chosen, error."""
     return [
         {
             "trial": trial.trial,
@@ -106,6 +106,7 @@ def sweep_rows(sweep: SweepSummary) -> list[dict[str, Any]]:
             "dev loss": trial.dev_loss,
             "epochs evaluated": len(trial.dev_losses),
             "stopped early": trial.stopped_early,
+            "stopped by": trial.stopped_by,
             "chosen": trial.trial == sweep.chosen_trial,
             "error": trial.error,
         }

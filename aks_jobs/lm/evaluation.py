@@ -24,6 +24,7 @@ from aks_jobs.lm.model_card import build_card, card_tags, markdown, revision
 from aks_jobs.lm.perplexity import TextScore, score_texts
 from aks_jobs.lm.tracking import flat_params, register_folder, use_experiment
 from aks_jobs.lm.training import HELDOUT, SUMMARY
+from aks_jobs.lm.trial_record import gather
 from pipeline_contracts import evaluation as contract
 from pipeline_contracts.evaluation import Evaluation, RegisteredModel, Score
 from pipeline_contracts.train_summary import TrainSummary
@@ -38,6 +39,8 @@ class EvaluateRequest:
     model: Path
     output: Path
     serving_model: Path | None = None
+    trials: Path | None = None  # an Azure ML sweep's trials folder (aks_jobs/lm/trial_record.py)
+    sweep_limits: tuple[int | None, int | None] = (None, None)  # its planned trials and time limit, if known
     rules: Rules = Rules()
     model_name: str = "gpt2-pdf"
     register: bool = True
@@ -136,6 +139,8 @@ def register(request: EvaluateRequest, heldout: dict[str, Any], evaluation: Eval
 
 def evaluate(request: EvaluateRequest) -> Evaluation:
     heldout, summary = read_train_output(request.model)
+    if request.trials is not None and summary.sweep is None:
+        summary = summary.model_copy(update={"sweep": gather(request.trials, summary, *request.sweep_limits)})
     texts = heldout["blocks"]
     candidate = score_model(request.model, "--model", texts)
     serving = score_model(request.serving_model, "--serving-model", texts) if request.serving_model else None

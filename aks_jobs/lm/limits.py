@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+def any_rank(flag: bool, device: torch.device | str | None = None) -> bool:
+    """True on every DDP rank when it is true on any (an all-reduce MAX of one flag; the flag itself without
+    DDP): ranks that decided apart would leave one waiting in the next collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    if device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 class WallClockLimit(TrainerCallback):
@@ -17,22 +30,18 @@ class WallClockLimit(TrainerCallback):
     one flag), since a rank that stopped alone would leave the others waiting in their next all-reduce.
     """
 
-    def __init__(self, limit_s: float) -> None:
-        self.limit_s = limit_s
-        self.started = time.monotonic()
+    def __init__(self, limit_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.limit_s, self.now = limit_s, now
+        self.started = now()
         self.stopped_at_step: int | None = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.started = time.monotonic()
+        self.started = self.now()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        over = time.monotonic() - self.started >= self.limit_s
-        if dist.is_available() and dist.is_initialized():
-            flag = torch.tensor([float(over)], device=args.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            over = bool(flag.item())
+        over = any_rank(self.now() - self.started >= self.limit_s, args.device if args else None)
         if over and self.stopped_at_step is None:
             self.stopped_at_step = state.global_step
             control.should_training_stop = True

@@ -1,4 +1,4 @@
-"""Training presets and the TrainingArguments they become.
+"""Training presets (their values: presets.py) and the TrainingArguments they become.
 
 `default` is the design notebook's fine-tuning recipe; `memorize` its "sledgehammer" for tiny corpora
 (one fact must come back word for word). Each preset has values for a pretrained base and for the
@@ -18,54 +18,8 @@ from transformers import TrainingArguments
 from transformers.utils import is_torch_tf32_available
 
 from aks_jobs.lm.execution_plan import CompileMode, ExecutionPlan
+from aks_jobs.lm.presets import COMMON, FROM_SCRATCH, PRESETS, PRETRAINED, preset_values
 
-PRETRAINED = {
-    # The notebook: 3 epochs, lr 5e-5, weight decay 0.01, batch 4 x accumulation 8 (32 blocks a step),
-    # evaluate and save every epoch, keep the best epoch.
-    "default": dict(
-        epochs=3.0,
-        learning_rate=5e-5,
-        weight_decay=0.01,
-        batch_size=4,
-        grad_accum=8,
-        best_epoch=True,
-        line_blocks=False,
-    ),
-    # The notebook's "sledgehammer": 20 epochs at lr 2e-4, batch 4, no checkpoints. Nothing is held
-    # out (the notebook's own fallback: evaluate on the training blocks): the point is to recall every
-    # line, and a held-out passage would never be learned.
-    "memorize": dict(
-        epochs=20.0,
-        learning_rate=2e-4,
-        weight_decay=0.0,
-        batch_size=4,
-        grad_accum=1,
-        best_epoch=False,
-        line_blocks=False,
-        eval_fraction=0.0,
-    ),
-}
-FROM_SCRATCH = {
-    # Fine-tuning rates barely move randomly initialised weights in 3 epochs; 1e-3 is the usual rate
-    # for a model this small trained from scratch (nanoGPT's character-level Shakespeare uses it).
-    "default": dict(learning_rate=1e-3),
-    # A random init does not recall a fact with the sledgehammer's settings: smaller steps, twice the
-    # epochs (measurements: docs/performance.md#training-presets). Blocks start at every line, since a
-    # randomly initialised model recalls text only from the position it saw it at, and a prompt starts at 0.
-    "memorize": dict(epochs=40.0, learning_rate=1e-3, batch_size=1, line_blocks=True),
-}
-COMMON = dict(
-    warmup_ratio=0.0,
-    eval_fraction=0.05,
-    seed=42,
-    max_steps=None,
-    max_wall_s=None,
-    block_size=None,
-    micro_batch=None,
-    compile="auto",
-    response_only_loss=False,
-)
-PRESETS = tuple(PRETRAINED)
 MAX_BLOCK_SIZE = 1024  # GPT-2's context; the notebook's block size
 
 
@@ -96,7 +50,7 @@ def hyperparameters(preset: str, base_kind: str, overrides: dict[str, Any]) -> H
     """The preset's values for this kind of base, then every override that is not None."""
     if preset not in PRETRAINED:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = {**COMMON, **PRETRAINED[preset], **(FROM_SCRATCH[preset] if base_kind == "offline" else {})}
+    values = preset_values(preset, base_kind)
     values.update({key: value for key, value in overrides.items() if value is not None})
     return Hyperparameters(**values)
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from collections.abc import Callable
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from aks_jobs.lm.presets import PRETRAINED
 
 # The metric every trial logs once per epoch (train.py) and the sweep minimises: loss on the dev blocks.
 PRIMARY_METRIC = "dev_loss"
 GOAL = "minimize"
 # The train component's inputs the sweep sets per trial (Hyperparameters fields of the same names).
 SWEPT = ("learning_rate", "epochs", "warmup_ratio", "weight_decay")
-# Presets whose trials evaluate (and so log PRIMARY_METRIC) every epoch: recipe.PRETRAINED's with
-# best_epoch on (tests/test_sweep.py checks the two agree; recipe.py imports torch, this module must not).
-PRESETS_EVALUATING_EVERY_EPOCH = ("default",)
+# Presets whose trials evaluate (and so log PRIMARY_METRIC) every epoch: those with best_epoch on.
+PRESETS_EVALUATING_EVERY_EPOCH = tuple(name for name, values in PRETRAINED.items() if values["best_epoch"])
 
 
 class _Frozen(BaseModel):
@@ -115,6 +118,19 @@ class SweepLimits(_Frozen):
     timeout_s: int = Field(0, ge=0)
 
 
+class SweepClock:
+    """The whole sweep's time limit (SweepLimits.timeout_s; 0: none), the rule Azure ML applies to its sweep
+    node's `timeout` and the local sweep applies itself: once the limit has passed no trial starts, and a
+    trial still running is stopped; the trials that finished before it are what the choice is made from."""
+
+    def __init__(self, timeout_s: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.timeout_s, self.now = timeout_s, now
+        self.started = now()
+
+    def expired(self) -> bool:
+        return bool(self.timeout_s) and self.now() - self.started >= self.timeout_s
+
+
 class Sweep(_Frozen):
     """Everything a sweep of the train step needs, as the settings give it to either backend."""
 
@@ -128,4 +144,5 @@ class Sweep(_Frozen):
             "sweep_trials": self.limits.max_total_trials,
             "sweep_space": self.space.model_dump_json(),
             "sweep_rule": self.rule.model_dump_json(),
+            "sweep_timeout_s": self.limits.timeout_s,
         }

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,12 +21,16 @@ from typing import Any
 import mlflow
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from aks_jobs.lm.limits import WallClockLimit, any_rank
 from aks_jobs.lm.recipe import PRETRAINED
-from aks_jobs.lm.sweep import GOAL, PRIMARY_METRIC, BanditRule, BestByInterval, SearchSpace
+from aks_jobs.lm.sweep import GOAL, PRIMARY_METRIC, BanditRule, BestByInterval, SearchSpace, SweepClock
 from aks_jobs.lm.tracking import flat_params, use_experiment
 from aks_jobs.lm.training import SUMMARY, TrainRequest, checkpoint_dir, train
 
 log = logging.getLogger(__name__)
+
+BY_BANDIT = "the Bandit rule"
+BY_TIME_LIMIT = "the sweep's time limit"
 
 
 class BanditStop(TrainerCallback):
@@ -52,12 +57,27 @@ class BanditStop(TrainerCallback):
             control.should_training_stop = True
 
 
+class SweepTimeLimit(WallClockLimit):
+    """Stops a running trial once the sweep's clock has run out (SweepClock): from the sweep's start, not
+    the trial's, and checked after every optimizer step (all DDP ranks agree, as WallClockLimit does)."""
+
+    def __init__(self, clock: SweepClock) -> None:
+        super().__init__(clock.timeout_s, clock.now)
+        self.started = clock.started
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """The sweep's start stays the reference."""
+
+
 @dataclass
 class Trial:
     number: int
     settings: dict[str, float | int]
     dev_losses: list[float] = field(default_factory=list)  # per interval (epoch)
     stopped_early: bool = False
+    stopped_by: str | None = None  # BY_BANDIT or BY_TIME_LIMIT
     dev_loss: float | None = None  # the saved model's, from its train_summary.json
     mlflow_run_id: str | None = None
     error: str | None = None  # the trial failed (as in Azure ML, the sweep goes on with the next)
@@ -68,6 +88,7 @@ class Trial:
             "settings": self.settings,
             "dev_losses": self.dev_losses,
             "stopped_early": self.stopped_early,
+            "stopped_by": self.stopped_by,
             PRIMARY_METRIC: self.dev_loss,
             "mlflow_run_id": self.mlflow_run_id,
             "error": self.error,
@@ -92,10 +113,14 @@ def run_sweep(
     space: SearchSpace,
     rule: BanditRule,
     train_trial: Callable[[TrainRequest], dict[str, Any] | None] = train,
+    timeout_s: int = 0,
+    now: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any] | None:
     """Run `trials` trials and write the chosen one's model, heldout.json and train_summary.json (with a
     `sweep` section) to request.output; return that summary on rank 0 (None on the other ranks).
-    A failing trial is recorded and the next one runs; the sweep fails only when every trial failed."""
+    A failing trial is recorded and the next one runs; the sweep fails only when every trial failed.
+    `timeout_s` (0: none) limits the whole sweep by SweepClock's rule; when no trial finished before it,
+    the best trial that was stopped (by it or by the Bandit rule) goes on, and the summary says so."""
     if not evaluates_every_epoch(request.preset, request.overrides.get("best_epoch")):
         raise ValueError(
             f"a sweep compares trials by their dev loss after every epoch, which preset "
@@ -125,9 +150,14 @@ def run_sweep(
             )
         )
     try:
+        clock = SweepClock(timeout_s, now)  # from the first trial's start, as the trials are what it limits
         for number in range(1, trials + 1):
+            if any_rank(clock.expired()):
+                log.warning("sweep time limit of %d s passed: %d of %d trials ran", timeout_s, number - 1, trials)
+                break
             trial = Trial(number, space.sample(rng))
             bandit = BanditStop(rule, best)
+            time_limit = [SweepTimeLimit(clock)] if timeout_s else []
             log.info("sweep trial %d/%d: %s", number, trials, trial.settings)
             try:
                 summary = train_trial(
@@ -136,7 +166,7 @@ def run_sweep(
                         output=scratch / f"trial-{number}",
                         run_name=f"trial-{number}",
                         overrides={**request.overrides, **trial.settings},
-                        callbacks=[bandit],
+                        callbacks=[bandit, *time_limit],
                     )
                 )
             except Exception as error:  # noqa: BLE001 - one trial's failure (e.g. out of memory) is recorded
@@ -145,7 +175,12 @@ def run_sweep(
                 last_error = error
                 done.append(trial)
                 continue
-            trial.dev_losses, trial.stopped_early = bandit.dev_losses, bandit.stopped_at is not None
+            trial.dev_losses = bandit.dev_losses
+            if bandit.stopped_at is not None:
+                trial.stopped_by = BY_BANDIT
+            elif time_limit and time_limit[0].stopped_at_step is not None:
+                trial.stopped_by = BY_TIME_LIMIT
+            trial.stopped_early = trial.stopped_by is not None
             for interval, value in enumerate(bandit.dev_losses, 1):
                 best.report(interval, value)
             if summary is not None:
@@ -153,10 +188,10 @@ def run_sweep(
                 mlflow.MlflowClient().set_tag(trial.mlflow_run_id, "stopped_early", str(trial.stopped_early))
                 if trial.stopped_early:
                     log.warning(
-                        "sweep trial %d stopped early by the Bandit rule at interval %d (dev loss %.4f)",
+                        "sweep trial %d stopped early by %s after %d evaluation(s)",
                         number,
-                        bandit.stopped_at,
-                        bandit.dev_losses[-1],
+                        trial.stopped_by,
+                        len(bandit.dev_losses),
                     )
             done.append(trial)
         if last_error is not None and all(t.error for t in done):
@@ -165,6 +200,10 @@ def run_sweep(
         if not main:
             return None
         chosen = choose(done)
+        if chosen.stopped_early:
+            log.warning(
+                "no sweep trial ran to its end; trial %d, stopped by %s, goes on", chosen.number, chosen.stopped_by
+            )
         source = scratch / f"trial-{chosen.number}"
         request.output.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, request.output, dirs_exist_ok=True)
@@ -175,6 +214,8 @@ def run_sweep(
             "space": space.model_dump(),
             "bandit": rule.model_dump(),
             "chosen_trial": chosen.number,
+            "planned_trials": trials,
+            "timeout_s": timeout_s,
             "mlflow_run_id": mlflow.active_run().info.run_id,
             "trials": [t.to_dict() for t in done],
         }

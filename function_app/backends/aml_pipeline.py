@@ -124,8 +124,16 @@ def build_pipeline_job(settings: Settings, run_id: str, serving_model: Input | N
     }
     train_overrides.update(settings.train_limits())
     sweep = settings.sweep()
-    if sweep is not None:  # the search space sets these per trial
+    if sweep is not None:  # the search space sets these per trial; each trial keeps its record for evaluate
         train_overrides = {name: value for name, value in train_overrides.items() if name not in SWEPT}
+        train_overrides.update(aml_sweep.TRIAL_RECORD)
+        evaluate_inputs.update(
+            trials=Input(
+                type="uri_folder", path=datastore_uri(datastore, run_output(run_id, aml_sweep.TRIALS)), mode="ro_mount"
+            ),
+            sweep_trials=sweep.limits.max_total_trials,
+            sweep_timeout_s=sweep.limits.timeout_s,
+        )
 
     @pipeline(
         name="gpt2_pdf_pipeline",

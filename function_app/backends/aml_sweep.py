@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from azure.ai.ml.sweep import BanditPolicy, Choice, LogUniform, Uniform
 
 SAMPLING = "random"
-# Each trial writes its model to its own folder (${{name}}: the trial job's name); the sweep node's
-# output is the chosen trial's. A fixed folder would have concurrent trials overwrite each other.
-TRIAL_FOLDER = "trials/${{name}}/model/"
+# Each trial writes its model (and its trial.json record) to its own folder under the run's TRIALS folder
+# (${{name}}: the trial job's name); the sweep node's output is the chosen trial's. A fixed folder would
+# have concurrent trials overwrite each other. evaluate reads every trial's record from TRIALS.
+TRIALS = "trials"
+TRIAL_FOLDER = f"{TRIALS}/${{{{name}}}}/model/"
+# The train input that has each trial keep its record (aks_jobs/lm/trial_record.py).
+TRIAL_RECORD = {"trial_record": "on"}
 
 
 def search_space(space: SearchSpace) -> dict[str, Choice | LogUniform | Uniform]:

@@ -82,29 +82,54 @@ def status_panel() -> None:
 
 
 def retrain_choices() -> TrainChoices | None:
-    """The retrain button's options (None when they cannot go together); a field left empty keeps the app
-    setting (TRAIN_PRESET, ...)."""
-    with st.expander("Retrain options", icon=":material/tune:"):
-        st.caption("Empty fields keep the app settings (the preset's own epochs and learning rate).")
-        left, right = st.columns(2)
-        preset = left.selectbox("Preset", get_args(Preset), index=None, placeholder="app setting", key="rt_preset")
-        base_model = right.text_input("Base model", placeholder="app setting (BASE_MODEL)", key="rt_base")
-        epochs = left.number_input("Epochs", 0.1, float(MAX_EPOCHS), value=None, step=1.0, key="rt_epochs")
-        learning_rate = right.number_input(
-            "Learning rate", 1e-7, MAX_LEARNING_RATE, value=None, step=1e-5, format="%.2e", key="rt_lr"
+    """The retrain button's options, starting at what the next run would use (GET /api/retrain), so a user
+    changes only what they want: only the fields changed are sent. None when they cannot go together."""
+    try:
+        defaults = api.retrain_defaults()
+    except ApiError as err:  # the button still queues a run with the app settings
+        st.caption(literal(f"Retrain options unavailable: {err}"))
+        return TrainChoices()
+    shown = st.session_state
+    if shown.get("rt_defaults") != defaults:  # the first render, or the app settings changed
+        shown.update(
+            rt_defaults=defaults,
+            rt_preset=defaults.preset,
+            rt_base=defaults.base_model,
+            rt_epochs=defaults.epochs,
+            rt_lr=defaults.learning_rate,
+            rt_sweep=defaults.sweep_trials,
         )
-        trials = left.number_input("Sweep trials (0 = no sweep)", 0, MAX_SWEEP_TRIALS, value=None, key="rt_sweep")
+    with st.expander("Retrain options", icon=":material/tune:"):
+        st.caption(
+            "What the next run uses: the app settings, and the preset's own epochs and learning rate where "
+            "those are not set. Change what you want; only changes are sent."
+        )
+        left, right = st.columns(2)
+        preset = left.selectbox("Preset", get_args(Preset), key="rt_preset", on_change=_preset_changed)
+        base_model = right.text_input("Base model", key="rt_base").strip()
+        epochs = left.number_input("Epochs", 0.1, float(MAX_EPOCHS), step=1.0, key="rt_epochs")
+        learning_rate = right.number_input(
+            "Learning rate", 1e-7, MAX_LEARNING_RATE, step=1e-5, format="%.2e", key="rt_lr"
+        )
+        trials = left.number_input("Sweep trials (0 = no sweep)", 0, MAX_SWEEP_TRIALS, key="rt_sweep")
+    unset = defaults.presets[preset]  # what the preset gives a field left unset
     try:
         return TrainChoices(
-            preset=preset,
-            base_model=base_model.strip() or None,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            sweep_trials=trials,
+            preset=None if preset == defaults.preset else preset,
+            base_model=None if base_model in ("", defaults.base_model) else base_model,
+            epochs=None if epochs == unset.epochs else epochs,
+            learning_rate=None if math.isclose(learning_rate, unset.learning_rate) else learning_rate,
+            sweep_trials=None if trials == defaults.sweep_trials else trials,
         )
     except ValidationError as err:  # the API would refuse the same: say so before the click
         st.error(literal(err.errors()[0]["msg"].removeprefix("Value error, ")))
         return None
+
+
+def _preset_changed() -> None:
+    """Another preset: show its own epochs and learning rate (unless the app settings fix them)."""
+    values = st.session_state["rt_defaults"].presets[st.session_state["rt_preset"]]
+    st.session_state.update(rt_epochs=values.epochs, rt_lr=values.learning_rate)
 
 
 def rollback_panel(status: Status, busy: bool) -> None:
@@ -297,9 +322,12 @@ def sweep_details(run: RunDetail) -> None:
         return
     st.markdown(
         f"**Sweep: {len(sweep.trials)} trials, trial {sweep.chosen_trial} chosen** "
-        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early by the Bandit rule: "
+        f"({literal(sweep.goal)} {literal(sweep.primary_metric)}; stopped early: "
         f"{sum(t.stopped_early for t in sweep.trials)})"
     )
+    if sweep.planned_trials and sweep.planned_trials > len(sweep.trials):
+        limit = f"the sweep's time limit is {sweep.timeout_s} s" if sweep.timeout_s else "no time limit"
+        st.caption(f"{sweep.planned_trials - len(sweep.trials)} planned trial(s) did not run ({limit}).")
     st.dataframe(pd.DataFrame(run_view.sweep_rows(sweep)), hide_index=True, key=f"sweep_{run.id}")
     curves = run_view.sweep_curves(sweep)
     if curves:
