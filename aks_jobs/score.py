@@ -25,10 +25,12 @@ import os
 import socket
 from collections.abc import Callable
 
-# Idle OpenMP threads sleep instead of spinning: the decode thread's team shares the cores with the server's
-# request threads, and on a busy 2-core node spinning made a 50-token answer 6x slower (docs/performance.md).
-# Read when torch loads, so set before it is imported; a deployment may set it otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from aks_jobs.capacity import cgroup_cpu_quota
+from aks_jobs.lm.scoring_server_settings import openmp_environment
+
+# OpenMP reads its settings when torch loads, so they are set before torch is imported (threads within the
+# pod's CPU quota, a bounded spin while waiting); a deployment's own OMP_* / GOMP_* settings win.
+os.environ.update(openmp_environment(os.environ, cgroup_cpu_quota(), len(os.sched_getaffinity(0))))
 
 import flask  # noqa: E402
 from azureml_inference_server_http.api.aml_response import AMLResponse  # noqa: E402

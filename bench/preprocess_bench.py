@@ -33,8 +33,8 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
+from aks_jobs.capacity import choose_workers
 from aks_jobs.pdf_text.build import Options, build_snapshot
-from aks_jobs.pdf_text.capacity import choose_workers
 from aks_jobs.pdf_text.extract import read_with_pypdf
 from aks_jobs.pdf_text.pdfium_pages import read_with_pdfium
 from synthetic_data.pdfs import ENGLISH_TEXT, make_text_pdf

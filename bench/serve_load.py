@@ -35,7 +35,7 @@ import torch
 from aks_jobs.lm.serving_limits import ServingLimits
 from bench.serve_bench import NEW_TOKENS, PROMPT, SAMPLING, SIZES, build_model, design_generator, summary
 from local_stack.scoring_server import running_scoring_server
-from pipeline_contracts.scoring import streamed_answer
+from pipeline_contracts.scoring import parse_response, streamed_answer
 
 EIGHT_MIB = "fox " * (2 * 1024 * 1024)
 
@@ -86,9 +86,9 @@ def valid(http: httpx.Client, seed: int, stream: bool, record: Record) -> None:
         record.add(kind, answer.status_code, failure=f"HTTP {answer.status_code}: {answer.text[:200]}")
         return
     try:
-        done = streamed_answer(answer.text)[1] if stream else answer.json()
-        made = done["usage"]["completion_tokens"]
-    except (ValueError, KeyError) as err:
+        done = streamed_answer(answer.text)[1] if stream else parse_response(answer.content)
+        made = done.usage.completion_tokens
+    except ValueError as err:  # NoGeneration included
         record.add(kind, 200, failure=f"incomplete answer: {err}")
         return
     record.add(kind, 200, latency, None if made == NEW_TOKENS else f"{made} tokens, not {NEW_TOKENS}")

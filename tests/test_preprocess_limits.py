@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from aks_jobs.capacity import available_cpus, cgroup_cpu_quota, cgroup_memory_limit, choose_workers
 from aks_jobs.pdf_text.build import Options, build_snapshot
-from aks_jobs.pdf_text.capacity import available_cpus, cgroup_cpu_quota, cgroup_memory_limit, choose_workers
 from synthetic_data.pdfs import ENGLISH_TEXT, make_heavy_pdf, make_text_pdf
 
 

@@ -6,6 +6,9 @@ for the health probe beside MAX_REQUESTS requests. Why these numbers: docs/perfo
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 WORKER_COUNT = 1
 MAX_REQUESTS = 48
 THREADS = 64  # MAX_REQUESTS + 16 for health probes and quick refusals
@@ -21,3 +24,22 @@ def server_env(*gunicorn_args: str) -> dict[str, str]:
         "SCORING_MAX_REQUESTS": str(MAX_REQUESTS),
         "SCORING_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S - 5),
     }
+
+
+# OpenMP threads waiting for work spin this many rounds (tens of microseconds) before they sleep: a decode step
+# runs hundreds of short parallel operations, and waking sleeping threads for each made a step ~1.7x slower
+# on 2 idle cores; a bound on the spin keeps idle threads off the cores (figures: docs/performance.md).
+GOMP_SPIN_COUNT = 10_000
+
+
+def openmp_environment(env: Mapping[str, str], cpu_quota: float | None, cpus: int) -> dict[str, str]:
+    """What the scoring process adds to its environment before torch loads; a deployment's own settings win.
+
+    Threads: no more than the pod's CPU quota (a team larger than the quota is throttled mid-step). Waiting:
+    a bounded spin, unless the deployment chose OMP_WAIT_POLICY or GOMP_SPINCOUNT itself."""
+    added = {}
+    if "OMP_NUM_THREADS" not in env and cpu_quota is not None and cpu_quota < cpus:
+        added["OMP_NUM_THREADS"] = str(max(1, math.floor(cpu_quota)))
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        added["GOMP_SPINCOUNT"] = str(GOMP_SPIN_COUNT)
+    return added

@@ -6,7 +6,6 @@ clean     text cleaning rules (Unicode, hyphenation, whitespace, headers/footers
 language  is the text mostly English?
 document  one PDF -> cleaned text, status and messages (the unit that is isolated and cached)
 isolate   worker processes with time and memory limits
-capacity  how many workers fit in this machine or container
 cache     earlier results keyed by sha256 and extraction code version
 manifest  manifest entries, totals and the documents digest
 snapshot  exclusive, timestamped writing of snapshot + manifest

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aks_jobs.capacity import choose_workers
 from aks_jobs.pdf_text.cache import ExtractionCache
-from aks_jobs.pdf_text.capacity import choose_workers
 from aks_jobs.pdf_text.document import Extraction
 from aks_jobs.pdf_text.extract import describe_content, is_pdf_header
 from aks_jobs.pdf_text.inputs import InputFile, list_inputs

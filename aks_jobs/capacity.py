@@ -1,4 +1,5 @@
-"""How many extraction workers fit in this machine or container.
+"""What this machine or container may use: CPUs and memory (the preprocess step's workers, the scoring
+server's threads).
 
 os.cpu_count() reports the whole node inside a Kubernetes pod; the pod's real share is its cgroup
 CPU quota, and N workers that may each use --memory-mb must also fit in the pod's memory limit,
