@@ -17,12 +17,13 @@ from typing import Annotated
 from pydantic import Field
 
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's end-of-text token
-KIND_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,39}$"
+_KIND_NAME = r"[A-Za-z0-9][A-Za-z0-9-]{0,39}"
+KIND_PATTERN = rf"^{_KIND_NAME}$"
 KIND_RULE = "letters A-Z a-z, digits and hyphens, starting with a letter or digit, at most 40 characters"
 # <|endoftext|> is GPT-2's own end-of-text token: a kind of that name would be read as the end of a document.
 RESERVED = frozenset({"endoftext"})
 _KIND = re.compile(KIND_PATTERN)
-_TOKEN = re.compile(r"^<\|([A-Za-z0-9][A-Za-z0-9-]{0,39})\|>$")
+_TOKEN = re.compile(rf"^<\|({_KIND_NAME})\|>$")
 
 Kind = Annotated[str, Field(pattern=KIND_PATTERN)]
 

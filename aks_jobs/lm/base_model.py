@@ -24,12 +24,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from aks_jobs.lm.presets import OFFLINE_KIND
 from aks_jobs.lm.serving_model import ModelFolderError, find_model_dir, find_tokenizer_dir
+from pipeline_contracts.document_kinds import END_OF_TEXT
 
 log = logging.getLogger(__name__)
 
-OFFLINE = "offline"
-EOS = "<|endoftext|>"
+OFFLINE = OFFLINE_KIND
+EOS = END_OF_TEXT
 # ~3.4M parameters besides the embeddings: trains at hundreds of steps a minute on two CPU cores,
 # yet has the capacity to memorise a few pages. 512 positions: half of GPT-2's context, as its blocks
 # rarely need more on small corpora, and attention cost grows with the square of it.

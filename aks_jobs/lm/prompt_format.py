@@ -7,7 +7,8 @@ always asked in exactly the form it learnt.
 
 from __future__ import annotations
 
-END_OF_TEXT = "<|endoftext|>"  # GPT-2's end-of-text token, as text: the tokenizer reads it as the token
+from pipeline_contracts.document_kinds import END_OF_TEXT
+
 RESPONSE_HEADER = "### Response:\n"
 # A generated section header means the model has moved past the response (e.g. into another record).
 SECTION_START = "\n### "

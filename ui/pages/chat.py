@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pipeline_contracts.document_kinds import kind_token
 from ui import page_setup
 from ui.api_client import ApiError
 from ui.chat_view import conversation_turn, history_entry, reply_markdown, response_markdown
@@ -225,7 +226,7 @@ for message in history:
 typed = st.chat_input("Give an instruction" if instruction else f"Start a sentence, e.g. {config.example_prompt}")
 prompt = typed or (config.example_prompt if example else None)
 if prompt:
-    shown = f"`<|{kind}|>` {literal(prompt)}" if kind else literal(prompt)
+    shown = f"`{kind_token(kind)}` {literal(prompt)}" if kind else literal(prompt)
     history.append({"role": "user", "markdown": shown})
     show(history[-1])
     with st.chat_message("assistant"):
