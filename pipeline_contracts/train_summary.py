@@ -58,7 +58,7 @@ class SystemSample(BaseModel):
 
 
 class SweepTrial(BaseModel):
-    """One trial of a sweep (aks_jobs/lm/sweep_trials.py Trial.to_dict)."""
+    """One trial of a sweep (aks_jobs/lm/sweep_trials.py Trial.summary, aks_jobs/lm/trial_record.py gather)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -22,10 +22,11 @@ import mlflow
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from aks_jobs.lm.limits import WallClockLimit, any_rank
-from aks_jobs.lm.recipe import PRETRAINED
+from aks_jobs.lm.presets import PRETRAINED
 from aks_jobs.lm.sweep import GOAL, PRIMARY_METRIC, BanditRule, BestByInterval, SearchSpace, SweepClock
 from aks_jobs.lm.tracking import flat_params, use_experiment
 from aks_jobs.lm.training import SUMMARY, TrainRequest, checkpoint_dir, train
+from pipeline_contracts.train_summary import SweepSummary, SweepTrial
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,17 @@ class Trial:
     mlflow_run_id: str | None = None
     error: str | None = None  # the trial failed (as in Azure ML, the sweep goes on with the next)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "trial": self.number,
-            "settings": self.settings,
-            "dev_losses": self.dev_losses,
-            "stopped_early": self.stopped_early,
-            "stopped_by": self.stopped_by,
-            PRIMARY_METRIC: self.dev_loss,
-            "mlflow_run_id": self.mlflow_run_id,
-            "error": self.error,
-        }
+    def summary(self) -> SweepTrial:
+        return SweepTrial(
+            trial=self.number,
+            settings=self.settings,
+            dev_losses=self.dev_losses,
+            stopped_early=self.stopped_early,
+            stopped_by=self.stopped_by,
+            dev_loss=self.dev_loss,
+            mlflow_run_id=self.mlflow_run_id,
+            error=self.error,
+        )
 
 
 def choose(trials: list[Trial]) -> Trial:
@@ -208,17 +209,17 @@ def run_sweep(
         request.output.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, request.output, dirs_exist_ok=True)
         summary = json.loads((source / SUMMARY).read_text(encoding="utf-8"))
-        summary["sweep"] = {
-            "primary_metric": PRIMARY_METRIC,
-            "goal": GOAL,
-            "space": space.model_dump(),
-            "bandit": rule.model_dump(),
-            "chosen_trial": chosen.number,
-            "planned_trials": trials,
-            "timeout_s": timeout_s,
-            "mlflow_run_id": mlflow.active_run().info.run_id,
-            "trials": [t.to_dict() for t in done],
-        }
+        summary["sweep"] = SweepSummary(
+            primary_metric=PRIMARY_METRIC,
+            goal=GOAL,
+            space=space.model_dump(),
+            bandit=rule.model_dump(),
+            chosen_trial=chosen.number,
+            planned_trials=trials,
+            timeout_s=timeout_s,
+            mlflow_run_id=mlflow.active_run().info.run_id,
+            trials=[t.summary() for t in done],
+        ).model_dump()  # Python mode: a NaN dev loss stays NaN in the JSON, as before
         (request.output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         mlflow.log_metrics(
             {
