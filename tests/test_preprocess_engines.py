@@ -135,7 +135,32 @@ def test_a_document_that_crashes_every_engine_gets_a_clear_error_and_the_others_
     entries = {entry.name: entry for entry in result.entries}
     crashed = entries["crash.pdf"]
     assert crashed.status == "error" and crashed.chars == 0
-    assert "the extraction process crashed (signal SIGABRT)" in crashed.messages[0]
+    assert "the extraction process crashed (signal SIGABRT) while pypdf read it" in crashed.messages[0]
+    assert "memory limit of 2048 MB" in crashed.messages[0]  # what kills pure-Python pypdf
     assert "other documents are not affected" in crashed.messages[0]
     assert entries["a_before.pdf"].status == entries["z_after.pdf"].status == "ok"
     assert "Before the crash." in result.snapshot.text.read_text()
+
+
+def test_the_memory_limit_stays_the_reason_when_pypdf_then_dies_another_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under a tight limit pdfium's worker can run out of memory and pypdf's retry then abort: the
+    # interpreter aborts when memory runs out while it raises MemoryError (seen in CI at --memory-mb 1).
+    real = isolate.process_document
+
+    def memory_then_abort(path: Path, pdfium: bool = True):
+        if b"CRASH-ME" in path.read_bytes():
+            if pdfium:
+                raise MemoryError
+            os.abort()
+        return real(path, pdfium)
+
+    monkeypatch.setattr(isolate, "process_document", memory_then_abort)
+    result = build_snapshot(_inputs(tmp_path / "inputs"), tmp_path / "out", options=Options(workers=1))
+    entries = {entry.name: entry for entry in result.entries}
+    crashed = entries["crash.pdf"]
+    assert crashed.status == "error"
+    assert "memory limit of 2048 MB" in crashed.messages[0]
+    assert "pypdf failed on it too" in crashed.messages[-1] and "signal SIGABRT" in crashed.messages[-1]
+    assert entries["a_before.pdf"].status == entries["z_after.pdf"].status == "ok"

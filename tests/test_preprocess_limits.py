@@ -142,7 +142,8 @@ def test_a_memory_limit_below_the_interpreter_size_fails_each_document_cleanly(t
     result = build_snapshot(inputs, tmp_path / "out", options=Options(memory_mb=1, workers=1))
     assert result.snapshot is None and not result.has_text
     assert [entry.status for entry in result.entries] == ["error", "error"]
-    assert all("memory limit of 1 MB" in entry.messages[0] for entry in result.entries)
+    messages = [entry.messages for entry in result.entries]
+    assert all("memory limit of 1 MB" in entry.messages[0] for entry in result.entries), messages
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,8 @@ class _Worker:
             # Over the memory limit is an outcome of these limits (cached per limits); a kill by the system
             # depends on what else ran, so it is tried again next run.
             memory = self.process.exitcode == MEMORY_EXIT_CODE
-            extraction = Extraction.failed(_death_message(self.process.exitcode, self.limits), cacheable=memory)
+            message = _death_message(self.process.exitcode, self.limits, self.task.pdfium)
+            extraction = Extraction.failed(message, cacheable=memory)
             extraction.limited = memory
             self.usable = False
             died = True
@@ -157,7 +158,7 @@ class _Worker:
         self.conn.close()
 
 
-def _death_message(exitcode: int | None, limits: Limits) -> str:
+def _death_message(exitcode: int | None, limits: Limits, pdfium: bool) -> str:
     if exitcode == MEMORY_EXIT_CODE:
         return (
             f"stopped at the memory limit of {limits.memory_mb} MB: extracting it needed more (a very large "
@@ -169,6 +170,14 @@ def _death_message(exitcode: int | None, limits: Limits) -> str:
             "(the machine or container ran out); lower --workers or --memory-mb, or split the PDF, then run again."
         )
     cause = f"signal {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit status {exitcode}"
+    if not pdfium:
+        # pypdf is pure Python: what kills it is most likely the interpreter aborting when memory runs out
+        # while it raises MemoryError.
+        return (
+            f"the extraction process crashed ({cause}) while pypdf read it, most likely at the memory limit of "
+            f"{limits.memory_mb} MB; raise --memory-mb or split the PDF, then run again. The other documents "
+            "are not affected."
+        )
     return (
         f"the extraction process crashed ({cause}): the PDF engine (pdfium or pypdf) failed on this file, a "
         "hostile or broken PDF; open it in a PDF viewer, save or export it as a new PDF and upload that. The "
@@ -193,6 +202,11 @@ def _is_crash(exitcode: int | None) -> bool:
 
 def _after_crash(crash: Outcome, retry: Outcome) -> Outcome:
     """The document's outcome once pypdf retried it after pdfium's worker died."""
+    if crash.extraction.limited and retry.extraction.status == "error":
+        # The memory limit is the reason to act on, even where pypdf then died another way (the
+        # interpreter aborts when it runs out of memory while raising MemoryError).
+        crash.extraction.note(f"pypdf failed on it too: {retry.extraction.messages[0]}")
+        return replace(crash, seconds=crash.seconds + retry.seconds)
     if retry.extraction.status == "error":  # pypdf's reason (e.g. the memory limit) is the one to act on
         retry.extraction.note(f"pdfium failed on it first: {crash.extraction.messages[0]}")
     else:
