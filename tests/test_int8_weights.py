@@ -3,6 +3,7 @@ only, the float path unchanged, and the decode loop's promises (greedy = generat
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM
 from transformers.activations import GELUTanh, NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
+from aks_jobs.lm import int8_weights
 from aks_jobs.lm.generation import Completion, generate
 from aks_jobs.lm.int8_weights import Int8Linear, fuse_gelu, quantize_linear_layers
 from aks_jobs.lm.perplexity import score_texts
@@ -58,9 +60,23 @@ def test_a_row_gives_the_same_output_alone_or_beside_any_other_rows():
     layer = Int8Linear.from_float(nn.Linear(64, 32))
     row = torch.randn(1, 64)
     alone = layer(row)
-    for neighbours in (torch.randn(7, 64) * 1000, torch.zeros(3, 64), torch.randn(1, 64) * 1e-3):
+    # 3 and 8 rows and 70 (a prefill) take torch._int_mm or oneDNN's prepacked kernel: the same floats either way.
+    for neighbours in (torch.randn(7, 64) * 1000, torch.zeros(2, 64), torch.randn(31, 64) * 1e-3, torch.randn(69, 64)):
         together = layer(torch.cat([neighbours[:2], row, neighbours[2:]]))
-        assert torch.equal(together[min(2, len(neighbours))], alone[0])
+        assert torch.equal(together[2], alone[0])
+
+
+@pytest.mark.skipif(not int8_weights._ONEDNN_INT8, reason="this build of torch has no oneDNN int8 linear")
+def test_decode_steps_use_the_weight_packed_once_and_the_layer_still_copies():
+    layer = Int8Linear.from_float(nn.Linear(64, 32))
+    layer(torch.randn(32, 64))
+    packed = layer._packed
+    assert packed is not None and packed.is_mkldnn
+    layer(torch.randn(16, 64))
+    assert layer._packed is packed
+    copied = copy.deepcopy(layer)  # an opaque oneDNN tensor cannot be copied: packed again on use
+    x = torch.randn(9, 64)
+    assert torch.equal(copied(x), layer(x))
 
 
 def test_every_linear_layer_of_gpt2_becomes_int8_and_embeddings_stay_float(float_served, trained_dir):
