@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import http.client
+import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -35,8 +36,9 @@ def shared_azurite() -> str:
     """Start Azurite once per test process; return its connection string."""
     if "connection" not in _shared:
         ports = azurite.AzuritePorts(free_port(), free_port(), free_port())
-        log_file = Path(tempfile.mkdtemp(prefix="azurite-")) / "azurite.log"
-        proc = azurite.start(ports, location=None, log_file=log_file)
+        log_dir = Path(tempfile.mkdtemp(prefix="azurite-"))
+        proc = azurite.start(ports, location=None, log_file=log_dir / "azurite.log")  # kept if it fails to start
+        atexit.register(shutil.rmtree, log_dir, ignore_errors=True)  # atexit runs last-in first: after _stop
         atexit.register(_stop, proc)
         _shared["connection"] = ports.connection_string()
     return str(_shared["connection"])
