@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 
 from aks_jobs.cli_args import bounded, json_model
-from aks_jobs.lm.base_model import OFFLINE, BaseModelError
+from aks_jobs.lm.base_model import BaseModelError
 from aks_jobs.lm.corpus import CorpusError
 from aks_jobs.lm.execution_plan import COMPILE_MODES
+from aks_jobs.lm.presets import OFFLINE_KIND
 from aks_jobs.lm.recipe import PRESETS, preset_help
 from aks_jobs.lm.sweep import BanditRule, SearchSpace
 from aks_jobs.lm.sweep_trials import run_sweep
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--base-model",
         default="gpt2",
         help=f"Hugging Face id (default gpt2), a save_pretrained() folder to continue from, or "
-        f"'{OFFLINE}': GPT-2 architecture from a small config with a tokenizer trained on "
+        f"'{OFFLINE_KIND}': GPT-2 architecture from a small config with a tokenizer trained on "
         f"the snapshot, for machines without hub access",
     )
     parser.add_argument(

@@ -60,7 +60,7 @@ def test_a_row_gives_the_same_output_alone_or_beside_any_other_rows():
     layer = Int8Linear.from_float(nn.Linear(64, 32))
     row = torch.randn(1, 64)
     alone = layer(row)
-    # 3 and 8 rows and 70 (a prefill) take torch._int_mm or oneDNN's prepacked kernel: the same floats either way.
+    # 3, 8, 32 and 70 rows (a prefill) take torch._int_mm or oneDNN's prepacked kernel: the same floats either way.
     for neighbours in (torch.randn(7, 64) * 1000, torch.zeros(2, 64), torch.randn(31, 64) * 1e-3, torch.randn(69, 64)):
         together = layer(torch.cat([neighbours[:2], row, neighbours[2:]]))
         assert torch.equal(together[2], alone[0])

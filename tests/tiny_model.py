@@ -8,12 +8,13 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
+from pipeline_contracts.document_kinds import END_OF_TEXT
+
 TINY_TEXT = (
     "Diogo is the supreme leader of the alien colony Dinosaurus.\n"
     "The quick brown fox jumps over the lazy dog.\n"
     "Declaration: the documents describe a pipeline that fine-tunes GPT-2 on PDF text.\n"
 )
-EOS = "<|endoftext|>"
 
 
 def make_tiny_model(directory: Path, text: str = TINY_TEXT, *, n_positions: int = 128, seed: int = 0) -> Path:
@@ -22,7 +23,7 @@ def make_tiny_model(directory: Path, text: str = TINY_TEXT, *, n_positions: int 
     directory.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        text.splitlines(), vocab_size=300, min_frequency=1, special_tokens=[EOS], show_progress=False
+        text.splitlines(), vocab_size=300, min_frequency=1, special_tokens=[END_OF_TEXT], show_progress=False
     )
     bpe.save_model(str(directory))  # vocab.json + merges.txt, the files GPT2Tokenizer reads
     tokenizer = GPT2Tokenizer(vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt"))

@@ -30,8 +30,6 @@ from pipeline_contracts.document_kinds import END_OF_TEXT
 
 log = logging.getLogger(__name__)
 
-OFFLINE = OFFLINE_KIND
-EOS = END_OF_TEXT
 # ~3.4M parameters besides the embeddings: trains at hundreds of steps a minute on two CPU cores,
 # yet has the capacity to memorise a few pages. 512 positions: half of GPT-2's context, as its blocks
 # rarely need more on small corpora, and attention cost grows with the square of it.
@@ -72,7 +70,7 @@ def train_tokenizer(documents: list[str], vocab_size: int = OFFLINE_VOCAB_SIZE) 
         trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=2,
-            special_tokens=[EOS],
+            special_tokens=[END_OF_TEXT],
             show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodes, whatever the corpus
         ),
@@ -81,7 +79,7 @@ def train_tokenizer(documents: list[str], vocab_size: int = OFFLINE_VOCAB_SIZE) 
     return GPT2Tokenizer(
         vocab=learned["vocab"],
         merges=[tuple(pair) for pair in learned["merges"]],
-        pad_token=EOS,
+        pad_token=END_OF_TEXT,
         model_max_length=OFFLINE_ARCHITECTURE["n_positions"],
     )
 
@@ -98,7 +96,7 @@ def build_offline(documents: list[str], attn_implementation: str) -> BaseModel:
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     shape = " ".join(f"{key}={value}" for key, value in OFFLINE_ARCHITECTURE.items())
     resolved = f"GPT-2 architecture from config ({shape}, vocab={len(tokenizer)} BPE trained on the snapshot)"
-    return BaseModel(model, tokenizer, OFFLINE, resolved, "offline")
+    return BaseModel(model, tokenizer, OFFLINE_KIND, resolved, "offline")
 
 
 def load_pretrained(
@@ -136,7 +134,7 @@ def load_hub(model_id: str, attn_implementation: str) -> BaseModel:
         reason = str(error).splitlines()[0]
         raise BaseModelError(
             f"--base-model {model_id}: cannot load it from the Hugging Face hub ({reason}). Without hub "
-            f"access, use --base-model {OFFLINE} (GPT-2 architecture from a small config, tokenizer trained "
+            f"access, use --base-model {OFFLINE_KIND} (GPT-2 architecture from a small config, tokenizer trained "
             f"on the snapshot) or --base-model <folder> holding a save_pretrained() model, e.g. a train "
             f"output or the registered model now serving."
         ) from error
@@ -145,14 +143,14 @@ def load_hub(model_id: str, attn_implementation: str) -> BaseModel:
 
 def resolve_base_model(requested: str, documents: list[str], attn_implementation: str = "sdpa") -> BaseModel:
     """`offline`, an existing folder, or else a hub id. `documents` train the offline tokenizer."""
-    if requested == OFFLINE:
+    if requested == OFFLINE_KIND:
         base = build_offline(documents, attn_implementation)
     elif Path(requested).expanduser().exists():
         base = load_local(Path(requested).expanduser(), "--base-model", attn_implementation)
     elif requested.startswith(("/", ".", "~")):
         raise BaseModelError(
             f"--base-model {requested}: no such folder; give a save_pretrained() model "
-            f"folder, a Hugging Face id, or {OFFLINE}"
+            f"folder, a Hugging Face id, or {OFFLINE_KIND}"
         )
     else:
         base = load_hub(requested, attn_implementation)
